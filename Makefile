@@ -1,0 +1,39 @@
+# Two commands on a fresh Linux machine (Python 3.11, root or sudo for system packages):
+#   make demo   installs everything and runs the main job end to end
+#   make test   installs everything and runs the test suite
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+export RADIOLENS_DATA_DIR ?= $(abspath ../shared/data)
+
+.PHONY: setup system-deps demo test test-all lint clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel setuptools
+
+# torch/torchvision are pinned in pyproject.toml; installed first so the resolver takes the pinned files.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: setup
+	bash scripts/demo.sh
+
+test: setup system-deps
+	$(BIN)/python -m pytest -q
+
+test-all: setup system-deps
+	$(BIN)/python -m pytest -q -m ''
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,40 @@
+"""The ``radiolens`` command. Thin: each layer registers its own commands from ``radiolens._cli``."""
+
+from __future__ import annotations
+
+import typer
+
+from radiolens import __version__
+from radiolens._cli import evaluate as _evaluate
+from radiolens._cli import explain as _explain
+from radiolens._cli import io as _io
+from radiolens._cli import serve as _serve
+from radiolens._cli import train as _train
+
+app = typer.Typer(
+    name="radiolens",
+    help="Chest X-ray AI from DICOM to a validated, explainable, monitored prediction. "
+    "Advisory only: decision support for qualified readers, never a diagnosis.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"radiolens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
+    """radiolens command-line interface."""
+
+
+for _module in (_io, _train, _evaluate, _explain, _serve):
+    _module.register(app)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,214 @@
+"""Reading DICOM radiographs into :class:`RadioImage`.
+
+Order of operations matters (PS3.3 C.11): stored values -> Modality LUT (rescale or LUT sequence) ->
+VOI (window or VOI LUT sequence; a percentile window when the file has neither) -> MONOCHROME1
+inversion last. Inverting before the VOI transform is a classic bug that makes air bright.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+from radiolens.errors import (
+    ImageDimensionError,
+    NoPixelDataError,
+    NotDicomError,
+    TruncatedFileError,
+    UnreadableImageError,
+    UnsupportedTransferSyntaxError,
+)
+from radiolens.io.image import ImageMeta, RadioImage, Window
+from radiolens.io.limits import check_dimensions
+from radiolens.io.windowing import apply_window, percentile_window
+
+Frames = Literal["first", "all"]
+
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+
+
+def read_dicom_dataset(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """Open a DICOM file (with or without the 128-byte preamble) or raise a typed error."""
+    name = Path(path).name
+    try:
+        return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+    except InvalidDicomError as exc:
+        raise NotDicomError(f"{name}: not a DICOM file") from exc
+    except (EOFError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise UnreadableImageError(f"{name}: file not found") from exc
+        raise TruncatedFileError(f"{name}: file is truncated or unreadable") from exc
+    except Exception as exc:  # pydicom raises assorted errors on garbage; none may escape untyped
+        raise NotDicomError(f"{name}: not a readable DICOM file ({type(exc).__name__})") from exc
+
+
+def dicom_to_image(ds: Dataset, *, name: str = "<dataset>", window: Window | None = None,
+                   frames: Frames = "first") -> RadioImage:
+    """Decode and normalise an already-open dataset."""
+    if not any(tag in ds for tag in _PIXEL_TAGS):
+        raise NoPixelDataError(f"{name}: DICOM file has no pixel data")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    check_dimensions(name, rows, cols, n_frames, samples)
+
+    raw = _decode(ds, name, frames)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    is_colour = samples > 1 or photometric == "PALETTE COLOR"
+    if photometric == "PALETTE COLOR":
+        raw = apply_color_lut(raw, ds)
+    frame_axis = (frames == "all" and n_frames > 1)
+
+    if is_colour:
+        grey = _rgb_to_grey(raw.astype(np.float64))
+        if photometric == "PALETTE COLOR":  # the colour LUT's entries are 8- or 16-bit
+            peak = 65535.0 if raw.dtype.itemsize > 1 else 255.0
+        else:
+            peak = float(2 ** int(ds.get("BitsStored", 8)) - 1)
+        values = grey
+        if window is not None:
+            out = apply_window(values, window, "LINEAR")
+            used, source = window, "override"
+        else:
+            out = np.clip(values / peak, 0.0, 1.0).astype(np.float32)
+            used, source = Window(center=peak / 2.0, width=peak), "full_range"
+    else:
+        values = apply_modality_lut(raw, ds).astype(np.float64, copy=False)
+        out, used, source = _voi(values, ds, window)
+        if photometric == "MONOCHROME1":
+            out = (1.0 - out).astype(np.float32)
+
+    if not frame_axis and out.ndim == 3 and out.shape[0] == n_frames and n_frames > 1:
+        out = out[0]
+    meta = extract_meta(ds)
+    meta.window_used, meta.window_source = used, source
+    return RadioImage(pixels=np.ascontiguousarray(out, dtype=np.float32), meta=meta)
+
+
+def read_dicom(path: str | Path, *, window: Window | None = None, frames: Frames = "first") -> RadioImage:
+    name = Path(path).name
+    ds = read_dicom_dataset(path)
+    return dicom_to_image(ds, name=name, window=window, frames=frames)
+
+
+def _decode(ds: Dataset, name: str, frames: Frames) -> np.ndarray:
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        if frames == "first" and n_frames > 1:
+            arr = ds.pixel_array[0]
+        else:
+            arr = ds.pixel_array
+    except NotImplementedError as exc:
+        raise UnsupportedTransferSyntaxError(
+            f"{name}: no decoder for transfer syntax {ts.name if ts else 'unknown'}"
+            " (install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg or python-gdcm)") from exc
+    except (ValueError, EOFError) as exc:
+        msg = str(exc).lower()
+        if "length" in msg or "truncat" in msg or "not enough" in msg or "insufficient" in msg:
+            raise TruncatedFileError(f"{name}: pixel data is truncated") from exc
+        raise UnreadableImageError(f"{name}: pixel data could not be decoded ({type(exc).__name__})") from exc
+    except RuntimeError as exc:
+        if "no" in str(exc).lower() and ("handler" in str(exc).lower() or "plugin" in str(exc).lower()
+                                         or "decoder" in str(exc).lower()):
+            raise UnsupportedTransferSyntaxError(
+                f"{name}: no decoder available for transfer syntax {ts.name if ts else 'unknown'}") from exc
+        raise UnreadableImageError(f"{name}: pixel data could not be decoded ({type(exc).__name__})") from exc
+    except Exception as exc:
+        raise UnreadableImageError(f"{name}: pixel data could not be decoded ({type(exc).__name__})") from exc
+    if arr.size == 0:
+        raise ImageDimensionError(f"{name}: decoded image is empty")
+    return arr
+
+
+def _rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
+    # ITU-R BT.601 luma, the same weights PIL's convert("L") uses.
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _voi(values: np.ndarray, ds: Dataset, window: Window | None) -> tuple[np.ndarray, Window | None, str]:
+    if window is not None:
+        return apply_window(values, window, "LINEAR"), window, "override"
+    if "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
+        item = ds.VOILUTSequence[0]
+        descriptor = [int(v) for v in item.LUTDescriptor]
+        out = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
+        lut_peak = float(2 ** descriptor[2] - 1) if len(descriptor) > 2 and descriptor[2] else float(out.max())
+        # Some writers declare 16 bits but fill 12: scale by what the LUT actually holds.
+        lut_max = float(np.max(np.asarray(item.LUTData))) if "LUTData" in item else lut_peak
+        peak = lut_max if 0 < lut_max < lut_peak else lut_peak
+        return np.clip(out / max(peak, 1.0), 0, 1).astype(np.float32), None, "voi_lut"
+    centers, widths = _multi(ds.get("WindowCenter")), _multi(ds.get("WindowWidth"))
+    if centers and widths and widths[0] > 0:
+        win = Window(center=centers[0], width=widths[0])
+        fn = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
+        return apply_window(values, win, fn), win, "header"
+    win = percentile_window(values)
+    return apply_window(values, win, "LINEAR_EXACT"), win, "percentile"
+
+
+def _multi(value: object) -> list[float]:
+    if value is None or value == "":
+        return []
+    items = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    out = []
+    for v in items:
+        try:
+            out.append(float(v))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _age_years(value: object) -> float | None:
+    m = re.fullmatch(r"\s*(\d{1,3})\s*([DWMY]?)\s*", str(value or ""))
+    if not m:
+        return None
+    n, unit = float(m.group(1)), (m.group(2) or "Y")
+    return round({"D": n / 365.25, "W": n * 7 / 365.25, "M": n / 12.0, "Y": n}[unit], 3)
+
+
+def _str(ds: Dataset, keyword: str) -> str | None:
+    v = ds.get(keyword)
+    if v is None:
+        return None
+    s = str(v).strip()
+    return s or None
+
+
+def extract_meta(ds: Dataset) -> ImageMeta:
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    try:
+        pixel_spacing = (float(spacing[0]), float(spacing[1])) if spacing else None
+    except (TypeError, ValueError, IndexError):
+        pixel_spacing = None
+    sex = _str(ds, "PatientSex")
+    fm = getattr(ds, "file_meta", None)
+    ts = getattr(fm, "TransferSyntaxUID", None) if fm is not None else None
+    return ImageMeta(
+        source_format="dicom",
+        modality=_str(ds, "Modality"),
+        body_part=_str(ds, "BodyPartExamined"),
+        view_position=_str(ds, "ViewPosition"),
+        photometric_interpretation=_str(ds, "PhotometricInterpretation"),
+        transfer_syntax_uid=str(ts) if ts else None,
+        study_instance_uid=_str(ds, "StudyInstanceUID"),
+        series_instance_uid=_str(ds, "SeriesInstanceUID"),
+        sop_instance_uid=_str(ds, "SOPInstanceUID"),
+        pixel_spacing_mm=pixel_spacing,
+        manufacturer=_str(ds, "Manufacturer"),
+        patient_age_years=_age_years(ds.get("PatientAge")),
+        patient_sex=sex.upper()[:1] if sex and sex.upper()[:1] in "MFO" else None,
+        rows=int(ds.get("Rows", 0) or 0),
+        columns=int(ds.get("Columns", 0) or 0),
+        number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
+        bits_stored=int(ds.BitsStored) if "BitsStored" in ds else None,
+        burned_in_annotation=_str(ds, "BurnedInAnnotation"),
+    )

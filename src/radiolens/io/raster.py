@@ -1,0 +1,117 @@
+"""PNG, JPEG and TIFF radiographs into the same :class:`RadioImage` as DICOM.
+
+Raster exports are already windowed by whoever made them, so by default values map by the full range
+of their bit depth (8-bit /255, 16-bit /65535) rather than a percentile window.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from radiolens.errors import ImageDimensionError, UnreadableImageError
+from radiolens.io.image import ImageMeta, RadioImage, Window
+from radiolens.io.limits import MAX_PIXELS, check_dimensions
+from radiolens.io.windowing import linear_window
+
+RASTER_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
+
+
+def _grey(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 3:
+        if arr.shape[-1] == 4:  # RGBA: alpha is not image content
+            arr = arr[..., :3]
+        if arr.shape[-1] == 3:
+            arr = arr[..., 0] * 0.299 + arr[..., 1] * 0.587 + arr[..., 2] * 0.114
+        elif arr.shape[-1] in (1, 2):
+            arr = arr[..., 0]
+        else:
+            raise UnreadableImageError(f"unsupported channel layout {arr.shape}")
+    return arr
+
+
+def _peak(dtype: np.dtype) -> float:
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage:
+    path = Path(path)
+    name = path.name
+    fmt = RASTER_SUFFIXES.get(path.suffix.lower(), "raster")
+    if fmt == "tiff":
+        arr = _read_tiff(path, name)
+    else:
+        arr = _read_pil(path, name)
+    peak = _peak(arr.dtype)
+    values = _grey(arr.astype(np.float64)) if arr.ndim == 3 else arr.astype(np.float64)
+    if window is not None:
+        out, used, source = linear_window(values, window), window, "override"
+    elif np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.nanmin(values)), float(np.nanmax(values))
+        used = Window(center=(lo + hi) / 2, width=max(hi - lo, 1e-12))
+        out, source = linear_window(values, used), "full_range"
+    else:
+        used = Window(center=peak / 2.0, width=peak)
+        out, source = np.clip(values / peak, 0, 1).astype(np.float32), "full_range"
+    meta = ImageMeta(source_format=fmt, rows=int(out.shape[0]), columns=int(out.shape[1]),
+                     photometric_interpretation="MONOCHROME2",
+                     bits_stored=int(arr.dtype.itemsize * 8) if np.issubdtype(arr.dtype, np.integer) else None,
+                     window_used=used, window_source=source)
+    return RadioImage(pixels=np.ascontiguousarray(out, dtype=np.float32), meta=meta)
+
+
+def _read_pil(path: Path, name: str) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                check_dimensions(name, h, w)
+                im.load()
+                if im.mode == "P":
+                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                    im = im.convert("RGB")
+                elif im.mode == "1":
+                    im = im.convert("L")
+                arr = np.asarray(im)
+                if im.mode in ("I;16", "I;16B", "I;16L"):
+                    arr = arr.astype(np.uint16)
+                elif im.mode == "I":
+                    arr = arr.astype(np.int64)
+                    arr = arr.astype(np.uint16) if arr.min() >= 0 and arr.max() <= 65535 else arr.astype(np.float64)
+                return arr
+    except ImageDimensionError:
+        raise
+    except FileNotFoundError as exc:
+        raise UnreadableImageError(f"{name}: file not found") from exc
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+        raise ImageDimensionError(f"{name}: image too large (decompression-bomb guard)") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise UnreadableImageError(f"{name}: not a readable image ({type(exc).__name__})") from exc
+
+
+def _read_tiff(path: Path, name: str) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            shape = page.shape
+            h, w = int(shape[0]), int(shape[1]) if len(shape) > 1 else 0
+            check_dimensions(name, h, w)
+            arr = page.asarray()
+    except ImageDimensionError:
+        raise
+    except FileNotFoundError as exc:
+        raise UnreadableImageError(f"{name}: file not found") from exc
+    except Exception as exc:  # tifffile raises many types on corrupt input
+        raise UnreadableImageError(f"{name}: not a readable TIFF ({type(exc).__name__})") from exc
+    if arr.size > MAX_PIXELS:
+        raise ImageDimensionError(f"{name}: image too large")
+    return arr

@@ -1,0 +1,163 @@
+"""One registry of classifiers, all taking 1-channel input.
+
+timm models use ``in_chans=1`` (timm folds pretrained RGB first-conv weights into one channel itself) and
+``pretrained_cfg_overlay=dict(file=PATH)`` for an offline weights file. torchvision-only architectures
+(AlexNet, GoogLeNet) get the same folding done here, because torchvision has no ``in_chans`` option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from radiolens.errors import ConfigError, ModelError
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    default_input_size: int
+    source: str  # "custom" | "timm" | "torchvision"
+    builder: Callable[..., nn.Module]
+    description: str = ""
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 adapted to 1-channel input of any size >= 28 (adaptive pooling before the classifier)."""
+
+    def __init__(self, num_outputs: int, dropout: float = 0.0):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.pool = nn.AdaptiveAvgPool2d((5, 5))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * 25, 120), nn.ReLU(), nn.Dropout(dropout),
+            nn.Linear(120, 84), nn.ReLU(), nn.Dropout(dropout), nn.Linear(84, num_outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)))
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks (conv-BN-ReLU x2 + pool) for 28-64 px inputs; fast on a laptop CPU."""
+
+    def __init__(self, num_outputs: int, width: int = 32, dropout: float = 0.2):
+        super().__init__()
+
+        def block(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+
+        self.features = nn.Sequential(block(1, width), block(width, width * 2), block(width * 2, width * 4))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(width * 4, num_outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.features(x)))
+
+
+def _timm(arch: str) -> Callable[..., nn.Module]:
+    def build(num_outputs: int, weights: str | Path | None = None, dropout: float = 0.0) -> nn.Module:
+        import timm
+
+        kwargs: dict = dict(num_classes=num_outputs, in_chans=1, drop_rate=dropout)
+        if weights is not None:
+            kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+        return timm.create_model(arch, **kwargs)
+
+    return build
+
+
+def fold_rgb_conv(conv: nn.Conv2d) -> nn.Conv2d:
+    """Replace a 3-channel first conv by a 1-channel one whose kernel is the sum over RGB.
+
+    Summing (as timm does) keeps activations on the same scale for a grey image replicated to RGB.
+    """
+    new = nn.Conv2d(1, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                    conv.groups, conv.bias is not None)
+    with torch.no_grad():
+        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _load_torchvision_weights(model: nn.Module, weights: str | Path | None) -> None:
+    if weights is None:
+        return
+    path = Path(weights)
+    if not path.is_file():
+        raise ConfigError(f"weights file not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+
+
+def _alexnet(num_outputs: int, weights: str | Path | None = None, dropout: float = 0.5) -> nn.Module:
+    from torchvision.models import alexnet
+
+    m = alexnet(weights=None, dropout=dropout)
+    _load_torchvision_weights(m, weights)
+    m.features[0] = fold_rgb_conv(m.features[0])
+    m.classifier[-1] = nn.Linear(m.classifier[-1].in_features, num_outputs)
+    return m
+
+
+def _googlenet(num_outputs: int, weights: str | Path | None = None, dropout: float = 0.2) -> nn.Module:
+    from torchvision.models import googlenet
+
+    m = googlenet(weights=None, aux_logits=False, init_weights=weights is None, dropout=dropout)
+    if weights is not None:
+        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("aux")}
+        m.load_state_dict(state)
+    m.transform_input = False  # ImageNet RGB re-normalisation makes no sense for 1-channel input
+    m.conv1.conv = fold_rgb_conv(m.conv1.conv)
+    m.fc = nn.Linear(m.fc.in_features, num_outputs)
+    return m
+
+
+MODELS: dict[str, ModelSpec] = {
+    "lenet5": ModelSpec("lenet5", 32, "custom", lambda n, weights=None, dropout=0.0: LeNet5(n, dropout),
+                        "LeNet-5, 1-channel"),
+    "small_cnn": ModelSpec("small_cnn", 64, "custom",
+                           lambda n, weights=None, dropout=0.2: SmallCNN(n, dropout=dropout),
+                           "3-block CNN for 28-64 px inputs"),
+    "resnet18": ModelSpec("resnet18", 224, "timm", _timm("resnet18")),
+    "resnet50": ModelSpec("resnet50", 224, "timm", _timm("resnet50")),
+    "densenet121": ModelSpec("densenet121", 224, "timm", _timm("densenet121")),
+    "efficientnet_b0": ModelSpec("efficientnet_b0", 224, "timm", _timm("efficientnet_b0")),
+    "vgg16": ModelSpec("vgg16", 224, "timm", _timm("vgg16")),
+    "alexnet": ModelSpec("alexnet", 224, "torchvision", _alexnet),
+    "googlenet": ModelSpec("googlenet", 224, "torchvision", _googlenet),
+}
+
+
+def available_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def create_model(name: str, num_outputs: int, *, weights: str | Path | None = None,
+                 dropout: float | None = None) -> nn.Module:
+    """Build a registry model with 1 input channel and ``num_outputs`` logits.
+
+    ``weights``: a local pretrained file (ImageNet RGB weights are folded to 1 channel).
+    """
+    spec = MODELS.get(name)
+    if spec is None:
+        raise ModelError(f"unknown model '{name}'; choose one of: {', '.join(available_models())}")
+    if num_outputs < 1:
+        raise ModelError("num_outputs must be >= 1")
+    if weights is not None and not Path(weights).is_file():
+        raise ConfigError(f"weights file not found: {weights}")
+    kwargs = {} if dropout is None else {"dropout": dropout}
+    return spec.builder(num_outputs, weights=weights, **kwargs)
