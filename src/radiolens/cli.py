@@ -8,6 +8,8 @@ from radiolens import __version__
 from radiolens._cli import evaluate as _evaluate
 from radiolens._cli import explain as _explain
 from radiolens._cli import io as _io
+from radiolens._cli import monitor as _monitor
+from radiolens._cli import predict as _predict
 from radiolens._cli import serve as _serve
 from radiolens._cli import train as _train
 
@@ -33,7 +35,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """radiolens command-line interface."""
 
 
-for _module in (_io, _train, _evaluate, _explain, _serve):
+for _module in (_io, _train, _evaluate, _explain, _predict, _serve, _monitor):
     _module.register(app)
 
 if __name__ == "__main__":
