@@ -1,0 +1,182 @@
+"""Bootstrap confidence intervals for ranking metrics (AUROC, average precision).
+
+Resampling is over cases. Per-class intervals use a *stratified* bootstrap (positives and negatives are
+resampled separately, keeping their counts), so every resample holds both classes and the interval of a rare
+finding is not biased by silently dropping resamples with no positive. Macro/micro intervals resample whole
+cases jointly (all outputs together, keeping the correlation between classes); a class that has a single
+label value in a resample is left out of that resample's macro mean, and resamples where nothing is defined
+are dropped and counted (``n_valid``).
+
+Point estimates always come from scikit-learn. Inside the bootstrap we need thousands of AUROCs; one
+``roc_auc_score`` call costs ~2 ms here, i.e. a minute for 14 findings x 1000 resamples, so the resampled
+AUROCs use the Mann-Whitney rank identity AUROC = (R+ - n+(n+ + 1)/2) / (n+ n-) vectorised with
+``scipy.stats.rankdata`` (mid-ranks, so ties count 1/2 exactly as in roc_auc_score). Tests check it against
+``roc_auc_score`` on resamples with ties. Resampled average precision uses torchmetrics, batched by treating
+each resample as one "label" of a multilabel call.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from scipy.stats import rankdata
+from sklearn.metrics import average_precision_score, roc_auc_score
+from torchmetrics.functional.classification import multilabel_average_precision
+
+ALPHA = 0.05
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its percentile-bootstrap interval; ``estimate`` is None when undefined."""
+
+    estimate: float | None
+    lower: float | None = None
+    upper: float | None = None
+    n_valid: int = 0  # resamples that gave a defined value
+    method: str = ""
+    reason: str | None = None  # why the estimate or the interval is missing
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def as_tuple(self) -> tuple[float | None, float | None, float | None]:
+        return self.estimate, self.lower, self.upper
+
+
+def _single_class_reason(y: np.ndarray) -> str | None:
+    n_pos = int(np.sum(y == 1))
+    if n_pos == 0:
+        return "no positive cases"
+    if n_pos == len(y):
+        return "no negative cases"
+    return None
+
+
+def stratified_indices(y: np.ndarray, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, N) case indices; each row resamples positives among positives and negatives among negatives."""
+    pos = np.flatnonzero(y == 1)
+    neg = np.flatnonzero(y != 1)
+    rows_pos = pos[rng.integers(0, len(pos), size=(n_bootstrap, len(pos)))]
+    rows_neg = neg[rng.integers(0, len(neg), size=(n_bootstrap, len(neg)))]
+    return np.concatenate([rows_pos, rows_neg], axis=1)
+
+
+def case_indices(n: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, N) plain case-resampling indices."""
+    return rng.integers(0, n, size=(n_bootstrap, n))
+
+
+def auroc_rows(y_rows: np.ndarray, p_rows: np.ndarray) -> np.ndarray:
+    """AUROC of every row of (B, N) label/score matrices; NaN where a row has a single class."""
+    y_rows = np.asarray(y_rows) == 1
+    ranks = rankdata(np.asarray(p_rows, dtype=np.float64), axis=1)
+    n_pos = y_rows.sum(axis=1).astype(np.float64)
+    n_neg = y_rows.shape[1] - n_pos
+    rank_sum = np.where(y_rows, ranks, 0.0).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    auc[(n_pos == 0) | (n_neg == 0)] = np.nan
+    return auc
+
+
+def average_precision_rows(y_rows: np.ndarray, p_rows: np.ndarray) -> np.ndarray:
+    """Average precision of every row (torchmetrics, one batched call); NaN where a row has no positive."""
+    y_rows = np.asarray(y_rows).astype(np.int64)
+    out = np.full(y_rows.shape[0], np.nan)
+    ok = y_rows.sum(axis=1) > 0
+    if ok.any():
+        preds = torch.as_tensor(np.asarray(p_rows, dtype=np.float64)[ok].T.copy())
+        target = torch.as_tensor(y_rows[ok].T.copy())
+        values = multilabel_average_precision(preds, target, num_labels=int(ok.sum()), average=None,
+                                              thresholds=None)
+        out[ok] = values.double().numpy().reshape(-1)
+    return out
+
+
+def percentile_interval(values: np.ndarray, alpha: float = ALPHA) -> tuple[float | None, float | None, int]:
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None, None, 0
+    lo, hi = np.percentile(values, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(lo), float(hi), int(values.size)
+
+
+def _ranking_ci(kind: str, y, p, n_bootstrap: int, seed: int, alpha: float) -> Interval:
+    y = np.asarray(y).astype(np.int64).reshape(-1)
+    p = np.asarray(p, dtype=np.float64).reshape(-1)
+    reason = _single_class_reason(y)
+    if reason is not None:
+        return Interval(None, reason=f"undefined: {reason} in this set")
+    if kind == "auroc":
+        estimate = float(roc_auc_score(y, p))
+    else:
+        estimate = float(average_precision_score(y, p))
+    if n_bootstrap <= 0:
+        return Interval(estimate, method="none", reason="no bootstrap requested")
+    idx = stratified_indices(y, n_bootstrap, np.random.default_rng(seed))
+    rows = auroc_rows(y[idx], p[idx]) if kind == "auroc" else average_precision_rows(y[idx], p[idx])
+    lo, hi, n_valid = percentile_interval(rows, alpha)
+    return Interval(estimate, lo, hi, n_valid, method=f"stratified percentile bootstrap, {n_bootstrap} resamples")
+
+
+def bootstrap_auroc(y, p, n_bootstrap: int = 1000, seed: int = 0, alpha: float = ALPHA) -> Interval:
+    """AUROC (scikit-learn) with a stratified percentile-bootstrap interval; undefined (None + reason) if
+    ``y`` holds a single class."""
+    return _ranking_ci("auroc", y, p, n_bootstrap, seed, alpha)
+
+
+def bootstrap_average_precision(y, p, n_bootstrap: int = 1000, seed: int = 0, alpha: float = ALPHA) -> Interval:
+    """Average precision (scikit-learn) with a stratified percentile-bootstrap interval."""
+    return _ranking_ci("ap", y, p, n_bootstrap, seed, alpha)
+
+
+def auroc_with_ci(y, p, n_bootstrap: int = 1000, seed: int = 0, alpha: float = ALPHA):
+    """``(auroc, lower, upper)``; all None when AUROC is undefined (one class only). See bootstrap_auroc."""
+    return bootstrap_auroc(y, p, n_bootstrap, seed, alpha).as_tuple()
+
+
+def average_precision_with_ci(y, p, n_bootstrap: int = 1000, seed: int = 0, alpha: float = ALPHA):
+    """``(ap, lower, upper)``; all None when there is no positive case."""
+    return bootstrap_average_precision(y, p, n_bootstrap, seed, alpha).as_tuple()
+
+
+def macro_micro_auroc_ci(Y: np.ndarray, P: np.ndarray, n_bootstrap: int = 1000, seed: int = 0,
+                         alpha: float = ALPHA) -> dict[str, Interval]:
+    """Macro (mean over classes defined in the set) and micro (all cells pooled) AUROC of (N, K) one-hot /
+    multilabel targets ``Y`` and scores ``P``, with joint case-resampling intervals."""
+    Y = np.asarray(Y).astype(np.int64)
+    P = np.asarray(P, dtype=np.float64)
+    n, k = Y.shape
+    defined = [c for c in range(k) if _single_class_reason(Y[:, c]) is None]
+    out: dict[str, Interval] = {}
+    if not defined:
+        out["macro"] = Interval(None, reason="undefined: no class has both positive and negative cases")
+    else:
+        macro = float(np.mean([roc_auc_score(Y[:, c], P[:, c]) for c in defined]))
+        note = None if len(defined) == k else f"mean over the {len(defined)} of {k} classes where AUROC is defined"
+        out["macro"] = Interval(macro, reason=note)
+    micro_reason = _single_class_reason(Y.reshape(-1))
+    out["micro"] = (Interval(float(roc_auc_score(Y.reshape(-1), P.reshape(-1))))
+                    if micro_reason is None else Interval(None, reason=f"undefined: {micro_reason}"))
+    if n_bootstrap <= 0:
+        return out
+    idx = case_indices(n, n_bootstrap, np.random.default_rng(seed))
+    method = f"case-resampling percentile bootstrap, {n_bootstrap} resamples"
+    if out["macro"].estimate is not None:
+        per_class = np.stack([auroc_rows(Y[:, c][idx], P[:, c][idx]) for c in defined], axis=1)
+        with warnings.catch_warnings():  # all-NaN rows (nothing defined in a resample) are dropped below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            macro_rows = np.nanmean(per_class, axis=1)
+        lo, hi, n_valid = percentile_interval(macro_rows, alpha)
+        out["macro"] = Interval(out["macro"].estimate, lo, hi, n_valid, method, out["macro"].reason)
+    if out["micro"].estimate is not None:
+        micro_rows = auroc_rows(Y[idx].reshape(n_bootstrap, -1), P[idx].reshape(n_bootstrap, -1))
+        lo, hi, n_valid = percentile_interval(micro_rows, alpha)
+        out["micro"] = Interval(out["micro"].estimate, lo, hi, n_valid, method)
+    return out
+

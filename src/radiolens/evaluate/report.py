@@ -1,0 +1,92 @@
+"""Writing the evaluation as one self-contained HTML file (figures inlined) plus the same numbers as JSON.
+
+Self-contained on purpose: a report is e-mailed, attached to a model card or archived next to a model, and
+must still open years later without a folder of images or a network connection.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from radiolens import __version__
+from radiolens.evaluate import plots
+from radiolens.evaluate.result import EvaluationResult, json_safe
+
+TEMPLATE = "report.html"
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _ci(interval: dict | None) -> str:
+    if not interval or interval.get("estimate") is None:
+        reason = (interval or {}).get("reason") or "undefined"
+        return f"undefined ({html.escape(reason.removeprefix('undefined: '))})"
+    text = f"{interval['estimate']:.3f}"
+    if interval.get("lower") is not None:
+        text += f" [{interval['lower']:.3f}, {interval['upper']:.3f}]"
+    return text
+
+
+def _environment() -> jinja2.Environment:
+    source = resources.files("radiolens.evaluate").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True)
+    env.filters["fmt"] = _fmt
+    env.filters["ci"] = _ci
+    env.globals["template_source"] = source
+    return env
+
+
+def _figures(result: EvaluationResult) -> dict[str, str]:
+    figs: dict[str, str] = {}
+    figs["roc"] = plots.to_data_uri(plots.roc_figure(result.per_class, result.curves))
+    figs["pr"] = plots.to_data_uri(plots.pr_figure(result.per_class, result.curves))
+    figs["confusion"] = plots.to_data_uri(plots.per_class_confusion_figure(result.per_class))
+    if result.task == "multiclass":
+        figs["argmax"] = plots.to_data_uri(
+            plots.argmax_confusion_figure(result.summary["argmax"]["confusion_matrix"], result.class_names))
+    cal = result.calibration
+    figs["reliability"] = plots.to_data_uri(plots.reliability_diagram(
+        {"before temperature scaling": cal["reliability_before"],
+         f"after (T = {result.temperature:.2f})": cal["reliability_after"]},
+        title=f"Reliability on test ({cal['view']})"))
+    training = plots.training_figure(result.training["history"], result.training["diagnosis"])
+    if training is not None:
+        figs["training"] = plots.to_data_uri(training)
+    return figs
+
+
+def render_html(result: EvaluationResult, title: str = "Evaluation report", model_info: dict | None = None) -> str:
+    env = _environment()
+    template = env.from_string(env.globals["template_source"])
+    return template.render(
+        title=title, r=result.to_dict(), model_info=json_safe(model_info or {}), figs=_figures(result),
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), version=__version__,
+    )
+
+
+def write_report(result: EvaluationResult, out_dir: str | Path, title: str = "Evaluation report",
+                 model_info: dict | None = None) -> dict[str, Path]:
+    """Write ``report.html`` and ``metrics.json`` into ``out_dir`` (created if needed); returns their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = result.to_dict()
+    payload["title"] = title
+    payload["model_info"] = json_safe(model_info or {})
+    json_path = out / "metrics.json"
+    json_path.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
+    html_path = out / "report.html"
+    html_path.write_text(render_html(result, title, model_info), encoding="utf-8")
+    return {"html": html_path, "json": json_path}
