@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from radiolens.errors import InputError
 
@@ -44,3 +45,76 @@ def to_model_tensor(pixels: np.ndarray | torch.Tensor, size: tuple[int, int], me
     """Validate, resize and normalise one image -> (1, h, w)."""
     check_unit_range(pixels, what)
     return (resize_unit(pixels, size) - mean) / std
+
+
+# ------------------------------------------------------------------------------------------- augmentation
+class AugmentConfig(BaseModel):
+    """Training-time augmentation, anatomically plausible by default.
+
+    A chest radiograph is never upside down and the heart sits on the patient's left, so vertical flips,
+    90-degree rotations and (by default) horizontal flips produce images no scanner makes; they are
+    opt-in only. The defaults mimic real variation: patient positioning (small rotation, scale, shift)
+    and exposure/processing (brightness, contrast, gamma).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    rotation_deg: float = Field(7.0, ge=0, le=45)
+    scale: tuple[float, float] = (0.92, 1.08)
+    translate: float = Field(0.05, ge=0, le=0.3)  # fraction of width/height
+    brightness: float = Field(0.1, ge=0, le=0.5)
+    contrast: float = Field(0.1, ge=0, le=0.5)
+    gamma: tuple[float, float] = (0.85, 1.15)
+    hflip: bool = False  # opt-in: mirrors the heart to the right side
+    vflip: bool = False  # opt-in: anatomically impossible
+    rot90: bool = False  # opt-in: anatomically impossible
+
+    @field_validator("scale", "gamma")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError("range must be (low, high) with 0 < low <= high")
+        return v
+
+
+class RandomGamma(torch.nn.Module):
+    """Gamma on [0, 1] pixels (torchvision has adjust_gamma but no random transform for it)."""
+
+    def __init__(self, low: float, high: float):
+        super().__init__()
+        self.low, self.high = low, high
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = float(torch.empty(1).uniform_(self.low, self.high))
+        return x.clamp(0.0, 1.0).pow(g)
+
+
+class RandomRot90(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.rot90(x, int(torch.randint(0, 4, (1,))), dims=(-2, -1))
+
+
+def build_augmentation(cfg: AugmentConfig | None = None) -> torch.nn.Module:
+    """torchvision v2 pipeline on (1, H, W) [0, 1] tensors, output clamped to [0, 1]."""
+    from torchvision.transforms import v2
+
+    cfg = cfg or AugmentConfig()
+    if not cfg.enabled:
+        return torch.nn.Identity()
+    ops: list[torch.nn.Module] = [
+        v2.RandomAffine(degrees=cfg.rotation_deg, translate=(cfg.translate, cfg.translate), scale=cfg.scale,
+                        interpolation=v2.InterpolationMode.BILINEAR, fill=0.0),
+    ]
+    if cfg.hflip:
+        ops.append(v2.RandomHorizontalFlip())
+    if cfg.vflip:
+        ops.append(v2.RandomVerticalFlip())
+    if cfg.rot90:
+        ops.append(RandomRot90())
+    if cfg.brightness or cfg.contrast:
+        ops.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast))
+    if cfg.gamma != (1.0, 1.0):
+        ops.append(RandomGamma(*cfg.gamma))
+    ops.append(v2.Lambda(lambda t: t.clamp(0.0, 1.0)))
+    return v2.Compose(ops)

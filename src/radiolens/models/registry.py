@@ -161,3 +161,70 @@ def create_model(name: str, num_outputs: int, *, weights: str | Path | None = No
         raise ConfigError(f"weights file not found: {weights}")
     kwargs = {} if dropout is None else {"dropout": dropout}
     return spec.builder(num_outputs, weights=weights, **kwargs)
+
+
+# --------------------------------------------------------------------------- staged fine-tuning
+# Blocks (input -> output) of the non-timm models, as parameter-name prefixes; the last entry is the head.
+_BLOCKS: dict[str, list[tuple[str, ...]]] = {
+    "lenet5": [("features.0",), ("features.3",), ("classifier.1", "classifier.4"), ("classifier.7",)],
+    "small_cnn": [("features.0",), ("features.1",), ("features.2",), ("classifier",)],
+    "alexnet": [("features.0",), ("features.3",), ("features.6",), ("features.8",), ("features.10",),
+                ("classifier.1", "classifier.4"), ("classifier.6",)],
+    "googlenet": [("conv1",), ("conv2", "conv3"), ("inception3a", "inception3b"),
+                  ("inception4a", "inception4b", "inception4c", "inception4d", "inception4e"),
+                  ("inception5a", "inception5b"), ("fc",)],
+}
+
+
+def parameter_blocks(model: nn.Module, name: str) -> list[list[str]]:
+    """Parameter names grouped into blocks from input to output; the last block is the classifier head.
+
+    timm models describe their own blocks (``group_matcher(coarse=True)``: stem, stages, head), so staged
+    fine-tuning knows every architecture's structure without a hand-kept list for them.
+    """
+    names = [n for n, _ in model.named_parameters()]
+    if MODELS.get(name) is None:
+        raise ModelError(f"unknown model '{name}'")
+    if MODELS[name].source == "timm":
+        from timm.models import group_parameters
+
+        grouped = group_parameters(model, model.group_matcher(coarse=True))
+        blocks = [list(v) for _, v in sorted(grouped.items())]
+        head_names = {f"{n}" for n, _ in model.get_classifier().named_parameters(prefix=_classifier_prefix(model))}
+        # timm's last group can hold a final norm with the head; keep only the classifier as "head"
+        last = blocks[-1]
+        rest = [n for n in last if n not in head_names]
+        blocks = blocks[:-1] + ([rest] if rest else []) + [[n for n in last if n in head_names]]
+        return [b for b in blocks if b]
+    blocks = []
+    for prefixes in _BLOCKS[name]:
+        blocks.append([n for n in names if any(n == p or n.startswith(p + ".") for p in prefixes)])
+    covered = {n for b in blocks for n in b}
+    if covered != set(names):
+        raise ModelError(f"{name}: block table does not cover every parameter")  # guards registry edits
+    return blocks
+
+
+def _classifier_prefix(model: nn.Module) -> str:
+    head = model.get_classifier()
+    for n, m in model.named_modules():
+        if m is head:
+            return n
+    raise ModelError("classifier module not found")
+
+
+def set_trainable_blocks(model: nn.Module, name: str, last_n: int | None) -> list[str]:
+    """Freeze everything except the head and the last ``last_n`` blocks (``None``: train everything).
+
+    Returns the names of the trainable parameters. Head-only training is ``last_n=0``.
+    """
+    blocks = parameter_blocks(model, name)
+    if last_n is None or last_n >= len(blocks) - 1:
+        trainable = {n for b in blocks for n in b}
+    else:
+        if last_n < 0:
+            raise ConfigError("the number of blocks to unfreeze must be >= 0")
+        trainable = {n for b in blocks[len(blocks) - 1 - last_n:] for n in b}
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in trainable)
+    return sorted(trainable)

@@ -1,0 +1,170 @@
+"""Patient-level splits and the checks that must pass before any training starts.
+
+Images of one patient are strongly correlated (same anatomy, same scanner, follow-ups), so a patient in
+both train and test inflates every metric. All splitting here groups by ``patient_id`` (scikit-learn's
+StratifiedGroupKFold keeps class balance while never cutting a group), and :func:`check_leakage` refuses a
+manifest whose existing split puts one patient on two sides.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from radiolens.data.manifest import LabelSpec, Manifest
+from radiolens.errors import DataLeakageError, ManifestError
+
+
+def stratification_key(targets: np.ndarray) -> np.ndarray:
+    """One integer per image to stratify on: the class, or for multi-label the rarest positive finding."""
+    if targets.ndim == 1:
+        return targets.astype(np.int64)
+    prevalence = targets.sum(axis=0)
+    order = np.argsort(prevalence)  # rarest first
+    key = np.zeros(len(targets), dtype=np.int64)  # 0 = no finding
+    for rank, j in enumerate(order[::-1]):  # rarest written last wins
+        key[targets[:, j] == 1] = len(order) - rank
+    return key
+
+
+def _one_fold(key: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of a patient-grouped, stratified subset holding ~``fraction`` of the rows."""
+    n_splits = max(2, int(round(1.0 / fraction)))
+    n_groups = len(np.unique(groups))
+    if n_groups < n_splits:
+        raise ManifestError(f"only {n_groups} patients: too few for a {fraction:.0%} patient-level split")
+    # Classes with fewer members than folds make sklearn warn; merge them into the majority key.
+    counts = pd.Series(key).value_counts()
+    rare = counts[counts < n_splits].index
+    key = np.where(np.isin(key, rare), counts.idxmax(), key)
+    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held = next(iter(sgkf.split(np.zeros(len(key)), key, groups)))
+    mask = np.zeros(len(key), dtype=bool)
+    mask[held] = True
+    return mask
+
+
+def assign_splits(manifest: Manifest, spec: LabelSpec, *, val: float = 0.15, test: float = 0.15,
+                  seed: int = 0, only: str | None = None, names: tuple[str, str, str] = ("train", "val", "test")
+                  ) -> Manifest:
+    """Patient-level stratified train/val/test split, written into the ``split`` column.
+
+    ``only``: re-split just the rows whose current split is ``only`` (e.g. carve a test set out of
+    ``train`` when the source ships only train/val); other rows keep their split.
+    """
+    for what, frac in (("val", val), ("test", test)):
+        if not 0.0 <= frac < 1.0:
+            raise ManifestError(f"{what} fraction must be in [0, 1), got {frac}")
+    frame = manifest.frame.copy()
+    if only is not None:
+        if "split" not in frame.columns or not (frame["split"].astype(str) == only).any():
+            raise ManifestError(f"{manifest.source_name}: no rows in split '{only}' to re-split")
+        rows = np.flatnonzero((frame["split"].astype(str) == only).to_numpy())
+    else:
+        rows = np.arange(len(frame))
+    sub = manifest.with_frame(frame.iloc[rows])
+    targets, _ = sub.targets(spec)
+    key = stratification_key(targets)
+    groups = sub.frame["patient_id"].astype(str).to_numpy()
+    labels = np.full(len(rows), names[0], dtype=object)
+    remaining = np.ones(len(rows), dtype=bool)
+    if test > 0:
+        mask = _one_fold(key, groups, test, seed)
+        labels[mask] = names[2]
+        remaining &= ~mask
+    if val > 0:
+        idx = np.flatnonzero(remaining)
+        # val is a fraction of everything; rescale to the part that is left after the test cut
+        mask = _one_fold(key[idx], groups[idx], val / max(1e-9, 1.0 - test), seed + 1)
+        labels[idx[mask]] = names[1]
+    if "split" not in frame.columns:
+        frame["split"] = None
+    frame["split"] = frame["split"].astype(object)
+    frame.iloc[rows, frame.columns.get_loc("split")] = labels
+    out = manifest.with_frame(frame)
+    check_leakage(out)
+    return out
+
+
+def assign_folds(manifest: Manifest, spec: LabelSpec, k: int = 5, seed: int = 0,
+                 column: str = "fold") -> Manifest:
+    """Patient-level stratified k-fold: writes fold numbers 0..k-1 into ``column``."""
+    if k < 2:
+        raise ManifestError("k-fold needs k >= 2")
+    targets, _ = manifest.targets(spec)
+    groups = manifest.frame["patient_id"].astype(str).to_numpy()
+    if len(np.unique(groups)) < k:
+        raise ManifestError(f"{k}-fold needs at least {k} patients")
+    key = stratification_key(targets)
+    folds = np.full(len(key), -1, dtype=np.int64)
+    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    for i, (_, held) in enumerate(sgkf.split(np.zeros(len(key)), key, groups)):
+        folds[held] = i
+    frame = manifest.frame.copy()
+    frame[column] = folds
+    return manifest.with_frame(frame)
+
+
+def fold_split(manifest: Manifest, fold: int, column: str = "fold", val_fold: int | None = None) -> Manifest:
+    """Turn fold numbers into a split column: ``fold`` -> test, ``val_fold`` (default next) -> val."""
+    if column not in manifest.frame.columns:
+        raise ManifestError(f"{manifest.source_name}: no '{column}' column; run assign_folds first")
+    folds = manifest.frame[column].astype(int)
+    k = int(folds.max()) + 1
+    val_fold = (fold + 1) % k if val_fold is None else val_fold
+    split = np.where(folds == fold, "test", np.where(folds == val_fold, "val", "train"))
+    return manifest.with_frame(manifest.frame.assign(split=split))
+
+
+def check_leakage(manifest: Manifest) -> None:
+    """Raise DataLeakageError when one patient appears in more than one split."""
+    if "split" not in manifest.frame.columns:
+        return
+    f = manifest.frame[["patient_id", "split"]].dropna()
+    per_patient = f.groupby("patient_id")["split"].nunique()
+    leaking = per_patient[per_patient > 1]
+    if len(leaking):
+        lines = np.flatnonzero(manifest.frame["patient_id"].isin(leaking.index).to_numpy())[:3] + 2
+        raise DataLeakageError(
+            f"{manifest.source_name}: {len(leaking)} patient(s) appear in more than one split "
+            f"(e.g. CSV lines {', '.join(map(str, lines))}); re-split by patient (`radiolens split`)")
+
+
+def check_ready_for_training(manifest: Manifest, spec: LabelSpec, splits: dict[str, str],
+                             check_files: bool = True) -> list[str]:
+    """Every check that must pass before training: files, labels, classes per split, leakage.
+
+    ``splits`` maps role -> split name, e.g. ``{"train": "train", "val": "val", "test": "test"}``.
+    Returns the output (class) names.
+    """
+    for role, name in splits.items():
+        if name not in manifest.split_names():
+            raise ManifestError(f"{manifest.source_name}: {role} split '{name}' is empty or absent "
+                                f"(splits present: {', '.join(manifest.split_names()) or 'none'})")
+    check_leakage(manifest)
+    targets, names = manifest.targets(spec)  # raises on unknown labels
+    split_col = manifest.frame["split"].astype(str).to_numpy()
+    for role, name in splits.items():
+        t = targets[split_col == name]
+        if spec.task == "multilabel":
+            empty = [names[j] for j in range(len(names)) if t[:, j].sum() == 0]
+            if role == "train" and empty:
+                raise ManifestError(f"{role} split '{name}': no positive example for {', '.join(empty)} "
+                                    "(drop the finding or re-split)")
+            if t.any(axis=1).all() and (t.sum(axis=0) == len(t)).any():
+                raise ManifestError(f"{role} split '{name}': a finding is positive in every image")
+            continue
+        present = set(np.unique(t).tolist())
+        n_classes = 2 if spec.task == "binary" else len(names)
+        absent = [i for i in range(n_classes) if i not in present]
+        if len(present) < 2:
+            raise ManifestError(f"{role} split '{name}' holds only one class: AUROC and early stopping "
+                                "need both positives and negatives")
+        if absent:
+            label = [spec.negative_name, names[0]] if spec.task == "binary" else names
+            raise ManifestError(f"{role} split '{name}': class(es) with no example: "
+                                f"{', '.join(label[i] for i in absent)}")
+    if check_files:
+        manifest.check_files_exist()
+    return names

@@ -1,0 +1,138 @@
+"""The typed training configuration (YAML on disk), validated before any data is touched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from radiolens.data.manifest import LabelSpec
+from radiolens.data.transforms import AugmentConfig
+from radiolens.errors import ConfigError
+from radiolens.models.registry import available_models
+
+
+class DataConfig(BaseModel):
+    """Where the manifest comes from. ``manifest`` is the universal entry; ``medmnist`` builds one first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: str | None = None
+    medmnist: str | None = None  # a MedMNIST flag, e.g. "pneumoniamnist": built into <out>/data/
+    medmnist_root: str | None = None  # default: $RADIOLENS_DATA_DIR/medmnist, else ~/.medmnist (download)
+    medmnist_size: int = 28
+    label: LabelSpec
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str | None = "test"
+    # carve a patient-level test split of this fraction out of ``train_split`` when the manifest has none
+    carve_test_from_train: float | None = Field(None, gt=0, lt=0.5)
+    split_seed: int = 0
+    cache_dir: str | None = None  # decoded-image cache shared between runs (default: none)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.manifest is None) == (self.medmnist is None):
+            raise ValueError("give exactly one of data.manifest or data.medmnist")
+        return self
+
+
+class ModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str = "small_cnn"
+    input_size: int | None = None  # default: the registry's size for the arch
+    weights: str | None = None  # local pretrained RGB weights file (folded into the 1-channel first conv)
+    dropout: float | None = Field(None, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> ModelConfig:
+        if self.arch not in available_models():
+            raise ValueError(f"unknown arch '{self.arch}'; choose one of: {', '.join(available_models())}")
+        return self
+
+
+class OptimConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    loss: Literal["auto", "bce", "ce", "focal"] = "auto"  # auto: BCE(pos_weight) / weighted CE
+    class_weighting: bool = True  # pos_weight for BCE, inverse-frequency weights for CE
+    focal_gamma: float = Field(2.0, ge=0)
+    scheduler: Literal["cosine", "plateau", "none"] = "cosine"
+    warmup_epochs: int = Field(0, ge=0)
+    early_stopping_patience: int = Field(5, ge=1)
+    # staged fine-tuning: ``head_epochs`` with only the classifier trainable, then the last
+    # ``unfreeze_blocks`` blocks (None = all) at ``lr * finetune_lr_factor``
+    head_epochs: int = Field(0, ge=0)
+    unfreeze_blocks: int | None = Field(None, ge=0)
+    finetune_lr_factor: float = Field(0.1, gt=0, le=1)
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    operating_point: str = "youden"
+    n_bootstrap: int = Field(1000, ge=0)
+
+
+class TrainConfig(BaseModel):
+    """Everything one training run needs; ``radiolens train --config FILE`` reads this from YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "radiolens-model"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    augment: AugmentConfig = AugmentConfig()
+    eval: EvalConfig = EvalConfig()
+    seed: int = 0
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
+    mlflow: bool = True  # track to <out>/mlruns (a local file store) by default
+    mlflow_uri: str | None = None
+    progress_bar: bool = True
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    """Read a YAML config; ``overrides`` are dotted keys (``{"optim.epochs": 3}``) applied on top."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path.name}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML ({exc.__class__.__name__})") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path.name}: the top level must be a mapping")
+    if raw.get("data", {}).get("manifest"):  # relative manifest paths resolve against the config's folder
+        m = Path(raw["data"]["manifest"]).expanduser()
+        if not m.is_absolute():
+            raw["data"]["manifest"] = str((path.parent / m).resolve())
+    return config_from_dict(raw, overrides, path.name)
+
+
+def config_from_dict(raw: dict, overrides: dict | None = None, source: str = "config") -> TrainConfig:
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: '{p}' is not a section")
+        node[leaf] = value
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "config"
+        raise ConfigError(f"{source}: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc

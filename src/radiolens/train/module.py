@@ -1,0 +1,149 @@
+"""The LightningModule: one classifier, one loss, validation AUROC as the signal that matters.
+
+Early stopping and checkpointing watch ``val_auroc`` (not the loss): with class weighting, label noise
+and calibration drift the loss can rise while ranking (what a triage threshold uses) still improves.
+"""
+
+from __future__ import annotations
+
+import math
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import nn
+from torchmetrics.functional.classification import binary_auroc, multiclass_auroc, multilabel_auroc
+
+from radiolens.models.registry import parameter_blocks, set_trainable_blocks
+from radiolens.train.config import OptimConfig
+
+
+def auroc(task: str, logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Macro AUROC; for multi-label, over the labels that have both classes in ``targets`` (NaN if none)."""
+    if task == "binary":
+        t = targets.long().view(-1)
+        if t.min() == t.max():
+            return float("nan")
+        return float(binary_auroc(torch.sigmoid(logits.view(-1).float()), t))
+    if task == "multiclass":
+        return float(multiclass_auroc(torch.softmax(logits.float(), 1), targets.long(), logits.shape[1],
+                                      average="macro"))
+    t = targets.long()
+    valid = (t.sum(0) > 0) & (t.sum(0) < len(t))
+    if not valid.any():
+        return float("nan")
+    per = multilabel_auroc(torch.sigmoid(logits.float()), t, logits.shape[1], average=None)
+    return float(per[valid].mean())
+
+
+class ClassifierModule(L.LightningModule):
+    def __init__(self, model: nn.Module, arch: str, task: str, loss: nn.Module, optim: OptimConfig):
+        super().__init__()
+        self.model, self.arch, self.task, self.loss_fn, self.optim = model, arch, task, loss, optim
+        self.history: list[dict] = []
+        self._train_loss_sum = 0.0
+        self._train_n = 0
+        self._val_logits: list[torch.Tensor] = []
+        self._val_targets: list[torch.Tensor] = []
+        self._val_loss_sum = 0.0
+        self._val_n = 0
+        self._last_val: dict = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss_fn(self.model(x), y)
+        self._train_loss_sum += float(loss.detach()) * len(x)
+        self._train_n += len(x)
+        self.log("train_loss_step", loss, prog_bar=True, logger=False)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self._val_loss_sum += float(self.loss_fn(logits, y)) * len(x)
+        self._val_n += len(x)
+        self._val_logits.append(logits.detach().float().cpu())
+        self._val_targets.append(y.detach().cpu())
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_logits:
+            return
+        logits, targets = torch.cat(self._val_logits), torch.cat(self._val_targets)
+        score = auroc(self.task, logits, targets)
+        val_loss = self._val_loss_sum / max(1, self._val_n)
+        self._val_logits, self._val_targets, self._val_loss_sum, self._val_n = [], [], 0.0, 0
+        # NaN would make checkpointing pick nothing; a constant 0.5 ("chance") keeps it well defined
+        self.log("val_auroc", 0.5 if math.isnan(score) else score, prog_bar=True)
+        self.log("val_loss", val_loss, prog_bar=True)
+        self._last_val = {"val_loss": val_loss, "val_auroc": score}
+
+    def on_train_epoch_end(self) -> None:
+        train_loss = self._train_loss_sum / max(1, self._train_n)
+        self._train_loss_sum, self._train_n = 0.0, 0
+        lr = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else float("nan")
+        self.log("train_loss", train_loss)
+        self.log("lr", lr)
+        self.history.append({"epoch": int(self.current_epoch) + 1, "train_loss": train_loss,
+                             "val_loss": self._last_val.get("val_loss", float("nan")),
+                             "val_auroc": self._last_val.get("val_auroc", float("nan")), "lr": lr})
+
+    def configure_optimizers(self):
+        o = self.optim
+        blocks = parameter_blocks(self.model, self.arch)
+        head = set(blocks[-1])
+        staged = o.head_epochs > 0 or o.unfreeze_blocks is not None
+        params = dict(self.model.named_parameters())
+        groups = [{"params": [params[n] for n in blocks[-1]], "lr": o.lr, "name": "head"}]
+        body = [params[n] for b in blocks[:-1] for n in b if n not in head]
+        if body:
+            groups.append({"params": body, "lr": o.lr * (o.finetune_lr_factor if staged else 1.0), "name": "body"})
+        opt = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
+        if o.scheduler == "none":
+            return opt
+        if o.scheduler == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=2)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_auroc",
+                                                       "interval": "epoch"}}
+        total = max(1, o.epochs - o.warmup_epochs)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=o.lr * 0.01)
+        if o.warmup_epochs:
+            warm = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.1, total_iters=o.warmup_epochs)
+            cosine = torch.optim.lr_scheduler.SequentialLR(opt, [warm, cosine], milestones=[o.warmup_epochs])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "epoch"}}
+
+
+class StagedFinetuning(Callback):
+    """Head-only for ``head_epochs``, then the last ``unfreeze_blocks`` blocks (None: all) train too.
+
+    Every parameter sits in the optimizer from the start (frozen ones simply get no gradient, which AdamW
+    skips), so LR schedules see one fixed set of parameter groups. Frozen BatchNorm layers are kept in eval
+    mode so their running statistics (e.g. from pretraining) are not overwritten either.
+    """
+
+    def __init__(self, arch: str, head_epochs: int, unfreeze_blocks: int | None):
+        self.arch, self.head_epochs, self.unfreeze_blocks = arch, head_epochs, unfreeze_blocks
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        model = pl_module.model
+        last_n = 0 if trainer.current_epoch < self.head_epochs else self.unfreeze_blocks
+        trainable = set(set_trainable_blocks(model, self.arch, last_n))
+        for name, module in model.named_modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                own = [f"{name}.{p}" for p, _ in module.named_parameters(recurse=False)]
+                if own and not any(p in trainable for p in own):
+                    module.eval()
+
+
+def stack_logits(module: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Run a model over a loader -> (logits (N, K), targets) as numpy."""
+    module.eval()
+    logits, targets = [], []
+    with torch.inference_mode():
+        for x, y in loader:
+            logits.append(module(x.to(next(module.parameters()).device)).float().cpu())
+            targets.append(y)
+    return torch.cat(logits).numpy(), torch.cat(targets).numpy()

@@ -1,0 +1,187 @@
+"""One training run: manifest -> checks -> decoded tensors -> Lightning fit -> best weights -> bundle.
+
+Every check on the data (files, labels, classes per split, patient leakage) runs before the first image
+is decoded, so a bad manifest fails in seconds with one clear message. Evaluation statistics are not
+computed here (the evaluate layer sits above this one): the run returns validation and test logits and
+the caller hands them to :func:`radiolens.evaluate.evaluate_predictions`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from radiolens.data.builders import from_medmnist
+from radiolens.data.dataset import ImageTensorDataset, intensity_stats, manifest_images
+from radiolens.data.manifest import Manifest, load_manifest
+from radiolens.data.splits import assign_splits, check_ready_for_training
+from radiolens.data.transforms import build_augmentation
+from radiolens.errors import ConfigError
+from radiolens.models.bundle import BundleInfo, ModelBundle
+from radiolens.models.registry import MODELS, create_model
+from radiolens.settings import data_dir
+from radiolens.train.config import TrainConfig
+from radiolens.train.losses import make_loss
+from radiolens.train.module import ClassifierModule, StagedFinetuning, stack_logits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SplitOutputs:
+    logits: np.ndarray
+    targets: np.ndarray
+
+
+@dataclass
+class TrainResult:
+    bundle: ModelBundle
+    manifest: Manifest
+    val: SplitOutputs
+    test: SplitOutputs | None
+    history: list[dict]
+    best_epoch: int
+    timings: dict[str, float] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+    mlflow_uri: str | None = None
+
+
+def resolve_manifest(cfg: TrainConfig, out_dir: Path) -> Manifest:
+    """The run's manifest: the given CSV, or one built from MedMNIST; carve a test split when asked."""
+    d = cfg.data
+    if d.medmnist is not None:
+        root = d.medmnist_root
+        if root is None:
+            base = data_dir(required=False)
+            root = str(base / "medmnist") if base is not None and (base / "medmnist").is_dir() else None
+        manifest = from_medmnist(d.medmnist, root, out_dir / "data", size=d.medmnist_size, seed=d.split_seed)
+    else:
+        manifest = load_manifest(d.manifest)
+    if d.carve_test_from_train is not None:
+        test = d.test_split or "test"
+        if test in manifest.split_names():
+            raise ConfigError(f"data.carve_test_from_train: the manifest already has a '{test}' split")
+        manifest = assign_splits(manifest, d.label, val=0.0, test=d.carve_test_from_train, seed=d.split_seed,
+                                 only=d.train_split, names=(d.train_split, d.val_split, test))
+    return manifest
+
+
+def _loader(images, targets, mean, std, batch_size, augment=None, shuffle=False, seed=0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ImageTensorDataset(images, targets, mean, std, augment), batch_size=batch_size,
+                      shuffle=shuffle, generator=gen if shuffle else None, num_workers=0)
+
+
+def train_model(cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    d = cfg.data
+    manifest = resolve_manifest(cfg, out_dir)
+    roles = {"train": d.train_split, "val": d.val_split}
+    if d.test_split:
+        roles["test"] = d.test_split
+    class_names = check_ready_for_training(manifest, d.label, roles)
+    manifest.frame.to_csv(out_dir / "manifest_used.csv", index=False)
+
+    arch = cfg.model.arch
+    size = cfg.model.input_size or MODELS[arch].default_input_size
+    cache = d.cache_dir
+    parts = {role: manifest.subset(name) for role, name in roles.items()}
+    images = {role: manifest_images(m, (size, size), cache, cfg.progress_bar) for role, m in parts.items()}
+    targets = {role: m.targets(d.label)[0] for role, m in parts.items()}
+    t_data = time.perf_counter()
+    mean, std = intensity_stats(images["train"])
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = create_model(arch, len(class_names), weights=cfg.model.weights, dropout=cfg.model.dropout)
+    loss = make_loss(d.label.task, cfg.optim.loss, targets["train"], len(class_names),
+                     cfg.optim.class_weighting, cfg.optim.focal_gamma)
+    module = ClassifierModule(model, arch, d.label.task, loss, cfg.optim)
+    bs = cfg.optim.batch_size
+    train_loader = _loader(images["train"], targets["train"], mean, std, bs, build_augmentation(cfg.augment),
+                           shuffle=True, seed=cfg.seed)
+    val_loader = _loader(images["val"], targets["val"], mean, std, max(bs, 128))
+
+    use_gpu = cfg.accelerator != "cpu" and torch.cuda.is_available()
+    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val_auroc", mode="max",
+                           save_top_k=1, save_weights_only=True, enable_version_counter=False)
+    callbacks = [ckpt, EarlyStopping(monitor="val_auroc", mode="max", patience=cfg.optim.early_stopping_patience)]
+    if cfg.optim.head_epochs or cfg.optim.unfreeze_blocks is not None:
+        callbacks.append(StagedFinetuning(arch, cfg.optim.head_epochs, cfg.optim.unfreeze_blocks))
+    logger, run_id, uri = False, None, None
+    if cfg.mlflow:
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        # a SQLite store under the output folder (MLflow 3 retired the plain file store), artifacts beside it
+        uri = cfg.mlflow_uri or f"sqlite:///{(out_dir / 'mlflow.db').resolve()}"
+        logger = MLFlowLogger(experiment_name=cfg.name, tracking_uri=uri, run_name=f"{arch}-{d.label.task}",
+                              artifact_location=(out_dir / "mlartifacts").resolve().as_uri())
+        logger.log_hyperparams(_flat_params(cfg, size, len(parts["train"])))
+        run_id = logger.run_id
+    trainer = L.Trainer(
+        max_epochs=cfg.optim.epochs, accelerator="gpu" if use_gpu else "cpu", devices=1,
+        precision="16-mixed" if use_gpu else "32-true", deterministic="warn" if use_gpu else True,
+        callbacks=callbacks, logger=logger, enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
+        num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=str(out_dir),
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*number of training batches.*")
+        trainer.fit(module, train_loader, val_loader)
+    t_fit = time.perf_counter()
+
+    best = ckpt.best_model_path
+    if best and os.path.isfile(best):
+        state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.cpu().eval()
+    best_epoch = _best_epoch(module.history)
+    val = SplitOutputs(*stack_logits(model, _loader(images["val"], targets["val"], mean, std, 256)))
+    test = None
+    if "test" in images:
+        test = SplitOutputs(*stack_logits(model, _loader(images["test"], targets["test"], mean, std, 256)))
+    info = BundleInfo(
+        arch=arch, task=d.label.task, class_names=class_names, input_size=(size, size), mean=mean, std=std,
+        negative_name=d.label.negative_name, name=cfg.name,
+        training={"epochs_run": len(module.history), "best_epoch": best_epoch, "seed": cfg.seed,
+                  "n_train": len(parts["train"]), "n_val": len(parts["val"]),
+                  "n_test": len(parts["test"]) if "test" in parts else 0,
+                  "loss": type(loss).__name__, "augment": cfg.augment.model_dump(),
+                  "optim": cfg.optim.model_dump(), "mlflow_run_id": run_id},
+    )
+    timings = {"data_s": t_data - t0, "fit_s": t_fit - t_data, "total_s": time.perf_counter() - t0}
+    return TrainResult(ModelBundle(info, model), manifest, val, test, module.history, best_epoch, timings,
+                       run_id, uri)
+
+
+def _best_epoch(history: list[dict]) -> int:
+    scores = [h["val_auroc"] if np.isfinite(h["val_auroc"]) else -1 for h in history]
+    return int(history[int(np.argmax(scores))]["epoch"]) if history else 0
+
+
+def _flat_params(cfg: TrainConfig, size: int, n_train: int) -> dict:
+    flat: dict = {"input_size": size, "n_train": n_train}
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = node if isinstance(node, int | float | str | bool) or node is None else str(node)
+
+    walk("", cfg.model_dump())
+    return flat
