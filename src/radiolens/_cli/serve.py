@@ -1,9 +1,198 @@
-"""CLI commands of the serve layer (kept out of cli.py so each layer's commands live beside each other)."""
+"""CLI commands of the serve layer: ``serve``, ``users ...``, ``audit verify|export``, ``db upgrade``."""
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
 import typer
+
+from radiolens._cli.common import friendly_errors
+
+_DB_HELP = "SQLAlchemy URL (default: SQLite file radiolens.db in --state-dir); env RADIOLENS_DB_URL"
+_STATE_HELP = "folder for the SQLite DB and stored artefacts (heatmaps, de-identified display images)"
+
+
+def _db_url(db_url: str | None, state_dir: Path) -> str:
+    from radiolens.serve.config import ServeSettings
+
+    url = db_url or os.environ.get("RADIOLENS_DB_URL", "")
+    return ServeSettings(model_path=Path("."), db_url=url, state_dir=state_dir).resolved_db_url()
+
+
+def _engine(db_url: str | None, state_dir: Path, migrate: bool = True):
+    from radiolens.serve.db import make_engine, upgrade
+
+    url = _db_url(db_url, state_dir)
+    engine = make_engine(url)
+    if migrate:
+        upgrade(url, engine)
+    return engine
 
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the main app."""
+
+    @app.command("serve")
+    @friendly_errors
+    def serve(
+        model: Path = typer.Option(..., "--model", help="ModelBundle .pt file"),
+        host: str = typer.Option("127.0.0.1", help="bind address"),
+        port: int = typer.Option(8000, help="TCP port"),
+        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+        workers: int = typer.Option(1, help="uvicorn worker processes"),
+        inference_workers: int = typer.Option(2, "--inference-workers", help="concurrent inferences per process"),
+        max_upload_mb: float = typer.Option(64.0, "--max-upload-mb", help="request size limit (413 above)"),
+        timeout_s: float = typer.Option(60.0, "--timeout", help="per-request timeout in seconds (504 above)"),
+        no_heatmaps: bool = typer.Option(False, "--no-heatmaps", help="never compute Grad-CAM overlays"),
+        log_level: str = typer.Option("info", "--log-level"),
+    ) -> None:
+        """Run the inference API and web viewer (advisory only: never a diagnosis)."""
+        import uvicorn
+
+        from radiolens.serve.config import SETTINGS_ENV, ServeSettings
+        from radiolens.serve.db import upgrade
+
+        settings = ServeSettings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
+                                 state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                                 request_timeout_s=timeout_s, inference_workers=inference_workers,
+                                 heatmaps=not no_heatmaps, auto_migrate=False)
+        settings.resolved_secret()  # fail early, before uvicorn starts, when the secret is missing
+        upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
+        os.environ[SETTINGS_ENV] = settings.to_env()
+        uvicorn.run("radiolens.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, timeout_graceful_shutdown=120)
+
+    users = typer.Typer(help="Manage API keys (users) of the service.", no_args_is_help=True)
+    app.add_typer(users, name="users")
+
+    @users.command("create")
+    @friendly_errors
+    def users_create(
+        role: str = typer.Option(..., help="clinician | auditor | admin"),
+        label: str = typer.Option("", help="who holds the key (for admins; never written to the audit log)"),
+        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+    ) -> None:
+        """Create a key and print it ONCE (only its hash is stored)."""
+        from sqlalchemy.orm import Session
+
+        from radiolens.serve.auth import create_key
+
+        engine = _engine(db_url, state_dir)
+        with Session(engine) as s, s.begin():
+            row, key = create_key(s, role, label)
+            user_id, key_id = row.id, row.key_id
+        engine.dispose()
+        typer.echo(f"user_id={user_id} key_id={key_id} role={role}", err=True)
+        typer.echo("store this key now; it cannot be shown again:", err=True)
+        typer.echo(key)
+
+    @users.command("list")
+    @friendly_errors
+    def users_list(
+        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+    ) -> None:
+        """List keys (never the keys themselves)."""
+        from sqlalchemy.orm import Session
+
+        from radiolens.serve.auth import list_keys
+
+        engine = _engine(db_url, state_dir)
+        with Session(engine) as s:
+            rows = list_keys(s)
+            typer.echo(f"{'user_id':>7}  {'key_id':16}  {'role':9}  {'status':8}  label")
+            for r in rows:
+                status = "revoked" if r.revoked_at else "active"
+                typer.echo(f"{r.id:>7}  {r.key_id:16}  {r.role:9}  {status:8}  {r.label}")
+        engine.dispose()
+
+    @users.command("revoke")
+    @friendly_errors
+    def users_revoke(
+        key_id: str = typer.Argument(..., help="key id (or user id) from `radiolens users list`"),
+        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+    ) -> None:
+        """Revoke a key; requests using it get 401 from then on."""
+        from sqlalchemy.orm import Session
+
+        from radiolens.serve.auth import revoke
+
+        engine = _engine(db_url, state_dir)
+        with Session(engine) as s, s.begin():
+            row = revoke(s, key_id)
+            typer.echo(f"revoked key_id={row.key_id} (user_id={row.id})")
+        engine.dispose()
+
+    audit_app = typer.Typer(help="Check and export the hash-chained audit log.", no_args_is_help=True)
+    app.add_typer(audit_app, name="audit")
+
+    @audit_app.command("verify")
+    @friendly_errors
+    def audit_verify(
+        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+        as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    ) -> None:
+        """Recompute the hash chain; exit 1 if any row was edited or deleted."""
+        from radiolens.serve import audit
+
+        engine = _engine(db_url, state_dir, migrate=False)
+        try:
+            report = audit.verify(engine)
+        finally:
+            engine.dispose()
+        if as_json:
+            typer.echo(json.dumps(report.as_dict(), indent=2))
+        else:
+            state = "OK" if report.ok else "BROKEN"
+            typer.echo(f"audit chain {state}: {report.rows} rows, head seq {report.head_seq}, "
+                       f"head hash {report.head_hash}")
+            for p in report.problems:
+                typer.echo(f"  - {p}")
+        if not report.ok:
+            raise typer.Exit(1)
+
+    @audit_app.command("export")
+    @friendly_errors
+    def audit_export(
+        since: str = typer.Option(None, help="ISO 8601 start, inclusive (naive = UTC)"),
+        until: str = typer.Option(None, help="ISO 8601 end, exclusive"),
+        fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv"),
+        out: Path = typer.Option(None, "--out", help="file to write (default: stdout)"),
+        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+    ) -> None:
+        """Export audit rows in a time range as JSON lines or CSV."""
+        from radiolens.serve import audit
+
+        engine = _engine(db_url, state_dir, migrate=False)
+        try:
+            chunks = list(audit.export(engine, fmt, since, until))
+        finally:
+            engine.dispose()
+        if out:
+            out.write_text("".join(chunks))
+            typer.echo(f"wrote {max(len(chunks) - (fmt == 'csv'), 0)} rows to {out.name}", err=True)
+        else:
+            sys.stdout.write("".join(chunks))
+
+    db_app = typer.Typer(help="Service database maintenance.", no_args_is_help=True)
+    app.add_typer(db_app, name="db")
+
+    @db_app.command("upgrade")
+    @friendly_errors
+    def db_upgrade(
+        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+    ) -> None:
+        """Apply the Alembic migrations shipped in the package (idempotent)."""
+        from radiolens.serve.db import upgrade
+
+        rev = upgrade(_db_url(db_url, state_dir))
+        typer.echo(f"database at revision {rev}")

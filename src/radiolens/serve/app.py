@@ -1,0 +1,118 @@
+"""``create_app(settings)``: the FastAPI application factory of the inference service."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.formparsers import MultiPartParser
+
+from radiolens import __version__
+from radiolens.errors import InputError, NotDicomError, RadiolensError, UnreadableImageError
+from radiolens.serve.config import ServeSettings
+from radiolens.serve.hooks import PredictionHooks
+from radiolens.serve.middleware import LimitsMiddleware
+from radiolens.serve.routers import admin, health, predictions
+from radiolens.serve.schemas import ADVISORY
+from radiolens.serve.service import NotFound, Service
+
+log = logging.getLogger("radiolens.serve")
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+def _status_for(exc: RadiolensError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, (NotDicomError, UnreadableImageError)):
+        return 415
+    if isinstance(exc, InputError):
+        return 422
+    return 500
+
+
+def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) -> FastAPI:
+    """Build the app. Loads the model, opens (and migrates) the database; ``hooks`` plug into predictions."""
+    service = Service(settings, hooks)
+
+    # Starlette spools multipart uploads above 1 MiB to a temporary file on disk; uploads are raw,
+    # identified DICOM, so keep them in memory (the size-limit middleware bounds how much).
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, settings.max_upload_bytes + 1)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        # Graceful shutdown: uvicorn has stopped accepting and finished open requests; wait for worker threads
+        # that may still be writing (e.g. after a client timeout) so no audit row is lost.
+        drained = await anyio.to_thread.run_sync(service.drain)
+        if not drained:
+            log.error("shutdown: predictions still in flight after the drain timeout")
+        service.close()
+
+    app = FastAPI(title="radiolens inference service", version=__version__, lifespan=lifespan,
+                  description=f"Chest X-ray decision support. {ADVISORY}")
+    app.state.service = service
+    app.state.limiter = anyio.CapacityLimiter(settings.inference_workers)
+
+    @app.exception_handler(RadiolensError)
+    async def _radiolens_error(request: Request, exc: RadiolensError):
+        status = _status_for(exc)
+        if status >= 500:  # configuration/model faults: log the type only, the message may quote internals
+            log.error("server-side error %s on %s", type(exc).__name__, request.url.path)
+            return _error(status, exc.code, "server error (see the service log)")
+        return _error(status, exc.code, str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException):
+        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+                      headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        parts = []
+        for e in exc.errors()[:5]:
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{loc or 'request'}: {e.get('msg', 'invalid')}")
+        return _error(422, "validation_error", "; ".join(parts) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        # Never echo the message: third-party exceptions can quote file contents.
+        log.error("unexpected %s on %s", type(exc).__name__, request.url.path)
+        return _error(500, "internal_error", "internal server error")
+
+    app.include_router(health.router)
+    app.include_router(predictions.router)
+    app.include_router(admin.router)
+
+    app.mount("/viewer/static", StaticFiles(directory=STATIC_DIR), name="viewer-static")
+
+    @app.get("/", include_in_schema=False)
+    def _root():
+        return RedirectResponse("/viewer/")
+
+    @app.get("/viewer/", include_in_schema=False)
+    def _viewer():
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_upload_bytes,
+                       timeout_s=settings.request_timeout_s, metrics=service.metrics)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` worker processes: settings come from ``RADIOLENS_SERVE_SETTINGS``."""
+    return create_app(ServeSettings.from_env())
+
+
+__all__ = ["create_app", "app_from_env"]

@@ -1,0 +1,212 @@
+"""The append-only, hash-chained audit log: append under a single-writer lock, verify, export.
+
+Each row stores ``row_hash = sha256(prev_hash + canonical_json(content))``. Editing any content column
+breaks that row's hash; deleting a row breaks the next row's ``prev_hash`` link (and the sequence);
+deleting the newest rows is caught by ``audit_head``, which each append updates in the same transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select, text
+from sqlalchemy.orm import Session
+
+from radiolens.errors import InputError
+from radiolens.serve.db import WRITE_LOCK
+from radiolens.serve.tables import AuditEntry, AuditHead
+
+GENESIS = "0" * 64
+_PG_LOCK_KEY = 7_260_511_001  # pg_advisory_xact_lock key reserved for audit appends
+_CONTENT = ("seq", "created_at", "event", "user_id", "role", "prediction_id", "model_sha256", "input_sha256",
+            "study_uid", "outputs_json", "latency_ms")
+# One writer per process; across processes the database lock below (BEGIN IMMEDIATE / advisory lock).
+_PROCESS_LOCK = threading.Lock()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(dt: datetime) -> str:
+    # SQLite hands back naive datetimes, PostgreSQL aware ones: normalise both to UTC, microseconds.
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def content_of(row: AuditEntry) -> dict[str, Any]:
+    out = {k: getattr(row, k) for k in _CONTENT}
+    out["created_at"] = _iso(row.created_at)
+    out["seq"], out["user_id"], out["latency_ms"] = int(row.seq), int(row.user_id), float(row.latency_ms)
+    return out
+
+
+def chain_hash(prev_hash: str, content: dict[str, Any]) -> str:
+    return hashlib.sha256((prev_hash + canonical_json(content)).encode("ascii")).hexdigest()
+
+
+@dataclass
+class AuditEvent:
+    """What a caller knows about one auditable action."""
+
+    event: str
+    user_id: int
+    role: str
+    prediction_id: str
+    model_sha256: str
+    input_sha256: str
+    study_uid: str
+    outputs: dict[str, Any]
+    latency_ms: float
+
+
+def append(session: Session, ev: AuditEvent) -> AuditEntry:
+    """Add one chained row inside the caller's transaction (which must hold the write lock: see ``writer``)."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+    head = session.get(AuditHead, 1, with_for_update=bind.dialect.name == "postgresql")
+    prev_seq, prev_hash = (head.seq, head.row_hash) if head else (0, GENESIS)
+    created = utcnow()
+    row = AuditEntry(seq=prev_seq + 1, created_at=created, event=ev.event, user_id=int(ev.user_id), role=ev.role,
+                     prediction_id=ev.prediction_id, model_sha256=ev.model_sha256, input_sha256=ev.input_sha256,
+                     study_uid=ev.study_uid, outputs_json=canonical_json(ev.outputs),
+                     latency_ms=round(float(ev.latency_ms), 3), prev_hash=prev_hash, row_hash="")
+    row.row_hash = chain_hash(prev_hash, content_of(row))
+    session.add(row)
+    if head is None:
+        session.add(AuditHead(id=1, seq=row.seq, row_hash=row.row_hash))
+    else:
+        head.seq, head.row_hash = row.seq, row.row_hash
+    return row
+
+
+class writer:  # noqa: N801 - used as a context manager, reads like a statement
+    """``with writer(sessionmaker) as s:`` a transaction that holds the audit write lock until commit."""
+
+    def __init__(self, factory):
+        self._factory = factory
+
+    def __enter__(self) -> Session:
+        _PROCESS_LOCK.acquire()
+        try:
+            self._session = self._factory()
+            self._session.connection(execution_options={WRITE_LOCK: True})
+        except BaseException:
+            _PROCESS_LOCK.release()
+            raise
+        return self._session
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._session.commit()
+            else:
+                self._session.rollback()
+        finally:
+            self._session.close()
+            _PROCESS_LOCK.release()
+
+
+@dataclass
+class VerifyReport:
+    ok: bool
+    rows: int
+    head_seq: int
+    head_hash: str
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "rows": self.rows, "head_seq": self.head_seq, "head_hash": self.head_hash,
+                "problems": self.problems}
+
+
+def verify(engine: Engine, max_problems: int = 50) -> VerifyReport:
+    """Walk the chain in sequence order, recomputing every hash."""
+    problems: list[str] = []
+    prev_hash, expected_seq, n = GENESIS, 1, 0
+    with Session(engine) as s:
+        head = s.get(AuditHead, 1)
+        for row in s.scalars(select(AuditEntry).order_by(AuditEntry.seq)).yield_per(1000):
+            n += 1
+            if row.seq != expected_seq:
+                problems.append(f"seq {row.seq}: expected seq {expected_seq} (rows missing)")
+            if row.prev_hash != prev_hash:
+                problems.append(f"seq {row.seq}: prev_hash does not match the previous row (row deleted or edited)")
+            if chain_hash(row.prev_hash, content_of(row)) != row.row_hash:
+                problems.append(f"seq {row.seq}: content does not match its hash (row edited)")
+            prev_hash, expected_seq = row.row_hash, row.seq + 1
+            if len(problems) >= max_problems:
+                break
+        last_seq = expected_seq - 1
+        if head is None and n:
+            problems.append("audit_head is missing")
+        elif head is not None and (head.seq != last_seq or head.row_hash != prev_hash):
+            problems.append(f"chain ends at seq {last_seq} but the recorded head is seq {head.seq} "
+                            "(newest rows deleted or head edited)")
+    return VerifyReport(ok=not problems, rows=n, head_seq=last_seq, head_hash=prev_hash, problems=problems)
+
+
+def _parse_time(value: str | None, what: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise InputError(f"--{what}: not an ISO 8601 date/time: {value!r}") from exc
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def rows_between(engine: Engine, since: str | None = None, until: str | None = None) -> Iterator[dict[str, Any]]:
+    """Audit rows with ``since <= created_at < until`` (ISO 8601; naive means UTC), oldest first."""
+    lo, hi = _parse_time(since, "since"), _parse_time(until, "until")
+    q = select(AuditEntry).order_by(AuditEntry.seq)
+    if engine.dialect.name == "sqlite":  # SQLite stores naive UTC strings: compare like with like
+        lo = lo.astimezone(UTC).replace(tzinfo=None) if lo else None
+        hi = hi.astimezone(UTC).replace(tzinfo=None) if hi else None
+    if lo:
+        q = q.where(AuditEntry.created_at >= lo)
+    if hi:
+        q = q.where(AuditEntry.created_at < hi)
+    with Session(engine) as s:
+        for row in s.scalars(q).yield_per(1000):
+            d = content_of(row)
+            d["created_at"] = d["created_at"] + "Z"
+            d["outputs"] = json.loads(d.pop("outputs_json"))
+            d["prev_hash"], d["row_hash"] = row.prev_hash, row.row_hash
+            yield d
+
+
+def export(engine: Engine, fmt: str, since: str | None = None, until: str | None = None) -> Iterator[str]:
+    """JSON lines or CSV (outputs as a JSON string column), one chunk per row."""
+    if fmt == "jsonl":
+        for d in rows_between(engine, since, until):
+            yield canonical_json(d) + "\n"
+        return
+    if fmt != "csv":
+        raise InputError(f"unknown export format '{fmt}' (use jsonl or csv)")
+    cols = ["seq", "created_at", "event", "user_id", "role", "prediction_id", "model_sha256", "input_sha256",
+            "study_uid", "outputs", "latency_ms", "prev_hash", "row_hash"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    yield buf.getvalue()
+    for d in rows_between(engine, since, until):
+        buf.seek(0)
+        buf.truncate()
+        d["outputs"] = canonical_json(d["outputs"])
+        w.writerow(d)
+        yield buf.getvalue()

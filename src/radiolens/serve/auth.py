@@ -1,0 +1,93 @@
+"""API keys with roles. Keys are random, shown once, stored as sha256 of their secret part.
+
+Format: ``rlk_<key_id>_<secret>``. ``key_id`` is public and indexed (lookup without scanning); the secret
+has 256 bits of entropy, so a fast hash is adequate (no password-style stretching needed) and the
+comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from radiolens.errors import InputError
+from radiolens.serve.tables import ApiKey
+
+PREFIX = "rlk"
+
+
+class Role(StrEnum):
+    clinician = "clinician"  # predict, read own predictions, feedback
+    auditor = "auditor"  # read audit log and predictions
+    admin = "admin"  # manage keys
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who made a request: the opaque user id (what the audit log records) and the role."""
+
+    user_id: int
+    role: Role
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def parse_role(value: str) -> Role:
+    try:
+        return Role(value)
+    except ValueError as exc:
+        raise InputError(f"unknown role '{value}' (use one of: {', '.join(r.value for r in Role)})") from exc
+
+
+def create_key(session: Session, role: str | Role, label: str = "") -> tuple[ApiKey, str]:
+    """Create and persist a key; returns the row and the full key (the only time it exists in clear)."""
+    from radiolens.serve.audit import utcnow
+
+    role = parse_role(str(role))
+    if len(label) > 128:
+        raise InputError("label is longer than 128 characters")
+    key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+    row = ApiKey(key_id=key_id, key_hash=_hash(secret), role=role.value, label=label, created_at=utcnow())
+    session.add(row)
+    session.flush()
+    return row, f"{PREFIX}_{key_id}_{secret}"
+
+
+def authenticate(session: Session, presented: str) -> Principal | None:
+    """The principal for a presented key, or None (unknown, malformed, revoked or wrong secret)."""
+    parts = presented.strip().split("_", 2)
+    if len(parts) != 3 or parts[0] != PREFIX or not parts[1] or not parts[2]:
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.key_id == parts[1]))
+    # Compare even when the row is missing so timing does not reveal which key ids exist.
+    expected = row.key_hash if row is not None else _hash("")
+    ok = hmac.compare_digest(expected, _hash(parts[2]))
+    if row is None or not ok or row.revoked_at is not None:
+        return None
+    return Principal(user_id=row.id, role=Role(row.role))
+
+
+def revoke(session: Session, key_id_or_id: str) -> ApiKey:
+    from radiolens.serve.audit import utcnow
+
+    q = select(ApiKey).where(ApiKey.key_id == key_id_or_id)
+    row = session.scalar(q)
+    if row is None and key_id_or_id.isdigit():
+        row = session.get(ApiKey, int(key_id_or_id))
+    if row is None:
+        raise InputError("no such key (give the key id shown by `radiolens users list`)")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))

@@ -1,0 +1,133 @@
+"""Model inference for the service: calibrated probabilities, decisions, review flag and heatmap.
+
+Runs in worker threads (never on the event loop). Plain forward passes share one model (eval mode,
+no state), but Grad-CAM registers hooks on the model it explains, so each worker thread explains with
+its own copy of the model.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from radiolens.io.image import RadioImage
+from radiolens.models.bundle import ModelBundle
+
+
+@dataclass
+class Inference:
+    probabilities: np.ndarray  # (outputs,) calibrated
+    decisions: np.ndarray  # (outputs,) bool at the operating thresholds
+    target_index: int  # the output the heatmap explains
+    review_flag: bool
+    review_reason: str
+    review_rule: str
+    heatmap: np.ndarray | None  # (h, w) in [0, 1] at the model input size
+
+
+class Predictor:
+    def __init__(self, bundle: ModelBundle, cam_method: str = "gradcam", near_threshold_margin: float = 0.1):
+        self.bundle = bundle
+        self.cam_method = cam_method
+        self.margin = near_threshold_margin
+        self._local = threading.local()
+        self.triage_rule, self.triage_source = _load_triage(bundle)
+
+    # ------------------------------------------------------------------ decision support
+    def decision_label(self, decisions: np.ndarray, probs: np.ndarray) -> tuple[str, list[str]]:
+        info = self.bundle.info
+        positives = [n for n, d in zip(info.class_names, decisions, strict=True) if d]
+        if info.task == "binary":
+            return (info.class_names[0] if decisions[0] else info.negative_name), positives
+        if info.task == "multiclass":
+            return info.class_names[int(np.argmax(probs))], positives
+        return (", ".join(positives) if positives else "no finding above threshold"), positives
+
+    def review(self, probs: np.ndarray) -> tuple[bool, str, str]:
+        """(flag, reason, rule). Uses the bundle's TriageRule when the explain layer provides one."""
+        info = self.bundle.info
+        # The output that matters most for review: the top class, or the one closest to its threshold.
+        idx = int(np.argmax(probs)) if info.task == "multiclass" else int(np.argmin(np.abs(
+            probs - np.asarray(info.thresholds))))
+        if self.triage_rule is not None:
+            spread = 0.0  # no repeated-sampling spread is computed per request (kept fast)
+            flag, reason = self.triage_rule.flag(float(probs[idx]), spread)
+            return bool(flag), str(reason), self.triage_source
+        # Fallback: flag when a probability sits close to its operating threshold.
+        thr = np.asarray(info.thresholds, dtype=float)
+        dist = np.abs(probs - thr)
+        near = np.flatnonzero(dist < self.margin)
+        if info.task == "multiclass":
+            top2 = np.sort(probs)[-2:]
+            if top2[1] - top2[0] < self.margin:
+                return True, f"top two classes within {self.margin:.2f} of each other", self.triage_source
+            return False, "confident top class", self.triage_source
+        if near.size:
+            i = int(near[np.argmin(dist[near])])
+            return (True, f"{info.class_names[i]} probability {probs[i]:.2f} is within {self.margin:.2f} of the "
+                    f"operating threshold {thr[i]:.2f}", self.triage_source)
+        return False, f"all probabilities at least {self.margin:.2f} from their thresholds", self.triage_source
+
+    # ------------------------------------------------------------------ inference
+    def run(self, image: RadioImage, heatmap: bool) -> Inference:
+        x = self.bundle.preprocess(image)[None]
+        probs = self.bundle.predict_batch(x)[0].astype(float)
+        decisions = self.bundle.decisions(probs)[0]
+        info = self.bundle.info
+        target = 0 if info.task == "binary" else int(np.argmax(probs))
+        flag, reason, rule = self.review(probs)
+        heat = self._cam(x, target) if heatmap else None
+        return Inference(probs, decisions, target, flag, reason, rule, heat)
+
+    def _cam(self, x, target: int) -> np.ndarray:
+        from radiolens.explain.cam import compute_cam
+
+        model = getattr(self._local, "model", None)
+        if model is None:
+            model = copy.deepcopy(self.bundle.model).eval()
+            self._local.model = model
+        return compute_cam(model, x.clone(), target, method=self.cam_method)
+
+
+def _load_triage(bundle: ModelBundle) -> tuple[Any, str]:
+    try:
+        from radiolens.explain.triage import TriageRule
+    except ImportError:
+        return None, "near_threshold_fallback"
+    try:
+        return TriageRule(**(bundle.info.triage or {})), "bundle_triage_rule"
+    except Exception:  # a malformed triage dict must not stop the service: use the fallback and say so
+        return None, "near_threshold_fallback(bundle triage invalid)"
+
+
+def display_png(pixels: np.ndarray, max_side: int) -> tuple[bytes, tuple[int, int]]:
+    """De-identified display copy: 8-bit grey PNG of the already-VOI-windowed pixels, no metadata."""
+    arr = np.clip(pixels if pixels.ndim == 2 else pixels[0], 0, 1)
+    im = Image.fromarray((arr * 255.0 + 0.5).astype(np.uint8), mode="L")
+    if max(im.size) > max_side:
+        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue(), im.size
+
+
+def heatmap_png(heat: np.ndarray, size: tuple[int, int], max_alpha: float = 0.6) -> bytes:
+    """RGBA overlay at the display size: a perceptual colour map, transparency following the heat."""
+    from matplotlib import colormaps
+
+    w, h = size
+    hm = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8), mode="L").resize((w, h),
+                                                                                         Image.Resampling.BILINEAR)
+    v = np.asarray(hm, dtype=np.float32) / 255.0
+    rgba = colormaps["inferno"](v)
+    rgba[..., 3] = np.clip(v, 0, 1) * max_alpha
+    im = Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), mode="RGBA")
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()

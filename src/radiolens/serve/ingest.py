@@ -1,0 +1,120 @@
+"""Upload bytes -> de-identified image, study reference and input hash, before anything is stored.
+
+The uploaded file name is never used (it can itself be PHI): error messages name the upload "upload".
+DICOM is parsed from memory and de-identified with :class:`radiolens.io.deid.Deidentifier`; rasters
+(PNG/JPEG) carry no header we keep, only their pixels, and are referenced by a keyed hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from radiolens.errors import NotDicomError, TruncatedFileError, UnreadableImageError
+from radiolens.io.image import RadioImage
+
+_DICOM_MAGIC = b"DICM"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass
+class Ingested:
+    image: RadioImage
+    input_sha256: str  # of the bytes as uploaded, so a site can match a row to its own file
+    study_ref: str  # remapped StudyInstanceUID (DICOM) or "raster:<keyed hash>"
+    source_format: str
+    deid_report: dict
+
+
+def sniff(data: bytes) -> str:
+    if len(data) >= 132 and data[128:132] == _DICOM_MAGIC:
+        return "dicom"
+    if data.startswith(_PNG_MAGIC):
+        return "png"
+    if data.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    return "unknown"
+
+
+class Ingestor:
+    def __init__(self, secret: str, tmp_dir: Path):
+        from radiolens.io.deid import Deidentifier  # imported here: the io layer's de-identifier
+
+        self._secret = secret.encode("utf-8")
+        self._deid = Deidentifier(secret, shift_dates=False, allow_burned_in=False)
+        self._tmp_dir = tmp_dir
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def keyed_ref(self, data_sha256: str) -> str:
+        return "raster:" + hmac.new(self._secret, data_sha256.encode("ascii"), hashlib.sha256).hexdigest()[:40]
+
+    def ingest(self, data: bytes, content_type: str | None = None) -> Ingested:
+        if not data:
+            raise UnreadableImageError("upload: empty file")
+        digest = hashlib.sha256(data).hexdigest()
+        kind = sniff(data)
+        if kind == "unknown" and content_type in ("application/dicom", "application/dicom+octet-stream"):
+            kind = "dicom-nopreamble"
+        if kind.startswith("dicom"):
+            return self._dicom(data, digest)
+        if kind in ("png", "jpeg"):
+            return self._raster(data, digest, kind)
+        # Last resort: DICOM written without the 128-byte preamble is common in PACS exports.
+        try:
+            return self._dicom(data, digest)
+        except NotDicomError:
+            raise UnreadableImageError("upload: not a DICOM, PNG or JPEG image") from None
+
+    def _dicom(self, data: bytes, digest: str) -> Ingested:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        from radiolens.io.dicom import dicom_to_image
+
+        has_magic = data[128:132] == _DICOM_MAGIC
+        try:
+            with warnings.catch_warnings():
+                # pydicom warnings can quote element values (PHI): never let them reach a log.
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(io.BytesIO(data), force=not has_magic)
+        except NotDicomError:
+            raise
+        except InvalidDicomError as exc:
+            raise NotDicomError("upload: not a DICOM file") from exc
+        except (EOFError, OSError) as exc:
+            raise TruncatedFileError("upload: DICOM file is truncated") from exc
+        except Exception as exc:  # pydicom raises assorted types on garbage; none may escape untyped
+            raise NotDicomError(f"upload: not a readable DICOM file ({type(exc).__name__})") from exc
+        if len(ds) == 0:  # pydicom gives up on a cut-off file and returns an empty dataset
+            if has_magic:
+                raise TruncatedFileError("upload: DICOM file is truncated (no complete data set)")
+            raise NotDicomError("upload: not a DICOM file")
+        if "SOPClassUID" not in ds and "PixelData" not in ds and "StudyInstanceUID" not in ds:
+            raise NotDicomError("upload: not a DICOM file")
+        clean, report = self._deid.deidentify_dataset(ds)
+        del ds  # the identified dataset goes no further than this line
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = dicom_to_image(clean, name="upload")
+        study = str(clean.get("StudyInstanceUID", "") or "") or self.keyed_ref(digest)
+        image.meta.extra.clear()
+        return Ingested(image=image, input_sha256=digest, study_ref=study, source_format="dicom",
+                        deid_report=dict(report or {}))
+
+    def _raster(self, data: bytes, digest: str, kind: str) -> Ingested:
+        from radiolens.io.raster import read_raster
+
+        # The raster reader takes a path; a private temp dir holding "upload.<ext>" keeps messages PHI-free
+        # and the file lives only for the duration of the read.
+        with tempfile.TemporaryDirectory(dir=self._tmp_dir) as tmp:
+            path = Path(tmp) / f"upload.{'png' if kind == 'png' else 'jpg'}"
+            path.write_bytes(data)
+            image = read_raster(path)
+        return Ingested(image=image, input_sha256=digest, study_ref=self.keyed_ref(digest), source_format=kind,
+                        deid_report={"raster": "pixels only; file metadata discarded"})

@@ -1,0 +1,106 @@
+"""Pure-ASGI middleware: request size limit (413), per-request timeout (504) and HTTP metrics.
+
+Written as raw ASGI rather than BaseHTTPMiddleware so the size check sees the body as it streams in
+(before the multipart parser buffers it) and a timeout can still answer when the handler is stuck.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import anyio
+
+from radiolens.serve.metrics import ServiceMetrics
+
+log = logging.getLogger("radiolens.serve")
+
+
+def _json_message(status: int, code: str, message: str) -> tuple[dict, dict]:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    start = {"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
+    return start, {"type": "http.response.body", "body": body}
+
+
+class LimitsMiddleware:
+    def __init__(self, app, max_body_bytes: int, timeout_s: float, metrics: ServiceMetrics):
+        self.app, self.max_body, self.timeout, self.metrics = app, max_body_bytes, timeout_s, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        state = {"started": False, "status": 500, "too_large": False}
+
+        async def send_error(status: int, code: str, message: str) -> None:
+            start, body = _json_message(status, code, message)
+            state["started"], state["status"] = True, status
+            await send(start)
+            await send(body)
+
+        limit_msg = f"request body exceeds the limit of {self.max_body} bytes"
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        try:
+            if declared is not None and int(declared) > self.max_body:
+                await send_error(413, "payload_too_large", limit_msg)
+                self._observe(scope, state, t0)
+                return
+        except ValueError:
+            await send_error(400, "bad_request", "invalid Content-Length header")
+            self._observe(scope, state, t0)
+            return
+
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    state["too_large"] = True
+                    raise _TooLarge()
+            return message
+
+        async def guarded_send(message):
+            if state["too_large"]:
+                return  # whatever the app answers after the body was cut off, the client gets a 413
+            if message["type"] == "http.response.start":
+                state["started"], state["status"] = True, message["status"]
+            await send(message)
+
+        timed_out = False
+        try:
+            with anyio.move_on_after(self.timeout) as cancel_scope:
+                await self.app(scope, limited_receive, guarded_send)
+            timed_out = cancel_scope.cancelled_caught
+        except _TooLarge:
+            pass
+        except Exception:
+            if not state["too_large"]:
+                raise
+        if state["too_large"] and not state["started"]:
+            await send_error(413, "payload_too_large", limit_msg)
+        elif timed_out and not state["started"]:
+            log.warning("request timed out after %.1f s: %s %s", self.timeout, scope.get("method"),
+                        _route(scope))
+            await send_error(504, "timeout", f"request did not complete within {self.timeout:g} s")
+        self._observe(scope, state, t0)
+
+    def _observe(self, scope, state, t0) -> None:
+        route, method = _route(scope), scope.get("method", "")
+        self.metrics.requests.labels(method, route, str(state["status"])).inc()
+        self.metrics.latency.labels(method, route).observe(time.perf_counter() - t0)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _route(scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"

@@ -1,0 +1,1 @@
+"""HTTP routers, one module per concern; ``app.create_app`` includes them."""

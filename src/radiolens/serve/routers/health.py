@@ -1,0 +1,34 @@
+"""Liveness and readiness (anonymous) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from radiolens.serve.auth import Role
+from radiolens.serve.deps import get_service, require
+from radiolens.serve.schemas import Health
+from radiolens.serve.service import Service
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def readyz(service: Service = Depends(get_service)):
+    checks = {"model": "ok" if service.bundle is not None else "missing",
+              "database": "ok" if service.db_ok() else "unreachable",
+              "accepting": "no (shutting down)" if service.shutting_down else "ok"}
+    ready = all(v == "ok" for v in checks.values())
+    body = Health(status="ok" if ready else "not_ready", checks=checks)
+    return body if ready else JSONResponse(body.model_dump(), status_code=503)
+
+
+@router.get("/metrics", response_class=Response, dependencies=[Depends(require(Role.admin, Role.auditor))])
+def metrics(service: Service = Depends(get_service)) -> Response:
+    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)

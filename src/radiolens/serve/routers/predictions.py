@@ -1,0 +1,80 @@
+"""Predictions: create (upload), read, heatmap and display image, reader feedback; models list."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import anyio
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse
+
+from radiolens.serve.auth import Principal, Role
+from radiolens.serve.deps import current_principal, get_service, require
+from radiolens.serve.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
+from radiolens.serve.service import NotFound, Service
+
+router = APIRouter(prefix="/v1", tags=["predictions"])
+
+_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+           413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+           504: {"model": ErrorResponse}}
+_READERS = (Role.clinician, Role.auditor)
+
+
+@router.post("/predictions", response_model=PredictionOut, status_code=201, responses=_ERRORS)
+async def create_prediction(
+    request: Request,
+    file: UploadFile = File(..., description="DICOM, PNG or JPEG radiograph"),
+    heatmap: bool = Query(True, description="compute the Grad-CAM overlay"),
+    principal: Principal = Depends(require(Role.clinician)),
+    service: Service = Depends(get_service),
+) -> dict:
+    data = await file.read()
+    await file.close()
+    job = partial(service.predict, data, file.content_type, principal.user_id, principal.role.value, heatmap)
+    # Off the event loop, at most ``inference_workers`` at once; on timeout the thread finishes (and audits)
+    # on its own while the client gets a 504.
+    return await anyio.to_thread.run_sync(job, limiter=request.app.state.limiter, abandon_on_cancel=True)
+
+
+@router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=_ERRORS)
+def get_prediction(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+                   service: Service = Depends(get_service)) -> dict:
+    return service.get_prediction(prediction_id)
+
+
+def _png(service: Service, prediction_id: str, kind: str) -> FileResponse:
+    service.get_prediction(prediction_id)  # 404 for unknown ids
+    path = service.artefact(prediction_id, kind)
+    if not path.is_file():
+        raise NotFound(f"no {kind} stored for this prediction")
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/predictions/{prediction_id}/heatmap.png", response_class=FileResponse, responses=_ERRORS)
+def get_heatmap(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+                service: Service = Depends(get_service)) -> FileResponse:
+    return _png(service, prediction_id, "heatmap")
+
+
+@router.get("/predictions/{prediction_id}/image.png", response_class=FileResponse, responses=_ERRORS)
+def get_image(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+              service: Service = Depends(get_service)) -> FileResponse:
+    return _png(service, prediction_id, "image")
+
+
+@router.post("/predictions/{prediction_id}/feedback", response_model=FeedbackOut, status_code=201,
+             responses=_ERRORS)
+def post_feedback(prediction_id: str, body: FeedbackIn, principal: Principal = Depends(require(Role.clinician)),
+                  service: Service = Depends(get_service)) -> dict:
+    return service.add_feedback(prediction_id, body.agree, body.corrected_label, principal.user_id,
+                                principal.role.value)
+
+
+@router.get("/models", response_model=ModelsOut, responses=_ERRORS)
+def list_models(principal: Principal = Depends(current_principal), service: Service = Depends(get_service)):
+    info = service.bundle.info
+    return ModelsOut(models=[ModelInfo(**service.model_ref(), class_names=list(info.class_names),
+                                       negative_name=info.negative_name, thresholds=list(info.thresholds),
+                                       temperature=float(info.temperature), input_size=info.input_size,
+                                       review_rule=service.predictor.triage_source)])

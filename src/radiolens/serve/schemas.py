@@ -1,0 +1,128 @@
+"""Pydantic request/response models: they are the OpenAPI schema clients code against."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ADVISORY = "Advisory only - not a diagnosis. For review by a qualified reader."
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    arch: str
+    task: str
+    operating_point: str
+
+
+class ClassProbability(BaseModel):
+    name: str
+    probability: float = Field(ge=0, le=1, description="calibrated (temperature-scaled) probability")
+    threshold: float
+    positive: bool
+
+
+class Decision(BaseModel):
+    label: str
+    positive_classes: list[str]
+    operating_point: str
+
+
+class Review(BaseModel):
+    flag: bool
+    reason: str
+    rule: str
+
+
+class PredictionOut(BaseModel):
+    id: str
+    created_at: datetime
+    model: ModelRef
+    probabilities: list[ClassProbability]
+    decision: Decision
+    review: Review
+    study_ref: str = Field(description="de-identified study reference: remapped StudyInstanceUID or keyed hash")
+    input_sha256: str
+    source_format: str
+    image_url: str
+    heatmap_url: str | None
+    heatmap_target: str | None
+    latency_ms: float
+    advisory: str = ADVISORY
+    monitoring: dict[str, Any] = Field(default_factory=dict, description="filled by monitoring hooks, if any")
+    feedback: list[FeedbackOut] = Field(default_factory=list)
+
+
+class FeedbackIn(BaseModel):
+    agree: bool
+    corrected_label: str | None = Field(default=None, max_length=128)
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    prediction_id: str
+    created_at: datetime
+    agree: bool
+    corrected_label: str | None
+
+
+class ModelInfo(ModelRef):
+    class_names: list[str]
+    negative_name: str
+    thresholds: list[float]
+    temperature: float
+    input_size: tuple[int, int]
+    review_rule: str
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "not_ready"]
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class KeyIn(BaseModel):
+    role: Literal["clinician", "auditor", "admin"]
+    label: str = Field(default="", max_length=128)
+
+
+class KeyOut(BaseModel):
+    id: int
+    key_id: str
+    role: str
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+    api_key: str | None = Field(default=None, description="shown once, at creation")
+
+
+class WhoAmI(BaseModel):
+    user_id: int
+    role: str
+
+
+class AuditVerifyOut(BaseModel):
+    ok: bool
+    rows: int
+    head_seq: int
+    head_hash: str
+    problems: list[str]
+
+
+PredictionOut.model_rebuild()

@@ -1,0 +1,240 @@
+"""The service's state and the prediction pipeline: ingest (de-identify) -> gates -> inference ->
+``build_prediction_result`` (the hook point) -> artefacts -> one DB transaction (prediction + audit row).
+
+The audit row is committed before the HTTP response is returned, so an answered prediction is always
+audited, and shutdown waits for in-flight work (``drain``) so none is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from radiolens.errors import InputError
+from radiolens.models.bundle import ModelBundle
+from radiolens.serve import audit
+from radiolens.serve.config import ServeSettings
+from radiolens.serve.db import make_engine, session_factory, upgrade
+from radiolens.serve.hooks import PredictionContext, PredictionHooks
+from radiolens.serve.inference import Inference, Predictor, display_png, heatmap_png
+from radiolens.serve.ingest import Ingestor
+from radiolens.serve.metrics import ServiceMetrics
+from radiolens.serve.tables import Feedback, Prediction
+
+log = logging.getLogger("radiolens.serve")
+
+
+class NotFound(InputError):
+    code = "not_found"
+
+
+class Service:
+    def __init__(self, settings: ServeSettings, hooks: PredictionHooks | None = None):
+        self.settings = settings
+        # pydicom logs and warns about malformed elements quoting their values, which may be PHI.
+        logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+        self.hooks = hooks or PredictionHooks()
+        self.bundle = ModelBundle.load(settings.model_path)
+        self.predictor = Predictor(self.bundle, settings.cam_method, settings.near_threshold_margin)
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.artefact_dir = settings.state_dir / "artefacts"
+        self.artefact_dir.mkdir(parents=True, exist_ok=True)
+        self.ingestor = Ingestor(settings.resolved_secret(), settings.state_dir / "tmp")
+        self.db_url = settings.resolved_db_url()
+        self.engine = make_engine(self.db_url)
+        if settings.auto_migrate:
+            upgrade(self.db_url, self.engine)
+        self.sessions = session_factory(self.engine)
+        self.metrics = ServiceMetrics()
+        self._warm_up()
+        self.shutting_down = False
+        self._in_flight = 0
+        self._cv = threading.Condition()
+
+    # ------------------------------------------------------------------ lifecycle
+    def model_ref(self) -> dict[str, Any]:
+        info = self.bundle.info
+        return {"name": info.name, "version": str(info.version), "sha256": self.bundle.sha256, "arch": info.arch,
+                "task": info.task, "operating_point": info.operating_point}
+
+    def _warm_up(self) -> None:
+        """One throw-away inference (and heatmap) so the first real request does not pay for lazy imports."""
+        from radiolens.io.image import ImageMeta, RadioImage
+
+        h, w = self.bundle.info.input_size
+        dummy = RadioImage(pixels=np.full((h, w), 0.5, dtype=np.float32), meta=ImageMeta(source_format="png"))
+        self.predictor.run(dummy, heatmap=self.settings.heatmaps)
+
+    def db_ok(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def drain(self, timeout_s: float = 120.0) -> bool:
+        """Wait until no prediction is being computed or written (called on shutdown)."""
+        self.shutting_down = True
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ artefacts
+    def artefact(self, prediction_id: str, kind: str) -> Path:
+        if not (len(prediction_id) == 32 and all(c in "0123456789abcdef" for c in prediction_id)):
+            raise NotFound("no such prediction")
+        return self.artefact_dir / f"{prediction_id}.{kind}.png"
+
+    def _write(self, path: Path, data: bytes) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+
+    # ------------------------------------------------------------------ prediction
+    def predict(self, data: bytes, content_type: str | None, user_id: int, role: str,
+                heatmap: bool = True) -> dict[str, Any]:
+        with self._cv:
+            self._in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            return self._predict(data, content_type, user_id, role, heatmap)
+        finally:
+            self.metrics.in_flight.dec()
+            with self._cv:
+                self._in_flight -= 1
+                self._cv.notify_all()
+
+    def _predict(self, data: bytes, content_type: str | None, user_id: int, role: str,
+                 heatmap: bool) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        ing = self.ingestor.ingest(data, content_type)
+        del data
+        pid = uuid.uuid4().hex
+        ctx = PredictionContext(prediction_id=pid, bundle=self.bundle, image=ing.image,
+                                source_format=ing.source_format, study_ref=ing.study_ref,
+                                input_sha256=ing.input_sha256, user_id=user_id, role=role)
+        for gate in self.hooks.input_gates:
+            gate(ctx)
+        want_heat = heatmap and self.settings.heatmaps
+        inf = self.predictor.run(ing.image, heatmap=want_heat)
+        ctx.probabilities = inf.probabilities
+        image_png, size = display_png(ing.image.pixels, self.settings.display_max_side)
+        heat_png = heatmap_png(inf.heatmap, size) if inf.heatmap is not None else None
+        created = audit.utcnow()
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        result = build_prediction_result(self, ctx, inf, created, latency_ms, has_heatmap=heat_png is not None)
+        for hook in self.hooks.result_hooks:
+            hook(ctx, result)
+        self.metrics.inference_seconds.labels(str(want_heat).lower()).observe(latency_ms / 1000.0)
+
+        # Artefacts first (opaque names), then the DB rows; a crash in between leaves an orphan file, never
+        # an audited prediction without its artefacts.
+        self._write(self.artefact(pid, "image"), image_png)
+        if heat_png is not None:
+            self._write(self.artefact(pid, "heatmap"), heat_png)
+        outputs = {"probabilities": {p["name"]: p["probability"] for p in result["probabilities"]},
+                   "decision": result["decision"]["label"], "review_flag": result["review"]["flag"],
+                   "review_reason": result["review"]["reason"], "heatmap": heat_png is not None}
+        if result.get("monitoring"):
+            outputs["monitoring"] = result["monitoring"]
+        with audit.writer(self.sessions) as s:
+            s.add(Prediction(id=pid, created_at=created, user_id=user_id, model_sha256=self.bundle.sha256,
+                             input_sha256=ing.input_sha256, study_ref=ing.study_ref,
+                             result_json=json.dumps(result, default=str), has_heatmap=heat_png is not None))
+            s.flush()
+            audit.append(s, audit.AuditEvent("prediction", user_id, role, pid, self.bundle.sha256,
+                                             ing.input_sha256, ing.study_ref, outputs, latency_ms))
+        for p in result["probabilities"]:
+            self.metrics.predictions.labels(p["name"], "positive" if p["positive"] else "negative").inc()
+        if result["review"]["flag"]:
+            self.metrics.reviews.inc()
+        log.info("prediction %s done in %.0f ms (review=%s)", pid, latency_ms, result["review"]["flag"])
+        return result
+
+    # ------------------------------------------------------------------ reads and feedback
+    def get_prediction(self, prediction_id: str) -> dict[str, Any]:
+        self.artefact(prediction_id, "image")  # validates the id format
+        with Session(self.engine) as s:
+            row = s.get(Prediction, prediction_id)
+            if row is None:
+                raise NotFound("no such prediction")
+            result = json.loads(row.result_json)
+            fb = s.scalars(select(Feedback).where(Feedback.prediction_id == prediction_id).order_by(Feedback.id))
+            result["feedback"] = [_feedback_dict(f) for f in fb]
+        return result
+
+    def add_feedback(self, prediction_id: str, agree: bool, corrected_label: str | None, user_id: int,
+                     role: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.artefact(prediction_id, "image")
+        info = self.bundle.info
+        allowed = list(info.class_names) + ([info.negative_name] if info.task == "binary" else [])
+        if info.task == "multilabel":
+            allowed.append("no finding")
+        if corrected_label is not None and corrected_label not in allowed:
+            raise InputError(f"corrected_label must be one of: {', '.join(allowed)}")
+        with audit.writer(self.sessions) as s:
+            pred = s.get(Prediction, prediction_id)
+            if pred is None:
+                raise NotFound("no such prediction")
+            fb = Feedback(prediction_id=prediction_id, created_at=audit.utcnow(), user_id=user_id, agree=agree,
+                          corrected_label=corrected_label)
+            s.add(fb)
+            s.flush()
+            audit.append(s, audit.AuditEvent("feedback", user_id, role, prediction_id, pred.model_sha256,
+                                             pred.input_sha256, pred.study_ref,
+                                             {"agree": agree, "corrected_label": corrected_label},
+                                             (time.perf_counter() - t0) * 1000.0))
+            out = _feedback_dict(fb)
+        self.metrics.feedback.labels(str(agree).lower()).inc()
+        return out
+
+
+def _feedback_dict(f: Feedback) -> dict[str, Any]:
+    return {"id": f.id, "prediction_id": f.prediction_id, "created_at": f.created_at, "agree": f.agree,
+            "corrected_label": f.corrected_label}
+
+
+def build_prediction_result(service: Service, ctx: PredictionContext, inf: Inference, created, latency_ms: float,
+                            has_heatmap: bool) -> dict[str, Any]:
+    """THE place a prediction response is assembled (see ``hooks.py`` for extending it)."""
+    info = service.bundle.info
+    probs = np.asarray(inf.probabilities, dtype=float)
+    label, positives = service.predictor.decision_label(inf.decisions, probs)
+    pid = ctx.prediction_id
+    return {
+        "id": pid,
+        "created_at": created.isoformat(),
+        "model": service.model_ref(),
+        "probabilities": [{"name": n, "probability": round(float(p), 6), "threshold": float(t), "positive": bool(d)}
+                          for n, p, t, d in zip(info.class_names, probs, info.thresholds, inf.decisions,
+                                                strict=True)],
+        "decision": {"label": label, "positive_classes": positives, "operating_point": info.operating_point},
+        "review": {"flag": bool(inf.review_flag), "reason": inf.review_reason, "rule": inf.review_rule},
+        "study_ref": ctx.study_ref,
+        "input_sha256": ctx.input_sha256,
+        "source_format": ctx.source_format,
+        "image_url": f"/v1/predictions/{pid}/image.png",
+        "heatmap_url": f"/v1/predictions/{pid}/heatmap.png" if has_heatmap else None,
+        "heatmap_target": info.class_names[inf.target_index] if has_heatmap else None,
+        "latency_ms": round(latency_ms, 3),
+        "monitoring": {},
+    }

@@ -1,0 +1,85 @@
+"""Database tables of the service. Nothing here may hold PHI: users are opaque ids, studies are remapped UIDs.
+
+The schema itself is created by the Alembic migrations in ``serve/migrations``; these classes describe it
+for the ORM and must match the latest revision (a test compares them).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ApiKey(Base):
+    """One credential. ``id`` is the user id recorded in the audit log; ``label`` is for admins only."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    key_id: Mapped[str] = mapped_column(String(32), unique=True, index=True)  # public part of the key
+    key_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the secret part
+    role: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Prediction(Base):
+    __tablename__ = "predictions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # opaque uuid4 hex, also names artefacts
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    user_id: Mapped[int] = mapped_column(Integer)
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    input_sha256: Mapped[str] = mapped_column(String(64))
+    study_ref: Mapped[str] = mapped_column(String(128))
+    result_json: Mapped[str] = mapped_column(Text)
+    has_heatmap: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(String(32), ForeignKey("predictions.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    user_id: Mapped[int] = mapped_column(Integer)
+    agree: Mapped[bool] = mapped_column(Boolean)
+    corrected_label: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class AuditEntry(Base):
+    """Append-only, hash-chained. ``row_hash = sha256(prev_hash + canonical JSON of the content columns)``."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                     autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    event: Mapped[str] = mapped_column(String(16))  # "prediction" | "feedback"
+    user_id: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    prediction_id: Mapped[str] = mapped_column(String(32))
+    model_sha256: Mapped[str] = mapped_column(String(64))
+    input_sha256: Mapped[str] = mapped_column(String(64))
+    study_uid: Mapped[str] = mapped_column(String(128))
+    outputs_json: Mapped[str] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHead(Base):
+    """The chain's tip, updated in the same transaction as each append, so deleting the LAST row is detected too."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
+    row_hash: Mapped[str] = mapped_column(String(64))
