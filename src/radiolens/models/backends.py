@@ -1,0 +1,145 @@
+"""Interchangeable inference engines behind one small interface, so serve and batch scoring pick
+PyTorch or ONNX Runtime by a flag instead of by code paths.
+
+A backend takes already-preprocessed batches (N, 1, H, W) float32, normalised as ``info`` says, and returns
+raw logits; probabilities, calibration and thresholds stay defined once, by the BundleInfo.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from radiolens.data.transforms import to_model_tensor
+from radiolens.errors import ModelError
+from radiolens.io.image import RadioImage
+from radiolens.models.bundle import BundleInfo, ModelBundle
+
+BackendKind = Literal["torch", "torchscript", "onnx"]
+
+
+def probabilities(info: BundleInfo, logits: np.ndarray, calibrated: bool = True) -> np.ndarray:
+    """Same maths as ``ModelBundle.probabilities_from_logits``, usable without the torch model."""
+    z = np.asarray(logits, dtype=np.float64)
+    if calibrated:
+        z = z / float(info.temperature)
+    if info.task == "multiclass":
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def preprocess(info: BundleInfo, image: RadioImage | np.ndarray) -> np.ndarray:
+    """One image -> (1, H, W) float32 normalised array (the [0, 1] contract is validated)."""
+    pixels = image.first_frame() if isinstance(image, RadioImage) else image
+    return to_model_tensor(pixels, info.input_size, info.mean, info.std).numpy()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    kind: str
+    info: BundleInfo
+    sha256: str
+
+    def predict_logits(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class _Common:
+    info: BundleInfo
+
+    def predict_proba(self, batch: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        return probabilities(self.info, self.predict_logits(batch), calibrated)  # type: ignore[attr-defined]
+
+    def preprocess(self, image: RadioImage | np.ndarray) -> np.ndarray:
+        return preprocess(self.info, image)
+
+    @staticmethod
+    def _check(batch: np.ndarray, info: BundleInfo) -> np.ndarray:
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[1] != 1:
+            raise ModelError(f"expected a (N, 1, H, W) batch, got shape {tuple(batch.shape)}")
+        if tuple(batch.shape[2:]) != tuple(info.input_size):
+            raise ModelError(f"expected {tuple(info.input_size)} images, got {tuple(batch.shape[2:])}")
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
+
+class TorchBackend(_Common):
+    """Eager PyTorch (``kind="torch"``), or a traced+frozen TorchScript graph (``kind="torchscript"``)."""
+
+    def __init__(self, bundle: ModelBundle, torchscript: bool = False):
+        self.bundle = bundle
+        self.info = bundle.info
+        self.sha256 = bundle.sha256
+        self.kind = "torchscript" if torchscript else "torch"
+        self.model: torch.nn.Module = bundle.model.eval()
+        if torchscript:
+            h, w = self.info.input_size
+            with torch.inference_mode(False), torch.no_grad():
+                traced = torch.jit.trace(self.model, torch.zeros(2, 1, h, w), check_trace=False)
+                self.model = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+
+    @torch.inference_mode()
+    def predict_logits(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(self._check(batch, self.info))
+        return self.model(x).float().numpy()
+
+
+class OnnxBackend(_Common):
+    """ONNX Runtime on CPU; the BundleInfo comes from the file's own metadata."""
+
+    kind = "onnx"
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        from radiolens.models.bundle import file_sha256
+        from radiolens.models.export import INPUT_NAME, METADATA_KEY, PRECISION_KEY, info_from_json, read_metadata
+
+        self.path = Path(path)
+        props = read_metadata(self.path)
+        self.info = info_from_json(props[METADATA_KEY])
+        self.precision = props.get(PRECISION_KEY, "fp32")
+        self.sha256 = file_sha256(self.path)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise ModelError(f"{self.path.name}: ONNX Runtime cannot load it ({type(exc).__name__})") from exc
+        self._input = INPUT_NAME
+
+    def predict_logits(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: self._check(batch, self.info)})[0]
+
+
+def load_backend(path_or_bundle: str | Path | ModelBundle, kind: BackendKind | None = None,
+                 threads: int | None = None) -> TorchBackend | OnnxBackend:
+    """A ready backend for a ``.pt`` bundle (``torch``/``torchscript``) or an exported ``.onnx`` (``onnx``).
+
+    ``kind=None`` follows the file: ``.onnx`` -> ONNX Runtime, anything else -> eager PyTorch.
+    """
+    if isinstance(path_or_bundle, ModelBundle):
+        if kind == "onnx":
+            raise ModelError("an in-memory bundle cannot run on ONNX Runtime: export it (`radiolens export`)")
+        return TorchBackend(path_or_bundle, torchscript=kind == "torchscript")
+    path = Path(path_or_bundle)
+    is_onnx = path.suffix.lower() == ".onnx"
+    kind = kind or ("onnx" if is_onnx else "torch")
+    if kind not in ("torch", "torchscript", "onnx"):
+        raise ModelError(f"unknown backend '{kind}' (torch, torchscript or onnx)")
+    if kind == "onnx":
+        if not is_onnx:
+            raise ModelError(f"{path.name}: the onnx backend needs an exported .onnx file (`radiolens export`)")
+        return OnnxBackend(path, threads=threads)
+    if is_onnx:
+        raise ModelError(f"{path.name}: an .onnx file runs only on the onnx backend")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return TorchBackend(ModelBundle.load(path), torchscript=kind == "torchscript")

@@ -1,0 +1,202 @@
+"""ONNX export of a ModelBundle, refused unless ONNX Runtime reproduces PyTorch on real images.
+
+Why the parity gate: an exporter can silently change numerics (an unsupported op lowered differently, a
+training-mode layer baked in, a shape specialised to the trace); a model that exports "fine" but scores
+differently is worse than one that fails to export. The BundleInfo travels inside the .onnx file
+(``metadata_props``) so a deployment needs only that one file.
+
+Exporter choice (measured on every registry model, torch 2.14): the dynamo exporter
+(``torch.onnx.export(dynamo=True)``, needs ``onnxscript``) exports all nine registry architectures; the
+legacy TorchScript exporter fails on ``lenet5`` (adaptive pooling with a non-divisor output size). Dynamo
+is therefore the default; ``exporter="legacy"`` remains for graphs dynamo cannot capture.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from radiolens.errors import ModelError
+from radiolens.models.bundle import BundleInfo, ModelBundle
+
+METADATA_KEY = "radiolens.bundle_info"
+PRECISION_KEY = "radiolens.precision"
+SOURCE_SHA_KEY = "radiolens.source_sha256"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 18
+FP32_TOLERANCE = 1e-4
+Exporter = Literal["dynamo", "legacy"]
+
+
+class ExportParityError(ModelError):
+    """ONNX Runtime and PyTorch disagree beyond tolerance: the exported file must not be used."""
+
+    code = "export_parity"
+
+
+@dataclass
+class ParityReport:
+    n_images: int
+    max_abs_diff_prob: float
+    max_abs_diff_logit: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff_prob < self.tolerance
+
+
+@dataclass
+class ExportReport:
+    path: str
+    exporter: str
+    opset: int
+    seconds: float
+    size_mb: float
+    parity: ParityReport
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["parity"]["passed"] = self.parity.passed
+        return d
+
+
+# ------------------------------------------------------------------------------------------ metadata
+def info_to_json(info: BundleInfo) -> str:
+    d = asdict(info)
+    d["input_size"] = list(info.input_size)
+    return json.dumps(d, sort_keys=True)
+
+
+def info_from_json(text: str) -> BundleInfo:
+    try:
+        raw = json.loads(text)
+        raw["input_size"] = tuple(raw["input_size"])
+        return BundleInfo(**raw)
+    except ModelError:
+        raise
+    except Exception as exc:
+        raise ModelError(f"ONNX file carries unreadable radiolens metadata ({type(exc).__name__})") from exc
+
+
+def write_metadata(onnx_path: Path, info: BundleInfo, precision: str, source_sha256: str = "") -> None:
+    import onnx
+
+    model = onnx.load(str(onnx_path))
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({METADATA_KEY: info_to_json(info), PRECISION_KEY: precision})
+    if source_sha256:
+        props[SOURCE_SHA_KEY] = source_sha256
+    del model.metadata_props[:]
+    for k, v in sorted(props.items()):
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+    onnx.save(model, str(onnx_path))
+
+
+def read_metadata(onnx_path: str | Path) -> dict[str, str]:
+    """The radiolens keys of an ONNX file's metadata (cheap: ONNX Runtime reads them without the graph)."""
+    import onnxruntime as ort
+
+    path = Path(onnx_path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path.name}")
+    try:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{path.name}: not a loadable ONNX model ({type(exc).__name__})") from exc
+    props = dict(sess.get_modelmeta().custom_metadata_map)
+    if METADATA_KEY not in props:
+        raise ModelError(f"{path.name}: ONNX file has no radiolens metadata; export it with `radiolens export`")
+    return props
+
+
+# ------------------------------------------------------------------------------------------ export
+def _export_graph(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int, exporter: Exporter) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # exporter chatter (deprecations, onnxscript notices) is not actionable
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=65536)
+            torch.onnx.export(model, (example,), str(out), dynamo=True, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+        elif exporter == "legacy":
+            torch.onnx.export(model, (example,), str(out), dynamo=False, opset_version=opset,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+        else:
+            raise ModelError(f"unknown exporter '{exporter}' (dynamo or legacy)")
+
+
+def check_parity(bundle: ModelBundle, onnx_path: str | Path, batch: np.ndarray,
+                 tolerance: float = FP32_TOLERANCE, raise_on_fail: bool = True) -> ParityReport:
+    """Compare calibrated probabilities of PyTorch and ONNX Runtime on ``batch`` (N, 1, H, W) normalised."""
+    import onnxruntime as ort
+
+    if batch.ndim != 4 or batch.shape[0] == 0:
+        raise ModelError("parity check needs a non-empty (N, 1, H, W) batch of preprocessed images")
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    with torch.inference_mode():
+        ref_logits = bundle.model(torch.from_numpy(batch)).numpy()
+    onnx_logits = sess.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
+    if onnx_logits.shape != ref_logits.shape:
+        raise ExportParityError(f"ONNX output shape {onnx_logits.shape} differs from PyTorch {ref_logits.shape}")
+    p_ref = bundle.probabilities_from_logits(ref_logits)
+    p_onnx = bundle.probabilities_from_logits(onnx_logits)
+    report = ParityReport(n_images=int(batch.shape[0]),
+                          max_abs_diff_prob=float(np.max(np.abs(p_ref - p_onnx))),
+                          max_abs_diff_logit=float(np.max(np.abs(ref_logits - onnx_logits))),
+                          tolerance=float(tolerance))
+    if not np.all(np.isfinite(onnx_logits)):
+        report.max_abs_diff_prob = float("inf")
+    if raise_on_fail and not report.passed:
+        raise ExportParityError(
+            f"ONNX outputs diverge from PyTorch: max |dp| = {report.max_abs_diff_prob:.3g} on "
+            f"{report.n_images} images (tolerance {tolerance:g}); the export was discarded")
+    return report
+
+
+def export_onnx(bundle: ModelBundle, out: str | Path, check_batch: np.ndarray, *, opset: int = DEFAULT_OPSET,
+                tolerance: float = FP32_TOLERANCE, exporter: Exporter = "dynamo") -> ExportReport:
+    """Export to ONNX (dynamic batch axis), verify parity on ``check_batch`` and embed the BundleInfo.
+
+    The file appears at ``out`` only after the parity check passed; on divergence nothing is left behind
+    and :class:`ExportParityError` is raised.
+    """
+    if opset < 17:
+        raise ModelError("opset must be >= 17")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    h, w = bundle.info.input_size
+    example = torch.zeros(2, 1, h, w)  # batch 2: a batch of 1 can get specialised as a constant
+    bundle.model.eval()
+    t0 = time.perf_counter()
+    try:
+        try:
+            _export_graph(bundle.model, example, tmp, opset, exporter)
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(f"ONNX export of '{bundle.info.arch}' failed ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
+        write_metadata(tmp, bundle.info, "fp32", bundle.sha256)
+        parity = check_parity(bundle, tmp, check_batch, tolerance)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        for leftover in out.parent.glob(tmp.name + ".data"):
+            leftover.unlink(missing_ok=True)
+    return ExportReport(path=str(out), exporter=exporter, opset=opset, seconds=time.perf_counter() - t0,
+                        size_mb=out.stat().st_size / 2**20, parity=parity)

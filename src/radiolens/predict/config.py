@@ -1,0 +1,23 @@
+"""Batch-scoring settings, validated once at the edge (CLI or caller) rather than deep in the loop."""
+
+from __future__ import annotations
+
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def _default_workers() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))
+
+
+class PredictConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(32, ge=1, le=4096)
+    # Decoding processes running ahead of inference; 0 decodes in the main process (debugging, tiny runs).
+    workers: int = Field(default_factory=_default_workers, ge=0, le=64)
+    prefetch_batches: int = Field(2, ge=1, le=16)  # per worker: bounds memory held by decoded images
+    # A case is "flagged" (gets a heatmap when asked) when positive or within this margin below a threshold.
+    near_threshold_margin: float = Field(0.1, ge=0.0, le=1.0)
+    progress: bool = True
