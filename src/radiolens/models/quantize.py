@@ -101,3 +101,61 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: np.ndarra
     return QuantizeReport(path=str(out), n_calibration=int(len(calibration)), method=method,
                           per_channel=per_channel, seconds=time.perf_counter() - t0,
                           size_mb_fp32=fp32_path.stat().st_size / 2**20, size_mb_int8=out.stat().st_size / 2**20)
+
+
+def _auroc(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Mean AUROC over outputs that have both classes (one-vs-rest for multi-class)."""
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.asarray(labels)
+    if probs.shape[1] == 1:
+        return float(roc_auc_score(labels.ravel(), probs[:, 0]))
+    if labels.ndim == 1:  # class indices -> one-vs-rest
+        labels = np.eye(probs.shape[1])[labels.astype(int)]
+    scores = [roc_auc_score(labels[:, k], probs[:, k]) for k in range(probs.shape[1])
+              if 0 < labels[:, k].sum() < len(labels)]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _throughput(backend, batch: np.ndarray, repeats: int) -> float:
+    backend.predict_logits(batch)  # warm-up: lazy allocations, kernel selection
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        backend.predict_logits(batch)
+    return repeats * len(batch) / (time.perf_counter() - t0)
+
+
+def compare_int8(fp32_path: str | Path, int8_path: str | Path, images: np.ndarray, labels: np.ndarray, *,
+                 threads: int | None = None, speed_batch: int = 32, repeats: int = 3) -> dict:
+    """AUROC of fp32 vs int8 on labelled images, agreement, and model-stage speed (same threads for both)."""
+    from radiolens.models.backends import OnnxBackend
+
+    fp32, int8 = OnnxBackend(fp32_path, threads=threads), OnnxBackend(int8_path, threads=threads)
+    if len(images) != len(labels):
+        raise ModelError("one label per evaluation image is needed")
+    p32 = np.concatenate([fp32.predict_proba(images[i:i + 64]) for i in range(0, len(images), 64)])
+    p8 = np.concatenate([int8.predict_proba(images[i:i + 64]) for i in range(0, len(images), 64)])
+    auc32, auc8 = _auroc(labels, p32), _auroc(labels, p8)
+    thr = np.asarray(fp32.info.thresholds)[None, :]
+    batch = images[:speed_batch]
+    ips32, ips8 = _throughput(fp32, batch, repeats), _throughput(int8, batch, repeats)
+    return {
+        "n_eval_images": int(len(images)),
+        "auroc_fp32": auc32, "auroc_int8": auc8, "auroc_change": auc8 - auc32,
+        "max_abs_prob_diff": float(np.max(np.abs(p32 - p8))),
+        "mean_abs_prob_diff": float(np.mean(np.abs(p32 - p8))),
+        "decision_agreement": float(np.mean((p32 >= thr) == (p8 >= thr))),
+        "model_images_per_s_fp32": ips32, "model_images_per_s_int8": ips8, "speedup_int8": ips8 / ips32,
+        "speed_batch": int(len(batch)), "threads": int(threads or 0),
+        "size_mb_fp32": Path(fp32_path).stat().st_size / 2**20,
+        "size_mb_int8": Path(int8_path).stat().st_size / 2**20,
+    }
+
+
+def record_in_metadata(onnx_path: str | Path, key: str, value: dict) -> None:
+    """Store a result (e.g. the int8 comparison) in the ONNX file's own BundleInfo.metrics, for the model card."""
+    props = read_metadata(onnx_path)
+    info = info_from_json(props[METADATA_KEY])
+    info.metrics = {**info.metrics, key: value}
+    write_metadata(Path(onnx_path), info, props.get("radiolens.precision", "int8"),
+                   props.get("radiolens.source_sha256", ""))
