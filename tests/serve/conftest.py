@@ -1,0 +1,253 @@
+"""Fixtures for the service tests: a small model trained briefly on real Kermany images, apps on SQLite or
+PostgreSQL, live uvicorn servers on loopback, API keys, and a real chest DICOM with planted PHI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.dataset import Dataset
+
+from radiolens.models.bundle import BundleInfo, ModelBundle
+from radiolens.models.registry import create_model
+
+SECRET = "test-deid-secret-not-for-production"
+
+# PHI planted into uploads; none of these strings may reach the DB, logs or artefacts.
+PHI = {
+    "PatientName": "Zebulon^Quixotic",
+    "PatientID": "PID-99887766",
+    "PatientBirthDate": "19470329",
+    "InstitutionName": "Saint Hypothetical Infirmary",
+    "ReferringPhysicianName": "Drummond^Wexley",
+    "PerformingPhysicianName": "Ottoline^Vargas",
+    "ImageComments": "patient Zebulon came by ambulance from 12 Larkspur Lane",
+    "AccessionNumber": "ACC5544332211",
+}
+PRIVATE_VALUE = "PRIVATE-TAG-SECRET-7781"
+
+
+@pytest.fixture(scope="session")
+def kermany_dir(data_dir: Path) -> Path:
+    root = data_dir / "kermany_pediatric_pneumonia"
+    if not (root / "manifest.csv").is_file():
+        pytest.fail(f"Kermany data missing under {root}")
+    return root
+
+
+def _kermany_rows(kermany_dir: Path, split: str, per_class: int) -> list[tuple[Path, int]]:
+    rows: dict[int, list[tuple[Path, int]]] = {0: [], 1: []}
+    with open(kermany_dir / "manifest.csv") as fh:
+        for r in csv.DictReader(fh):
+            if r["split"] == split and len(rows[int(r["label_int"])]) < per_class:
+                rows[int(r["label_int"])].append((kermany_dir / r["path"], int(r["label_int"])))
+    return rows[0] + rows[1]
+
+
+@pytest.fixture(scope="session")
+def bundle_path(tmp_path_factory, kermany_dir: Path) -> Path:
+    """small_cnn (32 px input, to stay fast on 2 shared cores) trained for a few seconds on 240 real Kermany
+    images, so outputs are meaningful rather than constant."""
+    from radiolens.io import read_image
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    info = BundleInfo(arch="small_cnn", task="binary", class_names=["pneumonia"], input_size=(32, 32),
+                      name="test-small-cnn", version="0.test", triage={})
+    bundle = ModelBundle(info=info, model=create_model("small_cnn", 1))
+    rows = _kermany_rows(kermany_dir, "train", 120)
+    x = torch.stack([bundle.preprocess(read_image(p)) for p, _ in rows])
+    y = torch.tensor([[float(lab)] for _, lab in rows])
+    opt = torch.optim.Adam(bundle.model.parameters(), lr=2e-3)
+    bundle.model.train()
+    for _ in range(3):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 32):
+            idx = perm[i:i + 32]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(bundle.model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    bundle.model.eval()
+    path = tmp_path_factory.mktemp("model") / "small_cnn.pt"
+    bundle.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def kermany_samples(kermany_dir: Path) -> list[tuple[Path, int]]:
+    return _kermany_rows(kermany_dir, "test", 4) or _kermany_rows(kermany_dir, "val", 4)
+
+
+@pytest.fixture(scope="session")
+def siim_dicom(data_dir: Path) -> Path:
+    files = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
+    if not files:
+        pytest.fail("the SIIM chest DICOM is missing from RADIOLENS_DATA_DIR")
+    return files[0]
+
+
+def plant_phi(src: Path) -> bytes:
+    """The real SIIM chest DICOM with identifying values (and a private tag) written into its header."""
+    ds = pydicom.dcmread(str(src))
+    for kw, value in PHI.items():
+        setattr(ds, kw, value)
+    block = ds.private_block(0x0011, "RADIOLENS TEST", create=True)
+    block.add_new(0x01, "LO", PRIVATE_VALUE)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def phi_dicom_bytes(siim_dicom: Path) -> bytes:
+    data = plant_phi(siim_dicom)
+    for value in list(PHI.values()) + [PRIVATE_VALUE]:
+        assert value.encode() in data  # the planted values really are in the upload
+    return data
+
+
+# ---------------------------------------------------------------------- apps and keys
+@dataclass
+class Keys:
+    clinician: str
+    auditor: str
+    admin: str
+
+    def h(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {getattr(self, role)}"}
+
+
+def make_keys(app) -> Keys:
+    from sqlalchemy.orm import Session
+
+    from radiolens.serve.auth import create_key
+
+    out = {}
+    with Session(app.state.service.engine) as s, s.begin():
+        for role in ("clinician", "auditor", "admin"):
+            out[role] = create_key(s, role, label=f"test {role}")[1]
+    return Keys(**out)
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path, bundle_path: Path):
+    from radiolens.serve.config import ServeSettings
+
+    def make(**kw) -> ServeSettings:
+        base = dict(model_path=bundle_path, state_dir=tmp_path / "state", deid_secret=SECRET,
+                    inference_workers=2)
+        base.update(kw)
+        return ServeSettings(**base)
+
+    return make
+
+
+@pytest.fixture
+def app_factory(settings_factory):
+    from radiolens.serve import create_app
+
+    made = []
+
+    def make(hooks=None, **kw):
+        app = create_app(settings_factory(**kw), hooks)
+        made.append(app)
+        return app, make_keys(app)
+
+    yield make
+    for app in made:
+        app.state.service.close()
+
+
+@pytest.fixture
+def client(app_factory):
+    from fastapi.testclient import TestClient
+
+    app, keys = app_factory()
+    with TestClient(app) as c:
+        c.keys = keys
+        c.app_ = app
+        yield c
+
+
+# ---------------------------------------------------------------------- live server over a real socket
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=60)
+
+
+@pytest.fixture
+def live(app_factory) -> Iterator:
+    """``live(**settings) -> (LiveServer, Keys)``; servers stop at the end of the test."""
+    servers = []
+
+    def start(hooks=None, **kw):
+        app, keys = app_factory(hooks, **kw)
+        srv = LiveServer(app).__enter__()
+        servers.append(srv)
+        return srv, keys
+
+    yield start
+    for srv in servers:
+        srv.__exit__(None, None, None)
+
+
+def png_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+def dataset_without_pixels() -> bytes:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.StudyInstanceUID = "1.2.3"
+    ds.Modality = "CR"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
