@@ -27,6 +27,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torchmetrics.functional.classification import multilabel_average_precision
 
 ALPHA = 0.05
+#: Below this many positive (or negative) cases a bootstrap interval mostly reflects the other class's
+#: variability (with one positive, every stratified resample holds that same case) and is flagged as unreliable.
+MIN_CASES_FOR_CI = 5
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,8 @@ def average_precision_rows(y_rows: np.ndarray, p_rows: np.ndarray) -> np.ndarray
     out = np.full(y_rows.shape[0], np.nan)
     ok = y_rows.sum(axis=1) > 0
     if ok.any():
-        preds = torch.as_tensor(np.asarray(p_rows, dtype=np.float64)[ok].T.copy())
-        target = torch.as_tensor(y_rows[ok].T.copy())
+        preds = torch.as_tensor(np.ascontiguousarray(np.asarray(p_rows, dtype=np.float64)[ok].T))
+        target = torch.as_tensor(np.ascontiguousarray(y_rows[ok].T))
         values = multilabel_average_precision(preds, target, num_labels=int(ok.sum()), average=None,
                                               thresholds=None)
         out[ok] = values.double().numpy().reshape(-1)
@@ -121,7 +124,14 @@ def _ranking_ci(kind: str, y, p, n_bootstrap: int, seed: int, alpha: float) -> I
     idx = stratified_indices(y, n_bootstrap, np.random.default_rng(seed))
     rows = auroc_rows(y[idx], p[idx]) if kind == "auroc" else average_precision_rows(y[idx], p[idx])
     lo, hi, n_valid = percentile_interval(rows, alpha)
-    return Interval(estimate, lo, hi, n_valid, method=f"stratified percentile bootstrap, {n_bootstrap} resamples")
+    n_pos = int(y.sum())
+    small = min(n_pos, len(y) - n_pos)
+    note = None
+    if small < MIN_CASES_FOR_CI:
+        which = "positive" if n_pos <= len(y) - n_pos else "negative"
+        note = f"only {small} {which} case(s): the interval is not reliable"
+    return Interval(estimate, lo, hi, n_valid, method=f"stratified percentile bootstrap, {n_bootstrap} resamples",
+                    reason=note)
 
 
 def bootstrap_auroc(y, p, n_bootstrap: int = 1000, seed: int = 0, alpha: float = ALPHA) -> Interval:
@@ -173,7 +183,12 @@ def macro_micro_auroc_ci(Y: np.ndarray, P: np.ndarray, n_bootstrap: int = 1000, 
             warnings.simplefilter("ignore", RuntimeWarning)
             macro_rows = np.nanmean(per_class, axis=1)
         lo, hi, n_valid = percentile_interval(macro_rows, alpha)
-        out["macro"] = Interval(out["macro"].estimate, lo, hi, n_valid, method, out["macro"].reason)
+        incomplete = float(np.isnan(per_class).any(axis=1).mean())
+        notes = [out["macro"].reason] if out["macro"].reason else []
+        if incomplete > 0:
+            notes.append(f"in {100 * incomplete:.0f} % of resamples a rare class had a single label value and was left "
+                         "out of that resample's mean, so the interval is approximate")
+        out["macro"] = Interval(out["macro"].estimate, lo, hi, n_valid, method, "; ".join(notes) or None)
     if out["micro"].estimate is not None:
         micro_rows = auroc_rows(Y[idx].reshape(n_bootstrap, -1), P[idx].reshape(n_bootstrap, -1))
         lo, hi, n_valid = percentile_interval(micro_rows, alpha)

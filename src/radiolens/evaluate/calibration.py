@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from sklearn.calibration import calibration_curve
 from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
+from radiolens.evaluate.inputs import ShapeError
+
 N_BINS = 15
 _T_MIN, _T_MAX = 0.05, 20.0
 
@@ -69,15 +71,18 @@ def expected_calibration_error(y, p, task: str = "binary", n_bins: int = N_BINS)
     - multilabel: ``y``/``p`` (N, K); returns the mean of the per-output binary ECEs.
     """
     if task == "multiclass":
-        probs = torch.as_tensor(np.asarray(p, dtype=np.float64))
+        probs = torch.as_tensor(np.ascontiguousarray(p, dtype=np.float64))
         return float(multiclass_calibration_error(probs, torch.as_tensor(np.asarray(y, dtype=np.int64)),
                                                   num_classes=probs.shape[1], n_bins=n_bins, norm="l1"))
     y_arr = np.asarray(y).astype(np.int64)
     p_arr = np.asarray(p, dtype=np.float64)
     if task == "multilabel":
+        if y_arr.ndim != 2:
+            raise ShapeError("multilabel ECE needs (N, K) targets and probabilities")
         return float(np.mean([expected_calibration_error(y_arr[:, k], p_arr[:, k], "binary", n_bins)
                               for k in range(y_arr.shape[1])]))
-    return float(binary_calibration_error(torch.as_tensor(p_arr.reshape(-1)), torch.as_tensor(y_arr.reshape(-1)),
+    return float(binary_calibration_error(torch.as_tensor(np.ascontiguousarray(p_arr.reshape(-1))),
+                                          torch.as_tensor(np.ascontiguousarray(y_arr.reshape(-1))),
                                           n_bins=n_bins, norm="l1"))
 
 

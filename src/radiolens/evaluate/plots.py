@@ -22,6 +22,8 @@ def to_data_uri(fig: Figure) -> str:
 
 
 def _grid(n: int, cell: float = 3.2, max_cols: int = 4) -> tuple[Figure, list]:
+    if n == 1:
+        cell *= 1.5
     cols = min(n, max_cols)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(cell * cols, cell * rows))
@@ -50,8 +52,9 @@ def roc_figure(per_class: list[dict], curves: dict) -> Figure:
                 ax.plot([1 - at["specificity"]], [at["sensitivity"]], "o", color="C3", label="operating point")
                 ax.legend(loc="lower right", fontsize=7)
         else:
-            ax.text(0.5, 0.5, "undefined:\n" + (entry["auroc"].get("reason") or ""), ha="center", va="center",
-                    fontsize=8, wrap=True)
+            reason = (entry["auroc"].get("reason") or "").removeprefix("undefined: ")
+            ax.text(0.5, 0.5, "undefined:\n" + reason.replace(" in this set", "\nin this set"), ha="center",
+                    va="center", fontsize=8)
         ax.set_title(f"{entry['name']}\nAUROC {_fmt_ci(entry['auroc'])}", fontsize=9)
         ax.set_xlabel("1 - specificity", fontsize=8)
         ax.set_ylabel("sensitivity", fontsize=8)

@@ -1,0 +1,116 @@
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from radiolens.evaluate import auroc_with_ci, average_precision_with_ci, bootstrap_auroc, macro_micro_auroc_ci
+from radiolens.evaluate.bootstrap import (
+    auroc_rows,
+    average_precision_rows,
+    case_indices,
+    stratified_indices,
+)
+
+
+def _data(n=120, seed=0, ties=True):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    p = 1 / (1 + np.exp(-(y * 1.2 + rng.normal(0, 1, n))))
+    if ties:
+        p = np.round(p, 1)  # heavy ties: the rank identity must count them 1/2 like roc_auc_score
+    return y, p
+
+
+def test_vectorised_auroc_matches_sklearn_on_resamples_with_ties():
+    y, p = _data()
+    idx = case_indices(len(y), 50, np.random.default_rng(1))
+    ours = auroc_rows(y[idx], p[idx])
+    ref = [roc_auc_score(y[i], p[i]) for i in idx]
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
+
+
+def test_vectorised_auroc_is_nan_for_single_class_rows():
+    rows = auroc_rows(np.array([[0, 0, 0], [0, 1, 1]]), np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]]))
+    assert np.isnan(rows[0]) and rows[1] == pytest.approx(1.0)
+
+
+def test_batched_average_precision_matches_sklearn():
+    y, p = _data(ties=True)
+    idx = stratified_indices(y, 30, np.random.default_rng(2))
+    ours = average_precision_rows(y[idx], p[idx])
+    ref = [average_precision_score(y[i], p[i]) for i in idx]
+    np.testing.assert_allclose(ours, ref, atol=1e-6)  # torchmetrics accumulates in float32
+
+
+def test_stratified_resamples_keep_class_counts():
+    y, _ = _data()
+    idx = stratified_indices(y, 20, np.random.default_rng(0))
+    assert (y[idx].sum(axis=1) == y.sum()).all()
+    assert idx.shape == (20, len(y))
+
+
+def test_auroc_ci_equals_an_independent_sklearn_bootstrap():
+    """Same resample indices, AUROC by roc_auc_score in a plain loop, np.percentile: identical interval."""
+    y, p = _data(ties=False)
+    est, lo, hi = auroc_with_ci(y, p, n_bootstrap=300, seed=7)
+    idx = stratified_indices(y, 300, np.random.default_rng(7))
+    ref = np.percentile([roc_auc_score(y[i], p[i]) for i in idx], [2.5, 97.5])
+    assert est == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert (lo, hi) == pytest.approx(tuple(ref), abs=1e-12)
+    assert lo < est < hi
+
+
+def test_ap_ci_estimate_is_sklearn_and_brackets():
+    y, p = _data(ties=False)
+    est, lo, hi = average_precision_with_ci(y, p, n_bootstrap=200, seed=0)
+    assert est == pytest.approx(average_precision_score(y, p), abs=1e-12)
+    assert lo <= est <= hi
+
+
+def test_ci_is_reproducible_and_seed_dependent():
+    y, p = _data()
+    assert auroc_with_ci(y, p, 200, seed=3) == auroc_with_ci(y, p, 200, seed=3)
+    assert auroc_with_ci(y, p, 200, seed=3) != auroc_with_ci(y, p, 200, seed=4)
+
+
+def test_single_class_is_undefined_not_an_error():
+    interval = bootstrap_auroc(np.zeros(30, int), np.linspace(0, 1, 30), n_bootstrap=50)
+    assert interval.estimate is None and "no positive" in interval.reason
+    assert auroc_with_ci(np.ones(10, int), np.linspace(0, 1, 10), 50) == (None, None, None)
+
+
+def test_tiny_positive_count_is_flagged():
+    y = np.zeros(40, int)
+    y[[3, 9]] = 1
+    interval = bootstrap_auroc(y, np.linspace(0, 1, 40), n_bootstrap=50)
+    assert interval.estimate is not None and "not reliable" in interval.reason
+
+
+def test_more_data_gives_a_narrower_interval():
+    y1, p1 = _data(n=80, seed=5, ties=False)
+    y2, p2 = _data(n=2000, seed=5, ties=False)
+    _, lo1, hi1 = auroc_with_ci(y1, p1, 300)
+    _, lo2, hi2 = auroc_with_ci(y2, p2, 300)
+    assert hi2 - lo2 < hi1 - lo1
+
+
+def test_macro_micro_match_sklearn():
+    rng = np.random.default_rng(0)
+    Y = (rng.random((200, 4)) < [0.5, 0.3, 0.2, 0.1]).astype(int)
+    P = 1 / (1 + np.exp(-(Y * 1.0 + rng.normal(0, 1, Y.shape))))
+    out = macro_micro_auroc_ci(Y, P, n_bootstrap=200, seed=0)
+    assert out["macro"].estimate == pytest.approx(roc_auc_score(Y, P, average="macro"), abs=1e-12)
+    assert out["micro"].estimate == pytest.approx(roc_auc_score(Y, P, average="micro"), abs=1e-12)
+    for key in ("macro", "micro"):
+        assert out[key].lower < out[key].estimate < out[key].upper
+        assert out[key].n_valid == 200
+
+
+def test_macro_skips_a_class_without_positives_and_says_so():
+    rng = np.random.default_rng(1)
+    Y = (rng.random((150, 3)) < 0.4).astype(int)
+    Y[:, 2] = 0
+    P = rng.random(Y.shape)
+    out = macro_micro_auroc_ci(Y, P, n_bootstrap=100)
+    expected = np.mean([roc_auc_score(Y[:, c], P[:, c]) for c in (0, 1)])
+    assert out["macro"].estimate == pytest.approx(expected, abs=1e-12)
+    assert "2 of 3" in out["macro"].reason
