@@ -140,6 +140,7 @@ def from_nih(data_entry_csv: str | Path, image_dir: str | Path, out: str | Path 
         if col not in table.columns:
             raise ManifestError(f"{csv.name}: column '{col}' (official: "
                                 f"{[k for k, v in _NIH_OFFICIAL.items() if v == col][0]}) missing")
+    table = table.drop_duplicates("image_index")  # one row per image (a table may list several copies)
     available = {p.name: p for p in _images_under(image_dir)}
     present = table["image_index"].isin(available)
     if require_all and not present.all():

@@ -21,10 +21,9 @@ def stratification_key(targets: np.ndarray) -> np.ndarray:
     if targets.ndim == 1:
         return targets.astype(np.int64)
     prevalence = targets.sum(axis=0)
-    order = np.argsort(prevalence)  # rarest first
     key = np.zeros(len(targets), dtype=np.int64)  # 0 = no finding
-    for rank, j in enumerate(order[::-1]):  # rarest written last wins
-        key[targets[:, j] == 1] = len(order) - rank
+    for j in np.argsort(-prevalence, kind="stable"):  # most common first, so the rarest finding is written last
+        key[targets[:, j] == 1] = j + 1
     return key
 
 

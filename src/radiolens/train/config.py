@@ -100,8 +100,9 @@ class TrainConfig(BaseModel):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    """Read a YAML config; ``overrides`` are dotted keys (``{"optim.epochs": 3}``) applied on top."""
+def load_config(path: str | Path, overrides: dict | None = None, clear: tuple[str, ...] = ()) -> TrainConfig:
+    """Read a YAML config; ``overrides`` are dotted keys (``{"optim.epochs": 3}``) applied on top (None values
+    are ignored); ``clear`` dotted keys are set to null (e.g. ``data.medmnist`` when a manifest replaces it)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path.name}")
@@ -115,14 +116,14 @@ def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
         m = Path(raw["data"]["manifest"]).expanduser()
         if not m.is_absolute():
             raw["data"]["manifest"] = str((path.parent / m).resolve())
-    return config_from_dict(raw, overrides, path.name)
+    return config_from_dict(raw, overrides, path.name, clear)
 
 
-def config_from_dict(raw: dict, overrides: dict | None = None, source: str = "config") -> TrainConfig:
+def config_from_dict(raw: dict, overrides: dict | None = None, source: str = "config",
+                     clear: tuple[str, ...] = ()) -> TrainConfig:
     raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
+    items = [(k, v) for k, v in (overrides or {}).items() if v is not None] + [(k, None) for k in clear]
+    for dotted, value in items:
         node = raw
         *parents, leaf = dotted.split(".")
         for p in parents:

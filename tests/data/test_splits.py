@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from radiolens.data.manifest import LabelSpec, load_manifest, manifest_from_frame
+from radiolens.data.splits import assign_folds, assign_splits, check_leakage, fold_split, stratification_key
+from radiolens.errors import DataLeakageError, ManifestError
+
+BINARY = LabelSpec(task="binary", columns=["label"], positive="PNEUMONIA")
+
+
+@pytest.fixture(scope="module")
+def kermany(data_dir):
+    return load_manifest(data_dir / "kermany_pediatric_pneumonia" / "manifest.csv")
+
+
+def _patients_per_split(frame: pd.DataFrame) -> pd.Series:
+    return frame.groupby("patient_id")["split"].nunique()
+
+
+def test_patient_level_stratified_split_on_real_data(kermany):
+    m = assign_splits(kermany, BINARY, val=0.15, test=0.15, seed=3)
+    assert (_patients_per_split(m.frame) == 1).all()
+    share = m.frame.split.value_counts(normalize=True)
+    assert abs(share["test"] - 0.15) < 0.03 and abs(share["val"] - 0.15) < 0.03
+    prevalence = m.frame.groupby("split").label.apply(lambda s: (s == "PNEUMONIA").mean())
+    assert prevalence.max() - prevalence.min() < 0.04  # stratified
+    again = assign_splits(kermany, BINARY, val=0.15, test=0.15, seed=3)
+    assert (again.frame.split == m.frame.split).all()  # seeded
+
+
+def test_carve_test_from_train_only(kermany):
+    m = assign_splits(kermany, BINARY, val=0.0, test=0.2, seed=0, only="train", names=("train", "val", "test"))
+    before = kermany.frame.split
+    assert (m.frame.split[before == "val"] == "val").all()  # untouched
+    assert set(m.frame.split[before == "train"]) == {"train", "test"}
+    check_leakage(m)
+
+
+def test_kfold_is_patient_level(kermany):
+    three = LabelSpec(task="multiclass", columns=["pneumonia_type"])
+    m = assign_folds(kermany, three, k=5, seed=0)
+    assert sorted(m.frame.fold.unique()) == [0, 1, 2, 3, 4]
+    assert (m.frame.groupby("patient_id").fold.nunique() == 1).all()
+    sizes = m.frame.fold.value_counts()
+    assert sizes.min() > 0.15 * len(m) and sizes.max() < 0.25 * len(m)
+    s = fold_split(m, fold=2)
+    assert (s.frame.split[m.frame.fold == 2] == "test").all() and (s.frame.split[m.frame.fold == 3] == "val").all()
+    check_leakage(s)
+
+
+def test_check_leakage_refuses_shared_patient(kermany):
+    frame = kermany.frame.copy()
+    pid = frame.patient_id.iloc[0]
+    other = frame.index[(frame.patient_id == pid)]
+    frame.loc[other[-1:], "split"] = "val" if frame.loc[other[0], "split"] == "train" else "train"
+    if len(other) == 1:  # single-image patient: duplicate the row into the other split
+        frame = pd.concat([frame, frame.loc[other].assign(split="zzz")])
+    with pytest.raises(DataLeakageError):
+        check_leakage(kermany.with_frame(frame))
+
+
+def test_too_few_patients(kermany):
+    tiny = kermany.with_frame(pd.concat([kermany.frame.head(2), kermany.frame.tail(1)]))
+    with pytest.raises(ManifestError, match="too few"):
+        assign_splits(tiny, BINARY, val=0.15, test=0.15)
+
+
+def test_multilabel_stratification_key_prefers_rare_finding():
+    t = np.array([[1, 0], [1, 1], [0, 0], [1, 0]])  # column 1 is rarer
+    key = stratification_key(t)
+    assert key[1] == key.max() and key[2] == 0 and key[0] == key[3] != key[1]
+
+
+def test_multilabel_split_on_real_nih(data_dir, tmp_path):
+    from radiolens.data.builders import NIH_FINDINGS, from_nih
+
+    nih = data_dir / "nih_chestxray14"
+    m = from_nih(nih / "manifest.csv", nih / "images_64px")
+    spec = LabelSpec(task="multilabel", columns=list(NIH_FINDINGS))
+    s = assign_splits(manifest_from_frame(m.frame.drop(columns=["split"]), "/"), spec, seed=1)
+    assert (s.frame.groupby("patient_id").split.nunique() == 1).all()
