@@ -106,3 +106,34 @@ def test_to_dict_is_json_safe_and_complete():
     bm = r.bundle_metrics()
     assert bm["per_class"]["x"]["auroc"] == d["per_class"][0]["auroc"]["estimate"]
     json.dumps(bm, allow_nan=False)
+
+
+def test_frozen_temperature_and_thresholds_are_used_as_given():
+    tz, ty = binary(200, seed=9)
+    vz, vy = binary(200, seed=10)
+    r = evaluate_predictions("binary", ["x"], tz, ty, vz, vy, n_bootstrap=0, temperature=2.0, thresholds=[0.3])
+    assert r.temperature == 2.0 and r.thresholds == [0.3]
+    assert r.calibration["fitted_on"] == "given" and r.operating_point == "given thresholds"
+    pred = expit(tz[:, 0] / 2.0) >= 0.3
+    assert r.per_class[0]["at_threshold"]["tp"] == int((pred & (ty == 1)).sum())
+    assert r.calibration["val_nll_after"] is not None  # validation still reported, just not fitted on
+
+
+@pytest.mark.parametrize("kwargs", [{"temperature": 0.0}, {"temperature": float("nan")}, {"thresholds": [0.5, 0.5]},
+                                    {"thresholds": [1.5]}, {"thresholds": ["a"]}])
+def test_bad_frozen_values(kwargs):
+    from radiolens.evaluate import EvaluationInputError
+
+    tz, ty = binary(50, seed=0)
+    with pytest.raises(EvaluationInputError):
+        evaluate_predictions("binary", ["x"], tz, ty, n_bootstrap=0, **kwargs)
+
+
+def test_single_class_test_set_does_not_crash():
+    tz, _ = binary(60, seed=11)
+    vz, vy = binary(60, seed=12)
+    r = evaluate_predictions("binary", ["x"], tz, np.zeros(60, int), vz, vy, n_bootstrap=20)
+    h = r.summary["headline"]
+    assert h["auroc"]["estimate"] is None and h["balanced_accuracy"] is None
+    assert r.per_class[0]["at_threshold"]["sensitivity"] is None
+    json.dumps(r.to_dict(), allow_nan=False)

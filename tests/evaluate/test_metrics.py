@@ -62,3 +62,16 @@ def test_per_class_confusion_and_argmax_summary():
     assert summary["balanced_accuracy"] == pytest.approx(np.mean([1 / 2, 2 / 2, 1 / 2]))
     mats = per_class_confusion(one_vs_rest(t, 3), probs.astype(int))
     assert mats[2] == {"tn": 3, "fp": 1, "fn": 1, "tp": 1}
+
+
+def test_wilson_intervals_for_rates():
+    from scipy.stats import norm
+
+    r = binary_rates(np.array([1] * 20 + [0] * 30), np.array([0.9] * 18 + [0.1] * 2 + [0.1] * 27 + [0.9] * 3), 0.5)
+    lo, hi = r["sensitivity_ci"]
+    # Wilson score interval written out independently for 18 / 20
+    n, phat, zq = 20, 18 / 20, norm.ppf(0.975)
+    centre = (phat + zq**2 / (2 * n)) / (1 + zq**2 / n)
+    half = zq * np.sqrt(phat * (1 - phat) / n + zq**2 / (4 * n**2)) / (1 + zq**2 / n)
+    assert (lo, hi) == pytest.approx((centre - half, centre + half), abs=1e-9)
+    assert binary_rates(np.zeros(3, int), np.zeros(3), 0.5)["sensitivity_ci"] == [None, None]

@@ -80,6 +80,29 @@ def _task_ece(task: str, split: Split, probs: np.ndarray) -> float:
     return expected_calibration_error(split.targets, probs, task)
 
 
+def _check_fixed(temperature, thresholds, k: int) -> tuple[float | None, list[float] | None]:
+    t = None
+    if temperature is not None:
+        try:
+            t = float(temperature)
+        except (TypeError, ValueError) as exc:
+            raise EvaluationInputError("temperature must be a number") from exc
+        if not (np.isfinite(t) and t > 0):
+            raise EvaluationInputError("temperature must be a finite number > 0")
+    thr = None
+    if thresholds is not None:
+        try:
+            thr_arr = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise EvaluationInputError("thresholds must be a list of numbers") from exc
+        if thr_arr.size != k:
+            raise EvaluationInputError(f"thresholds: expected one per output ({k}), got {thr_arr.size}")
+        if not np.all(np.isfinite(thr_arr)) or thr_arr.min() < 0 or thr_arr.max() > 1:
+            raise EvaluationInputError("thresholds must be probabilities in [0, 1]")
+        thr = [float(v) for v in thr_arr]
+    return t, thr
+
+
 def _curve_points(y: np.ndarray, p: np.ndarray) -> dict:
     if y.min() == y.max():
         return {"roc": None, "pr": None}
@@ -100,13 +123,20 @@ def evaluate_predictions(
     operating_point: str = "youden",
     n_bootstrap: int = 1000,
     seed: int = 0,
+    temperature: float | None = None,
+    thresholds: list[float] | None = None,
 ) -> EvaluationResult:
     """Evaluate model logits on a test set, with temperature and thresholds fitted on a validation set.
 
     Shapes: logits (N, K) (binary: (N, 1), the positive class); targets (N,) 0/1 for binary, (N,) class indices
     for multiclass, (N, K) 0/1 for multilabel. Without validation data, T = 1 and every threshold is 0.5, and a
-    warning says so (thresholds are never chosen on test). Raises EvaluationInputError subclasses for bad shapes,
-    NaNs, unknown labels, mismatched lengths or an unknown operating point.
+    warning says so (thresholds are never chosen on test).
+
+    ``temperature`` / ``thresholds``: frozen values fitted earlier (e.g. a saved bundle's), used instead of fitting
+    on validation: the right choice for an external test set, where re-tuning would flatter the model.
+
+    Raises EvaluationInputError subclasses for bad shapes, NaNs, unknown labels, mismatched lengths or an unknown
+    operating point.
     """
     task, names = check_task(task, class_names)
     parse_operating_point(operating_point)
@@ -118,26 +148,38 @@ def evaluate_predictions(
     if (val_logits is None) != (val_targets is None):
         raise EvaluationInputError("give both val_logits and val_targets, or neither")
     val = check_split(task, k, val_logits, val_targets, "validation") if val_logits is not None else None
+    fixed_t, fixed_thr = _check_fixed(temperature, thresholds, k)
     warnings: list[str] = []
 
-    # ---- fitted on validation only
+    # ---- fitted on validation only (or frozen values given by the caller)
+    if fixed_t is not None:
+        temperature, t_source = fixed_t, "given"
+    elif val is not None:
+        temperature, t_source = fit_temperature(val.logits, val.targets, task), "validation"
+    else:
+        temperature, t_source = 1.0, None
+    val_nll = {"before": None, "after": None}
     if val is not None:
-        temperature = fit_temperature(val.logits, val.targets, task)
+        val_nll = {"before": nll(val.logits, val.targets, task),
+                   "after": nll(val.logits, val.targets, task, temperature)}
+    if fixed_thr is not None:
+        threshold_details = [{"threshold": t, "rule": "given", "val_sensitivity": None, "val_specificity": None,
+                              "fallback": None} for t in fixed_thr]
+        operating_point = "given thresholds"
+    elif val is not None:
         val_probs = probabilities(val.logits, task, temperature)
         Yv = _indicators(task, val, k)
         threshold_details = [choose_threshold(Yv[:, c], val_probs[:, c], operating_point) for c in range(k)]
         for name, detail in zip(names, threshold_details, strict=True):
             if detail["fallback"]:
                 warnings.append(f"{name}: {detail['fallback']}")
-        val_nll = {"before": nll(val.logits, val.targets, task), "after": nll(val.logits, val.targets, task,
-                                                                              temperature)}
     else:
-        temperature = 1.0
         threshold_details = [{"threshold": DEFAULT_THRESHOLD, "rule": operating_point, "val_sensitivity": None,
                               "val_specificity": None, "fallback": "no validation set"} for _ in names]
-        val_nll = {"before": None, "after": None}
-        warnings.append("No validation set: no temperature scaling (T = 1) and every threshold fixed at 0.5; "
-                        "the stated operating point was not applied.")
+        warnings.append("No validation set: every threshold fixed at 0.5 and the stated operating point was not "
+                        "applied.")
+    if t_source is None:
+        warnings.append("No validation set: no temperature scaling (T = 1).")
     thresholds = [float(d["threshold"]) for d in threshold_details]
 
     # ---- applied to test
@@ -174,7 +216,8 @@ def evaluate_predictions(
             "sensitivity": entry["at_threshold"]["sensitivity"], "specificity": entry["at_threshold"]["specificity"],
             # accuracy is always shown with balanced accuracy and the prevalence it depends on
             "accuracy": float(accuracy_score(test.targets, pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(test.targets, pred)),
+            "balanced_accuracy": (float(balanced_accuracy_score(test.targets, pred))
+                                  if entry["auroc"]["estimate"] is not None else None),
             "prevalence": entry["prevalence"],
         }
     else:
@@ -200,7 +243,7 @@ def evaluate_predictions(
     ev_cal, p_cal = _calibration_view(task, test, probs)
     calibration = {
         "temperature": temperature,
-        "fitted_on": "validation" if val is not None else None,
+        "fitted_on": t_source,
         "val_nll_before": val_nll["before"], "val_nll_after": val_nll["after"],
         "n_bins": N_BINS,
         "view": {"binary": "positive-class probability", "multiclass": "top-class confidence vs. correct",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import expit, softmax
+from scipy.stats import binomtest
 from sklearn.metrics import (
     accuracy_score,
     balanced_accuracy_score,
@@ -34,8 +35,18 @@ def _none_if_nan(value: float) -> float | None:
     return None if np.isnan(value) else value
 
 
+def proportion_ci(successes: int, total: int, confidence: float = 0.95) -> list[float | None]:
+    """Wilson score interval of a proportion (scipy); [None, None] when ``total`` is 0. Wilson rather than the
+    normal approximation because sensitivities near 1 on small test sets are the normal case here."""
+    if total <= 0:
+        return [None, None]
+    ci = binomtest(int(successes), int(total)).proportion_ci(confidence_level=confidence, method="wilson")
+    return [float(ci.low), float(ci.high)]
+
+
 def binary_rates(y, p, threshold: float) -> dict:
-    """Sensitivity, specificity, PPV, NPV, F1 (and the 2x2 counts) of ``p >= threshold`` against 0/1 ``y``.
+    """Sensitivity, specificity, PPV, NPV, F1 (and the 2x2 counts) of ``p >= threshold`` against 0/1 ``y``,
+    with 95 % Wilson intervals for the four rates (``sensitivity_ci`` etc.).
 
     A rate whose denominator is zero (e.g. PPV when nothing is called positive) is None, not 0.
     """
@@ -50,6 +61,8 @@ def binary_rates(y, p, threshold: float) -> dict:
         "ppv": _none_if_nan(precision_score(y, pred, pos_label=1, **kw)),
         "npv": _none_if_nan(precision_score(y, pred, pos_label=0, **kw)),
         "f1": _none_if_nan(f1_score(y, pred, pos_label=1, **kw)),
+        "sensitivity_ci": proportion_ci(tp, tp + fn), "specificity_ci": proportion_ci(tn, tn + fp),
+        "ppv_ci": proportion_ci(tp, tp + fp), "npv_ci": proportion_ci(tn, tn + fn),
         "tp": tp, "fp": fp, "tn": tn, "fn": fn,
         "n_positive": tp + fn, "n_negative": tn + fp,
     }

@@ -36,7 +36,17 @@ def _ci(interval: dict | None) -> str:
     text = f"{interval['estimate']:.3f}"
     if interval.get("lower") is not None:
         text += f" [{interval['lower']:.3f}, {interval['upper']:.3f}]"
+        if "not reliable" in (interval.get("reason") or ""):
+            text += " *"
     return text
+
+
+def _rate(value, ci) -> str:
+    if value is None:
+        return "—"
+    if not ci or ci[0] is None:
+        return f"{value:.3f}"
+    return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
 def _environment() -> jinja2.Environment:
@@ -45,6 +55,7 @@ def _environment() -> jinja2.Environment:
                              lstrip_blocks=True)
     env.filters["fmt"] = _fmt
     env.filters["ci"] = _ci
+    env.filters["rate"] = _rate
     env.globals["template_source"] = source
     return env
 
