@@ -251,3 +251,57 @@ def dataset_without_pixels() -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+# ---------------------------------------------------------------------- a real PostgreSQL server
+def _pg_bin(name: str) -> str:
+    import glob
+    import shutil
+
+    found = shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)),
+                                       None)
+    if not found:
+        pytest.fail(f"PostgreSQL binary '{name}' not found: install Debian's postgresql package "
+                    "(scripts/install-system-deps.sh). PostgreSQL tests fail rather than skip.")
+    return found
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """initdb into a temp dir, pg_ctl start on a free loopback port (as user postgres when we are root)."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    root = Path(tempfile.mkdtemp(prefix="radiolens-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres", "postgres")
+        prefix = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data, log = root / "data", root / "server.log"
+    subprocess.run(prefix + [initdb, "-D", str(data), "-U", "radiolens", "--auth=trust", "-E", "UTF8",
+                             "--no-sync"], check=True, capture_output=True)
+    subprocess.run(prefix + [pg_ctl, "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+                             f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://radiolens@127.0.0.1:{port}"
+    finally:
+        subprocess.run(prefix + [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> str:
+    """A fresh, empty database on the session's server for each test."""
+    import uuid
+
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(postgres_server.replace("+psycopg", "") + "/postgres", autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return f"{postgres_server}/{name}"

@@ -1,0 +1,48 @@
+"""``radiolens users create|list|revoke`` and ``db upgrade``: keys shown once, stored hashed."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from radiolens.cli import app as cli_app
+
+
+def test_users_lifecycle(tmp_path):
+    state = str(tmp_path / "state")
+    runner = CliRunner()
+    assert "revision 0001" in runner.invoke(cli_app, ["db", "upgrade", "--state-dir", state]).output
+    r = runner.invoke(cli_app, ["users", "create", "--role", "clinician", "--label", "ward 3", "--state-dir", state])
+    assert r.exit_code == 0, r.output
+    key = r.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"rlk_[0-9a-f]{16}_[A-Za-z0-9_-]{40,}", key)
+    key_id = key.split("_")[1]
+
+    db_bytes = (tmp_path / "state" / "radiolens.db").read_bytes()
+    wal = tmp_path / "state" / "radiolens.db-wal"
+    db_bytes += wal.read_bytes() if wal.exists() else b""
+    secret = key.split("_", 2)[2]
+    assert secret.encode() not in db_bytes  # only its hash is stored
+
+    listed = runner.invoke(cli_app, ["users", "list", "--state-dir", state]).output
+    assert key_id in listed and "active" in listed and secret not in listed
+
+    from sqlalchemy.orm import Session
+
+    from radiolens.serve.auth import authenticate
+    from radiolens.serve.db import make_engine
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'state' / 'radiolens.db'}")
+    with Session(engine) as s:
+        assert authenticate(s, key).role.value == "clinician"
+    assert runner.invoke(cli_app, ["users", "revoke", key_id, "--state-dir", state]).exit_code == 0
+    with Session(engine) as s:
+        assert authenticate(s, key) is None
+    engine.dispose()
+    assert "revoked" in runner.invoke(cli_app, ["users", "list", "--state-dir", state]).output
+
+    bad = runner.invoke(cli_app, ["users", "create", "--role", "superuser", "--state-dir", state])
+    assert bad.exit_code == 2 and "unknown role" in bad.output
+    missing = runner.invoke(cli_app, ["users", "revoke", "nosuchkey", "--state-dir", state])
+    assert missing.exit_code == 2 and "no such key" in missing.output
