@@ -1,0 +1,103 @@
+"""End-to-end: the web viewer in headless Chromium (Debian's package) against a live uvicorn server."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("RADIOLENS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package "
+                    "(scripts/install-system-deps.sh). Browser tests fail rather than skip.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+
+
+def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
+    srv, keys = live()
+    study = tmp_path / "study.dcm"
+    study.write_bytes(phi_dicom_bytes)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+
+    page.goto(f"{srv.url}/viewer/")
+    assert "not a diagnosis" in page.locator("#advisory").inner_text()
+
+    page.fill("#api-key", "rlk_wrong_key")
+    page.click("#sign-in")
+    page.wait_for_selector("#login-error:not([hidden])")
+    assert "Unknown or revoked key" in page.locator("#login-error").inner_text()
+
+    page.fill("#api-key", keys.clinician)
+    page.click("#sign-in")
+    page.wait_for_selector("#app:not([hidden])")
+    assert "clinician" in page.locator("#who").inner_text()
+
+    page.set_input_files("#file", str(study))
+    page.click("#predict")
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    rows = page.locator("#probs tbody tr")
+    assert rows.count() == 1 and rows.first.locator("td").first.inner_text() == "pneumonia"
+    prob = float(rows.first.locator("td").nth(1).inner_text())
+    assert 0.0 <= prob <= 1.0
+    assert page.locator("#decision").inner_text() in ("pneumonia", "normal")
+    assert page.locator("#review").inner_text().startswith(("Human review recommended:", "No review flag:"))
+    assert page.locator("#study").inner_text().strip()
+
+    canvas = page.locator("#canvas")
+    with_overlay = canvas.screenshot()
+    (tmp_path / "viewer_overlay_on.png").write_bytes(page.screenshot())
+    page.uncheck("#overlay")
+    without_overlay = canvas.screenshot()
+    diff = np.abs(_pixels(with_overlay) - _pixels(without_overlay))
+    assert diff.mean() > 2.0, f"overlay barely changes the canvas (mean abs diff {diff.mean():.2f})"
+    assert (diff.max(axis=2) > 20).mean() > 0.02  # a visible area is coloured, not just noise
+    grey = _pixels(without_overlay)
+    assert np.allclose(grey[..., 0], grey[..., 1], atol=1) and grey.std() > 10  # a real grey radiograph is drawn
+
+    page.fill("#width", "60")  # narrow window: more contrast
+    narrowed = _pixels(canvas.screenshot())
+    assert narrowed.std() > grey.std()
+
+    page.select_option("#corrected", "normal")
+    page.click("#disagree")
+    page.wait_for_function("document.getElementById('feedback-status').textContent.includes('recorded')")
+    assert "corrected to normal" in page.locator("#feedback-status").inner_text()
+    page.screenshot(path=str(tmp_path / "viewer_final.png"))
+    out_dir = os.environ.get("RADIOLENS_SCREENSHOT_DIR")
+    if out_dir:
+        for name in ("viewer_overlay_on.png", "viewer_final.png"):
+            shutil.copy(tmp_path / name, Path(out_dir) / name)
+
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from radiolens.serve.tables import Feedback
+
+    with Session(srv.server.config.app.state.service.engine) as s:
+        fb = s.scalars(select(Feedback)).all()
+    assert len(fb) == 1 and fb[0].agree is False and fb[0].corrected_label == "normal"
+    assert not [e for e in console_errors if "401" not in e], console_errors
