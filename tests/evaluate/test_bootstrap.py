@@ -114,3 +114,19 @@ def test_macro_skips_a_class_without_positives_and_says_so():
     expected = np.mean([roc_auc_score(Y[:, c], P[:, c]) for c in (0, 1)])
     assert out["macro"].estimate == pytest.approx(expected, abs=1e-12)
     assert "2 of 3" in out["macro"].reason
+
+
+def test_macro_ci_redraws_resamples_that_lose_a_rare_class():
+    rng = np.random.default_rng(3)
+    n = 150
+    Y = (rng.random((n, 3)) < [0.4, 0.3, 0.0]).astype(int)
+    Y[5, 2] = 1  # a finding with a single positive case...
+    P = 1 / (1 + np.exp(-(Y * 1.0 + rng.normal(0, 1, Y.shape))))
+    P[5, 2] = 0.0  # ...scored as the least likely case (AUROC 0 for that class)
+    out = macro_micro_auroc_ci(Y, P, n_bootstrap=300, seed=0)["macro"]
+    assert out.n_valid == 300 and "redrawn" in out.reason
+    # every accepted resample contains the rare positive, so its AUROC (0) is always in the mean: the interval
+    # is centred on the estimate rather than pushed up by resamples that silently dropped the class
+    assert out.lower < out.estimate < out.upper
+    assert out.upper - out.estimate < 0.1  # dropping the class would put resamples near 0.75 (estimate ~0.5)
+    assert out.estimate == pytest.approx(np.mean([roc_auc_score(Y[:, c], P[:, c]) for c in range(3)]))
