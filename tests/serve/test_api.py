@@ -8,10 +8,10 @@ import time
 import httpx
 import numpy as np
 import pytest
+from tests.serve.conftest import dataset_without_pixels, decode_png
 
 from radiolens.errors import InputError
 from radiolens.serve.hooks import PredictionHooks
-from tests.serve.conftest import dataset_without_pixels, decode_png
 
 
 def _upload(client, keys, data: bytes, name="upload.dcm", ctype="application/dicom", **params):
@@ -178,8 +178,9 @@ def test_hooks_gate_and_annotate(app_factory, kermany_samples):
     with TestClient(app) as c:
         r = _upload(c, keys, kermany_samples[0][0].read_bytes(), ctype="image/jpeg", heatmap=False)
         assert r.status_code == 201 and "mean_intensity" in r.json()["monitoring"]
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         buf = io.BytesIO()
         Image.new("L", (64, 64), 255).save(buf, format="PNG")

@@ -114,7 +114,8 @@ def test_cli_verify_and_export(client, kermany_samples, tmp_path):
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["seq"] for x in lines] == [1, 2, 3, 4]
-    r = runner.invoke(cli_app, ["audit", "export", "--state-dir", state, "--since", (now + timedelta(hours=1)).isoformat()])
+    later = (now + timedelta(hours=1)).isoformat()
+    r = runner.invoke(cli_app, ["audit", "export", "--state-dir", state, "--since", later])
     assert r.exit_code == 0 and r.output.strip() == ""
     r = runner.invoke(cli_app, ["audit", "export", "--state-dir", state, "--format", "csv"])
     assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 5 and r.output.startswith("seq,created_at")

@@ -7,12 +7,12 @@ import concurrent.futures as cf
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from tests.serve.test_audit import _tamper
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
 from radiolens.serve import audit
 from radiolens.serve.db import make_engine
-from tests.serve.test_audit import _tamper
 
 pytestmark = pytest.mark.postgres
 

@@ -11,12 +11,12 @@ import time
 
 import httpx
 import pytest
+from tests.serve.conftest import SECRET, free_port
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
 from radiolens.serve import audit
 from radiolens.serve.db import make_engine
-from tests.serve.conftest import SECRET, free_port
 
 
 @pytest.mark.slow
