@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -112,7 +113,13 @@ def load_config(path: str | Path, overrides: dict | None = None, clear: tuple[st
         raise ConfigError(f"{path.name}: not valid YAML ({exc.__class__.__name__})") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path.name}: the top level must be a mapping")
-    if raw.get("data", {}).get("manifest"):  # relative manifest paths resolve against the config's folder
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    for key in ("manifest", "medmnist_root", "cache_dir"):  # ${RADIOLENS_DATA_DIR} etc. in paths
+        if isinstance(data.get(key), str):
+            data[key] = os.path.expandvars(data[key])
+            if "$" in data[key]:
+                raise ConfigError(f"{path.name}: data.{key}: unset environment variable in '{data[key]}'")
+    if data.get("manifest"):  # relative manifest paths resolve against the config's folder
         m = Path(raw["data"]["manifest"]).expanduser()
         if not m.is_absolute():
             raw["data"]["manifest"] = str((path.parent / m).resolve())

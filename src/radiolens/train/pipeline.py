@@ -95,7 +95,7 @@ def train_model(cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
     if d.test_split:
         roles["test"] = d.test_split
     class_names = check_ready_for_training(manifest, d.label, roles)
-    manifest.frame.to_csv(out_dir / "manifest_used.csv", index=False)
+    manifest.save(out_dir / "manifest_used.csv")  # absolute paths: usable from anywhere
 
     arch = cfg.model.arch
     size = cfg.model.input_size or MODELS[arch].default_input_size

@@ -1,0 +1,50 @@
+"""A small real PneumoniaMNIST manifest (PNG cache built once per session) for fast training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from radiolens.data.builders import from_medmnist
+
+
+@pytest.fixture(scope="session")
+def pneumonia_full(data_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("pneumoniamnist")
+    from_medmnist("pneumoniamnist", data_dir / "medmnist", out, download=False)
+    return out / "manifest.csv"
+
+
+@pytest.fixture(scope="session")
+def pneumonia_small(pneumonia_full: Path) -> Path:
+    """400 train / 150 val / 150 test real images, both classes, patient-disjoint (a subset of a clean split)."""
+    frame = pd.read_csv(pneumonia_full, dtype={"patient_id": str})
+    parts = []
+    for split, n in (("train", 400), ("val", 150), ("test", 150)):
+        parts.append(frame[frame.split == split].sample(n=n, random_state=0))
+    small = pd.concat(parts)
+    path = pneumonia_full.parent / "manifest_small.csv"
+    small.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """A function manifest -> the smallest useful training config (dict), optim fields overridable."""
+    return _tiny_config
+
+
+def _tiny_config(manifest: Path, **optim) -> dict:
+    return {
+        "name": "test",
+        "data": {"manifest": str(manifest),
+                 "label": {"task": "binary", "columns": ["label"], "positive": "pneumonia"}},
+        "model": {"arch": "small_cnn", "input_size": 28},
+        "optim": {"epochs": 2, "batch_size": 32, "lr": 0.003, **optim},
+        "eval": {"n_bootstrap": 50},
+        "mlflow": False,
+        "progress_bar": False,
+        "num_threads": 2,
+    }

@@ -1,0 +1,70 @@
+"""`radiolens train / evaluate / make-manifest / split` end to end on real data through the Typer app."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import yaml
+from typer.testing import CliRunner
+
+from radiolens.cli import app
+from radiolens.models.bundle import ModelBundle
+
+runner = CliRunner()
+
+
+def test_train_then_evaluate(pneumonia_small, tmp_path, tiny_config):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(pneumonia_small)))
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(out), "--epochs", "1", "--mlflow"])
+    assert res.exit_code == 0, res.output
+    assert "report:" in res.output
+    bundle = ModelBundle.load(out / "model.pt")
+    assert bundle.info.temperature > 0 and len(bundle.info.thresholds) == 1
+    assert bundle.info.operating_point == "youden" and "per_class" in bundle.info.metrics
+    assert (out / "report" / "report.html").is_file()
+    metrics = json.loads((out / "report" / "metrics.json").read_text())
+    assert metrics["n_test"] == 150
+    assert (out / "mlflow.db").is_file() and any((out / "mlartifacts").rglob("model.pt"))
+
+    res = runner.invoke(app, ["evaluate", "--model", str(out / "model.pt"), "--manifest",
+                              str(out / "manifest_used.csv"), "--out", str(tmp_path / "ev"), "--n-bootstrap", "50"])
+    assert res.exit_code == 0, res.output
+    again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    # same model, same images, same val-fitted threshold -> the same test AUROC as the training job's report
+    assert abs(again["per_class"][0]["auroc"]["estimate"] - metrics["per_class"][0]["auroc"]["estimate"]) < 1e-6
+
+
+def test_leaking_manifest_fails_before_training(pneumonia_small, tmp_path, tiny_config):
+    frame = pd.read_csv(pneumonia_small, dtype={"patient_id": str})
+    val_patient = frame[frame.split == "val"].patient_id.iloc[0]
+    frame.loc[frame.index[frame.split == "train"][0], "patient_id"] = val_patient
+    bad = tmp_path / "leak.csv"
+    frame.to_csv(bad, index=False)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(bad)))
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "error:" in res.output and "more than one split" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_bad_config_is_one_line(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {manifest: x.csv}\n")
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and res.output.strip().startswith("error:") and len(res.output.strip().splitlines()) == 1
+
+
+def test_make_manifest_and_split(data_dir, tmp_path):
+    out = tmp_path / "k.csv"
+    res = runner.invoke(app, ["make-manifest", "kermany", str(data_dir / "kermany_pediatric_pneumonia" / "images"),
+                              "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["split", str(out), "--out", str(tmp_path / "s.csv"), "--task", "multiclass",
+                              "-l", "subtype", "--val", "0.15", "--test", "0.15"])
+    assert res.exit_code == 0, res.output
+    s = pd.read_csv(tmp_path / "s.csv", dtype={"patient_id": str})
+    assert set(s.split) == {"train", "val", "test"} and (s.groupby("patient_id").split.nunique() == 1).all()
