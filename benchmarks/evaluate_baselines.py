@@ -6,6 +6,9 @@ No trained radiolens model is needed: a logistic regression on raw down-sampled 
 - binary: PneumoniaMNIST 28x28 (train -> fit, val -> temperature/thresholds, test -> report);
 - multilabel: NIH ChestX-ray14 64 px, 14 findings, one logistic regression per finding on 32x32 pixels
   (rare findings: some have no positive in val or test, which the report must show as undefined, not crash);
+- binary with training curves: a torch MLP trained on only 500 PneumoniaMNIST training images for 60 epochs with
+  no regularisation (built to over-fit), its per-epoch train/val loss and val AUROC recorded, so the
+  over/under-fitting diagnosis runs on a real history;
 - multiclass: Kermany normal / bacterial / viral at 32x32 (the shared folder has train/val only: 20 % of the
   train patients become validation and the shared ``val`` split is the test set).
 
@@ -53,6 +56,43 @@ def pneumoniamnist(root: Path):
     return "binary", ["pneumonia"], logits, y
 
 
+def pneumoniamnist_mlp(root: Path, epochs: int = 60, n_train: int = 500):
+    from sklearn.metrics import roc_auc_score
+
+    d = np.load(root / "medmnist" / "pneumoniamnist.npz")
+    X = {s: torch.tensor(d[f"{s}_images"].reshape(len(d[f"{s}_images"]), -1) / 255.0, dtype=torch.float32)
+         for s in ("train", "val", "test")}
+    y = {s: d[f"{s}_labels"].reshape(-1).astype(int) for s in ("train", "val", "test")}
+    keep = np.random.default_rng(0).choice(len(y["train"]), n_train, replace=False)
+    X["train"], y["train"] = X["train"][keep], y["train"][keep]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 1024), torch.nn.ReLU(), torch.nn.Linear(1024, 1))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    yt = torch.tensor(y["train"], dtype=torch.float32)[:, None]
+    yv = torch.tensor(y["val"], dtype=torch.float32)[:, None]
+    history = []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        perm = torch.randperm(len(yt))
+        total = 0.0
+        for i in range(0, len(perm), 64):
+            b = perm[i:i + 64]
+            opt.zero_grad()
+            loss = loss_fn(model(X["train"][b]), yt[b])
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(b)
+        model.eval()
+        with torch.no_grad():
+            zv = model(X["val"])
+        history.append({"epoch": epoch, "train_loss": total / len(yt), "val_loss": float(loss_fn(zv, yv)),
+                        "val_auroc": float(roc_auc_score(y["val"], zv[:, 0].numpy())), "lr": 1e-3})
+    with torch.no_grad():
+        logits = {s: model(X[s]).double().numpy() for s in ("val", "test")}
+    return "binary", ["pneumonia"], logits, y, history
+
+
 def nih_multilabel(root: Path, size: int = 32):
     folder = root / "nih_chestxray14"
     m = pd.read_csv(folder / "manifest.csv")
@@ -98,26 +138,31 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default="/tmp/radiolens_eval_reports")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
-    parser.add_argument("--only", choices=["binary", "multilabel", "multiclass"], default=None)
+    parser.add_argument("--only", choices=["binary", "binary_mlp", "multilabel", "multiclass"], default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
     root = data_dir()
-    jobs = {"binary": ("PneumoniaMNIST 28px", pneumoniamnist), "multilabel": ("NIH CXR14 64px->32px", nih_multilabel),
+    jobs = {"binary": ("PneumoniaMNIST 28px", pneumoniamnist),
+            "binary_mlp": ("PneumoniaMNIST 28px, MLP on 500 images", pneumoniamnist_mlp),
+            "multilabel": ("NIH CXR14 64px->32px", nih_multilabel),
             "multiclass": ("Kermany 224px->32px", kermany_multiclass)}
     rows = []
     for key, (label, loader) in jobs.items():
         if args.only and key != args.only:
             continue
         t0 = time.perf_counter()
-        task, names, logits, targets = loader(root)
+        task, names, logits, targets, *rest = loader(root)
+        history = rest[0] if rest else None
         t_fit = time.perf_counter() - t0
         t1 = time.perf_counter()
         result = evaluate_predictions(task, names, logits["test"], targets["test"], logits["val"], targets["val"],
-                                      operating_point="youden", n_bootstrap=args.n_bootstrap, seed=0)
+                                      history=history, operating_point="youden", n_bootstrap=args.n_bootstrap,
+                                      seed=0)
         t_eval = time.perf_counter() - t1
         t2 = time.perf_counter()
         paths = write_report(result, Path(args.out) / key, title=f"Logistic-regression baseline: {label}",
-                             model_info={"model": "scikit-learn LogisticRegression on raw pixels", "data": label})
+                             model_info={"model": "torch MLP 784-1024-1 on raw pixels" if history
+                                         else "scikit-learn LogisticRegression on raw pixels", "data": label})
         t_report = time.perf_counter() - t2
         h = result.summary["headline"]
         auc = h.get("auroc") or h.get("macro_auroc")
@@ -132,6 +177,8 @@ def main() -> None:
                   f"sens {at['sensitivity']:.3f} "
                   f"spec {at['specificity']:.3f} PPV {at['ppv']:.3f} NPV {at['npv']:.3f}; accuracy {h['accuracy']:.3f} "
                   f"balanced {h['balanced_accuracy']:.3f}")
+        if history:
+            print(f"[{label}] training diagnosis: {result.training['diagnosis']['message']}")
         for w in result.warnings:
             print(f"[{label}] warning: {w}")
     header = ("data", "task", "n_test", "AUROC (macro) [95% CI]", "AP (macro)", "T", "ECE before->after",

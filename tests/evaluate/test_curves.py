@@ -45,3 +45,30 @@ def test_ignores_missing_and_nan_values():
     hist.append({"epoch": 6, "lr": 1e-4})
     d = diagnose_training(hist)
     assert d["verdict"] == "overfitting" and d["overfit_from_epoch"] == 2
+
+
+def test_noisy_plateau_is_not_called_overfitting():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 40
+    train = list(0.12 + 0.3 * np.exp(-np.arange(n) / 4) + rng.normal(0, 0.01, n))
+    val = list(0.13 + 0.3 * np.exp(-np.arange(n) / 4) + rng.normal(0, 0.03, n))
+    val[-1] = val[-2] = 0.19  # a two-epoch spike of the size of the noise
+    d = diagnose_training(_hist(train, val))
+    assert d["verdict"] != "overfitting"
+    assert any("moving average" in line for line in d["details"])
+
+
+def test_val_rising_while_train_stays_low_is_overfitting():
+    train = [0.7, 0.4, 0.25, 0.15, 0.1, 0.09, 0.1, 0.09, 0.095, 0.09, 0.1, 0.09]
+    val = [0.7, 0.45, 0.33, 0.3, 0.31, 0.34, 0.38, 0.42, 0.45, 0.5, 0.53, 0.57]
+    d = diagnose_training(_hist(train, val))
+    assert d["verdict"] == "overfitting" and d["overfit_from_epoch"] in (2, 3, 4)
+
+
+def test_both_losses_rising_is_unstable_not_overfitting():
+    train = [0.7, 0.5, 0.35, 0.3, 0.28, 0.35, 0.45, 0.55, 0.65, 0.7, 0.75, 0.8]
+    val = [0.7, 0.52, 0.4, 0.36, 0.35, 0.42, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85]
+    d = diagnose_training(_hist(train, val))
+    assert d["verdict"] == "unstable" and "learning rate" in d["message"]
