@@ -8,7 +8,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from tests.serve.conftest import dataset_without_pixels, decode_png
+from tests.serve.conftest import SECRET, dataset_without_pixels, decode_png
 
 from radiolens.errors import InputError
 from radiolens.serve.hooks import PredictionHooks
@@ -43,6 +43,9 @@ def test_prediction_on_real_dicom(client, siim_dicom):
     # The study reference is the remapped UID, not the original one.
     original_uid = str(__import__("pydicom").dcmread(str(siim_dicom), stop_before_pixels=True).StudyInstanceUID)
     assert body["study_ref"] and body["study_ref"] != original_uid
+    from radiolens.io.deid import Deidentifier
+
+    assert body["study_ref"] == Deidentifier(SECRET).remap_uid(original_uid)  # remapped by the io layer, keyed
     assert body["heatmap_url"] == f"/v1/predictions/{body['id']}/heatmap.png"
     assert "not a diagnosis" in body["advisory"]
 
@@ -241,3 +244,13 @@ def test_concurrent_requests_over_http(live, kermany_samples, siim_dicom):
     assert len(dicom_probs) == 1
     report = audit.verify(srv.server.config.app.state.service.engine)
     assert report.ok and report.rows == len(uploads)
+
+
+def test_png_upload_real_nih(client, data_dir):
+    png = sorted((data_dir / "nih_chestxray14" / "images_fullres").glob("*.png"))[0]
+    r = _upload(client, client.keys, png.read_bytes(), ctype="image/png")
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["source_format"] == "png" and body["study_ref"].startswith("raster:")
+    img = decode_png(client.get(body["image_url"], headers=client.keys.h("clinician")).content)
+    assert max(img.shape) == 1024  # display copy capped at display_max_side
