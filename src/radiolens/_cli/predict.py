@@ -142,6 +142,8 @@ def predict_cmd(
     from radiolens.models.bundle import ModelBundle
     from radiolens.predict import PredictConfig, Scorer, discover
 
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise InputError(f"{out.name}: output must end in .csv or .parquet")
     be = load_backend(model, kind=backend, threads=threads)  # type: ignore[arg-type]
     cfg_kwargs = {"batch_size": batch_size, "near_threshold_margin": margin, "progress": progress}
     if workers is not None:
