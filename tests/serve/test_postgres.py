@@ -24,9 +24,15 @@ def test_migrations_and_cli_on_postgres(pg_url):
         assert r.exit_code == 0 and "revision 0001" in r.output
     r = runner.invoke(cli_app, ["users", "create", "--role", "auditor", "--db-url", pg_url])
     assert r.exit_code == 0 and r.stdout.strip().splitlines()[-1].startswith("rlk_")
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from radiolens.serve.tables import Base
+
     engine = make_engine(pg_url)
     with engine.connect() as conn:
         tables = set(conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname='public'")).scalars())
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     engine.dispose()
     assert {"api_keys", "predictions", "feedback", "audit_log", "audit_head", "alembic_version"} <= tables
     assert runner.invoke(cli_app, ["audit", "verify", "--db-url", pg_url]).exit_code == 0

@@ -1,0 +1,23 @@
+"""The Alembic migrations shipped in the package produce exactly the schema the ORM tables describe."""
+
+from __future__ import annotations
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from radiolens.serve.db import make_engine, upgrade
+from radiolens.serve.tables import Base
+
+
+def test_migrations_match_orm_and_enable_wal(tmp_path):
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert upgrade(url) == "0001"
+    assert upgrade(url) == "0001"  # idempotent
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        triggers = set(conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='trigger'").scalars())
+    engine.dispose()
+    assert diffs == []
+    assert triggers == {"audit_log_no_update", "audit_log_no_delete"}
