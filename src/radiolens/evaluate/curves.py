@@ -42,20 +42,20 @@ def _series(history: list[dict], key: str) -> list[tuple[int, float]]:
     return out
 
 
-def _window(n: int) -> int:
+def window(n: int) -> int:
     if n < 6:
         return 1
     return min(7, 2 * (n // 10) + 3)
 
 
-def _smooth(values: list[float], w: int) -> np.ndarray:
+def smooth(values: list[float], w: int) -> np.ndarray:
     return pd.Series(values, dtype=float).rolling(w, center=True, min_periods=1).mean().to_numpy()
 
 
 def _noise(values: list[float], w: int) -> float:
     if w == 1 or len(values) < 3:
         return 0.0
-    return float(np.std(np.asarray(values) - _smooth(values, w)))
+    return float(np.std(np.asarray(values) - smooth(values, w)))
 
 
 def _tail_change(values: list[float], w: int) -> float:
@@ -96,16 +96,16 @@ def diagnose_training(history: list[dict] | None, rise_tol: float = RISE_TOL, fl
                        f"({100 * train_drop:.1f} % lower).")
 
     overfit_epoch = unstable_epoch = None
-    w = _window(len(val))
+    w = window(len(val))
     val_values = [v for _, v in val]
     noise = _noise(val_values, w)
     if w > 1:
         details.append(f"Validation loss judged on a {w}-epoch moving average (epoch-to-epoch noise "
                        f"+/-{noise:.4f}).")
     if len(val) >= 2:
-        smooth = _smooth(val_values, w)
-        i_min = int(np.argmin(smooth))
-        k_epoch, k_val = val[i_min][0], float(smooth[i_min])
+        smoothed = smooth(val_values, w)
+        i_min = int(np.argmin(smoothed))
+        k_epoch, k_val = val[i_min][0], float(smoothed[i_min])
         tail = float(np.mean(val_values[-w:])) if w > 1 else val_values[-1]
         rise = (tail - k_val) / k_val if k_val > 0 else 0.0
         details.append(f"Validation loss was lowest ({k_val:.4f}) at epoch {k_epoch}; the last "
@@ -116,7 +116,7 @@ def diagnose_training(history: list[dict] | None, rise_tol: float = RISE_TOL, fl
         train_rose = False
         if len(train_after) >= 2:
             train_values = [v for _, v in train]
-            t_noise = _noise(train_values, _window(len(train_values)))
+            t_noise = _noise(train_values, window(len(train_values)))
             t_tail = float(np.mean(train_after[-w:]))
             train_rose = t_tail - train_after[0] > max(t_noise, rise_tol / 2 * train_after[0])
         if rise > rise_tol and tail - k_val > noise and i_min < len(val) - 1 and len(train_after) >= 2:
@@ -168,7 +168,7 @@ def diagnose_training(history: list[dict] | None, rise_tol: float = RISE_TOL, fl
         still_improving = drop > max(noise, 1e-12) and drop > 0.01 * abs(val_values[-1])
     if len(auroc) >= 2:
         auroc_values = [v for _, v in auroc]
-        wa = _window(len(auroc))
+        wa = window(len(auroc))
         gain = _tail_change(auroc_values, wa)
         still_improving = still_improving or (gain > max(_noise(auroc_values, wa), 0.005))
     if still_improving:

@@ -12,6 +12,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
+from radiolens.evaluate.curves import smooth, window
+
 _DPI = 100
 
 
@@ -143,7 +145,7 @@ def training_figure(history: list[dict], diagnosis: dict) -> Figure | None:
 
     panels = [("loss", ["train_loss", "val_loss"]), ("validation AUROC", ["val_auroc"]), ("learning rate", ["lr"])]
     panels = [(t, [k for k in keys if series(k)[0]]) for t, keys in panels]
-    panels = [(t, keys) for t, keys in panels if keys]
+    panels = [(t, keys) for t, keys in panels if keys and not (keys == ["lr"] and len(set(series("lr")[1])) == 1)]
     if not panels:
         return None
     fig = Figure(figsize=(4.2 * len(panels), 3.4))
@@ -151,7 +153,11 @@ def training_figure(history: list[dict], diagnosis: dict) -> Figure | None:
         ax = fig.add_subplot(1, len(panels), n + 1)
         for key in keys:
             x, y = series(key)
-            ax.plot(x, y, "o-", ms=3, lw=1.5, label=key.replace("_", " "))
+            line = ax.plot(x, y, "o-", ms=3, lw=1.5, label=key.replace("_", " "))[0]
+            w = window(len(y))
+            if key == "val_loss" and w > 1:  # what diagnose_training judged
+                ax.plot(x, smooth(y, w), "-", lw=2.5, alpha=0.45, color=line.get_color(),
+                        label=f"val loss, {w}-epoch average")
         if diagnosis.get("overfit_from_epoch") is not None:
             ax.axvline(diagnosis["overfit_from_epoch"], color="C3", ls="--", lw=1, label="over-fitting starts")
         elif diagnosis.get("best_epoch") is not None:
