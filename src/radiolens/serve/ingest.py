@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from radiolens.errors import NotDicomError, TruncatedFileError, UnreadableImageError
+from radiolens.errors import ConfigError, NotDicomError, TruncatedFileError, UnreadableImageError
 from radiolens.io.image import RadioImage
 
 _DICOM_MAGIC = b"DICM"
@@ -44,7 +44,11 @@ def sniff(data: bytes) -> str:
 
 class Ingestor:
     def __init__(self, secret: str, tmp_dir: Path):
-        from radiolens.io.deid import Deidentifier  # imported here: the io layer's de-identifier
+        try:
+            from radiolens.io.deid import Deidentifier  # the io layer's de-identifier
+        except ImportError as exc:  # refuse to serve rather than store anything not de-identified
+            raise ConfigError("radiolens.io.deid is not available: the service will not run without "
+                              "de-identification") from exc
 
         self._secret = secret.encode("utf-8")
         self._deid = Deidentifier(secret, shift_dates=False, allow_burned_in=False)
