@@ -137,3 +137,23 @@ def test_single_class_test_set_does_not_crash():
     assert h["auroc"]["estimate"] is None and h["balanced_accuracy"] is None
     assert r.per_class[0]["at_threshold"]["sensitivity"] is None
     json.dumps(r.to_dict(), allow_nan=False)
+
+
+def test_single_class_validation_skips_temperature():
+    tz, ty = binary(80, seed=13)
+    vz, _ = binary(80, seed=14)
+    r = evaluate_predictions("binary", ["x"], tz, ty, vz, np.zeros(80, int), n_bootstrap=0)
+    assert r.temperature == 1.0 and r.calibration["fitted_on"] is None
+    assert any("temperature scaling skipped" in w for w in r.warnings)
+
+
+def test_history_with_torch_and_numpy_values_serialises():
+    import torch
+
+    tz, ty = binary(60, seed=15)
+    hist = [{"epoch": e, "train_loss": torch.tensor(0.5 - 0.05 * e), "val_loss": np.float64(0.6 - 0.04 * e),
+             "ckpt": __import__("pathlib").Path("/tmp/x.ckpt")} for e in range(4)]
+    r = evaluate_predictions("binary", ["x"], tz, ty, history=hist, n_bootstrap=0)
+    d = json.loads(r.to_json())
+    assert d["training"]["history"][1]["train_loss"] == pytest.approx(0.45)
+    assert d["training"]["history"][0]["ckpt"] == "/tmp/x.ckpt"

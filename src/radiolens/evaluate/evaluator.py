@@ -80,6 +80,12 @@ def _task_ece(task: str, split: Split, probs: np.ndarray) -> float:
     return expected_calibration_error(split.targets, probs, task)
 
 
+def _has_both_outcomes(task: str, split: Split) -> bool:
+    if task == "multiclass":
+        return len(np.unique(split.targets)) > 1
+    return 0 < int(split.targets.sum()) < split.targets.size
+
+
 def _check_fixed(temperature, thresholds, k: int) -> tuple[float | None, list[float] | None]:
     t = None
     if temperature is not None:
@@ -154,10 +160,13 @@ def evaluate_predictions(
     # ---- fitted on validation only (or frozen values given by the caller)
     if fixed_t is not None:
         temperature, t_source = fixed_t, "given"
-    elif val is not None:
+    elif val is not None and _has_both_outcomes(task, val):
         temperature, t_source = fit_temperature(val.logits, val.targets, task), "validation"
     else:
         temperature, t_source = 1.0, None
+        if val is not None:
+            warnings.append("Validation holds a single class: temperature scaling skipped (T = 1); fitting it "
+                            "would only push every probability towards that class.")
     val_nll = {"before": None, "after": None}
     if val is not None:
         val_nll = {"before": nll(val.logits, val.targets, task),
@@ -178,7 +187,7 @@ def evaluate_predictions(
                               "val_specificity": None, "fallback": "no validation set"} for _ in names]
         warnings.append("No validation set: every threshold fixed at 0.5 and the stated operating point was not "
                         "applied.")
-    if t_source is None:
+    if t_source is None and val is None:
         warnings.append("No validation set: no temperature scaling (T = 1).")
     thresholds = [float(d["threshold"]) for d in threshold_details]
 
@@ -248,6 +257,9 @@ def evaluate_predictions(
         "n_bins": N_BINS,
         "view": {"binary": "positive-class probability", "multiclass": "top-class confidence vs. correct",
                  "multilabel": "all (case, finding) cells pooled"}[task],
+        "ece_definition": {"binary": "ECE of the positive-class probability",
+                           "multiclass": "top-label ECE (confidence of the argmax class)",
+                           "multilabel": "mean of the per-finding ECEs"}[task],
         "test": {"ece_before": _task_ece(task, test, raw), "ece_after": _task_ece(task, test, probs),
                  "brier_before": _task_brier(task, test, raw), "brier_after": _task_brier(task, test, probs)},
         "reliability_before": reliability_bins(ev_raw, p_raw),

@@ -30,7 +30,11 @@ def json_safe(value: Any) -> Any:
         return value if math.isfinite(value) else None
     if hasattr(value, "to_dict"):
         return json_safe(value.to_dict())
-    return value
+    if hasattr(value, "tolist"):  # torch tensors, numpy-like arrays
+        return json_safe(value.tolist())
+    if value is None or isinstance(value, str | int):
+        return value
+    return str(value)  # paths, dates, enums: readable rather than a crash in json.dumps
 
 
 @dataclass
