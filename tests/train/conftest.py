@@ -17,17 +17,25 @@ def pneumonia_full(data_dir: Path, tmp_path_factory) -> Path:
     return out / "manifest.csv"
 
 
+def _subset(full: Path, sizes: tuple[int, int, int], name: str) -> Path:
+    frame = pd.read_csv(full, dtype={"patient_id": str})
+    parts = [frame[frame.split == split].sample(n=n, random_state=0)
+             for split, n in zip(("train", "val", "test"), sizes, strict=True)]
+    path = full.parent / name
+    pd.concat(parts).to_csv(path, index=False)
+    return path
+
+
 @pytest.fixture(scope="session")
 def pneumonia_small(pneumonia_full: Path) -> Path:
     """400 train / 150 val / 150 test real images, both classes, patient-disjoint (a subset of a clean split)."""
-    frame = pd.read_csv(pneumonia_full, dtype={"patient_id": str})
-    parts = []
-    for split, n in (("train", 400), ("val", 150), ("test", 150)):
-        parts.append(frame[frame.split == split].sample(n=n, random_state=0))
-    small = pd.concat(parts)
-    path = pneumonia_full.parent / "manifest_small.csv"
-    small.to_csv(path, index=False)
-    return path
+    return _subset(pneumonia_full, (400, 150, 150), "manifest_small.csv")
+
+
+@pytest.fixture(scope="session")
+def pneumonia_tiny(pneumonia_full: Path) -> Path:
+    """160 / 80 / 80 real images: for tests of mechanics (seeding, freezing, task wiring), not of learning."""
+    return _subset(pneumonia_full, (160, 80, 80), "manifest_tiny.csv")
 
 
 @pytest.fixture(scope="session")
@@ -36,12 +44,12 @@ def tiny_config():
     return _tiny_config
 
 
-def _tiny_config(manifest: Path, **optim) -> dict:
+def _tiny_config(manifest: Path, arch: str = "small_cnn", **optim) -> dict:
     return {
         "name": "test",
         "data": {"manifest": str(manifest),
                  "label": {"task": "binary", "columns": ["label"], "positive": "pneumonia"}},
-        "model": {"arch": "small_cnn", "input_size": 28},
+        "model": {"arch": arch, "input_size": 28},
         "optim": {"epochs": 2, "batch_size": 32, "lr": 0.003, **optim},
         "eval": {"n_bootstrap": 50},
         "mlflow": False,

@@ -14,9 +14,9 @@ from radiolens.models.bundle import ModelBundle
 runner = CliRunner()
 
 
-def test_train_then_evaluate(pneumonia_small, tmp_path, tiny_config):
+def test_train_then_evaluate(pneumonia_tiny, tmp_path, tiny_config):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(yaml.safe_dump(tiny_config(pneumonia_small)))
+    cfg.write_text(yaml.safe_dump(tiny_config(pneumonia_tiny, arch="lenet5")))
     out = tmp_path / "run"
     res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(out), "--epochs", "1", "--mlflow"])
     assert res.exit_code == 0, res.output
@@ -26,7 +26,7 @@ def test_train_then_evaluate(pneumonia_small, tmp_path, tiny_config):
     assert bundle.info.operating_point == "youden" and "per_class" in bundle.info.metrics
     assert (out / "report" / "report.html").is_file()
     metrics = json.loads((out / "report" / "metrics.json").read_text())
-    assert metrics["n_test"] == 150
+    assert metrics["n_test"] == 80
     assert (out / "mlflow.db").is_file() and any((out / "mlartifacts").rglob("model.pt"))
 
     res = runner.invoke(app, ["evaluate", "--model", str(out / "model.pt"), "--manifest",
@@ -37,8 +37,8 @@ def test_train_then_evaluate(pneumonia_small, tmp_path, tiny_config):
     assert abs(again["per_class"][0]["auroc"]["estimate"] - metrics["per_class"][0]["auroc"]["estimate"]) < 1e-6
 
 
-def test_leaking_manifest_fails_before_training(pneumonia_small, tmp_path, tiny_config):
-    frame = pd.read_csv(pneumonia_small, dtype={"patient_id": str})
+def test_leaking_manifest_fails_before_training(pneumonia_tiny, tmp_path, tiny_config):
+    frame = pd.read_csv(pneumonia_tiny, dtype={"patient_id": str})
     val_patient = frame[frame.split == "val"].patient_id.iloc[0]
     frame.loc[frame.index[frame.split == "train"][0], "patient_id"] = val_patient
     bad = tmp_path / "leak.csv"
