@@ -82,7 +82,7 @@ def pneumoniamnist_mlp(root: Path, epochs: int = 60, n_train: int = 500):
             loss = loss_fn(model(X["train"][b]), yt[b])
             loss.backward()
             opt.step()
-            total += float(loss) * len(b)
+            total += loss.item() * len(b)
         model.eval()
         with torch.no_grad():
             zv = model(X["val"])
