@@ -46,3 +46,14 @@ def test_users_lifecycle(tmp_path):
     assert bad.exit_code == 2 and "unknown role" in bad.output
     missing = runner.invoke(cli_app, ["users", "revoke", "nosuchkey", "--state-dir", state])
     assert missing.exit_code == 2 and "no such key" in missing.output
+
+
+def test_serve_refuses_bad_setup_with_one_line(tmp_path, monkeypatch, bundle_path):
+    runner = CliRunner()
+    monkeypatch.delenv("RADIOLENS_DEID_SECRET", raising=False)
+    r = runner.invoke(cli_app, ["serve", "--model", str(bundle_path), "--state-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "RADIOLENS_DEID_SECRET" in r.output and "Traceback" not in r.output
+    monkeypatch.setenv("RADIOLENS_DEID_SECRET", "s")
+    r = runner.invoke(cli_app, ["serve", "--model", str(tmp_path / "missing.pt"), "--state-dir", str(tmp_path),
+                                "--db-url", "mysql://nope"])
+    assert r.exit_code == 2 and "unsupported database backend" in r.output
