@@ -82,3 +82,9 @@ def test_multilabel_split_on_real_nih(data_dir, tmp_path):
     spec = LabelSpec(task="multilabel", columns=list(NIH_FINDINGS))
     s = assign_splits(manifest_from_frame(m.frame.drop(columns=["split"]), "/"), spec, seed=1)
     assert (s.frame.groupby("patient_id").split.nunique() == 1).all()
+
+
+def test_fold_out_of_range_is_refused(kermany):
+    m = assign_folds(kermany, BINARY, k=3, seed=0)
+    with pytest.raises(ManifestError, match="fold"):
+        fold_split(m, fold=5)

@@ -111,6 +111,8 @@ def fold_split(manifest: Manifest, fold: int, column: str = "fold", val_fold: in
         raise ManifestError(f"{manifest.source_name}: no '{column}' column; run assign_folds first")
     folds = manifest.frame[column].astype(int)
     k = int(folds.max()) + 1
+    if not 0 <= fold < k:
+        raise ManifestError(f"fold {fold} does not exist (folds 0..{k - 1})")
     val_fold = (fold + 1) % k if val_fold is None else val_fold
     split = np.where(folds == fold, "test", np.where(folds == val_fold, "val", "train"))
     return manifest.with_frame(manifest.frame.assign(split=split))

@@ -31,6 +31,10 @@ class DataConfig(BaseModel):
     # carve a patient-level test split of this fraction out of ``train_split`` when the manifest has none
     carve_test_from_train: float | None = Field(None, gt=0, lt=0.5)
     split_seed: int = 0
+    # k-fold: train on a manifest with a fold column (``radiolens split --folds K``): ``fold`` -> test,
+    # the next fold -> val, the rest -> train
+    fold: int | None = Field(None, ge=0)
+    fold_column: str = "fold"
     cache_dir: str | None = None  # decoded-image cache shared between runs (default: none)
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from radiolens.data.builders import from_medmnist
 from radiolens.data.dataset import ImageTensorDataset, intensity_stats, manifest_images
 from radiolens.data.manifest import Manifest, load_manifest
-from radiolens.data.splits import assign_splits, check_ready_for_training
+from radiolens.data.splits import assign_splits, check_ready_for_training, fold_split
 from radiolens.data.transforms import build_augmentation
 from radiolens.errors import ConfigError
 from radiolens.models.bundle import BundleInfo, ModelBundle
@@ -65,6 +65,10 @@ def resolve_manifest(cfg: TrainConfig, out_dir: Path) -> Manifest:
         manifest = from_medmnist(d.medmnist, root, out_dir / "data", size=d.medmnist_size, seed=d.split_seed)
     else:
         manifest = load_manifest(d.manifest)
+    if d.fold is not None:
+        if d.train_split != "train" or d.val_split != "val" or d.test_split not in ("test", None):
+            raise ConfigError("data.fold writes train/val/test splits; leave the split names at their defaults")
+        manifest = fold_split(manifest, d.fold, d.fold_column)
     if d.carve_test_from_train is not None:
         test = d.test_split or "test"
         if test in manifest.split_names():
