@@ -24,7 +24,7 @@ from radiolens.evaluate.inputs import (
     OperatingPointError,
     ShapeError,
 )
-from radiolens.evaluate.metrics import binary_rates, brier, probabilities
+from radiolens.evaluate.metrics import binary_rates, brier, probabilities, proportion_ci
 from radiolens.evaluate.operating_point import choose_threshold
 from radiolens.evaluate.result import EvaluationResult
 
@@ -33,7 +33,8 @@ __all__ = [
     "NonFiniteError", "OperatingPointError", "ShapeError", "auroc_with_ci", "average_precision_with_ci",
     "binary_rates", "bootstrap_auroc", "bootstrap_average_precision", "brier", "choose_threshold",
     "diagnose_training", "evaluate_predictions", "expected_calibration_error", "fit_temperature",
-    "macro_micro_auroc_ci", "probabilities", "reliability_bins", "write_report",
+    "macro_micro_auroc_ci", "probabilities", "proportion_ci", "reliability_bins", "reliability_diagram",
+    "write_report",
 ]
 
 
