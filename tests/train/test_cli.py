@@ -68,3 +68,16 @@ def test_make_manifest_and_split(data_dir, tmp_path):
     assert res.exit_code == 0, res.output
     s = pd.read_csv(tmp_path / "s.csv", dtype={"patient_id": str})
     assert set(s.split) == {"train", "val", "test"} and (s.groupby("patient_id").split.nunique() == 1).all()
+
+
+def test_tune_scores_on_validation_and_writes_a_config(pneumonia_tiny, tmp_path, tiny_config):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(pneumonia_tiny, arch="lenet5")))
+    res = runner.invoke(app, ["tune", "--config", str(cfg), "--out", str(tmp_path / "t"), "--trials", "2",
+                              "--epochs", "1"])
+    assert res.exit_code == 0, res.output
+    trials = pd.read_csv(tmp_path / "t" / "trials.csv")
+    assert len(trials) == 2 and trials["value"].between(0, 1).all()
+    best = yaml.safe_load((tmp_path / "t" / "best_config.yaml").read_text())
+    assert best["optim"]["lr"] == trials.loc[trials["value"].idxmax(), "params_lr"]
+    assert best["data"]["test_split"] == "test"  # the saved config keeps the test split for the final run

@@ -1,4 +1,4 @@
-"""CLI commands of the train layer: ``train``, ``make-manifest``, ``split``.
+"""CLI commands of the train layer: ``train``, ``tune``, ``make-manifest``, ``split``.
 
 ``run_training_job`` is the whole job behind ``radiolens train`` (train -> evaluate -> bundle + report +
 MLflow); it lives at the CLI level because it joins the train and evaluate layers, which must not import
@@ -133,6 +133,24 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"model:  {summary['model']}\nreport: {summary['report']}\ntest:   {shown}\n"
                    f"time:   {summary['timings_s']['job_total_s']:.0f} s "
                    f"({summary['epochs_run']} epochs, best {summary['best_epoch']})")
+
+    @app.command("tune")
+    @friendly_errors
+    def tune_cmd(
+        config: Path = typer.Option(..., "--config", "-c", help="YAML training config to start from."),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for trials and best_config.yaml."),
+        trials: int = typer.Option(10, help="Number of training runs."),
+        epochs: int | None = typer.Option(None, help="Epochs per trial (default: the config's)."),
+        seed: int = typer.Option(0, help="Sampler seed."),
+    ) -> None:
+        """Optuna search over lr / weight decay / batch size / dropout, scored on validation AUROC only."""
+        from radiolens.train.config import load_config
+        from radiolens.train.tune import tune
+
+        cfg = load_config(config, {"optim.epochs": epochs, "progress_bar": False})
+        r = tune(cfg, out, n_trials=trials, seed=seed)
+        typer.echo(f"best val AUROC {r['best_val_auroc']:.4f} with {r['params']}\n"
+                   f"train it: radiolens train --config {r['best_config']} --out <dir>")
 
     @app.command("make-manifest")
     @friendly_errors
