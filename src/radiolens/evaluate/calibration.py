@@ -103,8 +103,10 @@ def reliability_bins(y, p, n_bins: int = N_BINS) -> dict:
     else:
         frac_arr, mean_arr = calibration_curve(y, p, n_bins=n_bins, strategy="uniform")
         frac, mean_pred = frac_arr.tolist(), mean_arr.tolist()
+    centres = (edges[:-1] + edges[1:]) / 2
     return {"mean_predicted": mean_pred, "observed_fraction": frac,
-            "bin_counts": [int(c) for c in counts if c > 0], "n_bins": n_bins}
+            "bin_counts": [int(c) for c in counts if c > 0],
+            "bin_centres": [float(c) for c, n in zip(centres, counts, strict=True) if n > 0], "n_bins": n_bins}
 
 
 def top_label(targets, probs) -> tuple[np.ndarray, np.ndarray]:

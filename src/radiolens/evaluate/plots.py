@@ -121,10 +121,12 @@ def reliability_diagram(series: dict[str, dict], title: str = "Reliability diagr
     ax = fig.add_axes((0.12, 0.32, 0.8, 0.6))
     hist = fig.add_axes((0.12, 0.08, 0.8, 0.16), sharex=ax)
     ax.plot([0, 1], [0, 1], ls=":", color="grey", lw=1, label="perfect calibration")
+    n_series = max(len(series), 1)
     for i, (label, bins) in enumerate(series.items()):
         ax.plot(bins["mean_predicted"], bins["observed_fraction"], "o-", color=f"C{i}", lw=1.5, ms=4, label=label)
-        hist.bar(bins["mean_predicted"], bins["bin_counts"], width=0.5 / bins["n_bins"], color=f"C{i}", alpha=0.6,
-                 align="edge" if i else "center")
+        width = 0.9 / bins["n_bins"] / n_series  # side-by-side bars within each bin
+        centres = np.asarray(bins.get("bin_centres", bins["mean_predicted"]), dtype=float)
+        hist.bar(centres + (i - (n_series - 1) / 2) * width, bins["bin_counts"], width=width, color=f"C{i}", alpha=0.7)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("observed frequency", fontsize=9)
