@@ -8,14 +8,16 @@ inversion last. Inverting before the VOI transform is a classic bug that makes a
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radiolens.errors import (
     ImageDimensionError,
@@ -35,18 +37,64 @@ _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
 def read_dicom_dataset(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
-    """Open a DICOM file (with or without the 128-byte preamble) or raise a typed error."""
+    """Open a DICOM file or raise a typed error.
+
+    Files without the 128-byte preamble / file meta (old ACR-NEMA style exports, e.g. pydicom-data's
+    OT-PAL-8-face.dcm) are accepted only when a forced parse yields a plausible image data set (SOP Class
+    UID, or Pixel Data with Rows); the transfer syntax is then taken from the encoding pydicom detected.
+    Truncation is detected three ways, because pydicom reports it inconsistently: a warning about reaching
+    the end of file, a last element shorter than its declared length, or an empty data set after a valid
+    preamble.
+    """
     name = Path(path).name
+    if not Path(path).exists():
+        raise UnreadableImageError(f"{name}: file not found")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            try:
+                ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+            except InvalidDicomError:
+                ds = _forced_read(path, name, stop_before_pixels)
+        except (NotDicomError, UnreadableImageError):
+            raise
+        except InvalidDicomError as exc:
+            raise NotDicomError(f"{name}: not a DICOM file") from exc
+        except (EOFError, OSError) as exc:
+            raise TruncatedFileError(f"{name}: file is truncated or unreadable") from exc
+        except Exception as exc:  # pydicom raises assorted errors on garbage; none may escape untyped
+            raise NotDicomError(f"{name}: not a readable DICOM file ({type(exc).__name__})") from exc
+    if any("end of file" in str(w.message).lower() for w in caught):
+        raise TruncatedFileError(f"{name}: DICOM file is truncated (ends inside an element)")
+    if len(ds) == 0:
+        raise TruncatedFileError(f"{name}: DICOM file is truncated (no complete data set)")
+    last = ds.get_item(list(ds.keys())[-1])
+    length = getattr(last, "length", None)
+    if length not in (None, 0xFFFFFFFF) and last.value is not None and isinstance(last.value, bytes) \
+            and len(last.value) < length:
+        raise TruncatedFileError(f"{name}: DICOM file is truncated ({len(last.value)} of {length} bytes "
+                                 f"of the last element)")
+    return ds
+
+
+def _forced_read(path: str | Path, name: str, stop_before_pixels: bool) -> Dataset:
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
-    except InvalidDicomError as exc:
+        ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=stop_before_pixels)
+    except Exception as exc:
         raise NotDicomError(f"{name}: not a DICOM file") from exc
-    except (EOFError, OSError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise UnreadableImageError(f"{name}: file not found") from exc
-        raise TruncatedFileError(f"{name}: file is truncated or unreadable") from exc
-    except Exception as exc:  # pydicom raises assorted errors on garbage; none may escape untyped
-        raise NotDicomError(f"{name}: not a readable DICOM file ({type(exc).__name__})") from exc
+    plausible = len(ds) > 0 and ("SOPClassUID" in ds or ("PixelData" in ds and "Rows" in ds))
+    if not plausible:
+        raise NotDicomError(f"{name}: not a DICOM file")
+    if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+        implicit, little = ds.original_encoding
+        if little is False:
+            ts = ExplicitVRBigEndian
+        else:
+            ts = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+        ds.file_meta = ds.file_meta if isinstance(getattr(ds, "file_meta", None), FileMetaDataset) \
+            else FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ts
+    return ds
 
 
 def dicom_to_image(ds: Dataset, *, name: str = "<dataset>", window: Window | None = None,
@@ -63,7 +111,7 @@ def dicom_to_image(ds: Dataset, *, name: str = "<dataset>", window: Window | Non
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     is_colour = samples > 1 or photometric == "PALETTE COLOR"
     if photometric == "PALETTE COLOR":
-        raw = apply_color_lut(raw, ds)
+        raw = _palette(raw, ds, name)
     frame_axis = (frames == "all" and n_frames > 1)
 
     if is_colour:
@@ -102,17 +150,18 @@ def _decode(ds: Dataset, name: str, frames: Frames) -> np.ndarray:
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     try:
-        if frames == "first" and n_frames > 1:
-            arr = ds.pixel_array[0]
-        else:
-            arr = ds.pixel_array
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # index=0 decodes only the first frame: a 120-frame JPEG cine costs one frame, not 120.
+            arr = pixel_array(ds, index=0) if frames == "first" and n_frames > 1 else ds.pixel_array
     except NotImplementedError as exc:
         raise UnsupportedTransferSyntaxError(
             f"{name}: no decoder for transfer syntax {ts.name if ts else 'unknown'}"
             " (install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg or python-gdcm)") from exc
     except (ValueError, EOFError) as exc:
         msg = str(exc).lower()
-        if "length" in msg or "truncat" in msg or "not enough" in msg or "insufficient" in msg:
+        if "length" in msg or "truncat" in msg or "not enough" in msg or "insufficient" in msg \
+                or "less than expected" in msg or "too short" in msg:
             raise TruncatedFileError(f"{name}: pixel data is truncated") from exc
         raise UnreadableImageError(f"{name}: pixel data could not be decoded ({type(exc).__name__})") from exc
     except RuntimeError as exc:
@@ -126,6 +175,27 @@ def _decode(ds: Dataset, name: str, frames: Frames) -> np.ndarray:
     if arr.size == 0:
         raise ImageDimensionError(f"{name}: decoded image is empty")
     return arr
+
+
+def _palette(raw: np.ndarray, ds: Dataset, name: str) -> np.ndarray:
+    """Palette -> RGB. pydicom 3.0 reads non-segmented OW LUT data with the machine's byte order, which
+    turns big-endian files (OBXXXX1A_expb.dcm) black; hand it byte-swapped copies of the LUTs there."""
+    try:
+        if ds.original_encoding[1] is False and "RedPaletteColorLookupTableData" in ds:
+            lut_ds = Dataset()
+            for colour in ("Red", "Green", "Blue"):
+                desc = f"{colour}PaletteColorLookupTableDescriptor"
+                data = f"{colour}PaletteColorLookupTableData"
+                setattr(lut_ds, desc, list(ds[desc].value))
+                raw_lut = bytes(ds[data].value)
+                bits = int(ds[desc].value[2])
+                if bits > 8:
+                    raw_lut = np.frombuffer(raw_lut, dtype=">u2").astype("<u2").tobytes()
+                lut_ds[data] = pydicom.DataElement(ds[data].tag, "OW", raw_lut)
+            return apply_color_lut(raw, lut_ds)
+        return apply_color_lut(raw, ds)
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise UnreadableImageError(f"{name}: palette colour lookup table is unusable ({type(exc).__name__})") from exc
 
 
 def _rgb_to_grey(rgb: np.ndarray) -> np.ndarray:
@@ -150,6 +220,15 @@ def _voi(values: np.ndarray, ds: Dataset, window: Window | None) -> tuple[np.nda
         win = Window(center=centers[0], width=widths[0])
         fn = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR")
         return apply_window(values, win, fn), win, "header"
+    bits = int(ds.get("BitsStored", 16) or 16)
+    rescaled = "ModalityLUTSequence" in ds or float(ds.get("RescaleSlope", 1) or 1) != 1 \
+        or float(ds.get("RescaleIntercept", 0) or 0) != 0
+    if bits <= 8 and not rescaled and int(ds.get("PixelRepresentation", 0) or 0) == 0:
+        # 8-bit grey without a window is already display-processed (e.g. SIIM's JPEG CRs): map it like
+        # a PNG/JPEG export (/255) so DICOM and raster copies of one image give the model the same input.
+        peak = float(2 ** bits - 1)
+        win = Window(center=peak / 2.0, width=peak)
+        return np.clip(values / peak, 0.0, 1.0).astype(np.float32), win, "full_range"
     win = percentile_window(values)
     return apply_window(values, win, "LINEAR_EXACT"), win, "percentile"
 
