@@ -1,9 +1,87 @@
-"""CLI commands of the io layer (kept out of cli.py so each layer's commands live beside each other)."""
+"""CLI commands of the io layer: ``preview`` (PNG renderings) and ``deid`` (DICOM de-identification).
+
+Batch semantics for both: a bad file costs one line on stderr and the run goes on; the exit status is 1
+at the end when any file failed (2 for bad options or configuration, via ``friendly_errors``).
+"""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import typer
+
+from radiolens._cli.common import friendly_errors
+from radiolens.errors import InputError, RadiolensError
+
+EXIT_SOME_FILES_FAILED = 1
+
+
+def _window(center: float | None, width: float | None):
+    from radiolens.io.image import Window
+
+    if (center is None) != (width is None):
+        raise InputError("give both --window-center and --window-width, or neither")
+    return None if center is None else Window(center=center, width=width)
+
+
+def preview_cmd(
+    files: list[Path] = typer.Argument(..., help="Image files (DICOM, PNG, JPEG, TIFF) or folders of them."),
+    out: Path = typer.Option(..., "--out", help="Folder for the PNG previews."),
+    window_center: float | None = typer.Option(None, "--window-center", help="VOI window centre (overrides the file)."),
+    window_width: float | None = typer.Option(None, "--window-width", help="VOI window width (overrides the file)."),
+    all_frames: bool = typer.Option(False, "--all-frames", help="One PNG per frame of multi-frame files."),
+) -> None:
+    """Render display-ready PNG previews; names are content hashes or remapped UIDs, never patient data."""
+    from radiolens.io.deid import iter_input_files
+    from radiolens.io.preview import is_image_candidate, render_preview
+
+    window = _window(window_center, window_width)
+    failed = written = 0
+    for item in files:
+        paths = iter_input_files(item, keep=is_image_candidate) if item.is_dir() else [item]
+        for path in paths:
+            try:
+                written += len(render_preview(path, out, window=window, all_frames=all_frames))
+            except RadiolensError as exc:
+                failed += 1
+                typer.echo(f"error: {exc}", err=True)
+    typer.echo(f"wrote {written} preview(s) to {out}" + (f"; {failed} file(s) failed" if failed else ""))
+    if failed:
+        sys.exit(EXIT_SOME_FILES_FAILED)
+
+
+def deid_cmd(
+    src: Path = typer.Argument(..., help="A DICOM file or a folder (searched recursively)."),
+    out: Path = typer.Argument(..., help="Output folder (must not be inside the input folder)."),
+    secret: str | None = typer.Option(None, "--secret", envvar="RADIOLENS_DEID_SECRET", show_envvar=True,
+                                      help="HMAC key for UIDs, pseudonyms and date shifts (required)."),
+    shift_dates: bool = typer.Option(False, "--shift-dates", help="Keep dates, shifted by a per-patient offset."),
+    allow_burned_in: bool = typer.Option(False, "--allow-burned-in",
+                                         help="Also process files that may have burned-in text (check pixels!)."),
+) -> None:
+    """De-identify DICOM (PS3.15 Annex E basic profile + retain patient characteristics); writes a report."""
+    from radiolens.io.deid import Deidentifier, deidentify_tree, write_reports
+
+    deid = Deidentifier(secret or "", shift_dates=shift_dates, allow_burned_in=allow_burned_in)
+    if not src.exists():
+        raise InputError(f"{src.name}: no such file or folder")
+
+    def on_error(path: Path, exc: RadiolensError) -> None:
+        typer.echo(f"error: {exc}", err=True)
+
+    rows = deidentify_tree(src, out, deid, on_error=on_error)
+    csv_path, _ = write_reports(rows, out)
+    ok = sum(r["status"] == "ok" for r in rows)
+    refused = sum(r["status"] == "refused" for r in rows)
+    failed = len(rows) - ok
+    typer.echo(f"de-identified {ok}/{len(rows)} file(s) into {out} ({refused} refused for burned-in text); "
+               f"report: {csv_path}")
+    if failed:
+        sys.exit(EXIT_SOME_FILES_FAILED)
 
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the main app."""
+    app.command("preview")(friendly_errors(preview_cmd))
+    app.command("deid")(friendly_errors(deid_cmd))

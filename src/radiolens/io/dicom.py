@@ -290,4 +290,5 @@ def extract_meta(ds: Dataset) -> ImageMeta:
         number_of_frames=int(ds.get("NumberOfFrames", 1) or 1),
         bits_stored=int(ds.BitsStored) if "BitsStored" in ds else None,
         burned_in_annotation=_str(ds, "BurnedInAnnotation"),
+        extra={"patient_identity_removed": (_str(ds, "PatientIdentityRemoved") or "").upper() == "YES"},
     )
