@@ -38,7 +38,7 @@ def test_batched_average_precision_matches_sklearn():
     idx = stratified_indices(y, 30, np.random.default_rng(2))
     ours = average_precision_rows(y[idx], p[idx])
     ref = [average_precision_score(y[i], p[i]) for i in idx]
-    np.testing.assert_allclose(ours, ref, atol=1e-6)  # torchmetrics accumulates in float32
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
 
 
 def test_stratified_resamples_keep_class_counts():
@@ -130,3 +130,32 @@ def test_macro_ci_redraws_resamples_that_lose_a_rare_class():
     assert out.lower < out.estimate < out.upper
     assert out.upper - out.estimate < 0.1  # dropping the class would put resamples near 0.75 (estimate ~0.5)
     assert out.estimate == pytest.approx(np.mean([roc_auc_score(Y[:, c], P[:, c]) for c in range(3)]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_vectorised_average_precision_edge_cases(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, (40, 25))
+    y[0] = 0  # no positive -> NaN
+    y[1] = 1  # all positive -> 1
+    p = rng.integers(0, 4, (40, 25)) / 3.0  # only 4 distinct scores: many ties
+    p[2] = 0.5  # a row of constant scores
+    ours = average_precision_rows(y, p)
+    assert np.isnan(ours[0]) and ours[1] == pytest.approx(1.0)
+    ref = [average_precision_score(y[i], p[i]) for i in range(2, 40)]
+    np.testing.assert_allclose(ours[2:], ref, rtol=0, atol=1e-12)
+
+
+def test_chunked_bootstrap_equals_one_shot(monkeypatch):
+    import radiolens.evaluate.bootstrap as bs
+
+    y, p = _data(n=300, ties=False)
+    whole = bs.bootstrap_average_precision(y, p, n_bootstrap=100, seed=1)
+    monkeypatch.setattr(bs, "_CHUNK_ELEMENTS", 1000)  # forces chunks of 3 resamples
+    assert bs.bootstrap_average_precision(y, p, n_bootstrap=100, seed=1) == whole
+    Y = (np.random.default_rng(0).random((300, 3)) < 0.3).astype(int)
+    P = np.random.default_rng(1).random((300, 3))
+    monkeypatch.setattr(bs, "_CHUNK_ELEMENTS", 2_000_000)
+    one = bs.macro_micro_auroc_ci(Y, P, n_bootstrap=50)
+    monkeypatch.setattr(bs, "_CHUNK_ELEMENTS", 1000)
+    assert bs.macro_micro_auroc_ci(Y, P, n_bootstrap=50) == one
