@@ -107,6 +107,13 @@ def dicom_to_image(ds: Dataset, *, name: str = "<dataset>", window: Window | Non
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     check_dimensions(name, rows, cols, n_frames, samples)
 
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warnings can quote element values (PHI): keep them out of logs
+        return _dicom_to_image(ds, name, window, frames, n_frames, samples)
+
+
+def _dicom_to_image(ds: Dataset, name: str, window: Window | None, frames: Frames, n_frames: int,
+                    samples: int) -> RadioImage:
     raw = _decode(ds, name, frames)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     is_colour = samples > 1 or photometric == "PALETTE COLOR"
@@ -156,8 +163,8 @@ def _decode(ds: Dataset, name: str, frames: Frames) -> np.ndarray:
             arr = pixel_array(ds, index=0) if frames == "first" and n_frames > 1 else ds.pixel_array
     except NotImplementedError as exc:
         raise UnsupportedTransferSyntaxError(
-            f"{name}: no decoder for transfer syntax {ts.name if ts else 'unknown'}"
-            " (install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg or python-gdcm)") from exc
+            f"{name}: transfer syntax {ts.name if ts else 'unknown'} is not supported (no installed decoder; "
+            "radiolens decodes uncompressed, RLE, JPEG, JPEG-LS and JPEG 2000)") from exc
     except (ValueError, EOFError) as exc:
         msg = str(exc).lower()
         if "length" in msg or "truncat" in msg or "not enough" in msg or "insufficient" in msg \
@@ -209,7 +216,8 @@ def _voi(values: np.ndarray, ds: Dataset, window: Window | None) -> tuple[np.nda
     if "VOILUTSequence" in ds and len(ds.VOILUTSequence) > 0:
         item = ds.VOILUTSequence[0]
         descriptor = [int(v) for v in item.LUTDescriptor]
-        out = apply_voi_lut(values, ds, index=0, prefer_lut=True).astype(np.float64)
+        integral = values if not np.array_equal(values, np.round(values)) else values.astype(np.int64)
+        out = apply_voi_lut(integral, ds, index=0, prefer_lut=True).astype(np.float64)
         lut_peak = float(2 ** descriptor[2] - 1) if len(descriptor) > 2 and descriptor[2] else float(out.max())
         # Some writers declare 16 bits but fill 12: scale by what the LUT actually holds.
         lut_max = float(np.max(np.asarray(item.LUTData))) if "LUTData" in item else lut_peak
