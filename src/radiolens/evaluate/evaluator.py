@@ -112,10 +112,13 @@ def _check_fixed(temperature, thresholds, k: int) -> tuple[float | None, list[fl
 def _curve_points(y: np.ndarray, p: np.ndarray) -> dict:
     if y.min() == y.max():
         return {"roc": None, "pr": None}
-    fpr, tpr, _ = roc_curve(y, p)
-    precision, recall, _ = precision_recall_curve(y, p)
-    return {"roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()},
-            "pr": {"precision": precision.tolist(), "recall": recall.tolist(), "prevalence": float(y.mean())}}
+    # Plot points only (the metrics come from the full data): collinear points dropped, 5 decimals, so that
+    # metrics.json stays small on large test sets.
+    fpr, tpr, _ = roc_curve(y, p, drop_intermediate=True)
+    precision, recall, _ = precision_recall_curve(y, p, drop_intermediate=True)
+    return {"roc": {"fpr": np.round(fpr, 5).tolist(), "tpr": np.round(tpr, 5).tolist()},
+            "pr": {"precision": np.round(precision, 5).tolist(), "recall": np.round(recall, 5).tolist(),
+                   "prevalence": float(y.mean())}}
 
 
 def evaluate_predictions(
