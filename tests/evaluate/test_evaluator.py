@@ -21,7 +21,7 @@ def test_binary_end_to_end_against_sklearn():
     assert c["average_precision"]["estimate"] == pytest.approx(average_precision_score(ty, p), abs=1e-12)
     assert c["auroc"]["lower"] < c["auroc"]["estimate"] < c["auroc"]["upper"]
     # the threshold is the Youden point of the *validation* probabilities, applied to test
-    expected_thr = choose_threshold(vy, expit(vz[:, 0] / t), "youden")["threshold"]
+    expected_thr = choose_threshold(vy, expit(vz[:, 0] / t), "youden")
     assert r.thresholds == [pytest.approx(expected_thr)]
     pred = p >= expected_thr
     assert c["at_threshold"]["sensitivity"] == pytest.approx(pred[ty == 1].mean())

@@ -25,7 +25,7 @@ from radiolens.evaluate.inputs import (
     ShapeError,
 )
 from radiolens.evaluate.metrics import binary_rates, brier, probabilities, proportion_ci
-from radiolens.evaluate.operating_point import choose_threshold
+from radiolens.evaluate.operating_point import choose_threshold, threshold_choice
 from radiolens.evaluate.result import EvaluationResult
 
 __all__ = [
@@ -34,7 +34,7 @@ __all__ = [
     "binary_rates", "bootstrap_auroc", "bootstrap_average_precision", "brier", "choose_threshold",
     "diagnose_training", "evaluate_predictions", "expected_calibration_error", "fit_temperature",
     "macro_micro_auroc_ci", "probabilities", "proportion_ci", "reliability_bins", "reliability_diagram",
-    "write_report",
+    "threshold_choice", "write_report",
 ]
 
 

@@ -46,7 +46,7 @@ from radiolens.evaluate.metrics import (
     one_vs_rest,
     probabilities,
 )
-from radiolens.evaluate.operating_point import DEFAULT_THRESHOLD, choose_threshold
+from radiolens.evaluate.operating_point import DEFAULT_THRESHOLD, threshold_choice
 from radiolens.evaluate.result import EvaluationResult
 
 
@@ -181,7 +181,7 @@ def evaluate_predictions(
     elif val is not None:
         val_probs = probabilities(val.logits, task, temperature)
         Yv = _indicators(task, val, k)
-        threshold_details = [choose_threshold(Yv[:, c], val_probs[:, c], operating_point) for c in range(k)]
+        threshold_details = [threshold_choice(Yv[:, c], val_probs[:, c], operating_point) for c in range(k)]
         for name, detail in zip(names, threshold_details, strict=True):
             if detail["fallback"]:
                 warnings.append(f"{name}: {detail['fallback']}")

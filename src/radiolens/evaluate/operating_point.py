@@ -14,7 +14,13 @@ from radiolens.evaluate.inputs import parse_operating_point
 DEFAULT_THRESHOLD = 0.5
 
 
-def choose_threshold(y_val, p_val, rule: str = "youden") -> dict:
+def choose_threshold(y_val, p_val, rule: str = "youden") -> float:
+    """The threshold on ``p_val`` (positive when ``p >= threshold``) chosen by ``rule``; see threshold_choice,
+    which also returns the validation sensitivity/specificity and any fallback."""
+    return float(threshold_choice(y_val, p_val, rule)["threshold"])
+
+
+def threshold_choice(y_val, p_val, rule: str = "youden") -> dict:
     """Threshold on ``p_val`` (positive when ``p >= threshold``) by ``rule``:
 
     - ``"youden"``: maximises sensitivity + specificity - 1 on validation;
