@@ -135,7 +135,7 @@ def _dicom_to_image(ds: Dataset, name: str, window: Window | None, frames: Frame
             out = np.clip(values / peak, 0.0, 1.0).astype(np.float32)
             used, source = Window(center=peak / 2.0, width=peak), "full_range"
     else:
-        values = apply_modality_lut(raw, ds).astype(np.float64, copy=False)
+        values = apply_modality_lut(raw, ds).astype(np.float32, copy=False)
         out, used, source = _voi(values, ds, window)
         if photometric == "MONOCHROME1":
             out = (1.0 - out).astype(np.float32)

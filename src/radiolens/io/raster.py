@@ -48,7 +48,7 @@ def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage
     else:
         arr = _read_pil(path, name)
     peak = _peak(arr.dtype)
-    values = _grey(arr.astype(np.float64)) if arr.ndim == 3 else arr.astype(np.float64)
+    values = _grey(arr.astype(np.float32)) if arr.ndim == 3 else arr.astype(np.float32)
     if window is not None:
         out, used, source = linear_window(values, window), window, "override"
     elif np.issubdtype(arr.dtype, np.floating):
@@ -57,7 +57,7 @@ def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage
         out, source = linear_window(values, used), "full_range"
     else:
         used = Window(center=peak / 2.0, width=peak)
-        out, source = np.clip(values / peak, 0, 1).astype(np.float32), "full_range"
+        out, source = np.clip(values * np.float32(1.0 / peak), 0, 1).astype(np.float32, copy=False), "full_range"
     meta = ImageMeta(source_format=fmt, rows=int(out.shape[0]), columns=int(out.shape[1]),
                      photometric_interpretation="MONOCHROME2",
                      bits_stored=int(arr.dtype.itemsize * 8) if np.issubdtype(arr.dtype, np.integer) else None,
@@ -73,12 +73,10 @@ def _read_pil(path: Path, name: str) -> np.ndarray:
                 w, h = im.size
                 check_dimensions(name, h, w)
                 im.load()
-                if im.mode == "P":
-                    im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-                elif im.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                    im = im.convert("RGB")
-                elif im.mode == "1":
-                    im = im.convert("L")
+                if im.mode in ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "LA", "1"):
+                    # 8-bit colour -> grey in C (BT.601 luma, as _grey): 5-10x faster than float math in numpy.
+                    # Alpha is dropped, never composited: it is not image content.
+                    im = im.convert("RGB").convert("L") if im.mode not in ("L", "LA", "1") else im.convert("L")
                 arr = np.asarray(im)
                 if im.mode in ("I;16", "I;16B", "I;16L"):
                     arr = arr.astype(np.uint16)

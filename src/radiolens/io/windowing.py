@@ -17,17 +17,18 @@ PERCENTILE_HIGH = 99.5
 
 def apply_window(values: np.ndarray, window: Window, function: str = "LINEAR") -> np.ndarray:
     c, w = float(window.center), float(window.width)
-    x = values.astype(np.float64, copy=False)
+    x = values.astype(np.float32, copy=False)  # float32 is exact for stored values up to 2**24
     function = (function or "LINEAR").upper()
     if function == "SIGMOID":
         out = 1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))
     elif function == "LINEAR_EXACT":
-        out = (x - (c - w / 2.0)) / w
+        out = (x - np.float32(c - w / 2.0)) * np.float32(1.0 / w)
     else:  # LINEAR (the default): DICOM's offset of 0.5 and width - 1
         if w < 1:
             w = 1.0
-        out = (x - (c - 0.5)) / (w - 1.0) + 0.5 if w > 1 else (x > c - 0.5).astype(np.float64)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+        out = (x - np.float32(c - 0.5)) * np.float32(1.0 / (w - 1.0)) + np.float32(0.5) if w > 1 \
+            else (x > c - 0.5).astype(np.float32)
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
 
 
 def percentile_window(values: np.ndarray) -> Window:
@@ -46,4 +47,5 @@ def percentile_window(values: np.ndarray) -> Window:
 def linear_window(values: np.ndarray, window: Window) -> np.ndarray:
     """Plain min/max mapping used for pre-windowed raster images and overrides on them."""
     lo = window.center - window.width / 2.0
-    return np.clip((values.astype(np.float64) - lo) / window.width, 0.0, 1.0).astype(np.float32)
+    return np.clip((values.astype(np.float32, copy=False) - np.float32(lo)) / np.float32(window.width),
+                   0.0, 1.0).astype(np.float32, copy=False)
