@@ -1,7 +1,7 @@
 """Training throughput (images/s, forward + backward + AdamW step) of every registry model at its default
 input size, on this machine's CPU with 2 threads (or CUDA when present).
 
-    python benchmarks/train_throughput.py [--batch 8] [--steps 3]
+    python benchmarks/train_throughput.py [--batch 4] [--steps 2]
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from radiolens.models.registry import MODELS, available_models, create_model
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

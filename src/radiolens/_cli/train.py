@@ -19,6 +19,8 @@ from radiolens._cli.common import friendly_errors
 
 def run_training_job(cfg, out_dir: str | Path, echo=print) -> dict:
     """Train, evaluate on test with val-fitted temperature/thresholds, save ``model.pt`` + report."""
+    import torch
+
     from radiolens.evaluate import evaluate_predictions, write_report
     from radiolens.train.pipeline import train_model
     from radiolens.train.plots import training_curves_png
@@ -31,6 +33,7 @@ def run_training_job(cfg, out_dir: str | Path, echo=print) -> dict:
     info.training["label"] = cfg.data.label.model_dump()
     info.training["history"] = result.history
     info.training["timings_s"] = {k: round(v, 1) for k, v in result.timings.items()}
+    info.training["threads"] = torch.get_num_threads()
     outputs = result.test or result.val
     if result.test is None:
         echo("warning: no test split configured; the report evaluates the validation split (optimistic)")
