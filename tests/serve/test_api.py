@@ -254,3 +254,19 @@ def test_png_upload_real_nih(client, data_dir):
     assert body["source_format"] == "png" and body["study_ref"].startswith("raster:")
     img = decode_png(client.get(body["image_url"], headers=client.keys.h("clinician")).content)
     assert max(img.shape) == 1024  # display copy capped at display_max_side
+
+
+def test_burned_in_annotation_refused(client, siim_dicom):
+    import io
+
+    import pydicom
+
+    ds = pydicom.dcmread(str(siim_dicom))
+    ds.BurnedInAnnotation = "YES"
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    r = _upload(client, client.keys, buf.getvalue())
+    assert r.status_code == 422 and r.json()["error"]["code"] == "burned_in_annotation"
+    from radiolens.serve import audit
+
+    assert audit.verify(client.app_.state.service.engine).rows == 0  # refused uploads leave no row
