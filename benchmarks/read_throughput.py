@@ -7,7 +7,8 @@ naive: what a hand-written loop typically does: ``pydicom.dcmread(...).pixel_arr
 RescaleIntercept, min-max scaled to [0, 1] (no window, no MONOCHROME1 handling), or ``PIL.Image.open`` ->
 ``convert("L")`` / 255 for rasters, then ``torchvision.transforms.functional.resize`` to 224x224.
 
-Columns: images/s for each (median of --repeats timed passes over the group's files, after one warm-up pass),
+Columns: images/s for each, with and without the resize step (median of --repeats timed passes over the
+group's files, after one warm-up pass),
 and ``corr`` = Pearson correlation between the two 224x224 outputs averaged over the group: near +1 means the
 naive loop sees the same picture, negative means it sees it inverted (MONOCHROME1 without the inversion).
 
@@ -42,7 +43,11 @@ def radiolens_load(path: Path) -> torch.Tensor:
     return resize_unit(read_image(path).pixels, SIZE)
 
 
-def naive_load(path: Path) -> torch.Tensor:
+def radiolens_read(path: Path) -> np.ndarray:
+    return read_image(path).pixels
+
+
+def naive_read(path: Path) -> np.ndarray:
     if path.suffix.lower() == ".dcm":
         ds = pydicom.dcmread(path)
         arr = ds.pixel_array.astype(np.float32)
@@ -52,7 +57,11 @@ def naive_load(path: Path) -> torch.Tensor:
         arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-6)
     else:
         arr = np.asarray(Image.open(path).convert("L"), dtype=np.float32) / 255.0
-    return TF.resize(torch.from_numpy(arr)[None], list(SIZE), antialias=True)
+    return arr
+
+
+def naive_load(path: Path) -> torch.Tensor:
+    return TF.resize(torch.from_numpy(naive_read(path))[None], list(SIZE), antialias=True)
 
 
 def groups(root: Path, n_raster: int) -> dict[str, list[Path]]:
@@ -110,10 +119,16 @@ def main() -> None:
             raise SystemExit(f"no files for {name} under {root}")
         ours = time_group(radiolens_load, files, args.repeats)
         naive = time_group(naive_load, files, args.repeats)
-        rows.append((name, len(files), ours, naive, correlation(files)))
-    print(f"\n{'group':44s} {'files':>5s} {'radiolens img/s':>16s} {'naive img/s':>12s} {'ratio':>6s} {'corr':>6s}")
-    for name, n, ours, naive, corr in rows:
-        print(f"{name:44s} {n:5d} {ours:16.1f} {naive:12.1f} {ours / naive:6.2f} {corr:6.2f}")
+        ours_read = time_group(radiolens_read, files, args.repeats)
+        naive_read_rate = time_group(naive_read, files, args.repeats)
+        rows.append((name, len(files), ours, naive, ours_read, naive_read_rate, correlation(files)))
+    print(f"\n{'':50s} {'read+window+resize 224':>24s}   {'read+window only':>20s}")
+    print(f"{'group':44s} {'files':>5s} {'radiolens':>10s} {'naive':>8s} {'ratio':>5s}   {'radiolens':>10s} "
+          f"{'naive':>8s}  {'corr':>5s}")
+    for name, n, ours, naive, ours_r, naive_r, corr in rows:
+        print(f"{name:44s} {n:5d} {ours:10.1f} {naive:8.1f} {ours / naive:5.2f}   {ours_r:10.1f} {naive_r:8.1f}  "
+              f"{corr:5.2f}")
+    print("(images/s)")
     print(f"\n(torch threads={args.threads}; median of {args.repeats} passes; corr = mean Pearson r of the two "
           "224x224 outputs, first 20 files)")
 
