@@ -4,9 +4,9 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from radiolens.evaluate import auroc_with_ci, average_precision_with_ci, bootstrap_auroc, macro_micro_auroc_ci
 from radiolens.evaluate.bootstrap import (
-    auroc_rows,
-    average_precision_rows,
     case_indices,
+    resampled_auroc,
+    resampled_average_precision,
     stratified_indices,
 )
 
@@ -23,20 +23,22 @@ def _data(n=120, seed=0, ties=True):
 def test_vectorised_auroc_matches_sklearn_on_resamples_with_ties():
     y, p = _data()
     idx = case_indices(len(y), 50, np.random.default_rng(1))
-    ours = auroc_rows(y[idx], p[idx])
+    ours = resampled_auroc(y, p, idx)
     ref = [roc_auc_score(y[i], p[i]) for i in idx]
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
 
 
-def test_vectorised_auroc_is_nan_for_single_class_rows():
-    rows = auroc_rows(np.array([[0, 0, 0], [0, 1, 1]]), np.array([[0.1, 0.2, 0.3], [0.1, 0.2, 0.3]]))
-    assert np.isnan(rows[0]) and rows[1] == pytest.approx(1.0)
+def test_vectorised_auroc_is_nan_for_single_class_resamples():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.4])
+    rows = resampled_auroc(y, p, np.array([[0, 1, 1, 0], [0, 1, 2, 3], [3, 3, 0, 0]]))
+    assert np.isnan(rows[0]) and rows[1] == pytest.approx(1.0) and rows[2] == pytest.approx(1.0)
 
 
 def test_batched_average_precision_matches_sklearn():
     y, p = _data(ties=True)
     idx = stratified_indices(y, 30, np.random.default_rng(2))
-    ours = average_precision_rows(y[idx], p[idx])
+    ours = resampled_average_precision(y, p, idx)
     ref = [average_precision_score(y[i], p[i]) for i in idx]
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
 
@@ -133,17 +135,28 @@ def test_macro_ci_redraws_resamples_that_lose_a_rare_class():
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_vectorised_average_precision_edge_cases(seed):
+def test_vectorised_metrics_with_heavy_ties_and_degenerate_resamples(seed):
     rng = np.random.default_rng(seed)
-    y = rng.integers(0, 2, (40, 25))
-    y[0] = 0  # no positive -> NaN
-    y[1] = 1  # all positive -> 1
-    p = rng.integers(0, 4, (40, 25)) / 3.0  # only 4 distinct scores: many ties
-    p[2] = 0.5  # a row of constant scores
-    ours = average_precision_rows(y, p)
-    assert np.isnan(ours[0]) and ours[1] == pytest.approx(1.0)
-    ref = [average_precision_score(y[i], p[i]) for i in range(2, 40)]
-    np.testing.assert_allclose(ours[2:], ref, rtol=0, atol=1e-12)
+    y = rng.integers(0, 2, 30)
+    p = rng.integers(0, 4, 30) / 3.0  # only 4 distinct scores: many ties
+    idx = case_indices(30, 60, rng)
+    idx[0] = np.flatnonzero(y == 0)[0]  # a resample of one negative case only
+    idx[1] = np.flatnonzero(y == 1)[0]  # one positive case only
+    auc = resampled_auroc(y, p, idx)
+    ap = resampled_average_precision(y, p, idx)
+    assert np.isnan(auc[0]) and np.isnan(auc[1]) and np.isnan(ap[0]) and ap[1] == pytest.approx(1.0)
+    np.testing.assert_allclose(auc[2:], [roc_auc_score(y[i], p[i]) for i in idx[2:]], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ap[2:], [average_precision_score(y[i], p[i]) for i in idx[2:]], rtol=0, atol=1e-12)
+
+
+def test_micro_resampling_pools_cells_of_drawn_cases():
+    rng = np.random.default_rng(4)
+    Y = (rng.random((50, 3)) < 0.3).astype(int)
+    P = np.round(rng.random((50, 3)), 1)
+    idx = case_indices(50, 20, rng)
+    ours = resampled_auroc(Y.reshape(-1), P.reshape(-1), idx, cells_per_case=3)
+    ref = [roc_auc_score(Y[i].reshape(-1), P[i].reshape(-1)) for i in idx]
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
 
 
 def test_chunked_bootstrap_equals_one_shot(monkeypatch):
