@@ -191,3 +191,15 @@ def test_corrupt_png(tmp_path):
     path.write_bytes(good.read_bytes()[:60])
     with pytest.raises(UnreadableImageError):
         read_image(path)
+
+
+def test_files_without_suffix(write_dicom, tmp_path):
+    dicom = write_dicom("IMG0001", _ramp(), WindowCenter=2048, WindowWidth=4096)
+    assert read_image(dicom).meta.source_format == "dicom"
+    png = tmp_path / "scan"
+    Image.fromarray(_ramp(16, 16, 255, np.uint8)).save(png, format="PNG")
+    assert read_image(png).meta.source_format == "png"
+    cut = tmp_path / "IMG0002"
+    cut.write_bytes(dicom.read_bytes()[:-500])
+    with pytest.raises(TruncatedFileError):  # not mislabelled as a broken PNG
+        read_image(cut)

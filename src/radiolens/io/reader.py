@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from radiolens.errors import UnreadableImageError
+from radiolens.errors import NotDicomError, UnreadableImageError
 from radiolens.io.dicom import Frames, read_dicom
 from radiolens.io.image import RadioImage, Window
 from radiolens.io.raster import RASTER_SUFFIXES, read_raster
@@ -40,5 +40,5 @@ def read_image(path: str | Path, *, window: Window | None = None, frames: Frames
     # Unknown suffix: DICOM without preamble or extension is common in PACS exports; try it, then PIL.
     try:
         return read_dicom(path, window=window, frames=frames)
-    except Exception:
+    except NotDicomError:  # only "not DICOM" falls through; a truncated DICOM must say so, not "bad PNG"
         return read_raster(path, window=window)
