@@ -33,6 +33,22 @@ def _grey(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
+def _sniff(path: Path) -> str:
+    """Format of a file without a known suffix, from its magic bytes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return "raster"
+    if head.startswith(b"\x89PNG"):
+        return "png"
+    if head.startswith(b"\xff\xd8"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return "raster"
+
+
 def _peak(dtype: np.dtype) -> float:
     if np.issubdtype(dtype, np.integer):
         return float(np.iinfo(dtype).max)
@@ -42,7 +58,7 @@ def _peak(dtype: np.dtype) -> float:
 def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage:
     path = Path(path)
     name = path.name
-    fmt = RASTER_SUFFIXES.get(path.suffix.lower(), "raster")
+    fmt = RASTER_SUFFIXES.get(path.suffix.lower()) or _sniff(path)
     if fmt == "tiff":
         arr = _read_tiff(path, name)
     else:
