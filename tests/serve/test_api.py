@@ -175,12 +175,12 @@ def test_hooks_gate_and_annotate(app_factory, kermany_samples):
             raise OutOfScope("upload: image is out of the model's scope")
 
     def annotate(ctx, result):
-        result["monitoring"]["mean_intensity"] = round(float(ctx.image.pixels.mean()), 4)
+        result["monitoring"]["mean_intensity"] = ctx.image.pixels.mean()  # a numpy scalar on purpose
 
     app, keys = app_factory(PredictionHooks(input_gates=[gate], result_hooks=[annotate]))
     with TestClient(app) as c:
         r = _upload(c, keys, kermany_samples[0][0].read_bytes(), ctype="image/jpeg", heatmap=False)
-        assert r.status_code == 201 and "mean_intensity" in r.json()["monitoring"]
+        assert r.status_code == 201 and 0 < r.json()["monitoring"]["mean_intensity"] < 1
         import io
 
         from PIL import Image

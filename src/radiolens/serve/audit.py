@@ -43,8 +43,16 @@ def _iso(dt: datetime) -> str:
     return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
 
 
+def _plain(value: Any) -> Any:
+    # Hooks may hand us numpy scalars/arrays; anything else unknown is stored as its string form.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return str(value)
+
+
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False,
+                      default=_plain)
 
 
 def content_of(row: AuditEntry) -> dict[str, Any]:

@@ -143,6 +143,7 @@ class Service:
         result = build_prediction_result(self, ctx, inf, created, latency_ms, has_heatmap=heat_png is not None)
         for hook in self.hooks.result_hooks:
             hook(ctx, result)
+        result = json.loads(audit.canonical_json(result))  # plain JSON types from here on (hooks may add numpy)
         self.metrics.inference_seconds.labels(str(want_heat).lower()).observe(latency_ms / 1000.0)
 
         # Artefacts first (opaque names), then the DB rows; a crash in between leaves an orphan file, never
@@ -158,7 +159,7 @@ class Service:
         with audit.writer(self.sessions) as s:
             s.add(Prediction(id=pid, created_at=created, user_id=user_id, model_sha256=self.bundle.sha256,
                              input_sha256=ing.input_sha256, study_ref=ing.study_ref,
-                             result_json=json.dumps(result, default=str), has_heatmap=heat_png is not None))
+                             result_json=audit.canonical_json(result), has_heatmap=heat_png is not None))
             s.flush()
             audit.append(s, audit.AuditEvent("prediction", user_id, role, pid, self.bundle.sha256,
                                              ing.input_sha256, ing.study_ref, outputs, latency_ms))
