@@ -52,8 +52,9 @@ def preview_cmd(
 
 
 def deid_cmd(
-    src: Path = typer.Argument(..., help="A DICOM file or a folder (searched recursively)."),
-    out: Path = typer.Argument(..., help="Output folder (must not be inside the input folder)."),
+    sources: list[Path] = typer.Argument(..., help="DICOM files or folders (searched recursively), then OUT.",
+                                         metavar="IN..."),
+    out: Path = typer.Argument(..., help="Output folder (must not be inside an input folder).", metavar="OUT"),
     secret: str | None = typer.Option(None, "--secret", envvar="RADIOLENS_DEID_SECRET", show_envvar=True,
                                       help="HMAC key for UIDs, pseudonyms and date shifts (required)."),
     shift_dates: bool = typer.Option(False, "--shift-dates", help="Keep dates, shifted by a per-patient offset."),
@@ -64,13 +65,14 @@ def deid_cmd(
     from radiolens.io.deid import Deidentifier, deidentify_tree, write_reports
 
     deid = Deidentifier(secret or "", shift_dates=shift_dates, allow_burned_in=allow_burned_in)
-    if not src.exists():
-        raise InputError(f"{src.name}: no such file or folder")
+    for src in sources:
+        if not src.exists():
+            raise InputError(f"{src.name}: no such file or folder")
 
     def on_error(path: Path, exc: RadiolensError) -> None:
         typer.echo(f"error: {exc}", err=True)
 
-    rows = deidentify_tree(src, out, deid, on_error=on_error)
+    rows = [row for src in sources for row in deidentify_tree(src, out, deid, on_error=on_error)]
     csv_path, _ = write_reports(rows, out)
     ok = sum(r["status"] == "ok" for r in rows)
     refused = sum(r["status"] == "refused" for r in rows)
