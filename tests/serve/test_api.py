@@ -270,3 +270,18 @@ def test_burned_in_annotation_refused(client, siim_dicom):
     from radiolens.serve import audit
 
     assert audit.verify(client.app_.state.service.engine).rows == 0  # refused uploads leave no row
+
+
+def test_mc_dropout_spread(app_factory, kermany_samples):
+    from fastapi.testclient import TestClient
+
+    data = kermany_samples[-1][0].read_bytes()
+    spreads = {}
+    for passes in (0, 16):
+        app, keys = app_factory(mc_dropout_passes=passes)
+        with TestClient(app) as c:
+            r = _upload(c, keys, data, ctype="image/jpeg", heatmap=False)
+            assert r.status_code == 201
+            spreads[passes] = r.json()["review"]["spread"]
+    assert spreads[0] is None
+    assert 0.0 < spreads[16] < 0.5  # small_cnn has dropout 0.2 before its head: the passes really differ

@@ -48,6 +48,7 @@ def register(app: typer.Typer) -> None:
         max_upload_mb: float = typer.Option(64.0, "--max-upload-mb", help="request size limit (413 above)"),
         timeout_s: float = typer.Option(60.0, "--timeout", help="per-request timeout in seconds (504 above)"),
         no_heatmaps: bool = typer.Option(False, "--no-heatmaps", help="never compute Grad-CAM overlays"),
+        mc_passes: int = typer.Option(8, "--mc-passes", help="MC-dropout passes for the review spread (0 = off)"),
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
@@ -59,7 +60,7 @@ def register(app: typer.Typer) -> None:
         settings = ServeSettings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
                                  state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                                  request_timeout_s=timeout_s, inference_workers=inference_workers,
-                                 heatmaps=not no_heatmaps, auto_migrate=False)
+                                 heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False)
         settings.resolved_secret()  # fail early, before uvicorn starts, when the secret is missing
         upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
         os.environ[SETTINGS_ENV] = settings.to_env()

@@ -31,6 +31,7 @@ class ServeSettings(BaseModel):
     auto_migrate: bool = True  # run ``alembic upgrade head`` when the app is created
     display_max_side: int = Field(default=1024, ge=64, le=4096)  # size of the de-identified display copy
     near_threshold_margin: float = Field(default=0.1, ge=0.0, le=0.5)  # fallback triage rule only
+    mc_dropout_passes: int = Field(default=8, ge=0, le=64)  # spread for the triage rule; 0/1 = off
 
     @field_validator("model_path", "state_dir")
     @classmethod

@@ -28,12 +28,15 @@ class Inference:
     review_flag: bool
     review_reason: str
     review_rule: str
+    spread: float | None  # MC-dropout std of the reviewed output's probability (None: not computed)
     heatmap: np.ndarray | None  # (h, w) in [0, 1] at the model input size
 
 
 class Predictor:
-    def __init__(self, bundle: ModelBundle, cam_method: str = "gradcam", near_threshold_margin: float = 0.1):
+    def __init__(self, bundle: ModelBundle, cam_method: str = "gradcam", near_threshold_margin: float = 0.1,
+                 mc_dropout_passes: int = 0):
         self.bundle = bundle
+        self.mc_passes = mc_dropout_passes
         self.cam_method = cam_method
         self.margin = near_threshold_margin
         self._local = threading.local()
@@ -49,15 +52,19 @@ class Predictor:
             return info.class_names[int(np.argmax(probs))], positives
         return (", ".join(positives) if positives else "no finding above threshold"), positives
 
-    def review(self, probs: np.ndarray) -> tuple[bool, str, str]:
+    def review_index(self, probs: np.ndarray) -> int:
+        """The output that matters most for review: the top class, or the one closest to its threshold."""
+        info = self.bundle.info
+        if info.task == "multiclass":
+            return int(np.argmax(probs))
+        return int(np.argmin(np.abs(probs - np.asarray(info.thresholds))))
+
+    def review(self, probs: np.ndarray, spread: float | None = None) -> tuple[bool, str, str]:
         """(flag, reason, rule). Uses the bundle's TriageRule when the explain layer provides one."""
         info = self.bundle.info
-        # The output that matters most for review: the top class, or the one closest to its threshold.
-        idx = int(np.argmax(probs)) if info.task == "multiclass" else int(np.argmin(np.abs(
-            probs - np.asarray(info.thresholds))))
+        idx = self.review_index(probs)
         if self.triage_rule is not None:
-            spread = 0.0  # no repeated-sampling spread is computed per request (kept fast)
-            flag, reason = self.triage_rule.flag(float(probs[idx]), spread)
+            flag, reason = self.triage_rule.flag(float(probs[idx]), float(spread or 0.0))
             return bool(flag), str(reason), self.triage_source
         # Fallback: flag when a probability sits close to its operating threshold.
         thr = np.asarray(info.thresholds, dtype=float)
@@ -81,18 +88,43 @@ class Predictor:
         decisions = self.bundle.decisions(probs)[0]
         info = self.bundle.info
         target = 0 if info.task == "binary" else int(np.argmax(probs))
-        flag, reason, rule = self.review(probs)
+        spread = self._mc_spread(x, self.review_index(probs)) if self.mc_passes > 1 else None
+        flag, reason, rule = self.review(probs, spread)
         heat = self._cam(x, target) if heatmap else None
-        return Inference(probs, decisions, target, flag, reason, rule, heat)
+        return Inference(probs, decisions, target, flag, reason, rule, spread, heat)
 
-    def _cam(self, x, target: int) -> np.ndarray:
-        from radiolens.explain.cam import compute_cam
-
+    def _own_model(self):
+        # Per-thread copy: Grad-CAM hooks and train-mode dropout must not touch the shared model.
         model = getattr(self._local, "model", None)
         if model is None:
             model = copy.deepcopy(self.bundle.model).eval()
             self._local.model = model
-        return compute_cam(model, x.clone(), target, method=self.cam_method)
+        return model
+
+    def _mc_spread(self, x, index: int) -> float:
+        """MC-dropout: the std of the calibrated probability over ``mc_passes`` passes with dropout on (one batch)."""
+        import torch
+        from torch import nn
+
+        model = self._own_model()
+        drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+        if not drops:
+            return 0.0
+        try:
+            for m in drops:
+                m.train()
+            with torch.inference_mode():
+                logits = model(x.expand(self.mc_passes, *x.shape[1:]))
+        finally:
+            for m in drops:
+                m.eval()
+        probs = self.bundle.probabilities_from_logits(logits)
+        return float(np.std(probs[:, index]))
+
+    def _cam(self, x, target: int) -> np.ndarray:
+        from radiolens.explain.cam import compute_cam
+
+        return compute_cam(self._own_model(), x.clone(), target, method=self.cam_method)
 
 
 def _load_triage(bundle: ModelBundle) -> tuple[Any, str]:

@@ -45,6 +45,7 @@ class Review(BaseModel):
     flag: bool
     reason: str
     rule: str
+    spread: float | None = Field(default=None, description="MC-dropout std of the reviewed probability")
 
 
 class PredictionOut(BaseModel):

@@ -44,7 +44,8 @@ class Service:
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
         self.hooks = hooks or PredictionHooks()
         self.bundle = ModelBundle.load(settings.model_path)
-        self.predictor = Predictor(self.bundle, settings.cam_method, settings.near_threshold_margin)
+        self.predictor = Predictor(self.bundle, settings.cam_method, settings.near_threshold_margin,
+                                   settings.mc_dropout_passes)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.artefact_dir = settings.state_dir / "artefacts"
         self.artefact_dir.mkdir(parents=True, exist_ok=True)
@@ -153,7 +154,8 @@ class Service:
             self._write(self.artefact(pid, "heatmap"), heat_png)
         outputs = {"probabilities": {p["name"]: p["probability"] for p in result["probabilities"]},
                    "decision": result["decision"]["label"], "review_flag": result["review"]["flag"],
-                   "review_reason": result["review"]["reason"], "heatmap": heat_png is not None}
+                   "review_reason": result["review"]["reason"], "review_spread": result["review"]["spread"],
+                   "heatmap": heat_png is not None}
         if result.get("monitoring"):
             outputs["monitoring"] = result["monitoring"]
         with audit.writer(self.sessions) as s:
@@ -229,7 +231,8 @@ def build_prediction_result(service: Service, ctx: PredictionContext, inf: Infer
                           for n, p, t, d in zip(info.class_names, probs, info.thresholds, inf.decisions,
                                                 strict=True)],
         "decision": {"label": label, "positive_classes": positives, "operating_point": info.operating_point},
-        "review": {"flag": bool(inf.review_flag), "reason": inf.review_reason, "rule": inf.review_rule},
+        "review": {"flag": bool(inf.review_flag), "reason": inf.review_reason, "rule": inf.review_rule,
+                   "spread": None if inf.spread is None else round(float(inf.spread), 6)},
         "study_ref": ctx.study_ref,
         "input_sha256": ctx.input_sha256,
         "source_format": ctx.source_format,
