@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from radiolens.evaluate.curves import smooth, window
 
@@ -167,6 +168,7 @@ def training_figure(history: list[dict], diagnosis: dict) -> Figure | None:
         if title == "learning rate":
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch", fontsize=9)
         ax.tick_params(labelsize=8)
         ax.legend(fontsize=7)
