@@ -109,3 +109,10 @@ def test_operating_point_rules_parse():
     assert parse_operating_point("youden") == ("youden", None)
     assert parse_operating_point("Sensitivity:0.90") == ("sensitivity", 0.9)
     assert parse_operating_point("specificity:0.95") == ("specificity", 0.95)
+
+
+@pytest.mark.parametrize("kwargs", [{"n_bootstrap": -1}, {"n_bootstrap": "many"}, {"seed": None}])
+def test_bad_bootstrap_settings(kwargs):
+    z, y = _binary()
+    with pytest.raises(EvaluationInputError):
+        evaluate_predictions("binary", ["x"], z, y, **kwargs)

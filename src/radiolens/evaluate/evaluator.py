@@ -149,9 +149,12 @@ def evaluate_predictions(
     """
     task, names = check_task(task, class_names)
     parse_operating_point(operating_point)
-    if int(n_bootstrap) < 0:
+    try:
+        n_bootstrap, seed = int(n_bootstrap), int(seed)
+    except (TypeError, ValueError) as exc:
+        raise EvaluationInputError("n_bootstrap and seed must be integers") from exc
+    if n_bootstrap < 0:
         raise EvaluationInputError("n_bootstrap must be >= 0")
-    n_bootstrap = int(n_bootstrap)
     k = len(names)
     test = check_split(task, k, test_logits, test_targets, "test")
     if (val_logits is None) != (val_targets is None):
