@@ -172,3 +172,21 @@ def test_chunked_bootstrap_equals_one_shot(monkeypatch):
     one = bs.macro_micro_auroc_ci(Y, P, n_bootstrap=50)
     monkeypatch.setattr(bs, "_CHUNK_ELEMENTS", 1000)
     assert bs.macro_micro_auroc_ci(Y, P, n_bootstrap=50) == one
+
+
+def test_interval_coverage_on_a_known_auroc():
+    """Binormal scores with unit variances and means 0 / d have AUROC = Phi(d / sqrt(2)); about 95 % of the
+    stratified-bootstrap intervals from independent samples should contain it."""
+    from scipy.stats import norm
+
+    d = 1.0
+    true_auc = norm.cdf(d / np.sqrt(2))
+    rng = np.random.default_rng(123)
+    hits, sims = 0, 300
+    for s in range(sims):
+        y = np.r_[np.zeros(120, int), np.ones(80, int)]
+        p = rng.normal(0, 1, 200) + d * y
+        _, lo, hi = auroc_with_ci(y, p, n_bootstrap=300, seed=s)
+        hits += lo <= true_auc <= hi
+    coverage = hits / sims
+    assert 0.89 <= coverage <= 0.99, coverage  # binomial SE at 95 % over 300 runs is ~1.3 %
