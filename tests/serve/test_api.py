@@ -285,3 +285,27 @@ def test_mc_dropout_spread(app_factory, kermany_samples):
             spreads[passes] = r.json()["review"]["spread"]
     assert spreads[0] is None
     assert 0.0 < spreads[16] < 0.5  # small_cnn has dropout 0.2 before its head: the passes really differ
+
+
+def test_triage_rule_is_used_and_failure_falls_back(client, kermany_samples):
+    predictor = client.app_.state.service.predictor
+    seen = []
+
+    class Rule:
+        def flag(self, prob, spread):
+            seen.append((prob, spread))
+            return True, f"uncertain (spread {spread:.3f})"
+
+    class Broken:
+        def flag(self, prob, spread):
+            raise RuntimeError("boom")
+
+    data = kermany_samples[0][0].read_bytes()
+    predictor.triage_rule, predictor.triage_source = Rule(), "bundle_triage_rule"
+    body = _upload(client, client.keys, data, ctype="image/jpeg", heatmap=False).json()
+    assert body["review"]["flag"] is True and body["review"]["rule"] == "bundle_triage_rule"
+    assert seen and seen[0][0] == pytest.approx(body["probabilities"][0]["probability"], abs=1e-6)
+    assert seen[0][1] == pytest.approx(body["review"]["spread"], abs=1e-6)
+    predictor.triage_rule = Broken()
+    r = _upload(client, client.keys, data, ctype="image/jpeg", heatmap=False)
+    assert r.status_code == 201 and "failed->near_threshold_fallback" in r.json()["review"]["rule"]

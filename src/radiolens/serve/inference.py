@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from PIL import Image
 
 from radiolens.io.image import RadioImage
 from radiolens.models.bundle import ModelBundle
+
+log = logging.getLogger("radiolens.serve")
 
 
 @dataclass
@@ -61,11 +64,19 @@ class Predictor:
 
     def review(self, probs: np.ndarray, spread: float | None = None) -> tuple[bool, str, str]:
         """(flag, reason, rule). Uses the bundle's TriageRule when the explain layer provides one."""
-        info = self.bundle.info
         idx = self.review_index(probs)
         if self.triage_rule is not None:
-            flag, reason = self.triage_rule.flag(float(probs[idx]), float(spread or 0.0))
-            return bool(flag), str(reason), self.triage_source
+            try:
+                flag, reason = self.triage_rule.flag(float(probs[idx]), float(spread or 0.0))
+                return bool(flag), str(reason), self.triage_source
+            except Exception as exc:  # a broken rule must not take predictions down; say so in the response
+                log.error("triage rule failed (%s); using the near-threshold fallback", type(exc).__name__)
+                fallback = self.triage_source + "_failed->near_threshold_fallback"
+                return (*self._near_threshold(probs)[:2], fallback)
+        return self._near_threshold(probs)
+
+    def _near_threshold(self, probs: np.ndarray) -> tuple[bool, str, str]:
+        info = self.bundle.info
         # Fallback: flag when a probability sits close to its operating threshold.
         thr = np.asarray(info.thresholds, dtype=float)
         dist = np.abs(probs - thr)
