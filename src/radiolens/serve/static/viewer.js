@@ -84,7 +84,8 @@ function renderResult() {
   }
   $("decision").textContent = r.decision.label;
   const review = $("review");
-  review.textContent = (r.review.flag ? "Human review recommended: " : "No review flag: ") + r.review.reason;
+  review.textContent = (r.review.flag ? "Human review recommended: " : "No review flag: ") + r.review.reason +
+    (r.review.spread === null || r.review.spread === undefined ? "" : " (MC-dropout spread " + r.review.spread.toFixed(3) + ")");
   review.className = "review " + (r.review.flag ? "flagged" : "clear");
   $("study").textContent = r.study_ref;
   $("model-ref").textContent = r.model.name + " v" + r.model.version + " sha256 " + r.model.sha256.slice(0, 12);
