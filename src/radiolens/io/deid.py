@@ -32,6 +32,8 @@ Actions and the choices made where Annex E offers several (X/Z, X/D, X/Z/D...):
   Patient's Birth Date is always emptied.
 * Patient's Name and Patient ID become one keyed pseudonym ``RL-<16 hex>`` so studies of one patient stay
   linkable without revealing the ID.
+* Person names (PN) the table does not list (e.g. Evaluator Name) are replaced too, as a safety net;
+  binary values (OB/OW/UN...) the table touches are removed, having no meaningful dummy.
 * Private tags are removed everywhere; curve (50xx) and overlay (60xx) groups are removed (overlay bitmaps
   and comments can carry text).
 * Burned-in text: refused (``BurnedInAnnotationError``) when BurnedInAnnotation is YES, or when it is
@@ -238,6 +240,8 @@ class Deidentifier:
             if elem.VR == "UI":
                 self._remap_element(elem, counts)
                 continue
+            if action is None and elem.VR == "PN":  # safety net: a person name the table does not list
+                action = "D"
             if action is None:
                 continue
             if offset is not None and elem.VR in ("DA", "DT") and action != "X":
@@ -246,13 +250,12 @@ class Deidentifier:
             elif action == "X":
                 del ds[tag]
                 counts["removed"] += 1
-            elif action in ("Z", "XZ", "XZD") or elem.VR in _BINARY_VRS:
-                if elem.VR in _BINARY_VRS and action != "Z":
-                    del ds[tag]
-                    counts["removed"] += 1
-                else:
-                    elem.value = None if elem.VR in _DUMMY and not isinstance(_DUMMY[elem.VR], str) else ""
-                    counts["emptied"] += 1
+            elif elem.VR in _BINARY_VRS:  # no meaningful dummy for bytes: remove (strictest choice)
+                del ds[tag]
+                counts["removed"] += 1
+            elif action in ("Z", "XZ", "XZD"):
+                elem.value = None if elem.VR in _DUMMY and not isinstance(_DUMMY[elem.VR], str) else ""
+                counts["emptied"] += 1
             else:  # D, XD, ZD
                 elem.value = _dummy(elem.VR)
                 counts["replaced"] += 1
