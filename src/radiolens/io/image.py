@@ -52,7 +52,7 @@ class ImageMeta:
 class RadioImage:
     """Grey pixels in [0, 1] (float32), display-ready: Modality LUT, VOI and MONOCHROME1 already applied.
 
-    ``pixels`` is (H, W) for one frame, (F, H, W) when all frames were asked for.
+    ``pixels`` is (H, W) for one frame, (F, H, W) when all frames of a multi-frame file were asked for.
     """
 
     pixels: np.ndarray
