@@ -166,9 +166,15 @@ class Deidentifier:
             offset = self.date_offset_days(patient_key) if self.shift_dates else None
             counts = {"removed": 0, "emptied": 0, "replaced": 0, "uids_remapped": 0, "dates_shifted": 0,
                       "private_removed": 0}
-            counts["private_removed"] = _remove_private(clean)
-            self._walk(clean, counts, pseudonym, offset, top=True)
-            self._finish(clean, ds, pseudonym)
+            try:
+                counts["private_removed"] = _remove_private(clean)
+                self._walk(clean, counts, pseudonym, offset, top=True)
+                self._finish(clean, ds, pseudonym)
+            except RadiolensError:
+                raise
+            except Exception as exc:  # a malformed element must fail this file, typed, with nothing written
+                raise InputError(f"de-identification failed on a malformed data set ({type(exc).__name__})") \
+                    from None
         report = {
             "status": "ok",
             "sop_instance_uid": str(clean.get("SOPInstanceUID", "")),
@@ -198,9 +204,14 @@ class Deidentifier:
             dst = dst / output_name(clean)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(dst.name + ".part")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            clean.save_as(tmp, enforce_file_format=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clean.save_as(tmp, enforce_file_format=True)
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"{src.name}: de-identified data set could not be written ({type(exc).__name__})") \
+                from None
         os.replace(tmp, dst)
         report["output"] = dst.name
         return report
