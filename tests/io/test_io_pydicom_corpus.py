@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
-from radiolens.errors import InputError, TruncatedFileError
+from radiolens.errors import (
+    ImageDimensionError,
+    InputError,
+    NoPixelDataError,
+    NotDicomError,
+    TruncatedFileError,
+    UnreadableImageError,
+)
 from radiolens.io import Window, read_image
 from radiolens.io.windowing import apply_window
 
@@ -162,3 +170,38 @@ def test_all_frames(pydicom_dir, name):
 def test_errors_are_input_errors(pydicom_dir):
     with pytest.raises(InputError):
         read_image(pydicom_dir / "emri_small_jpeg_2k_lossless_too_short.dcm")
+
+
+#: pydicom's own bundled test files: the ones that must fail, and how. Everything else must decode sanely.
+PYDICOM_BUNDLED_MUST_FAIL = {
+    "JPEG-lossy.dcm": UnreadableImageError,  # every decoder rejects the stream (misplaced JPEG marker)
+    "JPEG2000-embedded-sequence-delimiter.dcm": UnreadableImageError,  # corrupt J2K header
+    "MR_truncated.dcm": TruncatedFileError,
+    "rtplan_truncated.dcm": TruncatedFileError,
+    "badVR.dcm": UnreadableImageError,  # Rows value "1A"
+    "meta_missing_tsyntax.dcm": ImageDimensionError,  # pixel data without Rows/Columns
+    "nested_priv_SQ.dcm": ImageDimensionError,
+    "no_meta.dcm": NotDicomError,
+    **{name: NoPixelDataError for name in (
+        "ExplVR_BigEndNoMeta.dcm", "ExplVR_LitEndNoMeta.dcm", "UN_sequence.dcm", "DICOMDIR-empty.dcm",
+        "empty_charset_LEI.dcm", "no_meta_group_length.dcm", "priv_SQ.dcm", "reportsi.dcm",
+        "reportsi_with_empty_number_tags.dcm", "rtplan.dcm", "rtstruct.dcm", "test-SR.dcm", "waveform_ecg.dcm")},
+}
+
+
+def test_pydicom_bundled_test_files():
+    root = Path(pydicom.__file__).parent / "data" / "test_files"
+    files = sorted(root.rglob("*.dcm"))
+    assert len(files) > 60
+    seen_failures = set()
+    for path in files:
+        expected = PYDICOM_BUNDLED_MUST_FAIL.get(path.name)
+        if expected is not None:
+            with pytest.raises(expected):
+                read_image(path)
+            seen_failures.add(path.name)
+            continue
+        px = read_image(path).pixels
+        assert px.ndim == 2 and np.isfinite(px).all() and px.min() >= 0 and px.max() <= 1, path.name
+        assert px.max() - px.min() > 0.05, path.name
+    assert seen_failures == set(PYDICOM_BUNDLED_MUST_FAIL)

@@ -23,6 +23,7 @@ from radiolens.errors import (
     ImageDimensionError,
     NoPixelDataError,
     NotDicomError,
+    RadiolensError,
     TruncatedFileError,
     UnreadableImageError,
     UnsupportedTransferSyntaxError,
@@ -102,14 +103,24 @@ def dicom_to_image(ds: Dataset, *, name: str = "<dataset>", window: Window | Non
     """Decode and normalise an already-open dataset."""
     if not any(tag in ds for tag in _PIXEL_TAGS):
         raise NoPixelDataError(f"{name}: DICOM file has no pixel data")
-    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if "Rows" not in ds or "Columns" not in ds:
+        raise ImageDimensionError(f"{name}: DICOM pixel data without Rows/Columns")
+    try:
+        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    except (TypeError, ValueError) as exc:
+        raise UnreadableImageError(f"{name}: malformed image dimensions in the DICOM header") from exc
     check_dimensions(name, rows, cols, n_frames, samples)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warnings can quote element values (PHI): keep them out of logs
-        return _dicom_to_image(ds, name, window, frames, n_frames, samples)
+        try:
+            return _dicom_to_image(ds, name, window, frames, n_frames, samples)
+        except RadiolensError:
+            raise
+        except Exception as exc:  # malformed values (e.g. a bad VR) must still fail typed, never a traceback
+            raise UnreadableImageError(f"{name}: malformed DICOM data set ({type(exc).__name__})") from exc
 
 
 def _dicom_to_image(ds: Dataset, name: str, window: Window | None, frames: Frames, n_frames: int,
@@ -172,6 +183,9 @@ def _decode(ds: Dataset, name: str, frames: Frames) -> np.ndarray:
             raise TruncatedFileError(f"{name}: pixel data is truncated") from exc
         raise UnreadableImageError(f"{name}: pixel data could not be decoded ({type(exc).__name__})") from exc
     except RuntimeError as exc:
+        if "raised by all available plugins" in str(exc):  # decoders exist and all failed: a corrupt stream
+            raise UnreadableImageError(f"{name}: compressed pixel data could not be decoded by any installed "
+                                       f"decoder ({ts.name if ts else 'unknown'}; corrupt stream?)") from exc
         if "no" in str(exc).lower() and ("handler" in str(exc).lower() or "plugin" in str(exc).lower()
                                          or "decoder" in str(exc).lower()):
             raise UnsupportedTransferSyntaxError(
