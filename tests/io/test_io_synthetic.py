@@ -203,3 +203,23 @@ def test_files_without_suffix(write_dicom, tmp_path):
     cut.write_bytes(dicom.read_bytes()[:-500])
     with pytest.raises(TruncatedFileError):  # not mislabelled as a broken PNG
         read_image(cut)
+
+
+def test_no_phi_in_warnings_logs_or_errors(write_dicom, caplog, recwarn):
+    # An invalid IS value that pydicom's validation would quote in a warning *and* a log record.
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import Tag
+
+    ds = build_dataset(_ramp())
+    ds._dict[Tag(0x00280008)] = RawDataElement(Tag(0x00280008), "IS", 8, b"Zebediah", 0, False, True)
+    path = write_dicom("ok.dcm", _ramp()).with_name("bad.dcm")
+    ds.save_as(path, enforce_file_format=True)
+    assert b"Zebediah" in path.read_bytes()
+    recwarn.clear()
+    caplog.clear()
+    caplog.set_level("DEBUG")
+    with pytest.raises(UnreadableImageError) as info:
+        read_image(path)
+    assert "Zebediah" not in str(info.value)
+    assert "Zebediah" not in caplog.text
+    assert not any("Zebediah" in str(w.message) for w in recwarn.list)

@@ -7,6 +7,7 @@ inversion last. Inverting before the VOI transform is a classic bug that makes a
 
 from __future__ import annotations
 
+import logging
 import re
 import warnings
 from pathlib import Path
@@ -33,6 +34,9 @@ from radiolens.io.limits import check_dimensions
 from radiolens.io.windowing import apply_window, percentile_window
 
 Frames = Literal["first", "all"]
+
+# pydicom also *logs* its validation warnings, quoting element values (names, IDs): PHI must not reach logs.
+logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
@@ -101,6 +105,12 @@ def _forced_read(path: str | Path, name: str, stop_before_pixels: bool) -> Datas
 def dicom_to_image(ds: Dataset, *, name: str = "<dataset>", window: Window | None = None,
                    frames: Frames = "first") -> RadioImage:
     """Decode and normalise an already-open dataset."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warnings can quote element values (PHI): keep them out of logs
+        return _checked_dicom_to_image(ds, name, window, frames)
+
+
+def _checked_dicom_to_image(ds: Dataset, name: str, window: Window | None, frames: Frames) -> RadioImage:
     if not any(tag in ds for tag in _PIXEL_TAGS):
         raise NoPixelDataError(f"{name}: DICOM file has no pixel data")
     if "Rows" not in ds or "Columns" not in ds:
@@ -113,14 +123,12 @@ def dicom_to_image(ds: Dataset, *, name: str = "<dataset>", window: Window | Non
         raise UnreadableImageError(f"{name}: malformed image dimensions in the DICOM header") from exc
     check_dimensions(name, rows, cols, n_frames, samples)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warnings can quote element values (PHI): keep them out of logs
-        try:
-            return _dicom_to_image(ds, name, window, frames, n_frames, samples)
-        except RadiolensError:
-            raise
-        except Exception as exc:  # malformed values (e.g. a bad VR) must still fail typed, never a traceback
-            raise UnreadableImageError(f"{name}: malformed DICOM data set ({type(exc).__name__})") from exc
+    try:
+        return _dicom_to_image(ds, name, window, frames, n_frames, samples)
+    except RadiolensError:
+        raise
+    except Exception as exc:  # malformed values (e.g. a bad VR) must still fail typed, never a traceback
+        raise UnreadableImageError(f"{name}: malformed DICOM data set ({type(exc).__name__})") from exc
 
 
 def _dicom_to_image(ds: Dataset, name: str, window: Window | None, frames: Frames, n_frames: int,
