@@ -15,49 +15,63 @@ import torch
 from radiolens.models.registry import MODELS, available_models, create_model
 
 
+def _rate(step, batch: int, min_seconds: float, min_steps: int, device: str) -> tuple[float, float]:
+    """Images/s over at least ``min_steps`` steps and ``min_seconds``, after one warm-up step; also per
+    CPU-second / threads, which is what the rate would be on idle cores (this machine is shared)."""
+    step()  # warm-up: allocations, optimizer state, cudnn autotune
+    if device == "cuda":
+        torch.cuda.synchronize()
+    n, t0, c0 = 0, time.perf_counter(), time.process_time()
+    while n < min_steps or time.perf_counter() - t0 < min_seconds:
+        step()
+        n += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return batch * n / wall, batch * n / (cpu / torch.get_num_threads())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=2, help="minimum timed steps")
+    ap.add_argument("--min-seconds", type=float, default=3.0, help="time at least this long per model")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"device {device}, {args.threads} threads, batch {args.batch}, load avg {os.getloadavg()[0]:.1f} "
           "(2-core machine shared with other jobs)\n")
-    print("| model | input | params (M) | train images/s | inference images/s |\n|---|---|---|---|---|")
+    print("| model | input | params (M) | train img/s (wall) | train img/s (CPU-time, 2 threads) | "
+          "inference img/s (wall) | inference img/s (CPU-time) |\n|---|---|---|---|---|---|---|")
     for name in available_models():
         size = MODELS[name].default_input_size
-        torch.manual_seed(0)
-        model = create_model(name, 2).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        x = torch.randn(args.batch, 1, size, size, device=device)  # throughput only: pixel values do not matter
-        y = torch.randint(0, 2, (args.batch,), device=device)
-        model.train()
-        for step in range(args.steps + 1):
-            if step == 1:  # first step is warm-up (allocations, cudnn autotune)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x), y).backward()
-            opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        train_ips = args.batch * args.steps / (time.perf_counter() - t0)
-        model.eval()
+        n_params, train_ips, train_cpu, infer_ips, infer_cpu = _measure(name, size, args, device)
+        print(f"| {name} | {size} | {n_params:.1f} | {train_ips:.1f} | {train_cpu:.1f} | {infer_ips:.1f} | "
+              f"{infer_cpu:.1f} |", flush=True)
+
+
+def _measure(name: str, size: int, args, device: str) -> tuple[float, ...]:
+    torch.manual_seed(0)
+    model = create_model(name, 2).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(args.batch, 1, size, size, device=device)  # throughput only: pixel values do not matter
+    y = torch.randint(0, 2, (args.batch,), device=device)
+
+    def train_step() -> None:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    def infer_step() -> None:
         with torch.inference_mode():
             model(x)
-            t0 = time.perf_counter()
-            for _ in range(args.steps):
-                model(x)
-            if device == "cuda":
-                torch.cuda.synchronize()
-        infer_ips = args.batch * args.steps / (time.perf_counter() - t0)
-        n_params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"| {name} | {size} | {n_params:.1f} | {train_ips:.1f} | {infer_ips:.1f} |", flush=True)
-        del model, opt
 
+    model.train()
+    train = _rate(train_step, args.batch, args.min_seconds, args.steps, device)
+    model.eval()
+    infer = _rate(infer_step, args.batch, args.min_seconds, args.steps, device)
+    return sum(p.numel() for p in model.parameters()) / 1e6, *train, *infer
 
 if __name__ == "__main__":
     main()
