@@ -79,7 +79,8 @@ class Scorer:
 
     def _rows(self, items: list[ScoreItem], ok: list[Decoded], probs: np.ndarray | None,
               failed: list[Decoded]) -> tuple[list[dict], int, int]:
-        rows, flagged, heatmaps = [], 0, 0
+        rows: list[tuple[int, dict]] = []
+        flagged = heatmaps = 0
         base = {"model": self.model_label, "model_sha256": self.backend.sha256}
         for rec, p in zip(ok, probs if probs is not None else [], strict=True):
             key = items[rec.index].key
@@ -95,16 +96,15 @@ class Scorer:
             row = {"path": key, "sop_uid_hash": rec.sop_uid_hash, "status": "ok", "error_code": "",
                    "error_message": "", "prediction": label, "flagged": is_flagged, "heatmap": heat, **base}
             row.update({f"p_{n}": float(v) for n, v in zip(self.info.class_names, p, strict=True)})
-            rows.append(row)
+            rows.append((rec.index, row))
         for rec in failed:
             row = {"path": items[rec.index].key, "sop_uid_hash": "", "status": "error",
                    "error_code": rec.error_code, "error_message": rec.error_message, "prediction": "",
                    "flagged": False, "heatmap": "", **base}
             row.update({f"p_{n}": float("nan") for n in self.info.class_names})
-            rows.append(row)
-        order = {it.key: i for i, it in enumerate(items)}
-        rows.sort(key=lambda r: order[r["path"]])
-        return rows, flagged, heatmaps
+            rows.append((rec.index, row))
+        rows.sort(key=lambda pair: pair[0])  # input order, errors in place
+        return [row for _, row in rows], flagged, heatmaps
 
     def run(self, items: list[ScoreItem], out: str | Path) -> ScoreSummary:
         from tqdm import tqdm
@@ -112,7 +112,11 @@ class Scorer:
         t0 = time.perf_counter()
         store = ResultStore(out, result_columns(self.info))
         done = store.done_keys()
-        todo = [it for it in items if it.key not in done]
+        todo, seen = [], set(done)
+        for it in items:  # skip finished paths, and score a path listed twice (e.g. in a manifest) only once
+            if it.key not in seen:
+                seen.add(it.key)
+                todo.append(it)
         cfg = self.config
         loader = torch.utils.data.DataLoader(
             ImageItems(todo, self.info), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate,
@@ -130,5 +134,5 @@ class Scorer:
                 bar.update(len(records))
                 bar.set_postfix(errors=errors, refresh=False)
         store.finalize()
-        return ScoreSummary(total=len(items), skipped_already_done=len(items) - len(todo), scored=scored,
+        return ScoreSummary(total=len(items), skipped_already_done=sum(it.key in done for it in items), scored=scored,
                             errors=errors, flagged=flagged, heatmaps=heatmaps, seconds=time.perf_counter() - t0)
