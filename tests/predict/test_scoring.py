@@ -128,3 +128,12 @@ def test_heatmaps_only_for_flagged_cases(real_tree, fitted_pt, tmp_path):
     assert files == set(ok.loc[expected_flagged, "heatmap"]) and summary.heatmaps == len(files)
     assert (ok.loc[~expected_flagged, "heatmap"] == "").all()
     assert not any("person" in f or "IM0001" in f for f in files)  # named by hash, not by input file name
+
+
+def test_a_path_listed_twice_is_scored_once(real_tree, fitted_pt, tmp_path):
+    items = discover(real_tree)[:5]
+    out = tmp_path / "r.csv"
+    summary = Scorer(load_backend(fitted_pt), PredictConfig(batch_size=4, workers=0, progress=False)).run(
+        items + items[:2], out)
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert summary.scored + summary.errors == 5 and len(rows) == 5 and rows["path"].tolist() == [i.key for i in items]
