@@ -1,7 +1,7 @@
 """Training throughput (images/s, forward + backward + AdamW step) of every registry model at its default
 input size, on this machine's CPU with 2 threads (or CUDA when present).
 
-    python benchmarks/train_throughput.py [--batch 4] [--steps 2]
+    python benchmarks/train_throughput.py [--batch 8] [--steps 2] [--min-seconds 2]
 """
 
 from __future__ import annotations
@@ -15,27 +15,35 @@ import torch
 from radiolens.models.registry import MODELS, available_models, create_model
 
 
-def _rate(step, batch: int, min_seconds: float, min_steps: int, device: str) -> tuple[float, float]:
-    """Images/s over at least ``min_steps`` steps and ``min_seconds``, after one warm-up step; also per
-    CPU-second / threads, which is what the rate would be on idle cores (this machine is shared)."""
+def _rate(step, batch: int, min_seconds: float, min_steps: int, device: str, repeats: int = 3
+          ) -> tuple[float, float]:
+    """Best of ``repeats`` windows (each >= ``min_steps`` steps and ``min_seconds``) after one warm-up step.
+
+    Best-of-N because the machine is shared: a slow window measures the neighbours, not the model. The
+    CPU-time rate (images per CPU-second / threads) is given too; it is inflated by OpenMP threads spinning
+    while a sibling thread is descheduled, so it is an upper bound on cost, not a clean measure."""
     step()  # warm-up: allocations, optimizer state, cudnn autotune
-    if device == "cuda":
-        torch.cuda.synchronize()
-    n, t0, c0 = 0, time.perf_counter(), time.process_time()
-    while n < min_steps or time.perf_counter() - t0 < min_seconds:
-        step()
-        n += 1
-    if device == "cuda":
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return batch * n / wall, batch * n / (cpu / torch.get_num_threads())
+    best_wall = best_cpu = 0.0
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        n, t0, c0 = 0, time.perf_counter(), time.process_time()
+        while n < min_steps or time.perf_counter() - t0 < min_seconds:
+            step()
+            n += 1
+        if device == "cuda":
+            torch.cuda.synchronize()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        best_wall = max(best_wall, batch * n / wall)
+        best_cpu = max(best_cpu, batch * n / (cpu / torch.get_num_threads()))
+    return best_wall, best_cpu
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=2, help="minimum timed steps")
-    ap.add_argument("--min-seconds", type=float, default=3.0, help="time at least this long per model")
+    ap.add_argument("--min-seconds", type=float, default=2.0, help="length of each timing window")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
