@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import typer
@@ -128,7 +129,7 @@ def predict_cmd(
     backend: str | None = typer.Option(None, "--backend", help="torch | torchscript | onnx (default: by file)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     workers: int | None = typer.Option(None, "--workers", min=0, help="Decoding processes (default: cores, max 4)."),
-    threads: int | None = typer.Option(None, "--threads", help="Inference threads (default: all cores)."),
+    threads: int | None = typer.Option(None, "--threads", help="Inference threads (default: cores - workers, >= 1)."),
     split: str | None = typer.Option(None, "--split", help="Only manifest rows of this split."),
     heatmaps_for_flagged: Path | None = typer.Option(
         None, "--heatmaps-for-flagged", help="Write Grad-CAM PNGs for flagged (positive or near-threshold) cases."),
@@ -144,7 +145,6 @@ def predict_cmd(
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"{out.name}: output must end in .csv or .parquet")
-    be = load_backend(model, kind=backend, threads=threads)  # type: ignore[arg-type]
     cfg_kwargs = {"batch_size": batch_size, "near_threshold_margin": margin, "progress": progress}
     if workers is not None:
         cfg_kwargs["workers"] = workers
@@ -152,6 +152,12 @@ def predict_cmd(
         cfg = PredictConfig(**cfg_kwargs)
     except Exception as exc:  # pydantic ValidationError -> one line
         raise ConfigError(f"invalid option: {exc}") from exc
+    if threads is None:
+        # Leave a core to each decoding worker: measured on 2 cores with 2 workers (631 Kermany images,
+        # resnet18 @ 64 px), 1 inference thread instead of 2 was 7x faster eager and 1.2x faster on ONNX Runtime,
+        # because spinning inference threads starve the decoders.
+        threads = max(1, (os.cpu_count() or 1) - cfg.workers)
+    be = load_backend(model, kind=backend, threads=threads)  # type: ignore[arg-type]
     cam = None
     if heatmaps_for_flagged is not None:
         if cam_model is not None:
