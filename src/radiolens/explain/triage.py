@@ -1,0 +1,118 @@
+"""Human-review triage: refer a case when the model is unsure or too close to its operating threshold.
+
+The rule's two knobs (margin around the threshold, maximum spread) are chosen on VALIDATION data to keep the
+referral rate within a stated budget while minimising the error rate on the cases the model keeps. The fitted
+rule is stored as a plain dict in ``bundle.info.triage`` and read back by the service.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from radiolens.errors import InputError
+
+
+class TriageRule(BaseModel):
+    thresholds: list[float]  # operating threshold per output
+    class_names: list[str]
+    margin: float = Field(0.05, ge=0.0, le=1.0)  # refer when |p - threshold| < margin
+    max_spread: float | None = None  # refer when spread (std over MC / ensemble passes) > this
+    budget: float = Field(0.2, gt=0.0, le=1.0)  # target maximum referral fraction
+    validation_referral_rate: float | None = None
+    validation_kept_error_rate: float | None = None
+    validation_n: int | None = None
+
+    def flag(self, prob: np.ndarray, spread: np.ndarray | None = None) -> tuple[bool, str]:
+        """(refer?, reason in plain words) for one case's probabilities (one value per output)."""
+        p = np.atleast_1d(np.asarray(prob, dtype=float))
+        if p.shape[0] != len(self.thresholds):
+            raise InputError(f"expected {len(self.thresholds)} probabilities, got {p.shape[0]}")
+        s = None if spread is None else np.atleast_1d(np.asarray(spread, dtype=float))
+        reasons = []
+        for k, (pk, t) in enumerate(zip(p, self.thresholds, strict=True)):
+            name = self.class_names[k] if k < len(self.class_names) else f"output {k}"
+            if abs(pk - t) < self.margin:
+                reasons.append(f"{name}: probability {pk:.2f} within {self.margin:.2f} of the operating "
+                               f"threshold {t:.2f}")
+            if s is not None and self.max_spread is not None and s[k] > self.max_spread:
+                reasons.append(f"{name}: model uncertain (spread {s[k]:.2f} above {self.max_spread:.2f})")
+        if reasons:
+            return True, "refer for human review: " + "; ".join(reasons)
+        return False, "no triage flag: confident and away from the operating threshold"
+
+    def refer_mask(self, probs: np.ndarray, spreads: np.ndarray | None = None) -> np.ndarray:
+        probs = np.asarray(probs, dtype=float).reshape(len(probs), -1)
+        near = (np.abs(probs - np.asarray(self.thresholds)[None]) < self.margin).any(axis=1)
+        if spreads is None or self.max_spread is None:
+            return near
+        return near | (np.asarray(spreads, dtype=float).reshape(len(probs), -1) > self.max_spread).any(axis=1)
+
+
+def _kept_error(probs: np.ndarray, y: np.ndarray, thresholds: np.ndarray, refer: np.ndarray) -> float:
+    kept = ~refer
+    if not kept.any():
+        return 0.0
+    wrong = ((probs >= thresholds[None]) != (y > 0.5)).any(axis=1)
+    return float(wrong[kept].mean())
+
+
+def fit_triage_rule(probs: np.ndarray, y: np.ndarray, thresholds: list[float], class_names: list[str],
+                    budget: float = 0.2, spreads: np.ndarray | None = None) -> TriageRule:
+    """Grid-search margin (and max spread) on validation: referral <= budget, lowest error on kept cases.
+
+    Hand-written because no library fits a selective-prediction rule to a referral budget; it is a small
+    exhaustive search over candidate values taken from the validation data itself.
+    """
+    probs = np.asarray(probs, dtype=float).reshape(len(probs), -1)
+    y = np.asarray(y, dtype=float).reshape(len(probs), -1)
+    if len(probs) < 10:
+        raise InputError("need at least 10 validation cases to fit a triage rule")
+    if not 0 < budget <= 1:
+        raise InputError("review budget must be in (0, 1]")
+    t = np.asarray(thresholds, dtype=float)
+    dist = np.abs(probs - t[None]).min(axis=1)
+    margins = np.unique(np.concatenate([[0.0], dist]))
+    spread_cands: list[float | None] = [None]
+    if spreads is not None:
+        sp = np.asarray(spreads, dtype=float).reshape(len(probs), -1).max(axis=1)
+        spread_cands += list(np.quantile(sp, [0.8, 0.85, 0.9, 0.95, 0.99]))
+    best = None
+    for ms in spread_cands:
+        for m in margins:
+            rule = TriageRule(thresholds=list(t), class_names=class_names, margin=float(m),
+                              max_spread=None if ms is None else float(ms), budget=budget)
+            refer = rule.refer_mask(probs, spreads)
+            rate = float(refer.mean())
+            if rate > budget:
+                continue
+            err = _kept_error(probs, y, t, refer)
+            key = (err, rate)
+            if best is None or key < best[0]:
+                best = (key, rule, rate, err)
+    assert best is not None  # margin 0 without spread refers nobody, always within budget
+    _, rule, rate, err = best
+    return rule.model_copy(update=dict(validation_referral_rate=rate, validation_kept_error_rate=err,
+                                       validation_n=len(probs)))
+
+
+def risk_coverage(probs: np.ndarray, y: np.ndarray, thresholds: list[float],
+                  uncertainty: np.ndarray | None = None) -> dict[str, list[float] | float]:
+    """Error rate on the kept cases as the least certain are referred first (coverage 1 -> 1/N).
+
+    Certainty = distance to the threshold (minus the spread when given). Returns coverage, risk and the area
+    under the risk-coverage curve (AURC, lower is better).
+    """
+    probs = np.asarray(probs, dtype=float).reshape(len(probs), -1)
+    y = np.asarray(y, dtype=float).reshape(len(probs), -1)
+    t = np.asarray(thresholds, dtype=float)
+    score = np.abs(probs - t[None]).min(axis=1)
+    if uncertainty is not None:
+        score = score - np.asarray(uncertainty, dtype=float).reshape(len(probs), -1).max(axis=1)
+    wrong = ((probs >= t[None]) != (y > 0.5)).any(axis=1).astype(float)
+    order = np.argsort(-score, kind="stable")
+    n = len(order)
+    kept = np.arange(1, n + 1)
+    risk = np.cumsum(wrong[order]) / kept
+    coverage = kept / n
+    return {"coverage": coverage.tolist(), "risk": risk.tolist(), "aurc": float(np.mean(risk))}
