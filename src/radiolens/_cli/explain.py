@@ -1,9 +1,171 @@
-"""CLI commands of the explain layer (kept out of cli.py so each layer's commands live beside each other)."""
+"""CLI commands of the explain layer: CAM overlays, subgroup audit, triage fitting."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+
+from radiolens._cli.common import friendly_errors
+
+
+def _score_manifest(bundle, manifest: Path, split: str | None, label: str):
+    """Probabilities (calibrated) and labels for a manifest's rows (paths relative to the manifest)."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from radiolens.errors import ManifestError
+    from radiolens.io import read_image
+
+    if not manifest.is_file():
+        raise ManifestError(f"manifest not found: {manifest.name}")
+    frame = pd.read_csv(manifest)
+    if split is not None:
+        if "split" not in frame.columns:
+            raise ManifestError("manifest has no 'split' column")
+        frame = frame[frame["split"] == split].reset_index(drop=True)
+    if label not in frame.columns:
+        raise ManifestError(f"manifest has no label column '{label}'")
+    if frame.empty:
+        raise ManifestError("no rows to score")
+    probs = []
+    for i in range(0, len(frame), 64):
+        chunk = frame.iloc[i:i + 64]
+        batch = torch.stack([bundle.preprocess(read_image(manifest.parent / p)) for p in chunk["path"]])
+        probs.append(bundle.predict_batch(batch))
+    return frame, np.concatenate(probs), frame[label].to_numpy().astype(int)
 
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the main app."""
+
+    @app.command("explain")
+    @friendly_errors
+    def explain_cmd(
+        files: list[Path] = typer.Argument(..., help="Images (DICOM/PNG/JPEG/TIFF) to explain."),
+        model: Path = typer.Option(..., "--model", "-m", help="Model bundle (.pt)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlay PNGs."),
+        method: str = typer.Option("gradcam", help="gradcam | gradcam++ | scorecam | eigencam"),
+        class_name: list[str] = typer.Option(None, "--class", help="Class to explain (repeatable); binary models "
+                                             "also accept the negative name. Default: every output."),
+        filters: bool = typer.Option(False, "--filters", help="Also write first-layer filters and feature maps."),
+    ) -> None:
+        """Class activation maps as overlay PNGs at the original image size (advisory only)."""
+        from radiolens.explain.explainer import explain_pixels
+        from radiolens.explain.figures import save_feature_maps, save_filters, save_overlay
+        from radiolens.io import read_image
+        from radiolens.models.bundle import ModelBundle
+
+        bundle = ModelBundle.load(model)
+        out.mkdir(parents=True, exist_ok=True)
+        if filters:
+            typer.echo(save_filters(bundle.model, out / "filters.png"))
+        for k, f in enumerate(files):
+            pixels = read_image(f).first_frame()
+            stem = f"image{k:03d}"  # no user file names in outputs: they may carry patient identifiers
+            for e in explain_pixels(bundle, pixels, method, class_name or None):
+                safe = "".join(c if c.isalnum() else "_" for c in e.class_name)
+                typer.echo(save_overlay(pixels, e.heatmap, out / f"{stem}_{safe}_{method.replace('+', 'pp')}.png",
+                                        e.class_name, e.probability, method))
+            if filters:
+                typer.echo(save_feature_maps(bundle.model, bundle.preprocess(pixels)[None],
+                                             out / f"{stem}_feature_maps.png"))
+
+    @app.command("audit-subgroups")
+    @friendly_errors
+    def audit_cmd(
+        model: Path = typer.Option(..., "--model", "-m"),
+        manifest: Path = typer.Option(..., "--manifest"),
+        column: list[str] = typer.Option(..., "--column", help="age_band | sex | view | site | any column"),
+        out: Path = typer.Option(..., "--out", "-o"),
+        label: str = typer.Option("label_abnormal", help="0/1 label column."),
+        split: str = typer.Option(None, help="Only rows of this split (e.g. test)."),
+        n_bootstrap: int = typer.Option(1000),
+    ) -> None:
+        """Per-subgroup AUROC (95% CI), sensitivity, specificity, ECE, flags and equalized-odds gaps."""
+        from radiolens.errors import ModelError
+        from radiolens.evaluate.subgroups import audit_subgroups, subgroup_table
+        from radiolens.models.bundle import ModelBundle
+
+        bundle = ModelBundle.load(model)
+        if bundle.info.task != "binary":
+            raise ModelError("audit-subgroups needs a binary model")
+        frame, probs, y = _score_manifest(bundle, manifest, split, label)
+        audit = audit_subgroups(y, probs[:, 0], frame, list(column), bundle.info.thresholds[0],
+                                n_bootstrap=n_bootstrap)
+        audit["model_sha256"] = bundle.sha256
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "subgroups.json").write_text(json.dumps(audit, indent=2, default=float))
+        table = subgroup_table(audit)
+        table.to_csv(out / "subgroups.csv", index=False)
+        cols = [c for c in ("column", "group", "n", "n_positive", "auroc", "auroc_lower", "auroc_upper",
+                            "sensitivity", "specificity", "ece", "status") if c in table.columns]
+        typer.echo(table[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        o = audit["overall"]
+        typer.echo(f"overall AUROC {o['auroc']:.3f} [{o['auroc_lower']:.3f}, {o['auroc_upper']:.3f}] n={o['n']}")
+        for c, block in audit["columns"].items():
+            typer.echo(f"{c}: equalized-odds difference {block['equalized_odds_difference']}")
+
+    @app.command("triage-fit")
+    @friendly_errors
+    def triage_cmd(
+        model: Path = typer.Option(..., "--model", "-m"),
+        manifest: Path = typer.Option(..., "--manifest"),
+        out: Path = typer.Option(..., "--out", "-o"),
+        budget: float = typer.Option(0.2, help="Maximum fraction of cases referred for human review."),
+        label: str = typer.Option("label_abnormal"),
+        val_split: str = typer.Option("val"),
+        test_split: str = typer.Option("test"),
+        mc_passes: int = typer.Option(0, help="MC-dropout passes for a spread (0 = threshold margin only)."),
+        write_bundle: bool = typer.Option(False, help="Store the rule in the bundle's info.triage."),
+    ) -> None:
+        """Fit the human-review rule on validation to a referral budget; report it and the test risk-coverage."""
+        import numpy as np
+        import torch
+
+        from radiolens.explain.triage import fit_triage_rule, risk_coverage
+        from radiolens.explain.uncertainty import mc_dropout_predict
+        from radiolens.io import read_image
+        from radiolens.models.bundle import ModelBundle
+
+        bundle = ModelBundle.load(model)
+        info = bundle.info
+
+        def spread(frame):
+            if mc_passes <= 0:
+                return None
+            batch = torch.stack([bundle.preprocess(read_image(manifest.parent / p)) for p in frame["path"]])
+            return mc_dropout_predict(bundle, batch, passes=mc_passes).std
+
+        vf, vp, vy = _score_manifest(bundle, manifest, val_split, label)
+        rule = fit_triage_rule(vp, vy, info.thresholds, info.class_names, budget, spread(vf))
+        tf, tp, ty = _score_manifest(bundle, manifest, test_split, label)
+        ts = spread(tf)
+        refer = rule.refer_mask(tp, ts)
+        wrong = ((tp >= np.asarray(info.thresholds)[None]) != (ty.reshape(len(tp), -1) > 0.5)).any(axis=1)
+        rc = risk_coverage(tp, ty, info.thresholds, ts)
+        report = {"rule": rule.model_dump(), "test": {
+            "n": int(len(tp)), "referral_rate": float(refer.mean()), "error_rate_all": float(wrong.mean()),
+            "error_rate_kept": float(wrong[~refer].mean()) if (~refer).any() else None,
+            "error_rate_referred": float(wrong[refer].mean()) if refer.any() else None},
+            "risk_coverage_test": rc}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "triage.json").write_text(json.dumps(report, indent=2))
+        from radiolens.explain.figures import _plt
+
+        plt = _plt()
+        fig, ax = plt.subplots(figsize=(4.5, 3.5))
+        ax.plot(rc["coverage"], rc["risk"])
+        ax.axvline(1 - report["test"]["referral_rate"], ls="--", c="gray", label="triage rule")
+        ax.set_xlabel("coverage (cases the model keeps)")
+        ax.set_ylabel("error rate on kept cases")
+        ax.legend()
+        fig.savefig(out / "risk_coverage.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        if write_bundle:
+            info.triage = rule.model_dump()
+            bundle.save(model)
+        typer.echo(json.dumps({k: v for k, v in report.items() if k != "risk_coverage_test"}, indent=2))
+        typer.echo(f"test AURC {rc['aurc']:.3f}")
