@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
             stem = f"image{k:03d}"  # no user file names in outputs: they may carry patient identifiers
             for e in explain_pixels(bundle, pixels, method, class_name or None):
                 safe = "".join(c if c.isalnum() else "_" for c in e.class_name)
-                typer.echo(save_overlay(pixels, e.heatmap, out / f"{stem}_{safe}_{method.replace('+', 'pp')}.png",
+                typer.echo(save_overlay(pixels, e.heatmap, out / f"{stem}_{safe}_{method.replace('++', 'pp')}.png",
                                         e.class_name, e.probability, method))
             if filters:
                 typer.echo(save_feature_maps(bundle.model, bundle.preprocess(pixels)[None],
