@@ -40,6 +40,7 @@ def _score_manifest(bundle, manifest: Path, split: str | None, label: str):
 
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the main app."""
+    _register_model_card(app)
 
     @app.command("explain")
     @friendly_errors
@@ -169,3 +170,26 @@ def register(app: typer.Typer) -> None:
             bundle.save(model)
         typer.echo(json.dumps({k: v for k, v in report.items() if k != "risk_coverage_test"}, indent=2))
         typer.echo(f"test AURC {rc['aurc']:.3f}")
+
+
+def _register_model_card(app: typer.Typer) -> None:
+    @app.command("model-card")
+    @friendly_errors
+    def model_card_cmd(
+        model: Path = typer.Option(..., "--model", "-m"),
+        out: Path = typer.Option(..., "--out", "-o"),
+        eval_json: Path = typer.Option(None, "--eval-json", help="Evaluation metrics.json (default: bundle's)."),
+        subgroups_json: Path = typer.Option(None, "--subgroups-json"),
+        triage_json: Path = typer.Option(None, "--triage-json"),
+        manifest: Path = typer.Option(None, "--manifest", help="Training manifest (hashed, not copied)."),
+        image: list[Path] = typer.Option(None, "--image", help="Explanation overlay PNG to embed (repeatable)."),
+    ) -> None:
+        """Model card as JSON and self-contained HTML."""
+        from radiolens.evaluate.model_card import build_card, write_card
+        from radiolens.models.bundle import ModelBundle
+
+        bundle = ModelBundle.load(model)
+        card = build_card(bundle, eval_json=eval_json, subgroups_json=subgroups_json, triage_json=triage_json,
+                          manifest=manifest, images=image)
+        for p in write_card(card, out, image):
+            typer.echo(p)

@@ -1,0 +1,88 @@
+"""Model card (JSON + self-contained HTML): intended use, data, evaluation with CIs, calibration, subgroups,
+explanation examples, triage budget, limitations and the hashes that pin model and data."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from radiolens.errors import InputError
+from radiolens.models.bundle import ModelBundle, file_sha256
+
+ADVISORY = ("Advisory only: decision support for qualified readers. It does not make a diagnosis and must not be "
+            "used without review of the image by a clinician.")
+
+DEFAULT_LIMITATIONS = [
+    "Trained and evaluated on small public subsets; performance on other hospitals, devices and populations is "
+    "unknown until measured locally.",
+    "Subgroups marked 'too small to judge' have not been checked for bias.",
+    "Class activation maps show where the model's evidence lies, not where disease is; check their measured "
+    "localisation before trusting them.",
+]
+
+
+def _read_json(path: Path | None, what: str) -> dict | None:
+    if path is None:
+        return None
+    if not path.is_file():
+        raise InputError(f"{what} file not found: {path.name}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{what} file {path.name} is not JSON") from exc
+
+
+def _evaluation_summary(ev: dict | None) -> dict | None:
+    """Headline metrics + ECE from either an evaluate-step metrics.json or a bundle's ``info.metrics``."""
+    if not ev:
+        return None
+    headline = ev.get("headline") or (ev.get("summary") or {}).get("headline")
+    ece = ev.get("ece_after")
+    if ece is None:
+        ece = ((ev.get("calibration") or {}).get("test") or {}).get("ece_after")
+    return {"headline": headline, "ece_after": ece, "n_test": ev.get("n_test"), "full": ev}
+
+
+def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_json: Path | None = None,
+               triage_json: Path | None = None, manifest: Path | None = None, images: list[Path] | None = None,
+               intended_use: str | None = None, limitations: list[str] | None = None) -> dict:
+    info = bundle.info
+    evaluation = _evaluation_summary(_read_json(eval_json, "evaluation") or info.metrics or None)
+    card = {
+        "model": {"name": info.name, "arch": info.arch, "task": info.task, "classes": info.class_names,
+                  "version": info.version, "radiolens_version": info.radiolens_version, "sha256": bundle.sha256,
+                  "input_size": list(info.input_size), "temperature": info.temperature,
+                  "thresholds": info.thresholds, "operating_point": info.operating_point},
+        "intended_use": intended_use or (f"Flag chest radiographs as likely {', '.join(info.class_names)} for "
+                                         "prioritised review by a qualified reader."),
+        "advisory": ADVISORY,
+        "training_data": {"summary": info.training,
+                          "manifest_sha256": file_sha256(manifest) if manifest else None,
+                          "manifest_name": manifest.name if manifest else None},
+        "evaluation": evaluation,
+        "subgroups": _read_json(subgroups_json, "subgroups"),
+        "triage": _read_json(triage_json, "triage") or info.triage or None,
+        "limitations": limitations or DEFAULT_LIMITATIONS,
+        "explanation_examples": [p.name for p in images or []],
+    }
+    return card
+
+
+def write_card(card: dict, out: Path, images: list[Path] | None = None) -> tuple[Path, Path]:
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "model_card.json"
+    json_path.write_text(json.dumps(card, indent=2, default=str))
+    embedded = []
+    for p in images or []:
+        if not p.is_file():
+            raise InputError(f"image not found: {p.name}")
+        embedded.append({"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()})
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
+    html = env.get_template("model_card.html").render(card=card, images=embedded,
+                                                       pretty=json.dumps(card, indent=2, default=str))
+    html_path = out / "model_card.html"
+    html_path.write_text(html)
+    return json_path, html_path
