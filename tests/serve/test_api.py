@@ -199,8 +199,13 @@ def test_size_limit_413_over_http(live, kermany_samples):
     assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
 
     def chunks():  # no Content-Length: the limit must hold on the streamed body too
+        # A well-formed multipart part whose file content streams on past the limit, so the parser keeps
+        # reading (a malformed body would rightly be refused with 400 before the limit is reached).
+        yield (b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"u\"\r\n"
+               b"Content-Type: application/octet-stream\r\n\r\n")
         for _ in range(10):
             yield b"\x00" * 10_000
+        yield b"\r\n--xyz--\r\n"
 
     r = httpx.post(f"{srv.url}/v1/predictions", headers=keys.h("clinician") | {"content-type": "multipart/form-data; "
                    "boundary=xyz"}, content=chunks(), timeout=30)
