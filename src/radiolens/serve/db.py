@@ -68,6 +68,13 @@ def alembic_config(url: str):
     return cfg
 
 
+def head_revision() -> str:
+    """The newest migration shipped in the package (what ``upgrade`` brings a database to)."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() or ""
+
+
 def upgrade(url: str, engine: Engine | None = None) -> str:
     """Bring the schema to the latest revision; returns that revision id."""
     from alembic import command

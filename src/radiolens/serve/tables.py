@@ -83,3 +83,19 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"))
     row_hash: Mapped[str] = mapped_column(String(64))
+
+
+class MonitoringRecord(Base):
+    """What monitoring keeps of one prediction: gate outcome, image/header statistics, probabilities and a
+    low-dimensional projection of the model embedding. Categorical header values only (view, modality,
+    manufacturer); never names, ids or dates."""
+
+    __tablename__ = "monitoring_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(String(32), ForeignKey("predictions.id"), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    model_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32))  # "ok" | "out_of_distribution"
+    ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    record_json: Mapped[str] = mapped_column(Text)
