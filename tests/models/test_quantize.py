@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from radiolens.cli import app
 from radiolens.models.backends import OnnxBackend
-from radiolens.models.bundle import BundleInfo, ModelBundle
+from radiolens.models.bundle import BundleInfo, ModelBundle, file_sha256
 from radiolens.models.export import export_onnx
 from radiolens.models.quantize import calibration_reader, compare_int8, quantize_onnx
 from radiolens.models.registry import create_model
@@ -53,8 +53,8 @@ def fitted(tmp_path_factory, data_dir):
     cal, _ = load_preprocessed([it for it in val if group_half(it) == 0], bundle.info, limit=64)
     test_x, test_items = load_preprocessed([it for it in val if group_half(it) == 1], bundle.info, limit=200)
     fp32 = root / "m.onnx"
+    bundle.save(root / "m.pt")  # first, so the export records the .pt's sha256 as its source
     export_onnx(bundle, fp32, cal[:16])
-    bundle.save(root / "m.pt")
     return bundle, root, fp32, cal, test_x, np.array([it.label for it in test_items])
 
 
@@ -103,3 +103,51 @@ def test_cli_quantize_rejects_a_non_onnx_model(fitted, tmp_path, data_dir):
     result = CliRunner().invoke(app, ["quantize", "--model", str(root / "m.pt"), "--out", str(tmp_path / "q.onnx"),
                                       "--calibration", str(data_dir / "siim_acr_pneumothorax" / "dicom")])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_model_card_shows_the_measured_int8_result(fitted, tmp_path, data_dir):
+    """quantize (real calibration + evaluation images) -> model-card --quantization: the card carries the
+    numbers that run measured and the hashes of the files, from the JSON report and from the .onnx alone."""
+    bundle, root, fp32, *_ = fitted
+    manifest = str(data_dir / "kermany_pediatric_pneumonia" / "manifest.csv")
+    out, report = tmp_path / "q.onnx", tmp_path / "q.json"
+    runner = CliRunner()
+    result = runner.invoke(app, ["quantize", "--model", str(fp32), "--out", str(out), "--calibration", manifest,
+                                 "--calibration-split", "val", "--calibration-count", "40", "--eval", manifest,
+                                 "--eval-split", "val", "--eval-count", "150", "--threads", "1",
+                                 "--report", str(report)])
+    assert result.exit_code == 0, result.output
+    measured = json.loads(report.read_text())["comparison"]
+    assert measured["int8_onnx_sha256"] == file_sha256(out) and measured["fp32_onnx_sha256"] == file_sha256(fp32)
+    assert measured["source_sha256"] == file_sha256(root / "m.pt") and measured["calibration_images"] == 40
+    for source in (report, out):
+        card_dir = tmp_path / f"card_{source.suffix[1:]}"
+        r = runner.invoke(app, ["model-card", "--model", str(root / "m.pt"), "--out", str(card_dir),
+                                "--quantization", str(source)])
+        assert r.exit_code == 0, r.output
+        q = json.loads((card_dir / "model_card.json").read_text())["quantization"]
+        for key in ("auroc_fp32", "auroc_int8", "auroc_change", "speedup_int8", "n_eval_images",
+                    "calibration_images", "fp32_onnx_sha256", "int8_onnx_sha256", "source_sha256"):
+            assert q[key] == measured[key], key
+        html = (card_dir / "model_card.html").read_text()
+        assert f"{measured['auroc_fp32']:.4f} / {measured['auroc_int8']:.4f} ({measured['auroc_change']:+.4f})" in html
+        assert f"x{measured['speedup_int8']:.2f}" in html and measured["int8_onnx_sha256"] in html
+        assert "40 images (minmax)" in html
+
+
+def test_model_card_refuses_int8_results_of_another_model(fitted, tmp_path, data_dir):
+    _, root, fp32, cal, *_ = fitted
+    out = tmp_path / "q.onnx"
+    quantize_onnx(fp32, out, cal[:8])
+    other = ModelBundle(BundleInfo(arch="lenet5", task="binary", class_names=["pneumonia"], input_size=(32, 32)),
+                        create_model("lenet5", 1))
+    other.save(tmp_path / "other.pt")
+    runner = CliRunner()
+    no_cmp = runner.invoke(app, ["model-card", "--model", str(root / "m.pt"), "--out", str(tmp_path / "c"),
+                                 "--quantization", str(out)])
+    assert no_cmp.exit_code == 2 and "no fp32-vs-int8 comparison" in no_cmp.output
+    report = tmp_path / "q.json"
+    report.write_text(json.dumps({"comparison": {"auroc_int8": 0.9, "source_sha256": file_sha256(root / "m.pt")}}))
+    wrong = runner.invoke(app, ["model-card", "--model", str(tmp_path / "other.pt"), "--out", str(tmp_path / "c"),
+                                "--quantization", str(report)])
+    assert wrong.exit_code == 2 and "another model" in wrong.output and "Traceback" not in wrong.output

@@ -183,6 +183,8 @@ def _register_model_card(app: typer.Typer) -> None:
         triage_json: Path = typer.Option(None, "--triage-json"),
         manifest: Path = typer.Option(None, "--manifest", help="Training manifest (hashed, not copied)."),
         image: list[Path] = typer.Option(None, "--image", help="Explanation overlay PNG to embed (repeatable)."),
+        quantization: Path = typer.Option(None, "--quantization", help="`radiolens quantize --report` JSON or "
+                                          "the int8 .onnx it wrote: AUROC fp32 vs int8, speed-up, hashes."),
     ) -> None:
         """Model card as JSON and self-contained HTML."""
         from radiolens.evaluate.model_card import build_card, write_card
@@ -190,6 +192,6 @@ def _register_model_card(app: typer.Typer) -> None:
 
         bundle = ModelBundle.load(model)
         card = build_card(bundle, eval_json=eval_json, subgroups_json=subgroups_json, triage_json=triage_json,
-                          manifest=manifest, images=image)
+                          manifest=manifest, images=image, quantization=quantization)
         for p in write_card(card, out, image):
             typer.echo(p)

@@ -87,6 +87,8 @@ def quantize_cmd(
     import numpy as np
 
     from radiolens.models.backends import OnnxBackend
+    from radiolens.models.bundle import file_sha256
+    from radiolens.models.export import SOURCE_SHA_KEY, read_metadata
     from radiolens.models.quantize import compare_int8, quantize_onnx, record_in_metadata
     from radiolens.predict.sources import discover, group_half, load_preprocessed
 
@@ -112,9 +114,13 @@ def quantize_cmd(
         if len(set(labels.tolist())) < 2:
             raise InputError("the evaluation images need both positive and negative labels for AUROC")
         cmp = compare_int8(model, out, images, labels, threads=threads)
-        payload["comparison"] = cmp
-        record_in_metadata(out, "int8_vs_fp32", {**cmp, "calibration_images": qrep.n_calibration,
-                                                 "method": qrep.method})
+        source_sha = read_metadata(model).get(SOURCE_SHA_KEY, "")
+        # Hashes pin the numbers to the files (the model card checks source_sha256 against its .pt); the int8
+        # file's own hash can only be taken after its metadata is final, so it goes into the report only.
+        cmp = {**cmp, "calibration_images": qrep.n_calibration, "method": qrep.method,
+               "fp32_onnx_sha256": file_sha256(model), "source_sha256": source_sha}
+        record_in_metadata(out, "int8_vs_fp32", cmp)
+        payload["comparison"] = {**cmp, "int8_onnx_sha256": file_sha256(out)}
         typer.echo(f"AUROC fp32 {cmp['auroc_fp32']:.4f} -> int8 {cmp['auroc_int8']:.4f} "
                    f"(change {cmp['auroc_change']:+.4f}) on {cmp['n_eval_images']} images; "
                    f"model-stage speed-up x{cmp['speedup_int8']:.2f} "

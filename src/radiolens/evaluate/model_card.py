@@ -44,9 +44,43 @@ def _evaluation_summary(ev: dict | None) -> dict | None:
     return {"headline": headline, "ece_after": ece, "n_test": ev.get("n_test"), "full": ev}
 
 
+#: Fields of the int8-vs-fp32 comparison (``radiolens quantize --eval``) that the card shows.
+QUANTIZATION_FIELDS = ("auroc_fp32", "auroc_int8", "auroc_change", "n_eval_images", "decision_agreement",
+                       "max_abs_prob_diff", "mean_abs_prob_diff", "model_images_per_s_fp32",
+                       "model_images_per_s_int8", "speedup_int8", "speed_batch", "threads", "calibration_images",
+                       "method", "size_mb_fp32", "size_mb_int8", "fp32_onnx_sha256", "int8_onnx_sha256",
+                       "source_sha256")
+
+
+def quantization_summary(path: Path, model_sha256: str = "") -> dict:
+    """The measured INT8 result from a ``radiolens quantize --report`` JSON or from the int8 ``.onnx`` itself
+    (its metadata carries the comparison). Refused when it was measured on another model than the card's."""
+    from radiolens.models.export import METADATA_KEY, PRECISION_KEY, SOURCE_SHA_KEY, info_from_json, read_metadata
+
+    if not path.is_file():
+        raise InputError(f"quantization file not found: {path.name}")
+    if path.suffix.lower() == ".onnx":
+        props = read_metadata(path)
+        if props.get(PRECISION_KEY) != "int8":
+            raise InputError(f"{path.name} is not an int8 model (give the file `radiolens quantize` wrote)")
+        cmp = dict(info_from_json(props[METADATA_KEY]).metrics.get("int8_vs_fp32") or {})
+        cmp.setdefault("source_sha256", props.get(SOURCE_SHA_KEY, ""))
+        cmp["int8_onnx_sha256"] = file_sha256(path)
+    else:
+        cmp = dict((_read_json(path, "quantization") or {}).get("comparison") or {})
+    if "auroc_int8" not in cmp:
+        raise InputError(f"{path.name} holds no fp32-vs-int8 comparison; run `radiolens quantize --eval ...`")
+    source = cmp.get("source_sha256") or ""
+    if model_sha256 and source and source != model_sha256:
+        raise InputError(f"{path.name} was measured on another model (source sha256 {source[:12]}... is not "
+                         f"this bundle's {model_sha256[:12]}...)")
+    return {**{k: cmp.get(k) for k in QUANTIZATION_FIELDS}, "from": path.name}
+
+
 def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_json: Path | None = None,
                triage_json: Path | None = None, manifest: Path | None = None, images: list[Path] | None = None,
-               intended_use: str | None = None, limitations: list[str] | None = None) -> dict:
+               intended_use: str | None = None, limitations: list[str] | None = None,
+               quantization: Path | None = None) -> dict:
     info = bundle.info
     evaluation = _evaluation_summary(_read_json(eval_json, "evaluation") or info.metrics or None)
     card = {
@@ -63,6 +97,7 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
         "evaluation": evaluation,
         "subgroups": _read_json(subgroups_json, "subgroups"),
         "triage": _read_json(triage_json, "triage") or info.triage or None,
+        "quantization": quantization_summary(quantization, bundle.sha256) if quantization else None,
         "limitations": limitations or DEFAULT_LIMITATIONS,
         "explanation_examples": [p.name for p in images or []],
     }
