@@ -28,7 +28,7 @@ def write_heatmap(model: torch.nn.Module, info: BundleInfo, tensor: np.ndarray, 
     from PIL import Image
 
     x = torch.from_numpy(np.ascontiguousarray(tensor, dtype=np.float32))[None]
-    heat = compute_cam(model, x, target_index)
+    heat = compute_cam(model, x, target_index, arch=info.arch)  # registry's layer (e.g. vgg16's last ReLU)
     grey = np.clip(tensor[0] * info.std + info.mean, 0.0, 1.0)
     colour = colormaps["jet"](heat)[..., :3]
     alpha = 0.4 * heat[..., None]

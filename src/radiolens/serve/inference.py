@@ -135,7 +135,8 @@ class Predictor:
     def _cam(self, x, target: int) -> np.ndarray:
         from radiolens.explain.cam import compute_cam
 
-        return compute_cam(self._own_model(), x.clone(), target, method=self.cam_method)
+        return compute_cam(self._own_model(), x.clone(), target, method=self.cam_method,
+                           arch=self.bundle.info.arch)
 
 
 def _load_triage(bundle: ModelBundle) -> tuple[Any, str]:
