@@ -123,3 +123,65 @@ def test_relative_paths_resolve_against_manifest_folder(kermany_dir, tmp_path):
     again = load_manifest(saved)
     again.check_files_exist()
     assert [p.resolve() for p in again.absolute_paths()] == [p.resolve() for p in sub.absolute_paths()]
+
+
+# ---------------------------------------------------------------- unknown labels never become a class
+def test_binary_third_value_is_refused_with_counts_and_first_line(real_rows, tmp_path):
+    frame = _with_splits(real_rows)
+    frame.loc[[14, 20], "label"] = "FUNGAL"  # CSV lines 16 and 22
+    frame.loc[17, "label"] = "Pneumonia"  # wrong case, CSV line 19
+    m = load_manifest(_write(frame, tmp_path))
+    declared = BINARY.model_copy(update={"negative": "NORMAL"})
+    with pytest.raises(ManifestError) as info:
+        check_ready_for_training(m, declared, {"train": "train", "val": "val"})
+    msg = str(info.value)
+    assert "3 row(s) have an unknown label in column 'label'" in msg
+    assert "'FUNGAL' x2 (first CSV line 16)" in msg
+    assert "'Pneumonia' x1 (first CSV line 19, differs from 'PNEUMONIA' only in case)" in msg
+    assert "allowed: NORMAL, PNEUMONIA" in msg
+    # without a declared negative the column has 3 values besides... and is refused as well
+    with pytest.raises(ManifestError, match=r"holds 3 value\(s\) besides the positive 'PNEUMONIA'.*"
+                                            r"declare label.negative"):
+        m.targets(BINARY)
+    # the old behaviour made FUNGAL a silent negative; the clean rows still give exact targets
+    clean = load_manifest(_write(real_rows, tmp_path))
+    y, _ = clean.targets(declared)
+    np.testing.assert_array_equal(y, (real_rows.label == "PNEUMONIA").to_numpy().astype(int))
+
+
+def test_binary_only_case_variant_as_other_value_is_refused(real_rows, tmp_path):
+    frame = real_rows[real_rows.label == "PNEUMONIA"].copy()
+    frame.iloc[0, frame.columns.get_loc("label")] = "pneumonia"
+    m = load_manifest(_write(frame, tmp_path))
+    with pytest.raises(ManifestError, match="'pneumonia' x1 .*only in case"):
+        m.targets(BINARY)  # inferring the lone other value as negative would make it "normal"
+
+
+def test_binary_zero_one_column_refuses_other_codes(real_rows, tmp_path):
+    frame = real_rows.assign(target=(real_rows.label == "PNEUMONIA").astype(int))
+    frame.loc[3, "target"] = 2
+    m = load_manifest(_write(frame, tmp_path))
+    with pytest.raises(ManifestError, match=r"'2' x1 \(first CSV line 5\); allowed: 0, 1"):
+        m.targets(LabelSpec(task="binary", columns=["target"]))
+
+
+def test_negative_only_for_binary_and_not_the_positive():
+    with pytest.raises(ValueError, match="binary. only"):
+        LabelSpec(task="multiclass", columns=["x"], negative="a")
+    with pytest.raises(ValueError, match="also listed as negative"):
+        LabelSpec(task="binary", columns=["x"], positive="a", negative=["a", "b"])
+
+
+def test_learned_classes_must_occur_in_train(real_rows, tmp_path):
+    learned = LabelSpec(task="multiclass", columns=["pneumonia_type"])
+    frame = _with_splits(real_rows)
+    m = load_manifest(_write(frame, tmp_path))
+    assert check_ready_for_training(m, learned, {"train": "train", "val": "val"}) == ["bacteria", "none"]
+    val_rows = frame.index[frame.split == "val"]
+    frame.loc[val_rows[:2], "pneumonia_type"] = "fungal"
+    m = load_manifest(_write(frame, tmp_path))
+    with pytest.raises(ManifestError) as info:
+        check_ready_for_training(m, learned, {"train": "train", "val": "val"})
+    msg = str(info.value)
+    assert "val split 'val' has label value(s) never seen in the train split" in msg
+    assert f"'fungal' x2 (first CSV line {val_rows[0] + 2})" in msg and "train: bacteria, none (" in msg

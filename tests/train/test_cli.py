@@ -81,3 +81,38 @@ def test_tune_scores_on_validation_and_writes_a_config(pneumonia_tiny, tmp_path,
     best = yaml.safe_load((tmp_path / "t" / "best_config.yaml").read_text())
     assert best["optim"]["lr"] == trials.loc[trials["value"].idxmax(), "params_lr"]
     assert best["data"]["test_split"] == "test"  # the saved config keeps the test split for the final run
+
+
+def test_unknown_binary_label_fails_before_training(pneumonia_tiny, tmp_path, tiny_config):
+    frame = pd.read_csv(pneumonia_tiny, dtype={"patient_id": str})
+    frame.loc[[3, 50], "label"] = "FUNGAL"
+    frame.loc[7, "label"] = "Pneumonia"
+    bad = tmp_path / "fungal.csv"
+    frame.to_csv(bad, index=False)
+    cfg = tmp_path / "c.yaml"
+    for negative in ("normal", None):  # declared negative, and the inferred one
+        raw = tiny_config(bad)
+        if negative:
+            raw["data"]["label"]["negative"] = negative
+        cfg.write_text(yaml.safe_dump(raw))
+        res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "o")])
+        assert res.exit_code == 2, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in res.output
+        assert "'FUNGAL' x2 (first CSV line 5)" in lines[0] and "'Pneumonia' x1 (first CSV line 9" in lines[0]
+        assert not (tmp_path / "o" / "checkpoints").exists()
+
+
+def test_multiclass_value_only_in_val_fails_before_training(pneumonia_tiny, tmp_path, tiny_config):
+    frame = pd.read_csv(pneumonia_tiny, dtype={"patient_id": str})
+    first_val = int(frame.index[frame.split == "val"][0])
+    frame.loc[first_val, "label"] = "fungal"
+    bad = tmp_path / "mc.csv"
+    frame.to_csv(bad, index=False)
+    raw = tiny_config(bad)
+    raw["data"]["label"] = {"task": "multiclass", "columns": ["label"]}  # classes learned from the data
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"'fungal' x1 (first CSV line {first_val + 2})" in res.output and "never seen in the train" in res.output

@@ -45,6 +45,7 @@ def evaluate_bundle(model_path: Path, manifest_path: Path, out: Path, split: str
     if label_columns:
         spec = LabelSpec(task=info.task, columns=list(label_columns),
                          positive=positive or (stored or {}).get("positive", "1"),
+                         negative=None if positive else (stored or {}).get("negative"),
                          classes=info.class_names if info.task == "multiclass" else None,
                          positive_name=info.class_names[0] if info.task == "binary" else None)
     elif stored:

@@ -27,7 +27,7 @@ def run_training_job(cfg, out_dir: str | Path, echo=print) -> dict:
 
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
-    result = train_model(cfg, out_dir)
+    result = train_model(cfg, out_dir, echo=echo)
     bundle = result.bundle
     info = bundle.info
     info.training["label"] = cfg.data.label.model_dump()
@@ -195,6 +195,8 @@ def register(app: typer.Typer) -> None:
         task: str = typer.Option("binary", help="binary | multiclass | multilabel (for stratification)."),
         label_column: list[str] = typer.Option(..., "--label-column", "-l", help="Label column(s)."),
         positive: str = typer.Option("1", help="binary: the positive label value."),
+        negative: list[str] | None = typer.Option(None, help="binary: the negative label value(s); any other "
+                                                            "value is refused (default: 0, or the one other value)."),
         val: float = typer.Option(0.15, help="Validation fraction (of patients' images)."),
         test: float = typer.Option(0.15, help="Test fraction."),
         folds: int = typer.Option(0, help="k > 1: write a patient-level stratified 'fold' column instead."),
@@ -208,7 +210,8 @@ def register(app: typer.Typer) -> None:
         from radiolens.errors import ConfigError
 
         try:
-            spec = LabelSpec(task=_task(task), columns=list(label_column), positive=positive)
+            spec = LabelSpec(task=_task(task), columns=list(label_column), positive=positive,
+                             negative=list(negative) if negative else None)
         except ValueError as exc:
             raise ConfigError(str(exc).splitlines()[-1]) from exc
         m = load_manifest(manifest)

@@ -26,6 +26,7 @@ REQUIRED_COLUMNS = ("path", "patient_id")
 OPTIONAL_COLUMNS = ("study_id", "age", "sex", "view", "site", "split")
 Task = Literal["binary", "multiclass", "multilabel"]
 _MAX_ERRORS_SHOWN = 3
+_MAX_VALUES_SHOWN = 5
 
 
 class ManifestRow(BaseModel):
@@ -55,9 +56,13 @@ class ManifestRow(BaseModel):
 class LabelSpec(BaseModel):
     """Which manifest column(s) hold the target, and how values map to classes.
 
-    - binary: one column; ``positive`` names the positive value (``1`` for 0/1 columns). The model has
-      ONE output, the positive class (``positive_name`` or the value itself).
-    - multiclass: one column; ``classes`` lists the values in output order (default: sorted values).
+    - binary: one column; ``positive`` names the positive value (``1`` for 0/1 columns) and ``negative``
+      the negative value(s). Every other value is refused, so a typo ("Pneumonia" for "PNEUMONIA") or a
+      third class ("FUNGAL") can never silently become a negative. Without ``negative``: ``0`` when
+      ``positive`` is ``1``, otherwise the column must hold exactly one other value, which is taken as
+      the negative. The model has ONE output, the positive class (``positive_name`` or the value itself).
+    - multiclass: one column; ``classes`` lists the values in output order (default: the sorted values of
+      the train split, and a value seen only in val/test is refused).
     - multilabel: one 0/1 column per finding (``columns``), in output order.
 
     ``aliases`` renames raw values before anything else (e.g. ``{"bacteria": "bacterial"}``).
@@ -69,6 +74,7 @@ class LabelSpec(BaseModel):
     columns: list[str] = Field(min_length=1)
     classes: list[str] | None = None
     positive: str = "1"
+    negative: str | list[str] | None = None  # binary: the negative value(s); see the class docstring
     positive_name: str | None = None
     negative_name: str = "normal"
     aliases: dict[str, str] = Field(default_factory=dict)
@@ -79,7 +85,20 @@ class LabelSpec(BaseModel):
             raise ValueError(f"task '{self.task}' takes exactly one label column, got {len(self.columns)}")
         if self.classes is not None and len(set(self.classes)) != len(self.classes):
             raise ValueError("classes contains duplicates")
+        if self.negative is not None:
+            if self.task != "binary":
+                raise ValueError("'negative' applies to task 'binary' only")
+            if self.positive in self.negative_values(aliased=False):
+                raise ValueError("the positive value is also listed as negative")
         return self
+
+    def negative_values(self, aliased: bool = True) -> set[str] | None:
+        """The declared negative value(s) (after ``aliases`` unless ``aliased=False``), or None."""
+        if self.negative is None:
+            return None
+        raw = [self.negative] if isinstance(self.negative, str) else list(self.negative)
+        values = {_canonical_value(v) for v in raw}
+        return {self.aliases.get(v, v) for v in values} if aliased else values
 
     def output_names(self, frame: pd.DataFrame | None = None) -> list[str]:
         """One name per model output (binary: just the positive class)."""
@@ -110,6 +129,30 @@ def _canonical_value(v: object) -> str:
     if isinstance(v, float | np.floating) and float(v).is_integer():
         return str(int(v))
     return str(v).strip()
+
+
+def _describe_values(vals: pd.Series, mask: pd.Series, reference: set[str]) -> tuple[str, set[str]]:
+    """"'X' x12 (first CSV line 7), ..." for the values under ``mask`` (line 1 is the header), noting a
+    value that differs from one in ``reference`` only in case. Returns the text and the values listed."""
+    rows = np.flatnonzero(mask.to_numpy())
+    first: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for r, v in zip(rows, vals.to_numpy()[rows], strict=True):
+        first.setdefault(v, int(r) + 2)
+        counts[v] = counts.get(v, 0) + 1
+    lowered: dict[str, str] = {}
+    for v in sorted(reference):
+        lowered.setdefault(v.lower(), v)
+    order = sorted(first, key=first.get)
+    parts = []
+    for v in order[:_MAX_VALUES_SHOWN]:
+        hint = ""
+        if v and v.lower() in lowered and lowered[v.lower()] != v:
+            hint = f", differs from '{lowered[v.lower()]}' only in case"
+        parts.append(f"'{v}' x{counts[v]} (first CSV line {first[v]}{hint})" if v else
+                     f"<empty> x{counts[v]} (first CSV line {first[v]})")
+    more = f", +{len(order) - _MAX_VALUES_SHOWN} more value(s)" if len(order) > _MAX_VALUES_SHOWN else ""
+    return ", ".join(parts) + more, set(counts)
 
 
 @dataclass
@@ -163,23 +206,44 @@ class Manifest:
             if positive not in known:
                 raise ManifestError(f"{self.source_name}: column '{col}' never holds the positive value "
                                     f"'{positive}' (values: {', '.join(sorted(known)[:10])})")
-            empties = vals == ""
-            if empties.any():
-                self._reject_unknown(vals, known - {""}, col)
+            negatives = spec.negative_values()
+            if negatives is None:
+                if positive == "1":
+                    negatives = {"0"}
+                else:
+                    others = known - {positive, ""}
+                    if len(others) != 1:
+                        listed, _ = _describe_values(vals, vals.isin(others), {positive})
+                        raise ManifestError(
+                            f"{self.source_name}: column '{col}' holds {len(others)} value(s) besides the "
+                            f"positive '{positive}': {listed}; a binary label takes exactly one negative "
+                            "value: declare label.negative (and map the rest with label.aliases or fix them)")
+                    negatives = others
+            self._reject_unknown(vals, {positive, *negatives}, col)
             return (vals == positive).to_numpy().astype(np.int64), names
         self._reject_unknown(vals, set(names), col)
         index = {c: i for i, c in enumerate(names)}
         return vals.map(index).to_numpy().astype(np.int64), names
 
     def _reject_unknown(self, vals: pd.Series, allowed: set[str], col: str) -> None:
+        """ManifestError naming every unknown value with its row count and first CSV line (line 1 = header).
+
+        Also refuses an "allowed" value that differs from another allowed one only in case (a binary
+        column holding PNEUMONIA and Pneumonia would otherwise take Pneumonia as the negative).
+        """
         bad = ~vals.isin(allowed)
-        if bad.any():
-            rows = np.flatnonzero(bad.to_numpy())
-            shown = sorted({v if v else "<empty>" for v in vals[bad].tolist()})[:5]
-            raise ManifestError(
-                f"{self.source_name}: {len(rows)} row(s) have an unknown label in column '{col}' "
-                f"({', '.join(shown)}; allowed: {', '.join(sorted(allowed))}; CSV lines "
-                f"{', '.join(str(r + 2) for r in rows[:_MAX_ERRORS_SHOWN])})")
+        lowered: dict[str, str] = {}
+        for v in sorted(allowed):
+            if v.lower() in lowered:
+                bad |= vals == v
+            lowered.setdefault(v.lower(), v)
+        if not bad.any():
+            return
+        listed, bad_values = _describe_values(vals, bad, allowed)
+        allowed_shown = ", ".join(sorted(a for a in allowed if a not in bad_values)) or "none"
+        raise ManifestError(
+            f"{self.source_name}: {int(bad.sum())} row(s) have an unknown label in column '{col}': "
+            f"{listed}; allowed: {allowed_shown}")
 
     # ------------------------------------------------------------------ splits
     def split_names(self) -> list[str]:

@@ -56,6 +56,7 @@ def assign_splits(manifest: Manifest, spec: LabelSpec, *, val: float = 0.15, tes
         if not 0.0 <= frac < 1.0:
             raise ManifestError(f"{what} fraction must be in [0, 1), got {frac}")
     frame = manifest.frame.copy()
+    manifest.targets(spec)  # label errors name lines of the whole CSV, not of the re-split subset
     if only is not None:
         if "split" not in frame.columns or not (frame["split"].astype(str) == only).any():
             raise ManifestError(f"{manifest.source_name}: no rows in split '{only}' to re-split")
@@ -132,6 +133,26 @@ def check_leakage(manifest: Manifest) -> None:
             f"(e.g. CSV lines {', '.join(map(str, lines))}); re-split by patient (`radiolens split`)")
 
 
+def _refuse_classes_unseen_in_train(manifest: Manifest, spec: LabelSpec, splits: dict[str, str],
+                                    split_col: np.ndarray) -> None:
+    """Classes learned from the data must all occur in train: a value present only in val/test is a typo
+    or a class the model cannot learn, and would silently add an output that is never trained."""
+    from radiolens.data.manifest import _describe_values, _label_values
+
+    vals = _label_values(manifest.frame, spec.columns[0], spec.aliases)
+    seen = set(vals[split_col == splits["train"]])
+    for role, name in splits.items():
+        if role == "train":
+            continue
+        unseen = (split_col == name) & ~vals.isin(seen).to_numpy()
+        if unseen.any():
+            listed, _ = _describe_values(vals, pd.Series(unseen), seen)
+            raise ManifestError(
+                f"{manifest.source_name}: {role} split '{name}' has label value(s) never seen in the train "
+                f"split '{splits['train']}' of column '{spec.columns[0]}': {listed}; classes learned from "
+                f"train: {', '.join(sorted(seen))} (declare label.classes, or fix/alias the values)")
+
+
 def check_ready_for_training(manifest: Manifest, spec: LabelSpec, splits: dict[str, str],
                              check_files: bool = True) -> list[str]:
     """Every check that must pass before training: files, labels, classes per split, leakage.
@@ -146,6 +167,8 @@ def check_ready_for_training(manifest: Manifest, spec: LabelSpec, splits: dict[s
     check_leakage(manifest)
     targets, names = manifest.targets(spec)  # raises on unknown labels
     split_col = manifest.frame["split"].astype(str).to_numpy()
+    if spec.task == "multiclass" and spec.classes is None:
+        _refuse_classes_unseen_in_train(manifest, spec, splits, split_col)
     for role, name in splits.items():
         t = targets[split_col == name]
         if spec.task == "multilabel":

@@ -84,7 +84,8 @@ def _loader(images, targets, mean, std, batch_size, augment=None, shuffle=False,
                       shuffle=shuffle, generator=gen if shuffle else None, num_workers=0)
 
 
-def train_model(cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
+def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult:
+    """``echo(message)`` receives notes the user should see before training starts (default: the log)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -99,6 +100,9 @@ def train_model(cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
     if d.test_split:
         roles["test"] = d.test_split
     class_names = check_ready_for_training(manifest, d.label, roles)
+    if d.label.task == "multiclass" and d.label.classes is None:
+        (echo or log.info)(f"classes learned from the manifest (output order): {', '.join(class_names)}; "
+                           "set data.label.classes to fix them")
     manifest.save(out_dir / "manifest_used.csv")  # absolute paths: usable from anywhere
 
     arch = cfg.model.arch
@@ -164,6 +168,7 @@ def train_model(cfg: TrainConfig, out_dir: str | Path) -> TrainResult:
         training={"epochs_run": len(module.history), "best_epoch": best_epoch, "seed": cfg.seed,
                   "n_train": len(parts["train"]), "n_val": len(parts["val"]),
                   "n_test": len(parts["test"]) if "test" in parts else 0,
+                  "classes_learned_from_data": d.label.task == "multiclass" and d.label.classes is None,
                   "loss": type(loss).__name__, "augment": cfg.augment.model_dump(),
                   "optim": cfg.optim.model_dump(), "mlflow_run_id": run_id},
     )
