@@ -72,15 +72,20 @@ def groups(root: Path, n_raster: int) -> dict[str, list[Path]]:
         kermany = [root / "kermany_pediatric_pneumonia" / r["path"] for r in csv.DictReader(fh)][:n_raster]
     with open(root / "nih_chestxray14" / "manifest.csv", newline="") as fh:
         nih64 = [root / "nih_chestxray14" / r["path"] for r in csv.DictReader(fh)][:n_raster]
+    siim = sorted((root / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))  # the data set holds one file
+    # every DICOM group on all matching pydicom-data files (RG1 + RG3, reversible + irreversible copies)
     return {
-        "SIIM CR DICOM (JPEG baseline, 1024^2)": sorted((root / "siim_acr_pneumothorax" / "dicom").glob("*.dcm")),
-        "RG1 CR chest MONOCHROME1, uncompressed": [corpus / "RG1_UNCR.dcm"],
-        "RG1 CR chest MONOCHROME1, J2K lossless": [corpus / "RG1_J2KR.dcm"],
-        "RG3 CR MONOCHROME1, uncompressed": [corpus / "RG3_UNCR.dcm"],
-        "RG3 CR MONOCHROME1, J2K lossless": [corpus / "RG3_J2KR.dcm"],
-        f"Kermany JPEG 224^2 (x{len(kermany)})": kermany,
-        "NIH PNG full-res 1024^2 / 512^2": sorted((root / "nih_chestxray14" / "images_fullres").glob("*.png")),
-        f"NIH PNG 64^2 RGB/RGBA (x{len(nih64)})": nih64,
+        f"SIIM CR DICOM (JPEG baseline, 1024^2) x{len(siim)}": siim,
+        "CR chest MONOCHROME1 uncompressed (RG1,RG3 x UNCR,UNCI)": [corpus / f"{s}_{v}.dcm" for s in ("RG1", "RG3")
+                                                                 for v in ("UNCR", "UNCI")],
+        "CR chest MONOCHROME1 J2K lossless (RG1,RG3)": [corpus / f"{s}_J2KR.dcm" for s in ("RG1", "RG3")],
+        "CR chest MONOCHROME1 J2K lossy (RG1,RG3)": [corpus / f"{s}_J2KI.dcm" for s in ("RG1", "RG3")],
+        "CT/MR 16-bit uncompressed (693,MR2 x UNCR,UNCI)": [corpus / f"{s}_{v}.dcm" for s in ("693", "MR2")
+                                                            for v in ("UNCR", "UNCI")],
+        "CT/MR J2K lossless (693,MR2)": [corpus / f"{s}_J2KR.dcm" for s in ("693", "MR2")],
+        f"Kermany JPEG 224^2 x{len(kermany)}": kermany,
+        "NIH PNG full-res 1024^2 / 512^2 x4": sorted((root / "nih_chestxray14" / "images_fullres").glob("*.png")),
+        f"NIH PNG 64^2 RGB/RGBA x{len(nih64)}": nih64,
     }
 
 
@@ -122,15 +127,18 @@ def main() -> None:
         ours_read = time_group(radiolens_read, files, args.repeats)
         naive_read_rate = time_group(naive_read, files, args.repeats)
         rows.append((name, len(files), ours, naive, ours_read, naive_read_rate, correlation(files)))
-    print(f"\n{'':50s} {'read+window+resize 224':>24s}   {'read+window only':>20s}")
-    print(f"{'group':44s} {'files':>5s} {'radiolens':>10s} {'naive':>8s} {'ratio':>5s}   {'radiolens':>10s} "
+    print(f"\n{'':62s} {'read+window+resize 224':>24s}   {'read+window only':>20s}")
+    print(f"{'group':56s} {'files':>5s} {'radiolens':>10s} {'naive':>8s} {'ratio':>5s}   {'radiolens':>10s} "
           f"{'naive':>8s}  {'corr':>5s}")
     for name, n, ours, naive, ours_r, naive_r, corr in rows:
-        print(f"{name:44s} {n:5d} {ours:10.1f} {naive:8.1f} {ours / naive:5.2f}   {ours_r:10.1f} {naive_r:8.1f}  "
+        print(f"{name:56s} {n:5d} {ours:10.1f} {naive:8.1f} {ours / naive:5.2f}   {ours_r:10.1f} {naive_r:8.1f}  "
               f"{corr:5.2f}")
     print("(images/s)")
-    print(f"\n(torch threads={args.threads}; median of {args.repeats} passes; corr = mean Pearson r of the two "
-          "224x224 outputs, first 20 files)")
+    import os
+
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n(load average 1/5/15 min at the end: {load}; torch threads={args.threads}; median of {args.repeats} "
+          "passes; corr = mean Pearson r of the two 224x224 outputs, first 20 files)")
 
 
 if __name__ == "__main__":

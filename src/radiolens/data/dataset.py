@@ -39,6 +39,7 @@ def decode_images(paths: list[Path], size: tuple[int, int], cache_dir: str | Pat
         if cache_file.is_file():
             return torch.load(cache_file, weights_only=True)
     out = torch.empty((len(paths), 1, *size), dtype=torch.uint8)
+    out_np = out.numpy()  # filled through numpy: per-image torch ops pay thread wake-ups (see resize_unit)
     iterator = range(len(paths))
     if progress:
         from tqdm import tqdm
@@ -49,7 +50,7 @@ def decode_images(paths: list[Path], size: tuple[int, int], cache_dir: str | Pat
             pixels = read_image(paths[i]).first_frame()
         except InputError as exc:
             raise ManifestError(f"CSV line {i + 2}: {exc}") from exc
-        out[i] = (resize_unit(pixels, size) * 255.0).round_().to(torch.uint8)
+        out_np[i] = np.rint(resize_unit(pixels, size).numpy() * 255.0)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")

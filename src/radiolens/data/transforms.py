@@ -30,14 +30,34 @@ def check_unit_range(x: np.ndarray | torch.Tensor, what: str = "image") -> None:
 
 
 def resize_unit(pixels: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) [0,1] pixels -> (1, h, w) float tensor, antialiased area-preserving resize."""
-    t = torch.as_tensor(np.ascontiguousarray(pixels) if isinstance(pixels, np.ndarray) else pixels,
-                        dtype=torch.float32)
-    if t.ndim == 2:
-        t = t[None]
-    if tuple(t.shape[-2:]) != tuple(size):
-        t = F.interpolate(t[None], size=tuple(size), mode="bilinear", antialias=True, align_corners=False)[0]
-    return t.clamp_(0.0, 1.0)
+    """(H, W) [0,1] pixels -> a NEW (1, h, w) float tensor, antialiased area-preserving resize.
+
+    The caller's array is never written to (an earlier version clamped it in place when no resize was
+    needed, because ``torch.as_tensor`` shares memory with a float32 array). Clamping runs in numpy, not
+    as a torch op: with 2+ torch threads on a busy machine every small torch op pays an intra-op thread
+    wake-up of milliseconds, which made reading 224^2 JPEGs 12x slower than the resize-free naive loop
+    (docs/io.md). The antialiased interpolation itself stays in torch (no numpy/PIL equivalent for float
+    images with the same filter).
+    """
+    size = (int(size[0]), int(size[1]))
+    if isinstance(pixels, torch.Tensor):
+        t = pixels.detach().to(device="cpu", dtype=torch.float32)
+        if t.ndim == 2:
+            t = t[None]
+        if tuple(t.shape[-2:]) != size:
+            t = F.interpolate(t[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+            return t.clamp_(0.0, 1.0)  # a fresh tensor: in place is safe
+        return t.clamp(0.0, 1.0)  # out of place: never the caller's storage
+    arr = np.asarray(pixels, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if tuple(arr.shape[-2:]) == size:
+        return torch.from_numpy(np.ascontiguousarray(np.clip(arr, 0.0, 1.0)))  # np.clip: a new array
+    t = F.interpolate(torch.from_numpy(np.ascontiguousarray(arr))[None], size=size, mode="bilinear",
+                      antialias=True, align_corners=False)[0]
+    out = t.numpy()  # shares t's (new) storage
+    np.clip(out, 0.0, 1.0, out=out)
+    return t
 
 
 def to_model_tensor(pixels: np.ndarray | torch.Tensor, size: tuple[int, int], mean: float, std: float,
