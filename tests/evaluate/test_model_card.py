@@ -25,7 +25,8 @@ def test_card_json_and_html(tmp_path, data_dir):
     m = pd.read_csv(manifest)
     y = m.label_abnormal.to_numpy()
     p = np.random.default_rng(0).random(len(y))
-    (tmp_path / "sub.json").write_text(json.dumps(audit_subgroups(y, p, m, ["sex"], n_bootstrap=50), default=float))
+    (tmp_path / "sub.json").write_text(json.dumps(audit_subgroups(y, p, m, ["sex", "age_band"], n_bootstrap=50),
+                                                  default=float))
     png = tmp_path / "ex.png"
     import matplotlib
 
@@ -40,5 +41,28 @@ def test_card_json_and_html(tmp_path, data_dir):
     assert data["triage"]["budget"] == 0.2
     html = hp.read_text()
     assert ADVISORY in html and "data:image/png;base64," in html and "equalized-odds" in html
+    assert "paediatric (&lt;18)</td><td>0</td>" in html and "0 cases" in html  # NIH has no children: listed
+    assert "No risk-coverage curve attached" in html  # the bundle's stored rule has no curve
     with pytest.raises(InputError):
         build_card(bundle, eval_json=tmp_path / "missing.json")
+
+
+def test_card_draws_risk_coverage_from_a_triage_file(tmp_path):
+    from radiolens.explain.triage import fit_triage_rule, risk_coverage
+
+    torch.manual_seed(0)
+    info = BundleInfo(arch="small_cnn", task="binary", class_names=["abnormal"], input_size=(32, 32))
+    bundle = ModelBundle(info=info, model=create_model("small_cnn", 1))
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(y * 0.3 + 0.35 + rng.normal(0, 0.15, 300), 0, 1)
+    rule = fit_triage_rule(p[:150], y[:150], [0.5], ["abnormal"], budget=0.2)
+    refer = rule.refer_mask(p[150:])
+    triage = {"rule": rule.model_dump(), "test": {"n": 150, "referral_rate": float(refer.mean())},
+              "risk_coverage_test": risk_coverage(p[150:], y[150:], [0.5])}
+    (tmp_path / "triage.json").write_text(json.dumps(triage))
+    card = build_card(bundle, triage_json=tmp_path / "triage.json")
+    assert card["calibration"] is None  # nothing evaluated: no invented calibration
+    html = write_card(card, tmp_path / "card")[1].read_text()
+    assert 'alt="Risk-coverage curve"' in html and "No evaluation attached" in html
+    assert html.count("data:image/png;base64,") == 1

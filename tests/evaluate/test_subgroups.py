@@ -54,3 +54,26 @@ def test_nih_subgroups_real_data(data_dir):
             if r["status"] != "too small to judge":
                 assert 0 <= r["auroc"] <= 1 and 0 <= r["ece"] <= 1
     assert {r["group"] for r in audit["columns"]["view"]["groups"]} == {"AP", "PA"}
+
+
+def test_a_band_with_no_cases_is_listed_not_dropped(data_dir):
+    """NIH has no patient under 18: the paediatric band must appear as '0 cases', too small to judge."""
+    m = pd.read_csv(data_dir / "nih_chestxray14" / "manifest.csv")
+    assert (m.age < 18).sum() == 0
+    y = m["label_abnormal"].to_numpy()
+    p = np.clip(0.5 + (y - 0.5) * 0.3 + np.random.default_rng(1).normal(0, 0.25, len(y)), 0, 1)
+    audit = audit_subgroups(y, p, m, ["age_band", "sex"], n_bootstrap=50)
+    bands = {r["group"]: r for r in audit["columns"]["age_band"]["groups"]}
+    assert set(bands) == {"paediatric (<18)", "adult (18-64)", "geriatric (>=65)"}
+    child = bands["paediatric (<18)"]
+    assert child["n"] == 0 and child["n_positive"] == 0 and child["status"] == "too small to judge"
+    assert child["reason"].startswith("0 cases")
+    # it takes no part in the equalized-odds gaps, which come from the two judged bands
+    judged = [r for r in bands.values() if r["status"] != "too small to judge"]
+    assert len(judged) == 2
+    assert audit["columns"]["age_band"]["tpr_gap"] == abs(judged[0]["sensitivity"] - judged[1]["sensitivity"])
+    assert {r["group"] for r in audit["columns"]["sex"]["groups"]} == {"F", "M"}  # no invented groups
+    table = subgroup_table(audit)
+    assert ((table.group == "paediatric (<18)") & (table.n == 0)).sum() == 1
+    none = audit_subgroups(y, p, m, ["age_band"], n_bootstrap=0, expected_groups={})
+    assert "paediatric (<18)" not in {r["group"] for r in none["columns"]["age_band"]["groups"]}

@@ -1,5 +1,6 @@
-"""Model card (JSON + self-contained HTML): intended use, data, evaluation with CIs, calibration, subgroups,
-explanation examples, triage budget, limitations and the hashes that pin model and data."""
+"""Model card (JSON + self-contained HTML): intended use, data, evaluation with CIs, calibration (reliability
+diagram), subgroups, explanation examples, triage budget and risk-coverage curve, limitations and the hashes that
+pin model and data. Figures are drawn from the numbers in the card, so the JSON and the HTML cannot disagree."""
 
 from __future__ import annotations
 
@@ -44,6 +45,43 @@ def _evaluation_summary(ev: dict | None) -> dict | None:
     return {"headline": headline, "ece_after": ece, "n_test": ev.get("n_test"), "full": ev}
 
 
+def _calibration_summary(ev: dict | None) -> dict | None:
+    """Calibration beyond one ECE number: T, ECE / Brier before and after, and the reliability-diagram bins
+    (from an evaluate-step metrics.json, or a bundle's ``info.metrics`` written since they carry the bins)."""
+    if not ev:
+        return None
+    cal = ev.get("calibration") or {}
+    test = cal.get("test") or {}
+    out = {"temperature": cal.get("temperature", ev.get("temperature")), "view": cal.get("view"),
+           "n_bins": cal.get("n_bins"),
+           "ece_before": test.get("ece_before"), "ece_after": test.get("ece_after", ev.get("ece_after")),
+           "brier_before": test.get("brier_before"), "brier_after": test.get("brier_after"),
+           "reliability_before": cal.get("reliability_before"), "reliability_after": cal.get("reliability_after")}
+    return out if any(v is not None for v in out.values()) else None
+
+
+def card_figures(card: dict) -> dict[str, str]:
+    """Reliability diagram and test risk-coverage curve as data: URIs, drawn from the card's own numbers."""
+    from radiolens.evaluate import plots
+
+    figs: dict[str, str] = {}
+    cal = card.get("calibration") or {}
+    series = {}
+    if cal.get("reliability_before"):
+        series["before temperature scaling"] = cal["reliability_before"]
+    if cal.get("reliability_after"):
+        t = cal.get("temperature")
+        series["after" + (f" (T = {t:.2f})" if isinstance(t, int | float) else "")] = cal["reliability_after"]
+    if series:
+        figs["reliability"] = plots.to_data_uri(plots.reliability_diagram(series, title="Reliability on test"))
+    triage = card.get("triage") or {}
+    rc = triage.get("risk_coverage_test")
+    if rc and rc.get("coverage"):
+        figs["risk_coverage"] = plots.to_data_uri(
+            plots.risk_coverage_figure(rc, (triage.get("test") or {}).get("referral_rate")))
+    return figs
+
+
 #: Fields of the int8-vs-fp32 comparison (``radiolens quantize --eval``) that the card shows.
 QUANTIZATION_FIELDS = ("auroc_fp32", "auroc_int8", "auroc_change", "n_eval_images", "decision_agreement",
                        "max_abs_prob_diff", "mean_abs_prob_diff", "model_images_per_s_fp32",
@@ -82,7 +120,8 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
                intended_use: str | None = None, limitations: list[str] | None = None,
                quantization: Path | None = None) -> dict:
     info = bundle.info
-    evaluation = _evaluation_summary(_read_json(eval_json, "evaluation") or info.metrics or None)
+    ev_raw = _read_json(eval_json, "evaluation") or info.metrics or None
+    evaluation = _evaluation_summary(ev_raw)
     card = {
         "model": {"name": info.name, "arch": info.arch, "task": info.task, "classes": info.class_names,
                   "version": info.version, "radiolens_version": info.radiolens_version, "sha256": bundle.sha256,
@@ -95,6 +134,7 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
                           "manifest_sha256": file_sha256(manifest) if manifest else None,
                           "manifest_name": manifest.name if manifest else None},
         "evaluation": evaluation,
+        "calibration": _calibration_summary(ev_raw),
         "subgroups": _read_json(subgroups_json, "subgroups"),
         "triage": _read_json(triage_json, "triage") or info.triage or None,
         "quantization": quantization_summary(quantization, bundle.sha256) if quantization else None,
@@ -116,7 +156,7 @@ def write_card(card: dict, out: Path, images: list[Path] | None = None) -> tuple
             raise InputError(f"image not found: {p.name}")
         embedded.append({"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()})
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
-    html = env.get_template("model_card.html").render(card=card, images=embedded,
+    html = env.get_template("model_card.html").render(card=card, images=embedded, figs=card_figures(card),
                                                        pretty=json.dumps(card, indent=2, default=str))
     html_path = out / "model_card.html"
     html_path.write_text(html)

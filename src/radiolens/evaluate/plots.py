@@ -174,3 +174,26 @@ def training_figure(history: list[dict], diagnosis: dict) -> Figure | None:
         ax.legend(fontsize=7)
     fig.subplots_adjust(wspace=0.3)
     return fig
+
+
+def risk_coverage_figure(rc: dict, referral_rate: float | None = None,
+                         title: str = "Risk-coverage on test") -> Figure:
+    """Error rate on the kept cases against the share kept (``radiolens.explain.triage.risk_coverage`` output);
+    the dashed line marks the fitted triage rule's coverage, the dotted one the error with nothing referred."""
+    fig = Figure(figsize=(4.8, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    cov, risk = np.asarray(rc["coverage"], dtype=float), np.asarray(rc["risk"], dtype=float)
+    ax.plot(cov, risk, color="C0", lw=1.8, label=f"AURC {rc['aurc']:.3f}")
+    if len(risk):
+        ax.axhline(risk[-1], ls=":", color="grey", lw=1, label=f"no referral: error {risk[-1]:.3f}")
+    if referral_rate is not None:
+        ax.axvline(1 - referral_rate, ls="--", color="C3", lw=1,
+                   label=f"triage rule: {100 * referral_rate:.1f} % referred")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("coverage (share of cases the model keeps)", fontsize=9)
+    ax.set_ylabel("error rate on kept cases", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7)
+    return fig

@@ -92,6 +92,10 @@ class EvaluationResult:
                           "temperature": self.temperature, "headline": self.summary.get("headline", {}),
                           "per_class": per_class,
                           "ece_after": self.calibration.get("test", {}).get("ece_after"),
+                          # a few numbers per bin: enough for the model card's reliability diagram
+                          "calibration": {k: self.calibration.get(k) for k in
+                                          ("temperature", "view", "n_bins", "test", "reliability_before",
+                                           "reliability_after")},
                           "training_verdict": self.training.get("diagnosis", {}).get("verdict")})
 
     def per_class_by_name(self, name: str) -> dict:

@@ -19,6 +19,10 @@ from radiolens.evaluate.metrics import binary_rates
 
 AGE_BANDS = ("paediatric (<18)", "adult (18-64)", "geriatric (>=65)")
 
+#: Groups a column is expected to have: one with no cases is listed as "0 cases" (too small to judge) rather
+#: than silently missing, e.g. the paediatric band of an adult-only set like NIH ChestX-ray14.
+EXPECTED_GROUPS: dict[str, tuple[str, ...]] = {"age_band": AGE_BANDS}
+
 
 def age_band(age: pd.Series) -> pd.Series:
     a = pd.to_numeric(age, errors="coerce")
@@ -51,8 +55,13 @@ def _metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int, seed: 
 
 def audit_subgroups(y: np.ndarray, p: np.ndarray, frame: pd.DataFrame, columns: list[str], threshold: float = 0.5,
                     *, max_drop: float = 0.05, min_cases: int = 30, min_positives: int = 5,
-                    n_bootstrap: int = 1000, seed: int = 0) -> dict:
-    """Binary labels ``y``, probabilities ``p`` and one manifest row per case -> a JSON-ready audit dict."""
+                    n_bootstrap: int = 1000, seed: int = 0,
+                    expected_groups: dict[str, tuple[str, ...]] | None = None) -> dict:
+    """Binary labels ``y``, probabilities ``p`` and one manifest row per case -> a JSON-ready audit dict.
+
+    ``expected_groups`` (default :data:`EXPECTED_GROUPS`) names groups per column that are reported even when
+    no case falls in them."""
+    expected = EXPECTED_GROUPS if expected_groups is None else expected_groups
     y = np.asarray(y).astype(int).reshape(-1)
     p = np.asarray(p, dtype=float).reshape(-1)
     if len(y) != len(p) or len(y) != len(frame):
@@ -64,15 +73,19 @@ def audit_subgroups(y: np.ndarray, p: np.ndarray, frame: pd.DataFrame, columns: 
     for col in columns:
         values = subgroup_column(frame, col)
         rows = []
-        for g in sorted(values.dropna().unique(), key=str):
+        present = list(values.dropna().unique())
+        seen = {str(g) for g in present}
+        absent = [g for g in expected.get(col, ()) if g not in seen]
+        for g in sorted(present + absent, key=str):
             m = (values == g).to_numpy(dtype=bool)
             yg, pg = y[m], p[m]
             n_pos, n_neg = int(yg.sum()), int(len(yg) - yg.sum())
             row = {"group": str(g)}
             if len(yg) < min_cases or n_pos < min_positives or n_neg < min_positives:
+                reason = ("0 cases: none of this group in the data" if len(yg) == 0 else
+                          f"{len(yg)} cases, {n_pos} positives")
                 row.update(n=int(len(yg)), n_positive=n_pos, status="too small to judge",
-                           reason=f"{len(yg)} cases, {n_pos} positives (need >= {min_cases} cases and "
-                                  f">= {min_positives} of each class)")
+                           reason=f"{reason} (need >= {min_cases} cases and >= {min_positives} of each class)")
                 rows.append(row)
                 continue
             row.update(_metrics(yg, pg, threshold, n_bootstrap, seed))
