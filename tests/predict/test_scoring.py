@@ -13,6 +13,11 @@ from radiolens.predict import PredictConfig, Scorer, discover
 from radiolens.predict.results import ResultStore
 
 
+class InjectedCrash(BaseException):
+    """Stands in for the process dying (OOM kill, power cut): not an Exception, so nothing may turn it into
+    error rows, unlike a forward pass that raises."""
+
+
 class CrashAfter:
     """Wraps a backend and dies on batch ``n`` (as an OOM kill or power cut would, mid-run)."""
 
@@ -23,7 +28,7 @@ class CrashAfter:
     def predict_logits(self, batch):
         self.calls += 1
         if self.calls == self.n:
-            raise RuntimeError("injected crash")
+            raise InjectedCrash("injected crash")
         return self.inner.predict_logits(batch)
 
 
@@ -60,7 +65,7 @@ def test_crash_mid_run_loses_at_most_the_batch_in_flight_and_resume_completes(re
     items = discover(real_tree)
     backend = load_backend(fitted_pt)
     out = tmp_path / "results.csv"
-    with pytest.raises(RuntimeError, match="injected crash"):
+    with pytest.raises(InjectedCrash, match="injected crash"):
         Scorer(CrashAfter(backend, 3), PredictConfig(batch_size=8, workers=2, progress=False)).run(items, out)
     first = pd.read_csv(out, keep_default_na=False)
     assert len(first) == 16  # two complete batches on disk, the third (in flight) lost
@@ -91,7 +96,7 @@ def test_parquet_resume_from_part_files(real_tree, fitted_pt, tmp_path):
     items = discover(real_tree)
     backend = load_backend(fitted_pt)
     out = tmp_path / "results.parquet"
-    with pytest.raises(RuntimeError):
+    with pytest.raises(InjectedCrash):
         Scorer(CrashAfter(backend, 2), PredictConfig(batch_size=10, workers=0, progress=False)).run(items, out)
     assert not out.exists() and len(list((tmp_path / "results.parquet.parts").glob("part-*.parquet"))) == 1
     summary = Scorer(backend, PredictConfig(batch_size=10, workers=0, progress=False)).run(items, out)

@@ -141,17 +141,26 @@ def predict_cmd(
         None, "--heatmaps-for-flagged", help="Write Grad-CAM PNGs for flagged (positive or near-threshold) cases."),
     cam_model: Path | None = typer.Option(None, "--cam-model", help="The .pt bundle for heatmaps when --model is "
                                           ".onnx (ONNX graphs have no gradients)."),
-    margin: float = typer.Option(0.1, "--near-threshold-margin", help="Below-threshold band that still flags."),
+    margin: float = typer.Option(0.1, "--near-threshold-margin", help="Below-threshold band that still flags "
+                                 "(used only when the bundle has no fitted triage rule)."),
+    retry_errors: bool = typer.Option(True, "--retry-errors/--no-retry-errors",
+                                      help="Re-score files whose earlier row is an error (the row is replaced)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT instead of resuming into it (needed "
+                                   "when OUT was written by another model or backend)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
-    """Score every image under SOURCE into a resumable CSV/Parquet; unreadable files become error rows."""
+    """Score every image under SOURCE into a resumable CSV/Parquet; unreadable files become error rows.
+
+    A re-run skips files already scored and retries error rows; it refuses an OUT written by another model.
+    """
     from radiolens.models.backends import TorchBackend, load_backend
     from radiolens.models.bundle import ModelBundle
     from radiolens.predict import PredictConfig, Scorer, discover
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"{out.name}: output must end in .csv or .parquet")
-    cfg_kwargs = {"batch_size": batch_size, "near_threshold_margin": margin, "progress": progress}
+    cfg_kwargs = {"batch_size": batch_size, "near_threshold_margin": margin, "progress": progress,
+                  "retry_errors": retry_errors, "overwrite": overwrite}
     if workers is not None:
         cfg_kwargs["workers"] = workers
     try:
@@ -168,6 +177,11 @@ def predict_cmd(
     if heatmaps_for_flagged is not None:
         if cam_model is not None:
             cam_bundle = ModelBundle.load(cam_model)
+            exported_from = getattr(be, "source_sha256", "")
+            if exported_from and cam_bundle.sha256 != exported_from:
+                raise ConfigError(f"--cam-model is not the model that --model was exported from (its sha256 "
+                                  f"{cam_bundle.sha256[:12]}... is not the recorded source {exported_from[:12]}...)")
+            # Files exported before the source hash was recorded: the weaker check is all there is.
             if cam_bundle.info.arch != be.info.arch or cam_bundle.info.class_names != be.info.class_names:
                 raise ConfigError("--cam-model is not the model that --model was exported from")
             cam = cam_bundle.model
@@ -178,7 +192,9 @@ def predict_cmd(
     items = discover(source, split=split, exclude=(out,))
     summary = Scorer(be, cfg, cam_model=cam, heatmap_dir=heatmaps_for_flagged).run(items, out)
     typer.echo(f"{summary.total} inputs: {summary.scored} scored, {summary.errors} errors, "
-               f"{summary.skipped_already_done} already in {out.name}; {summary.flagged} flagged, "
+               f"{summary.skipped_already_done} already in {out.name}"
+               + (f" ({summary.retried_errors} earlier errors retried)" if summary.retried_errors else "")
+               + f"; {summary.flagged} flagged ({summary.flag_rule}), "
                f"{summary.heatmaps} heatmaps; {summary.images_per_s:.1f} img/s")
 
 

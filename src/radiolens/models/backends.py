@@ -75,6 +75,7 @@ class TorchBackend(_Common):
         self.bundle = bundle
         self.info = bundle.info
         self.sha256 = bundle.sha256
+        self.source_sha256 = bundle.sha256  # the .pt is its own source (cf. OnnxBackend)
         self.kind = "torchscript" if torchscript else "torch"
         self.model: torch.nn.Module = bundle.model.eval()
         if torchscript:
@@ -98,13 +99,23 @@ class OnnxBackend(_Common):
         import onnxruntime as ort
 
         from radiolens.models.bundle import file_sha256
-        from radiolens.models.export import INPUT_NAME, METADATA_KEY, PRECISION_KEY, info_from_json, read_metadata
+        from radiolens.models.export import (
+            INPUT_NAME,
+            METADATA_KEY,
+            PRECISION_KEY,
+            SOURCE_SHA_KEY,
+            info_from_json,
+            read_metadata,
+        )
 
         self.path = Path(path)
         props = read_metadata(self.path)
         self.info = info_from_json(props[METADATA_KEY])
         self.precision = props.get(PRECISION_KEY, "fp32")
         self.sha256 = file_sha256(self.path)
+        # sha256 of the .pt bundle it was exported from ("" for files exported before this was recorded): lets
+        # batch scoring check that a --cam-model really is this model, not just the same architecture.
+        self.source_sha256 = props.get(SOURCE_SHA_KEY, "")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)

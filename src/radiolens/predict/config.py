@@ -18,6 +18,12 @@ class PredictConfig(BaseModel):
     # Decoding processes running ahead of inference; 0 decodes in the main process (debugging, tiny runs).
     workers: int = Field(default_factory=_default_workers, ge=0, le=64)
     prefetch_batches: int = Field(2, ge=1, le=16)  # per worker: bounds memory held by decoded images
-    # A case is "flagged" (gets a heatmap when asked) when positive or within this margin below a threshold.
+    # A case is "flagged" (gets a heatmap when asked) when positive or referred for review: by the bundle's
+    # fitted TriageRule when it has one, else when within this margin below a threshold.
     near_threshold_margin: float = Field(0.1, ge=0.0, le=1.0)
     progress: bool = True
+    # Re-runs score again the files whose earlier row is an error (a fixed file, a transient failure); the
+    # error row is replaced. False keeps error rows as final.
+    retry_errors: bool = True
+    # Start the output afresh instead of resuming (also the only way to reuse an output of another model).
+    overwrite: bool = False

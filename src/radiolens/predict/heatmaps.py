@@ -21,14 +21,24 @@ def heatmap_name(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20] + ".png"
 
 
+def heatmap_array(model: torch.nn.Module, info: BundleInfo, tensor: np.ndarray, target_index: int) -> np.ndarray:
+    """Grad-CAM of one preprocessed (1, H, W) image: (H, W) in [0, 1], at the model input size.
+
+    ``arch`` selects the registry's target layer: the generic "last Conv2d" fallback is a 1x1 head conv for
+    vgg16 and gives a flat map.
+    """
+    x = torch.from_numpy(np.ascontiguousarray(tensor, dtype=np.float32))[None]
+    return compute_cam(model, x, target_index, arch=info.arch)
+
+
 def write_heatmap(model: torch.nn.Module, info: BundleInfo, tensor: np.ndarray, target_index: int,
                   out_dir: Path, key: str) -> str:
-    """Grad-CAM overlay of one preprocessed (1, H, W) image -> PNG in ``out_dir``; returns the file name."""
+    """Grad-CAM overlay of one preprocessed (1, H, W) image -> PNG (model input size) in ``out_dir``; returns
+    the file name."""
     from matplotlib import colormaps
     from PIL import Image
 
-    x = torch.from_numpy(np.ascontiguousarray(tensor, dtype=np.float32))[None]
-    heat = compute_cam(model, x, target_index, arch=info.arch)  # registry's layer (e.g. vgg16's last ReLU)
+    heat = heatmap_array(model, info, tensor, target_index)
     grey = np.clip(tensor[0] * info.std + info.mean, 0.0, 1.0)
     colour = colormaps["jet"](heat)[..., :3]
     alpha = 0.4 * heat[..., None]

@@ -2,10 +2,15 @@
 
 The main process only runs the model and writes results; DataLoader workers decode and preprocess the next
 batches meanwhile, so decoding (pydicom, JPEG) overlaps with inference instead of adding to it.
+
+Failures stay per file: an unreadable file, a forward pass that raises (the batch is retried image by image,
+so only the images that fail on their own become error rows) and a heatmap that cannot be computed are all
+error rows, and the run goes on. Error rows are retried by the next run.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch.utils.data
 
+from radiolens.errors import ModelError
 from radiolens.models.backends import Backend, probabilities
 from radiolens.models.bundle import BundleInfo
 from radiolens.predict.config import PredictConfig
@@ -20,6 +26,20 @@ from radiolens.predict.dataset import Decoded, ImageItems, collate, stack_ok
 from radiolens.predict.heatmaps import write_heatmap
 from radiolens.predict.results import ResultStore
 from radiolens.predict.sources import ScoreItem
+
+log = logging.getLogger("radiolens.predict")
+
+
+class InferenceFailedError(ModelError):
+    """The forward pass raised on this image (error-row code; the run continues)."""
+
+    code = "inference_failed"
+
+
+class HeatmapFailedError(ModelError):
+    """Scores are valid but the requested heatmap could not be computed (error-row code, retried on re-run)."""
+
+    code = "heatmap_failed"
 
 
 @dataclass
@@ -31,6 +51,8 @@ class ScoreSummary:
     flagged: int
     heatmaps: int
     seconds: float
+    retried_errors: int = 0  # earlier error rows scored again in this run
+    flag_rule: str = ""
 
     @property
     def images_per_s(self) -> float:
@@ -43,26 +65,39 @@ class ScoreSummary:
 def result_columns(info: BundleInfo) -> list[str]:
     return (["path", "sop_uid_hash", "status", "error_code", "error_message"]
             + [f"p_{name}" for name in info.class_names]
-            + ["prediction", "flagged", "heatmap", "model", "model_sha256"])
+            + ["prediction", "flagged", "flag_reason", "heatmap", "model", "model_sha256"])
 
 
-def _prediction(info: BundleInfo, probs: np.ndarray, margin: float) -> tuple[str, list[int]]:
-    """Label text and the outputs worth a heatmap (empty list = not flagged).
+def load_triage_rule(info: BundleInfo):
+    """(TriageRule or None, rule name). A malformed stored rule falls back to the margin, and says so (as serve)."""
+    if not info.triage:
+        return None, "near_threshold_margin"
+    from radiolens.explain.triage import TriageRule
 
-    Binary / multi-label: outputs at or above their threshold, else those within ``margin`` below it.
-    Multi-class: the predicted class unless it is the bundle's negative (normal) class.
-    """
+    try:
+        return TriageRule(**info.triage), "bundle_triage_rule"
+    except Exception:
+        log.warning("the bundle's triage rule is invalid; flagging by the near-threshold margin instead")
+        return None, "near_threshold_margin(bundle triage invalid)"
+
+
+def _positives(info: BundleInfo, probs: np.ndarray) -> tuple[str, list[int]]:
+    """Label text and the outputs that are positive (multi-class: predicted class unless the negative one)."""
     if info.task == "multiclass":
         k = int(np.argmax(probs))
         return info.class_names[k], ([] if info.class_names[k] == info.negative_name else [k])
     thr = np.asarray(info.thresholds, dtype=np.float64)
     positive = [i for i, p in enumerate(probs) if p >= thr[i]]
-    near = [i for i, p in enumerate(probs) if thr[i] - margin <= p < thr[i]]
     if info.task == "binary":
-        label = info.class_names[0] if positive else info.negative_name
-    else:
-        label = ";".join(info.class_names[i] for i in positive)
-    return label, positive or near
+        return (info.class_names[0] if positive else info.negative_name), positive
+    return ";".join(info.class_names[i] for i in positive), positive
+
+
+def _review_index(info: BundleInfo, probs: np.ndarray) -> int:
+    """The output that matters most for review (as serve's Predictor.review_index)."""
+    if info.task == "multiclass":
+        return int(np.argmax(probs))
+    return int(np.argmin(np.abs(probs - np.asarray(info.thresholds))))
 
 
 class Scorer:
@@ -76,48 +111,116 @@ class Scorer:
         model_name = f"{self.info.name}@{getattr(backend, 'kind', '?')}"
         precision = getattr(backend, "precision", "")
         self.model_label = f"{model_name}-{precision}" if precision else model_name
+        self.triage_rule, self.flag_rule = load_triage_rule(self.info)
+
+    # ------------------------------------------------------------------ decisions
+    def flag(self, probs: np.ndarray) -> tuple[str, list[int], str]:
+        """(label, outputs to explain, reason); an empty output list means not flagged.
+
+        Flagged = positive, or referred for review: by the bundle's fitted TriageRule when present (the same
+        rule serve applies), else within ``near_threshold_margin`` below a threshold.
+        """
+        info, margin = self.info, self.config.near_threshold_margin
+        label, positive = _positives(info, probs)
+        if positive:
+            thr = info.thresholds
+            return label, positive, "positive: " + "; ".join(
+                f"{info.class_names[i]} {probs[i]:.2f}" + (f" >= threshold {thr[i]:.2f}"
+                                                          if info.task != "multiclass" else "") for i in positive)
+        if self.triage_rule is not None:
+            try:
+                rule = self.triage_rule
+                p = probs if len(probs) == len(rule.thresholds) else probs[[_review_index(info, probs)]]
+                refer, reason = rule.flag(p)
+                return label, ([_review_index(info, probs)] if refer else []), (reason if refer else "")
+            except Exception as exc:  # a broken rule must not stop the run: fall back, as serve does
+                log.error("triage rule failed (%s); using the near-threshold margin", type(exc).__name__)
+        if info.task == "multiclass":
+            return label, [], ""
+        thr = np.asarray(info.thresholds, dtype=np.float64)
+        near = [i for i, p in enumerate(probs) if thr[i] - margin <= p < thr[i]]
+        return label, near, ("near threshold: " + "; ".join(
+            f"{info.class_names[i]} {probs[i]:.2f} within {margin:.2f} below {thr[i]:.2f}" for i in near)
+            if near else "")
+
+    # ------------------------------------------------------------------ inference
+    def _infer(self, batch: np.ndarray, ok: list[Decoded]) -> tuple[list[Decoded], np.ndarray | None,
+                                                                     list[Decoded]]:
+        """(records with probabilities, their probabilities, records the model failed on)."""
+        try:
+            return ok, probabilities(self.info, self.backend.predict_logits(batch)), []
+        except Exception as exc:
+            log.warning("forward pass failed on a batch of %d (%s); retrying image by image", len(ok),
+                        type(exc).__name__)
+            if len(ok) == 1:
+                return [], None, [self._failed(ok[0], InferenceFailedError.code, exc)]
+        good, probs, failed = [], [], []
+        for rec, x in zip(ok, batch, strict=True):
+            try:
+                probs.append(probabilities(self.info, self.backend.predict_logits(x[None]))[0])
+                good.append(rec)
+            except Exception as exc:
+                failed.append(self._failed(rec, InferenceFailedError.code, exc))
+        return good, (np.stack(probs) if probs else None), failed
+
+    @staticmethod
+    def _failed(rec: Decoded, code: str, exc: Exception) -> Decoded:
+        # The exception type only: messages of library errors can quote paths or header values.
+        return Decoded(rec.index, None, code, f"{code.replace('_', ' ')} ({type(exc).__name__})",
+                       rec.sop_uid_hash)
 
     def _rows(self, items: list[ScoreItem], ok: list[Decoded], probs: np.ndarray | None,
-              failed: list[Decoded]) -> tuple[list[dict], int, int]:
+              failed: list[Decoded]) -> tuple[list[dict], int, int, int]:
         rows: list[tuple[int, dict]] = []
-        flagged = heatmaps = 0
+        flagged = heatmaps = heat_errors = 0
         base = {"model": self.model_label, "model_sha256": self.backend.sha256}
         for rec, p in zip(ok, probs if probs is not None else [], strict=True):
             key = items[rec.index].key
-            label, targets = _prediction(self.info, p, self.config.near_threshold_margin)
+            label, targets, reason = self.flag(p)
             is_flagged = bool(targets)
-            heat = ""
+            row = {"path": key, "sop_uid_hash": rec.sop_uid_hash, "status": "ok", "error_code": "",
+                   "error_message": "", "prediction": label, "flagged": is_flagged, "flag_reason": reason,
+                   "heatmap": "", **base}
+            row.update({f"p_{n}": float(v) for n, v in zip(self.info.class_names, p, strict=True)})
             if is_flagged:
                 flagged += 1
                 if self.cam_model is not None and self.heatmap_dir is not None:
                     target = max(targets, key=lambda i: p[i])
-                    heat = write_heatmap(self.cam_model, self.info, rec.tensor, target, self.heatmap_dir, key)
-                    heatmaps += 1
-            row = {"path": key, "sop_uid_hash": rec.sop_uid_hash, "status": "ok", "error_code": "",
-                   "error_message": "", "prediction": label, "flagged": is_flagged, "heatmap": heat, **base}
-            row.update({f"p_{n}": float(v) for n, v in zip(self.info.class_names, p, strict=True)})
+                    try:
+                        row["heatmap"] = write_heatmap(self.cam_model, self.info, rec.tensor, target,
+                                                       self.heatmap_dir, key)
+                        heatmaps += 1
+                    except Exception as exc:  # scores stay in the row; status error so a re-run retries it
+                        log.warning("heatmap failed (%s)", type(exc).__name__)
+                        row.update(status="error", error_code=HeatmapFailedError.code,
+                                   error_message=f"scores are valid; heatmap failed ({type(exc).__name__})")
+                        heat_errors += 1
             rows.append((rec.index, row))
         for rec in failed:
-            row = {"path": items[rec.index].key, "sop_uid_hash": "", "status": "error",
+            row = {"path": items[rec.index].key, "sop_uid_hash": rec.sop_uid_hash, "status": "error",
                    "error_code": rec.error_code, "error_message": rec.error_message, "prediction": "",
-                   "flagged": False, "heatmap": "", **base}
+                   "flagged": False, "flag_reason": "", "heatmap": "", **base}
             row.update({f"p_{n}": float("nan") for n in self.info.class_names})
             rows.append((rec.index, row))
         rows.sort(key=lambda pair: pair[0])  # input order, errors in place
-        return [row for _, row in rows], flagged, heatmaps
+        return [row for _, row in rows], flagged, heatmaps, heat_errors
 
     def run(self, items: list[ScoreItem], out: str | Path) -> ScoreSummary:
         from tqdm import tqdm
 
         t0 = time.perf_counter()
-        store = ResultStore(out, result_columns(self.info))
-        done = store.done_keys()
+        cfg = self.config
+        store = ResultStore(out, result_columns(self.info), overwrite=cfg.overwrite)
+        store.check_provenance(self.model_label, self.backend.sha256)
+        done = store.done_keys(include_errors=not cfg.retry_errors)
+        retried = 0
+        if cfg.retry_errors:
+            retried = store.drop((store.done_keys() - done) & {it.key for it in items})
         todo, seen = [], set(done)
         for it in items:  # skip finished paths, and score a path listed twice (e.g. in a manifest) only once
             if it.key not in seen:
                 seen.add(it.key)
                 todo.append(it)
-        cfg = self.config
         loader = torch.utils.data.DataLoader(
             ImageItems(todo, self.info), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate,
             num_workers=cfg.workers if len(todo) > cfg.batch_size else min(cfg.workers, 1),
@@ -127,12 +230,18 @@ class Scorer:
             for records in loader if todo else []:
                 batch, ok = stack_ok(records)
                 failed = [r for r in records if r.tensor is None]
-                probs = probabilities(self.info, self.backend.predict_logits(batch)) if batch is not None else None
-                rows, f, h = self._rows(todo, ok, probs, failed)
+                probs = None
+                if batch is not None:
+                    ok, probs, model_failed = self._infer(batch, ok)
+                    failed += model_failed
+                rows, f, h, heat_errors = self._rows(todo, ok, probs, failed)
                 store.append(rows)  # flushed + fsync'ed: a crash after this line loses nothing of this batch
-                scored, errors, flagged, heatmaps = scored + len(ok), errors + len(failed), flagged + f, heatmaps + h
+                scored += len(ok) - heat_errors
+                errors += len(failed) + heat_errors
+                flagged, heatmaps = flagged + f, heatmaps + h
                 bar.update(len(records))
                 bar.set_postfix(errors=errors, refresh=False)
         store.finalize()
         return ScoreSummary(total=len(items), skipped_already_done=sum(it.key in done for it in items), scored=scored,
-                            errors=errors, flagged=flagged, heatmaps=heatmaps, seconds=time.perf_counter() - t0)
+                            errors=errors, flagged=flagged, heatmaps=heatmaps, seconds=time.perf_counter() - t0,
+                            retried_errors=retried, flag_rule=self.flag_rule)
