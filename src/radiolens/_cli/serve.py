@@ -32,6 +32,21 @@ def _engine(db_url: str | None, state_dir: Path, migrate: bool = True):
     return engine
 
 
+def _monitor_settings(path: Path | None, webhook: str | None):
+    from pydantic import ValidationError
+
+    from radiolens.errors import ConfigError
+    from radiolens.monitor.config import MonitorConfig, load_monitor_config
+
+    cfg = load_monitor_config(path) if path else MonitorConfig()
+    if webhook:
+        try:
+            cfg.drift = cfg.drift.model_validate({**cfg.drift.model_dump(), "webhook_url": webhook})
+        except ValidationError as exc:
+            raise ConfigError(f"--alert-webhook: {exc.errors()[0].get('msg', 'invalid')}") from exc
+    return cfg
+
+
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the main app."""
 
@@ -49,6 +64,9 @@ def register(app: typer.Typer) -> None:
         timeout_s: float = typer.Option(60.0, "--timeout", help="per-request timeout in seconds (504 above)"),
         no_heatmaps: bool = typer.Option(False, "--no-heatmaps", help="never compute Grad-CAM overlays"),
         mc_passes: int = typer.Option(8, "--mc-passes", help="MC-dropout passes for the review spread (0 = off)"),
+        monitor_config: Path = typer.Option(None, "--monitor-config",
+                                            help="monitoring YAML: input-gate rules and drift thresholds"),
+        alert_webhook: str = typer.Option(None, "--alert-webhook", help="POST drift alerts (JSON) to this URL"),
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
@@ -60,7 +78,8 @@ def register(app: typer.Typer) -> None:
         settings = ServeSettings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
                                  state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                                  request_timeout_s=timeout_s, inference_workers=inference_workers,
-                                 heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False)
+                                 heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
+                                 monitor=_monitor_settings(monitor_config, alert_webhook))
         settings.resolved_secret()  # fail early, before uvicorn starts, when the secret is missing
         upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
         os.environ[SETTINGS_ENV] = settings.to_env()

@@ -59,10 +59,11 @@ def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage
     path = Path(path)
     name = path.name
     fmt = RASTER_SUFFIXES.get(path.suffix.lower()) or _sniff(path)
+    chroma = None
     if fmt == "tiff":
         arr = _read_tiff(path, name)
     else:
-        arr = _read_pil(path, name)
+        arr, chroma = _read_pil(path, name)
     peak = _peak(arr.dtype)
     values = _grey(arr.astype(np.float32)) if arr.ndim == 3 else arr.astype(np.float32)
     if window is not None:
@@ -78,10 +79,19 @@ def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage
                      photometric_interpretation="MONOCHROME2",
                      bits_stored=int(arr.dtype.itemsize * 8) if np.issubdtype(arr.dtype, np.integer) else None,
                      window_used=used, window_source=source)
+    if chroma is not None:
+        meta.extra["chroma"] = round(chroma, 4)
     return RadioImage(pixels=np.ascontiguousarray(out, dtype=np.float32), meta=meta)
 
 
-def _read_pil(path: Path, name: str) -> np.ndarray:
+def _chroma(rgb: Image.Image) -> float:
+    """Mean (max - min) over the RGB channels, 0..1, on a 64 px thumbnail: ~0 for a grey image saved as RGB
+    (most radiograph JPEGs), clearly above 0 for a colour photo or screenshot (the input gate uses it)."""
+    small = np.asarray(rgb.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.int16)
+    return float((small.max(axis=-1) - small.min(axis=-1)).mean() / 255.0)
+
+
+def _read_pil(path: Path, name: str) -> tuple[np.ndarray, float | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -89,17 +99,23 @@ def _read_pil(path: Path, name: str) -> np.ndarray:
                 w, h = im.size
                 check_dimensions(name, h, w)
                 im.load()
+                chroma = None
                 if im.mode in ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "LA", "1"):
                     # 8-bit colour -> grey in C (BT.601 luma, as _grey): 5-10x faster than float math in numpy.
                     # Alpha is dropped, never composited: it is not image content.
-                    im = im.convert("RGB").convert("L") if im.mode not in ("L", "LA", "1") else im.convert("L")
+                    if im.mode not in ("L", "LA", "1"):
+                        rgb = im.convert("RGB")
+                        chroma = _chroma(rgb)
+                        im = rgb.convert("L")
+                    else:
+                        im = im.convert("L")
                 arr = np.asarray(im)
                 if im.mode in ("I;16", "I;16B", "I;16L"):
                     arr = arr.astype(np.uint16)
                 elif im.mode == "I":
                     arr = arr.astype(np.int64)
                     arr = arr.astype(np.uint16) if arr.min() >= 0 and arr.max() <= 65535 else arr.astype(np.float64)
-                return arr
+                return arr, chroma
     except ImageDimensionError:
         raise
     except FileNotFoundError as exc:

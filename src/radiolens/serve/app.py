@@ -18,7 +18,7 @@ from radiolens.errors import InputError, NotDicomError, RadiolensError, Unreadab
 from radiolens.serve.config import ServeSettings
 from radiolens.serve.hooks import PredictionHooks
 from radiolens.serve.middleware import LimitsMiddleware
-from radiolens.serve.routers import admin, health, predictions
+from radiolens.serve.routers import admin, health, monitoring, predictions
 from radiolens.serve.schemas import ADVISORY
 from radiolens.serve.service import NotFound, Service
 
@@ -94,6 +94,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     app.include_router(health.router)
     app.include_router(predictions.router)
     app.include_router(admin.router)
+    app.include_router(monitoring.router)
 
     app.mount("/viewer/static", StaticFiles(directory=STATIC_DIR), name="viewer-static")
 

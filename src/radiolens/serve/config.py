@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 
 from radiolens.errors import ConfigError
+from radiolens.monitor.config import MonitorConfig
 
 #: Environment variable carrying a JSON ``ServeSettings`` to uvicorn worker processes (``--workers > 1``).
 SETTINGS_ENV = "RADIOLENS_SERVE_SETTINGS"
@@ -32,6 +33,7 @@ class ServeSettings(BaseModel):
     display_max_side: int = Field(default=1024, ge=64, le=4096)  # size of the de-identified display copy
     near_threshold_margin: float = Field(default=0.1, ge=0.0, le=0.5)  # fallback triage rule only
     mc_dropout_passes: int = Field(default=8, ge=0, le=64)  # spread for the triage rule; 0/1 = off
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)  # input gate + drift checks and alerts
 
     @field_validator("model_path", "state_dir")
     @classmethod

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from radiolens.errors import ModelError
 from radiolens.io.image import RadioImage
 from radiolens.models.bundle import ModelBundle
+from radiolens.models.embedding import EmbeddingTap
 
 log = logging.getLogger("radiolens.serve")
 
@@ -33,6 +35,7 @@ class Inference:
     review_rule: str
     spread: float | None  # MC-dropout std of the reviewed output's probability (None: not computed)
     heatmap: np.ndarray | None  # (h, w) in [0, 1] at the model input size
+    embedding: np.ndarray | None = None  # (d,) input of the classifier layer, for the input gate and drift
 
 
 class Predictor:
@@ -44,6 +47,10 @@ class Predictor:
         self.margin = near_threshold_margin
         self._local = threading.local()
         self.triage_rule, self.triage_source = _load_triage(bundle)
+        try:  # logits and the embedding in one forward pass; every registry model has a final linear layer
+            self.tap: EmbeddingTap | None = EmbeddingTap(bundle.model, bundle.info.num_outputs)
+        except ModelError:
+            self.tap = None
 
     # ------------------------------------------------------------------ decision support
     def decision_label(self, decisions: np.ndarray, probs: np.ndarray) -> tuple[str, list[str]]:
@@ -95,14 +102,24 @@ class Predictor:
     # ------------------------------------------------------------------ inference
     def run(self, image: RadioImage, heatmap: bool) -> Inference:
         x = self.bundle.preprocess(image)[None]
-        probs = self.bundle.predict_batch(x)[0].astype(float)
+        embedding = None
+        if self.tap is not None:
+            logits, emb = self.tap(x)
+            probs = self.bundle.probabilities_from_logits(logits)[0].astype(float)
+            embedding = emb[0].numpy()
+        else:
+            probs = self.bundle.predict_batch(x)[0].astype(float)
         decisions = self.bundle.decisions(probs)[0]
         info = self.bundle.info
         target = 0 if info.task == "binary" else int(np.argmax(probs))
         spread = self._mc_spread(x, self.review_index(probs)) if self.mc_passes > 1 else None
         flag, reason, rule = self.review(probs, spread)
         heat = self._cam(x, target) if heatmap else None
-        return Inference(probs, decisions, target, flag, reason, rule, spread, heat)
+        return Inference(probs, decisions, target, flag, reason, rule, spread, heat, embedding)
+
+    def heatmap(self, image: RadioImage, target: int) -> np.ndarray:
+        """The CAM of ``target`` for an image already run (separate, so a withheld output costs no CAM)."""
+        return self._cam(self.bundle.preprocess(image)[None], target)
 
     def _own_model(self):
         # Per-thread copy: Grad-CAM hooks and train-mode dropout must not touch the shared model.

@@ -50,9 +50,12 @@ class Review(BaseModel):
 
 class PredictionOut(BaseModel):
     id: str
+    status: Literal["ok", "out_of_distribution"] = Field(
+        default="ok", description="out_of_distribution: the input gate found the image outside what the model was "
+        "trained on; probabilities are withheld (empty), the decision is 'not assessed' and review is flagged")
     created_at: datetime
     model: ModelRef
-    probabilities: list[ClassProbability]
+    probabilities: list[ClassProbability] = Field(description="empty when status is not ok")
     decision: Decision
     review: Review
     study_ref: str = Field(description="de-identified study reference: remapped StudyInstanceUID or keyed hash")
@@ -124,6 +127,42 @@ class AuditVerifyOut(BaseModel):
     head_seq: int
     head_hash: str
     problems: list[str]
+
+
+class DriftSignal(BaseModel):
+    name: str
+    test: str = Field(description="ks | psi | mmd | binomial | rate")
+    status: Literal["ok", "drift", "insufficient_data"]
+    statistic: float | None = None
+    p_value: float | None = None
+    limit: float | None = Field(default=None, description="p < limit (tests) or statistic > limit (psi, rate): drift")
+    psi: float | None = None
+    n_window: int = 0
+    n_reference: int = 0
+    detail: str = ""
+
+
+class DriftWindow(BaseModel):
+    status: Literal["ok", "drift", "insufficient_data"]
+    n: int
+    reason: str
+    first_id: str | None = None
+    last_id: str | None = None
+    first_at: str | None = None
+    last_at: str | None = None
+    drifted: list[str] = Field(default_factory=list)
+    signals: list[DriftSignal] = Field(default_factory=list)
+
+
+class MonitoringOut(BaseModel):
+    model: ModelRef
+    baseline: dict[str, Any] | None = Field(description="validation baseline summary; null: none registered")
+    gate: dict[str, Any]
+    config: dict[str, Any]
+    window: DriftWindow = Field(description="the most recent predictions compared with the baseline, now")
+    last_check: dict[str, Any] | None
+    active_alerts: list[dict[str, Any]]
+    alert_history: list[dict[str, Any]] = Field(description="newest first (from the audit log)")
 
 
 PredictionOut.model_rebuild()

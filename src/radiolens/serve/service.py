@@ -28,9 +28,13 @@ from radiolens.serve.hooks import PredictionContext, PredictionHooks
 from radiolens.serve.inference import Inference, Predictor, display_png, heatmap_png
 from radiolens.serve.ingest import Ingestor
 from radiolens.serve.metrics import ServiceMetrics
+from radiolens.serve.monitoring import ServiceMonitor
 from radiolens.serve.tables import Feedback, Prediction
 
 log = logging.getLogger("radiolens.serve")
+
+
+NOT_ASSESSED = "not assessed"
 
 
 class NotFound(InputError):
@@ -42,7 +46,6 @@ class Service:
         self.settings = settings
         # pydicom logs and warns about malformed elements quoting their values, which may be PHI.
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-        self.hooks = hooks or PredictionHooks()
         self.bundle = ModelBundle.load(settings.model_path)
         self.predictor = Predictor(self.bundle, settings.cam_method, settings.near_threshold_margin,
                                    settings.mc_dropout_passes)
@@ -56,6 +59,8 @@ class Service:
             upgrade(self.db_url, self.engine)
         self.sessions = session_factory(self.engine)
         self.metrics = ServiceMetrics()
+        self.monitor = ServiceMonitor(self, settings.monitor)  # the input gate runs before any other hook
+        self.hooks = self.monitor.hooks().extended(hooks or PredictionHooks())
         self._warm_up()
         self.shutting_down = False
         self._in_flight = 0
@@ -96,6 +101,7 @@ class Service:
         return True
 
     def close(self) -> None:
+        self.monitor.close()
         self.engine.dispose()
 
     # ------------------------------------------------------------------ artefacts
@@ -135,8 +141,12 @@ class Service:
         for gate in self.hooks.input_gates:
             gate(ctx)
         want_heat = heatmap and self.settings.heatmaps
-        inf = self.predictor.run(ing.image, heatmap=want_heat)
-        ctx.probabilities = inf.probabilities
+        inf = self.predictor.run(ing.image, heatmap=False)
+        ctx.probabilities, ctx.embedding = inf.probabilities, inf.embedding
+        for inference_hook in self.hooks.inference_hooks:
+            inference_hook(ctx)
+        if want_heat and ctx.status == "ok":  # no heatmap for an output that is withheld
+            inf.heatmap = self.predictor.heatmap(ing.image, inf.target_index)
         image_png, size = display_png(ing.image.pixels, self.settings.display_max_side)
         heat_png = heatmap_png(inf.heatmap, size) if inf.heatmap is not None else None
         created = audit.utcnow()
@@ -147,24 +157,39 @@ class Service:
         result = json.loads(audit.canonical_json(result))  # plain JSON types from here on (hooks may add numpy)
         self.metrics.inference_seconds.labels(str(want_heat).lower()).observe(latency_ms / 1000.0)
 
-        # Artefacts first (opaque names), then the DB rows; a crash in between leaves an orphan file, never
-        # an audited prediction without its artefacts.
-        self._write(self.artefact(pid, "image"), image_png)
+        # Artefacts first (opaque names), then the DB rows: an audited prediction always has its artefacts,
+        # and a failed transaction removes them again (a crash in between leaves at most an orphan file).
+        written = [self.artefact(pid, "image")]
+        self._write(written[0], image_png)
         if heat_png is not None:
-            self._write(self.artefact(pid, "heatmap"), heat_png)
-        outputs = {"probabilities": {p["name"]: p["probability"] for p in result["probabilities"]},
+            written.append(self.artefact(pid, "heatmap"))
+            self._write(written[1], heat_png)
+        outputs = {"status": result["status"],
+                   "probabilities": {p["name"]: p["probability"] for p in result["probabilities"]},
                    "decision": result["decision"]["label"], "review_flag": result["review"]["flag"],
                    "review_reason": result["review"]["reason"], "review_spread": result["review"]["spread"],
                    "heatmap": heat_png is not None}
         if result.get("monitoring"):
             outputs["monitoring"] = result["monitoring"]
-        with audit.writer(self.sessions) as s:
-            s.add(Prediction(id=pid, created_at=created, user_id=user_id, model_sha256=self.bundle.sha256,
-                             input_sha256=ing.input_sha256, study_ref=ing.study_ref,
-                             result_json=audit.canonical_json(result), has_heatmap=heat_png is not None))
-            s.flush()
-            audit.append(s, audit.AuditEvent("prediction", user_id, role, pid, self.bundle.sha256,
-                                             ing.input_sha256, ing.study_ref, outputs, latency_ms))
+        try:
+            with audit.writer(self.sessions) as s:
+                s.add(Prediction(id=pid, created_at=created, user_id=user_id, model_sha256=self.bundle.sha256,
+                                 input_sha256=ing.input_sha256, study_ref=ing.study_ref,
+                                 result_json=audit.canonical_json(result), has_heatmap=heat_png is not None))
+                s.flush()
+                audit.append(s, audit.AuditEvent("prediction", user_id, role, pid, self.bundle.sha256,
+                                                 ing.input_sha256, ing.study_ref, outputs, latency_ms))
+                for record_hook in self.hooks.record_hooks:
+                    record_hook(s, ctx, result)
+        except BaseException:
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        for after in self.hooks.after_commit:
+            try:
+                after(ctx, result)
+            except Exception as exc:  # the prediction is stored and audited: answer it whatever a hook does
+                log.error("after-commit hook failed (%s) for prediction %s", type(exc).__name__, pid)
         for p in result["probabilities"]:
             self.metrics.predictions.labels(p["name"], "positive" if p["positive"] else "negative").inc()
         if result["review"]["flag"]:
@@ -221,18 +246,25 @@ def build_prediction_result(service: Service, ctx: PredictionContext, inf: Infer
     """THE place a prediction response is assembled (see ``hooks.py`` for extending it)."""
     info = service.bundle.info
     probs = np.asarray(inf.probabilities, dtype=float)
-    label, positives = service.predictor.decision_label(inf.decisions, probs)
     pid = ctx.prediction_id
+    if ctx.status == "ok":
+        label, positives = service.predictor.decision_label(inf.decisions, probs)
+        probabilities = [{"name": n, "probability": round(float(p), 6), "threshold": float(t), "positive": bool(d)}
+                         for n, p, t, d in zip(info.class_names, probs, info.thresholds, inf.decisions, strict=True)]
+        review = {"flag": bool(inf.review_flag), "reason": inf.review_reason, "rule": inf.review_rule,
+                  "spread": None if inf.spread is None else round(float(inf.spread), 6)}
+    else:  # withheld: no probability, no decision, always for a human
+        label, positives, probabilities = NOT_ASSESSED, [], []
+        review = {"flag": True, "rule": "input_gate", "spread": None,
+                  "reason": f"not assessed by the model: {ctx.status_reason or ctx.status}"}
     return {
         "id": pid,
+        "status": ctx.status,
         "created_at": created.isoformat(),
         "model": service.model_ref(),
-        "probabilities": [{"name": n, "probability": round(float(p), 6), "threshold": float(t), "positive": bool(d)}
-                          for n, p, t, d in zip(info.class_names, probs, info.thresholds, inf.decisions,
-                                                strict=True)],
+        "probabilities": probabilities,
         "decision": {"label": label, "positive_classes": positives, "operating_point": info.operating_point},
-        "review": {"flag": bool(inf.review_flag), "reason": inf.review_reason, "rule": inf.review_rule,
-                   "spread": None if inf.spread is None else round(float(inf.spread), 6)},
+        "review": review,
         "study_ref": ctx.study_ref,
         "input_sha256": ctx.input_sha256,
         "source_format": ctx.source_format,
