@@ -101,3 +101,27 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
         fb = s.scalars(select(Feedback)).all()
     assert len(fb) == 1 and fb[0].agree is False and fb[0].corrected_label == "normal"
     assert not [e for e in console_errors if "401" not in e], console_errors
+
+
+def test_viewer_shows_not_assessed_for_a_non_chest_image(browser, live, pydicom_data_files, tmp_path):
+    srv, keys = live()
+    ct = next(p for p in pydicom_data_files if p.name == "693_UNCR.dcm")  # a real CT slice
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.goto(f"{srv.url}/viewer/")
+    page.fill("#api-key", keys.clinician)
+    page.click("#sign-in")
+    page.wait_for_selector("#app:not([hidden])")
+    page.set_input_files("#file", str(ct))
+    page.click("#predict")
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    banner = page.locator("#not-assessed")
+    assert banner.is_visible() and "outside what the model was trained on" in banner.inner_text()
+    assert not page.locator("#probs").is_visible()
+    assert page.locator("#decision").inner_text() == "not assessed"
+    review = page.locator("#review").inner_text()
+    assert review.startswith("Human review recommended:") and "modality CT" in review
+    assert page.locator("#overlay").is_disabled()  # no heatmap for a withheld output
+    page.screenshot(path=str(tmp_path / "viewer_not_assessed.png"), full_page=True)
+    out_dir = os.environ.get("RADIOLENS_SCREENSHOT_DIR")
+    if out_dir:
+        shutil.copy(tmp_path / "viewer_not_assessed.png", Path(out_dir) / "viewer_not_assessed.png")

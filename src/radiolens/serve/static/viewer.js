@@ -82,6 +82,12 @@ function renderResult() {
     }
     tbody.appendChild(tr);
   }
+  // The input gate withholds the model output for images outside what the model was trained on.
+  const assessed = (r.status || "ok") === "ok";
+  $("not-assessed").textContent = assessed ? "" :
+    "Not assessed: this image is outside what the model was trained on. No probability is shown.";
+  show($("not-assessed"), !assessed);
+  show($("probs"), assessed);
   $("decision").textContent = r.decision.label;
   const review = $("review");
   review.textContent = (r.review.flag ? "Human review recommended: " : "No review flag: ") + r.review.reason +
