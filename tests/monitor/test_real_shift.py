@@ -104,3 +104,21 @@ def test_small_window_is_insufficient_data_not_a_verdict(registered, val_halves,
     report = evaluate_window(profile, few, cfg)
     assert report.status == "insufficient_data" and not report.signals and "fewer than" in report.reason
     assert AlertTracker(1).update(report, {"embedding"}) == []  # neither raises nor clears
+
+
+def test_reader_disagreement_is_judged_against_the_validation_error(registered, val_halves):
+    _, bundle = registered
+    profile = MonitoringProfile.from_bundle(bundle)
+    cfg = DriftConfig()
+    window = _stream(bundle, profile, [p for p, _ in val_halves[1][:40]] + [p for p, _ in val_halves[1][-40:]])
+
+    def disagreement(feedback):
+        rep = evaluate_window(profile, window, cfg, feedback)
+        return next(s for s in rep.signals if s.name == "disagreement")
+
+    expected = profile.expected_error_rate
+    calm = disagreement((40, round(40 * expected)))
+    assert calm.status == "ok" and calm.limit == pytest.approx(expected + cfg.disagreement_margin)
+    assert disagreement((40, 30)).status == "drift"
+    few = disagreement((cfg.min_feedback - 1, cfg.min_feedback - 1))
+    assert few.status == "insufficient_data" and "fewer than" in few.detail

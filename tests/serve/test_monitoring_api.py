@@ -191,3 +191,34 @@ def test_real_shift_raises_audited_alert_metrics_and_webhook(live, registered_bu
     assert "Alert history" in page and "drift_alert" in page and page.count("data:image/png;base64,") >= 4
     for a in alerts:
         assert a["signal"] in page
+
+
+@pytest.mark.postgres
+def test_alert_cycle_on_postgres(app_factory, registered_bundle, nih_images, pg_url):
+    from fastapi.testclient import TestClient
+
+    model, held_in = registered_bundle
+    cfg = MonitorConfig.model_validate({"drift": {"window": 30, "min_window": 20, "check_every": 10,
+                                                  "consecutive": 1}})
+    app, keys = app_factory(model_path=model, db_url=pg_url, monitor=cfg)
+    with TestClient(app) as c:
+        def post(p: Path) -> None:
+            ctype = "image/png" if p.suffix == ".png" else "image/jpeg"
+            r = c.post("/v1/predictions", headers=keys.h("clinician"), params={"heatmap": "false"},
+                       files={"file": ("u", p.read_bytes(), ctype)})
+            assert r.status_code == 201, r.text
+
+        for p in held_in[:30]:
+            post(p)
+        before = c.get("/v1/monitoring", headers=keys.h("auditor"), params={"refresh": "true"}).json()
+        assert before["window"]["status"] == "ok" and not before["active_alerts"]
+        for p in nih_images[:30]:
+            post(p)
+        after = c.get("/v1/monitoring", headers=keys.h("auditor"), params={"refresh": "true"}).json()
+        assert after["window"]["status"] == "drift" and after["active_alerts"]
+        assert {a["event"] for a in after["alert_history"]} == {"drift_alert"}
+        assert c.get("/v1/audit/verify", headers=keys.h("auditor")).json()["ok"]
+        schema = c.get("/openapi.json").json()
+        assert "/v1/monitoring" in schema["paths"] and "MonitoringOut" in schema["components"]["schemas"]
+    with Session(app.state.service.engine) as s:
+        assert len(s.scalars(select(MonitoringRecord)).all()) == 60
