@@ -12,6 +12,9 @@ from radiolens._cli import monitor as _monitor
 from radiolens._cli import predict as _predict
 from radiolens._cli import serve as _serve
 from radiolens._cli import train as _train
+from radiolens._cli.common import tidy_typer_help
+
+tidy_typer_help()
 
 app = typer.Typer(
     name="radiolens",

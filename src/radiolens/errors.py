@@ -67,3 +67,9 @@ class DataLeakageError(ManifestError):
 
 class ModelError(RadiolensError):
     code = "bad_model"
+
+
+class WeightsUnavailableError(ModelError):
+    """Pretrained weights were asked for by name (``imagenet``) but cannot be fetched (offline, no cache)."""
+
+    code = "weights_unavailable"

@@ -26,3 +26,39 @@ def friendly_errors(func: F) -> F:
             sys.exit(EXIT_BAD_INPUT)
 
     return wrapper  # type: ignore[return-value]
+
+
+def tidy_typer_help() -> None:
+    """Plain help placeholders: no ``<bool>`` type on flags, ``FILES...`` rather than ``{files}...`` in usage.
+
+    Typer 0.2x prints every parameter's Python type (``<bool>`` even on ``--help``) and wraps required
+    arguments in braces; neither tells a user anything. Typer has no setting for this, so the two methods
+    are wrapped here; on Typer versions without them (older or newer internals) nothing changes.
+    """
+    try:
+        from typer.core import TyperArgument, TyperOption
+    except ImportError:  # pragma: no cover - very old typer
+        return
+    if getattr(TyperOption, "_radiolens_tidy", False):
+        return
+    option_type = getattr(TyperOption, "display_type_rich", None)
+    if option_type is not None:
+        def _option_type(self, ctx):
+            return None if getattr(self, "is_flag", False) else option_type(self, ctx)
+
+        TyperOption.display_type_rich = _option_type
+    argument_type = getattr(TyperArgument, "display_type_rich", None)
+    if argument_type is not None:
+        def _argument_type(self, ctx):
+            return None if self.nargs != 1 else argument_type(self, ctx)  # the name column says "..."
+
+        TyperArgument.display_type_rich = _argument_type
+    if hasattr(TyperArgument, "_usage_display_name"):
+        def _usage_name(self) -> str:
+            name = self.metavar or (self.name or "").upper()
+            if self.nargs != 1 and not name.endswith("..."):
+                name += "..."
+            return name if self.required else f"[{name}]"
+
+        TyperArgument._usage_display_name = _usage_name
+    TyperOption._radiolens_tidy = True

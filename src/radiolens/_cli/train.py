@@ -109,7 +109,20 @@ def register(app: typer.Typer) -> None:
         lr: float | None = typer.Option(None, help="Learning rate."),
         loss: str | None = typer.Option(None, help="auto | bce | ce | focal"),
         scheduler: str | None = typer.Option(None, help="cosine | plateau | none"),
-        weights: Path | None = typer.Option(None, help="Local pretrained (RGB) weights file."),
+        weights: str | None = typer.Option(None, metavar="PATH|imagenet",
+                                           help="Pretrained RGB weights: a local file, or 'imagenet' to download "
+                                                "them through timm/torchvision (online only)."),
+        task: str | None = typer.Option(None, help="binary | multiclass | multilabel (overrides data.label)."),
+        label_column: list[str] | None = typer.Option(None, "--label-column", "-l", metavar="COLUMN",
+                                                      help="Label column(s); repeat for multi-label."),
+        positive: str | None = typer.Option(None, help="binary: the positive label value."),
+        negative: list[str] | None = typer.Option(None, metavar="VALUE",
+                                                  help="binary: the negative value(s); others are refused."),
+        classes: str | None = typer.Option(None, metavar="A,B,C", help="multiclass: class values in output order."),
+        head_epochs: int | None = typer.Option(None, help="Staged fine-tuning: epochs training only the head."),
+        unfreeze_blocks: int | None = typer.Option(None, help="Then unfreeze the last N blocks (default: all)."),
+        augment: bool | None = typer.Option(None, "--augment/--no-augment",
+                                            help="Anatomically plausible augmentation (config default: on)."),
         seed: int | None = typer.Option(None),
         threads: int | None = typer.Option(None, help="CPU threads for torch."),
         operating_point: str | None = typer.Option(None, help="youden | sensitivity:0.90 | specificity:0.95"),
@@ -122,20 +135,39 @@ def register(app: typer.Typer) -> None:
 
         overrides = {"model.arch": arch, "model.input_size": input_size, "optim.epochs": epochs,
                      "optim.batch_size": batch_size, "optim.lr": lr, "optim.loss": loss,
-                     "optim.scheduler": scheduler, "model.weights": str(weights) if weights else None,
+                     "optim.scheduler": scheduler, "model.weights": weights,
                      "seed": seed, "num_threads": threads, "eval.operating_point": operating_point,
-                     "eval.n_bootstrap": n_bootstrap, "mlflow": mlflow, "progress_bar": progress}
-        clear: tuple[str, ...] = ()
+                     "eval.n_bootstrap": n_bootstrap, "mlflow": mlflow, "progress_bar": progress,
+                     "optim.head_epochs": head_epochs, "optim.unfreeze_blocks": unfreeze_blocks,
+                     "augment.enabled": augment}
+        clear: list[str] = []
         if manifest is not None:
             overrides["data.manifest"] = str(manifest.resolve())
-            clear = ("data.medmnist",)
-        cfg = load_config(config, overrides, clear)
+            clear.append("data.medmnist")
+        label, label_clear = _label_overrides(task, label_column, positive, negative, classes)
+        overrides.update(label)
+        clear += label_clear
+        cfg = load_config(config, overrides, tuple(clear))
         summary = run_training_job(cfg, out, echo=lambda m: typer.echo(m, err=True))
         h = summary["headline"]
         shown = ", ".join(f"{k}={v:.3f}" for k, v in h.items() if isinstance(v, float))
         typer.echo(f"model:  {summary['model']}\nreport: {summary['report']}\ntest:   {shown}\n"
                    f"time:   {summary['timings_s']['job_total_s']:.0f} s "
                    f"({summary['epochs_run']} epochs, best {summary['best_epoch']})")
+
+    @app.command("models")
+    @friendly_errors
+    def models_cmd() -> None:
+        """List the model registry: name, source library, default input size, pretrained weights."""
+        from radiolens.models.registry import MODELS, available_models, has_pretrained
+
+        rows = [(n, MODELS[n].source, f"{MODELS[n].default_input_size} px",
+                 "imagenet / file" if has_pretrained(n) else "none", MODELS[n].description)
+                for n in available_models()]
+        head = ("name", "source", "input", "pretrained", "description")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+        for r in [head, *rows]:
+            typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
 
     @app.command("tune")
     @friendly_errors
@@ -224,6 +256,23 @@ def register(app: typer.Typer) -> None:
             counts = m.frame["split"].value_counts().to_dict()
         m.save(out)
         typer.echo(f"{out}: {counts}")
+
+
+def _label_overrides(task: str | None, columns: list[str] | None, positive: str | None,
+                     negative: list[str] | None, classes: str | None) -> tuple[dict, list[str]]:
+    """Dotted overrides of ``data.label`` from the train flags, plus keys to clear when the task changes
+    (a binary config's ``negative`` / ``positive_name`` mean nothing to a multi-class run, and so on)."""
+    out: dict = {"data.label.columns": list(columns) if columns else None, "data.label.positive": positive,
+                 "data.label.negative": list(negative) if negative else None,
+                 "data.label.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None}
+    clear: list[str] = []
+    if task is not None:
+        out["data.label.task"] = _task(task)
+        if task != "binary":
+            clear += [k for k in ("data.label.negative", "data.label.positive_name") if out.get(k) is None]
+        if task != "multiclass" and classes is None:
+            clear.append("data.label.classes")
+    return out, clear
 
 
 def _task(value: str) -> Literal["binary", "multiclass", "multilabel"]:

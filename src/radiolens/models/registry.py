@@ -3,6 +3,10 @@
 timm models use ``in_chans=1`` (timm folds pretrained RGB first-conv weights into one channel itself) and
 ``pretrained_cfg_overlay=dict(file=PATH)`` for an offline weights file. torchvision-only architectures
 (AlexNet, GoogLeNet) get the same folding done here, because torchvision has no ``in_chans`` option.
+
+Pretrained weights: a local file (offline), or the name ``imagenet``, downloaded (and cached) by timm from
+the Hugging Face hub or by torchvision from download.pytorch.org; without network and cache that raises
+:class:`~radiolens.errors.WeightsUnavailableError` naming the offline alternative.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from radiolens.errors import ConfigError, ModelError
+from radiolens.errors import ConfigError, ModelError, WeightsUnavailableError
+
+#: ``weights=`` value meaning "download the library's ImageNet weights" (instead of a local file path)
+IMAGENET = "imagenet"
 
 
 @dataclass(frozen=True)
@@ -71,6 +78,11 @@ def _timm(arch: str) -> Callable[..., nn.Module]:
         import timm
 
         kwargs: dict = dict(num_classes=num_outputs, in_chans=1, drop_rate=dropout)
+        if weights == IMAGENET:
+            try:  # timm downloads through huggingface_hub (cached under HF_HOME)
+                return timm.create_model(arch, pretrained=True, **kwargs)
+            except Exception as exc:  # network/cache errors come from several libraries; all mean "not here"
+                raise _unavailable(arch, exc) from exc
         if weights is not None:
             kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
         return timm.create_model(arch, **kwargs)
@@ -92,8 +104,27 @@ def fold_rgb_conv(conv: nn.Conv2d) -> nn.Conv2d:
     return new
 
 
-def _load_torchvision_weights(model: nn.Module, weights: str | Path | None) -> None:
+def _unavailable(arch: str, exc: BaseException) -> WeightsUnavailableError:
+    return WeightsUnavailableError(
+        f"ImageNet weights for {arch} could not be downloaded ({type(exc).__name__}: offline, or not in the "
+        "cache?); offline, pass a local weights file instead (--weights PATH / model.weights)")
+
+
+def _torchvision_imagenet_state(arch: str) -> dict:
+    import torchvision.models as tvm
+
+    enum = {"alexnet": tvm.AlexNet_Weights, "googlenet": tvm.GoogLeNet_Weights}[arch].IMAGENET1K_V1
+    try:  # cached under TORCH_HOME after the first download
+        return enum.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # urllib / socket / hash errors all mean "not available here"
+        raise _unavailable(arch, exc) from exc
+
+
+def _load_torchvision_weights(model: nn.Module, weights: str | Path | None, arch: str = "alexnet") -> None:
     if weights is None:
+        return
+    if weights == IMAGENET:
+        model.load_state_dict(_torchvision_imagenet_state(arch))
         return
     path = Path(weights)
     if not path.is_file():
@@ -117,7 +148,8 @@ def _googlenet(num_outputs: int, weights: str | Path | None = None, dropout: flo
 
     m = googlenet(weights=None, aux_logits=False, init_weights=weights is None, dropout=dropout)
     if weights is not None:
-        state = torch.load(Path(weights), map_location="cpu", weights_only=True)
+        state = (_torchvision_imagenet_state("googlenet") if weights == IMAGENET
+                 else torch.load(Path(weights), map_location="cpu", weights_only=True))
         state = {k: v for k, v in state.items() if not k.startswith("aux")}
         m.load_state_dict(state)
     m.transform_input = False  # ImageNet RGB re-normalisation makes no sense for 1-channel input
@@ -132,14 +164,19 @@ MODELS: dict[str, ModelSpec] = {
     "small_cnn": ModelSpec("small_cnn", 64, "custom",
                            lambda n, weights=None, dropout=0.2: SmallCNN(n, dropout=dropout),
                            "3-block CNN for 28-64 px inputs"),
-    "resnet18": ModelSpec("resnet18", 224, "timm", _timm("resnet18")),
-    "resnet50": ModelSpec("resnet50", 224, "timm", _timm("resnet50")),
-    "densenet121": ModelSpec("densenet121", 224, "timm", _timm("densenet121")),
-    "efficientnet_b0": ModelSpec("efficientnet_b0", 224, "timm", _timm("efficientnet_b0")),
-    "vgg16": ModelSpec("vgg16", 224, "timm", _timm("vgg16")),
-    "alexnet": ModelSpec("alexnet", 224, "torchvision", _alexnet),
-    "googlenet": ModelSpec("googlenet", 224, "torchvision", _googlenet),
+    "resnet18": ModelSpec("resnet18", 224, "timm", _timm("resnet18"), "ResNet-18"),
+    "resnet50": ModelSpec("resnet50", 224, "timm", _timm("resnet50"), "ResNet-50"),
+    "densenet121": ModelSpec("densenet121", 224, "timm", _timm("densenet121"), "DenseNet-121 (CheXNet's model)"),
+    "efficientnet_b0": ModelSpec("efficientnet_b0", 224, "timm", _timm("efficientnet_b0"), "EfficientNet-B0"),
+    "vgg16": ModelSpec("vgg16", 224, "timm", _timm("vgg16"), "VGG-16"),
+    "alexnet": ModelSpec("alexnet", 224, "torchvision", _alexnet, "AlexNet"),
+    "googlenet": ModelSpec("googlenet", 224, "torchvision", _googlenet, "GoogLeNet (Inception v1), no aux heads"),
 }
+
+
+def has_pretrained(name: str) -> bool:
+    """Whether ``weights="imagenet"`` (or an RGB weights file) applies to this architecture."""
+    return MODELS[name].source != "custom"
 
 
 def available_models() -> list[str]:
@@ -150,15 +187,18 @@ def create_model(name: str, num_outputs: int, *, weights: str | Path | None = No
                  dropout: float | None = None) -> nn.Module:
     """Build a registry model with 1 input channel and ``num_outputs`` logits.
 
-    ``weights``: a local pretrained file (ImageNet RGB weights are folded to 1 channel).
+    ``weights``: a local pretrained file, or ``"imagenet"`` to download the library's ImageNet weights
+    (RGB weights are folded to 1 channel either way).
     """
     spec = MODELS.get(name)
     if spec is None:
         raise ModelError(f"unknown model '{name}'; choose one of: {', '.join(available_models())}")
     if num_outputs < 1:
         raise ModelError("num_outputs must be >= 1")
-    if weights is not None and not Path(weights).is_file():
-        raise ConfigError(f"weights file not found: {weights}")
+    if weights is not None and spec.source == "custom":
+        raise ConfigError(f"{name} has no pretrained weights (it is trained from scratch); drop --weights")
+    if weights is not None and weights != IMAGENET and not Path(weights).is_file():
+        raise ConfigError(f"weights file not found: {weights} (or use '{IMAGENET}' to download)")
     kwargs = {} if dropout is None else {"dropout": dropout}
     return spec.builder(num_outputs, weights=weights, **kwargs)
 

@@ -49,7 +49,9 @@ class ModelConfig(BaseModel):
 
     arch: str = "small_cnn"
     input_size: int | None = None  # default: the registry's size for the arch
-    weights: str | None = None  # local pretrained RGB weights file (folded into the 1-channel first conv)
+    # pretrained RGB weights (folded into the 1-channel first conv): a local file, or "imagenet" to download
+    # through timm / torchvision when online (a typed WeightsUnavailableError offline)
+    weights: str | None = None
     dropout: float | None = Field(None, ge=0, lt=1)
 
     @model_validator(mode="after")

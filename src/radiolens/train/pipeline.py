@@ -107,6 +107,10 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
 
     arch = cfg.model.arch
     size = cfg.model.input_size or MODELS[arch].default_input_size
+    # the model first: a weights problem (offline 'imagenet', a missing file) fails before decoding starts;
+    # nothing below draws random numbers before training, so the seeded initial weights are unchanged
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = create_model(arch, len(class_names), weights=cfg.model.weights, dropout=cfg.model.dropout)
     cache = d.cache_dir
     parts = {role: manifest.subset(name) for role, name in roles.items()}
     images = {role: manifest_images(m, (size, size), cache, cfg.progress_bar) for role, m in parts.items()}
@@ -114,8 +118,6 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
     t_data, cpu_data = time.perf_counter(), time.process_time()
     mean, std = intensity_stats(images["train"])
 
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = create_model(arch, len(class_names), weights=cfg.model.weights, dropout=cfg.model.dropout)
     loss = make_loss(d.label.task, cfg.optim.loss, targets["train"], len(class_names),
                      cfg.optim.class_weighting, cfg.optim.focal_gamma)
     module = ClassifierModule(model, arch, d.label.task, loss, cfg.optim)
