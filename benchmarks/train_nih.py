@@ -30,7 +30,8 @@ def main() -> None:
     manifest = Path(args.out) / "manifest.csv"
     m = from_nih(nih / "manifest.csv", nih / "images_64px", manifest)
     # The shared split puts both Hernia patients (9 images) outside train, which the pre-training check
-    # refuses; re-split by patient, stratified on the rarest finding (= `radiolens split --task multilabel`).
+    # refuses; re-split by patient with the multi-label iterative stratification (= `radiolens split --task
+    # multilabel`), which gives every finding with >= 2 patients test positives (Hernia has 2 patients).
     m = assign_splits(m, LabelSpec(task="multilabel", columns=list(NIH_FINDINGS)), val=0.15, test=0.15, seed=0)
     m.save(manifest)
     s = run_job(ROOT / "configs" / "nih_multilabel.yaml", Path(args.out) / "run",

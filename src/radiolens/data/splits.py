@@ -44,6 +44,62 @@ def _one_fold(key: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -
     return mask
 
 
+def multilabel_group_split(targets: np.ndarray, groups: np.ndarray, fractions: tuple[float, float, float],
+                           seed: int = 0) -> np.ndarray:
+    """Split index per row (0 train, 1 val, 2 test), whole patients, balancing EVERY finding at once.
+
+    Iterative stratification (Sechidis, Tsoumakas & Vlahavas, ECML 2011) lifted to patients: the finding
+    with the fewest unassigned positive patients is placed first, each of its patients going to the split
+    that still lacks most of that finding's positives. A coverage rule comes first: the first patients
+    (largest first) of a finding go to train, then test, then val, so every finding with >= 2 patients has
+    test positives and one with >= 3 has positives everywhere. Written here because no maintained library
+    combines multi-label stratification with groups (scikit-learn's StratifiedGroupKFold stratifies on one
+    key; scikit-multilearn / iterative-stratification ignore groups), and keying on the rarest finding left
+    NIH's Pneumothorax and Hernia without a single test positive.
+    """
+    rng = np.random.default_rng(seed)
+    uniq, inv = np.unique(groups, return_inverse=True)
+    n_groups, n_labels = len(uniq), targets.shape[1]
+    active = [s for s in range(3) if fractions[s] > 0]
+    if n_groups < len(active):
+        raise ManifestError(f"only {n_groups} patients: too few for a patient-level split into {len(active)} parts")
+    pos = np.zeros((n_groups, n_labels))
+    np.add.at(pos, inv, targets)
+    size = np.bincount(inv, minlength=n_groups).astype(float)
+    r = np.asarray(fractions, dtype=float)
+    want_label = r[:, None] * pos.sum(axis=0)[None, :]
+    want_size = r * size.sum()
+    has = np.zeros((3, n_labels), dtype=np.int64)
+    assigned = np.full(n_groups, -1)
+    coverage_order = [s for s in (0, 2, 1) if s in active]
+    tie = rng.random(n_groups)  # seeded tie-breaks
+
+    def place(g: int, s: int) -> None:
+        assigned[g] = s
+        want_label[s] -= pos[g]
+        want_size[s] -= size[g]
+        has[s] += pos[g] > 0
+
+    while True:
+        free = assigned < 0
+        counts = ((pos > 0) & free[:, None]).sum(axis=0)
+        if not counts.any():
+            break
+        k = int(np.argmin(np.where(counts > 0, counts, np.iinfo(np.int64).max)))
+        members = np.flatnonzero(free & (pos[:, k] > 0))
+        for g in members[np.lexsort((tie[members], -pos[members, k]))]:
+            missing = [s for s in coverage_order if has[s, k] == 0]
+            if missing:
+                s = missing[0]
+            else:
+                s = max(active, key=lambda j: (want_label[j, k], want_size[j], -j))
+            place(int(g), s)
+    rest = np.flatnonzero(assigned < 0)
+    for g in rest[np.lexsort((tie[rest], -size[rest]))]:
+        place(int(g), max(active, key=lambda j: (want_size[j], -j)))
+    return assigned[inv]
+
+
 def assign_splits(manifest: Manifest, spec: LabelSpec, *, val: float = 0.15, test: float = 0.15,
                   seed: int = 0, only: str | None = None, names: tuple[str, str, str] = ("train", "val", "test")
                   ) -> Manifest:
@@ -69,6 +125,10 @@ def assign_splits(manifest: Manifest, spec: LabelSpec, *, val: float = 0.15, tes
     groups = sub.frame["patient_id"].astype(str).to_numpy()
     labels = np.full(len(rows), names[0], dtype=object)
     remaining = np.ones(len(rows), dtype=bool)
+    if spec.task == "multilabel" and (val > 0 or test > 0):
+        part = multilabel_group_split(targets, groups, (1.0 - val - test, val, test), seed)
+        labels = np.asarray(names, dtype=object)[part]
+        val = test = 0.0  # done
     if test > 0:
         mask = _one_fold(key, groups, test, seed)
         labels[mask] = names[2]
