@@ -26,15 +26,71 @@ def _populate(client, kermany_samples, n=3):
     return ids
 
 
-def _tamper(engine, sql: str) -> None:
-    """An attacker with DDL rights: drop the append-only triggers, then change history."""
+def _tamper(engine, sql: str, restore: bool = False) -> None:
+    """An attacker with DDL rights: drop (or disable) every guard trigger, change history with one or more
+    ``;``-separated statements, and with ``restore`` put the triggers back to cover their tracks."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_log_no_update")
-            conn.exec_driver_sql("DROP TRIGGER IF EXISTS audit_log_no_delete")
+            saved = list(conn.exec_driver_sql("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                                              "AND tbl_name IN ('audit_log', 'audit_head')"))
+            for name, _ in saved:
+                conn.exec_driver_sql(f"DROP TRIGGER {name}")
         else:
-            conn.exec_driver_sql("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change")
-        conn.execute(text(sql))
+            for table in ("audit_log", "audit_head"):
+                conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER USER")
+        for stmt in filter(None, (x.strip() for x in sql.split(";"))):
+            conn.execute(text(stmt))
+        if restore:
+            if engine.dialect.name == "sqlite":
+                for _, ddl in saved:
+                    conn.exec_driver_sql(ddl)
+            else:
+                for table in ("audit_log", "audit_head"):
+                    conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+
+
+def append_n(svc, n: int, one_transaction: bool = False) -> None:
+    """``n`` chained rows through the real writer (several in one transaction when asked)."""
+    def event(i):
+        return audit.AuditEvent("feedback", 1, "clinician", f"{i:032x}", "m" * 64, "i" * 64, "s", {"i": i}, 1.0)
+
+    if one_transaction:
+        with audit.writer(svc.sessions) as s:
+            for i in range(n):
+                audit.append(s, event(i))
+        return
+    for i in range(n):
+        with audit.writer(svc.sessions) as s:
+            audit.append(s, event(i))
+
+
+def head_row(engine) -> tuple[int, str]:
+    with engine.connect() as conn:
+        return tuple(conn.execute(text("SELECT seq, row_hash FROM audit_head WHERE id = 1")).one())
+
+
+# Changes a client with plain SQL rights (no DDL) might try; the database must refuse each one.
+REFUSED_WITHOUT_DDL = [
+    ("DELETE FROM audit_head", "audit_head can only advance"),
+    ("UPDATE audit_head SET seq = seq - 1", "audit_head can only advance"),  # rewind
+    ("UPDATE audit_head SET seq = seq + 1", "audit_head can only advance"),  # jump past the rows
+    ("UPDATE audit_head SET row_hash = 'f' || substr(row_hash, 2)", "audit_head can only advance"),
+    ("INSERT INTO audit_head (id, seq, row_hash) VALUES (2, 0, 'x')", "audit_head can only advance"),
+    ("INSERT INTO audit_log (seq, created_at, event, user_id, role, prediction_id, model_sha256, input_sha256, "
+     "study_uid, outputs_json, latency_ms, prev_hash, row_hash) VALUES (99, '2026-01-01 00:00:00', 'feedback', 1, "
+     "'clinician', 'p', 'm', 'i', 's', '{}', 1.0, 'x', 'y')", "append-only"),
+    ("UPDATE audit_log SET role = 'admin'", "append-only"),
+    ("DELETE FROM audit_log", "append-only"),
+]
+
+# Tampering by someone who can drop the triggers: (statements, problem verify must report).
+TAMPERING_WITH_DDL = [
+    ("DELETE FROM audit_log; DELETE FROM audit_head", "audit_head is missing"),
+    ("DELETE FROM audit_head", "audit_head is missing"),
+    ("DELETE FROM audit_log WHERE seq = 5", "newest rows deleted"),
+    ("UPDATE audit_head SET row_hash = 'f' || substr(row_hash, 2)", "recorded head hash does not match"),
+    ("DELETE FROM audit_log WHERE seq = 2", "seq 3: expected seq 2"),
+]
 
 
 def test_rows_content_and_chain(client, kermany_samples):
@@ -155,3 +211,222 @@ def test_two_sqlite_engines_do_not_fork_the_chain(client):
     for e in engines:
         e.dispose()
     assert report.ok and report.rows == 40
+
+
+# ---------------------------------------------------------------------- integrity guards (migration 0003)
+def test_fresh_database_has_a_genesis_head(client):
+    engine = client.app_.state.service.engine
+    assert head_row(engine) == (0, audit.GENESIS)
+    report = audit.verify(engine)
+    assert report.ok and report.rows == 0 and (report.head_seq, report.head_hash) == (0, audit.GENESIS)
+
+
+def test_several_rows_in_one_transaction(client):
+    svc = client.app_.state.service
+    append_n(svc, 5, one_transaction=True)
+    report = audit.verify(svc.engine)
+    assert report.ok and report.rows == 5 and head_row(svc.engine) == (5, report.head_hash)
+
+
+@pytest.mark.parametrize("sql, message", REFUSED_WITHOUT_DDL)
+def test_guards_refuse_without_ddl(client, sql, message):
+    svc = client.app_.state.service
+    append_n(svc, 3)
+    before = audit.verify(svc.engine)
+    with pytest.raises(Exception, match=message), svc.engine.begin() as conn:
+        conn.execute(text(sql))
+    after = audit.verify(svc.engine)
+    assert after.ok and (after.rows, after.head_hash) == (3, before.head_hash)
+
+
+@pytest.mark.parametrize("sql, expect", TAMPERING_WITH_DDL)
+def test_tampering_with_ddl_is_detected(client, sql, expect):
+    svc = client.app_.state.service
+    append_n(svc, 5)
+    _tamper(svc.engine, sql, restore=True)  # triggers back in place: only the data tells
+    report = audit.verify(svc.engine)
+    assert not report.ok and any(expect in p for p in report.problems), report.problems
+
+
+def test_dropped_guards_are_reported(client):
+    svc = client.app_.state.service
+    append_n(svc, 2)
+    _tamper(svc.engine, "SELECT 1")  # triggers dropped, data untouched
+    report = audit.verify(svc.engine)
+    missing = {p.split()[2] for p in report.problems if p.startswith("guard trigger")}
+    assert not report.ok and missing == set(audit.GUARD_TRIGGERS["sqlite"])
+
+
+def test_consistent_rewind_needs_the_external_head(client):
+    """Delete the newest row AND rewind the head consistently, then restore the triggers: nothing inside the
+    database can tell; the head recorded outside it earlier can."""
+    svc = client.app_.state.service
+    append_n(svc, 4)
+    recorded = head_row(svc.engine)
+    with svc.engine.connect() as conn:
+        prev = conn.execute(text("SELECT row_hash FROM audit_log WHERE seq = 3")).scalar_one()
+    _tamper(svc.engine, f"DELETE FROM audit_log WHERE seq = 4; UPDATE audit_head SET seq = 3, row_hash = '{prev}'",
+            restore=True)
+    assert audit.verify(svc.engine).ok  # the documented limit of an internal check
+    report = audit.verify(svc.engine, expect_head=recorded)
+    assert not report.ok and "before the externally recorded head seq 4" in report.problems[0]
+    # Rewind to empty (all rows, head back to genesis): same story.
+    _tamper(svc.engine, f"DELETE FROM audit_log; UPDATE audit_head SET seq = 0, row_hash = '{audit.GENESIS}'",
+            restore=True)
+    assert audit.verify(svc.engine).ok
+    assert not audit.verify(svc.engine, expect_head=f"{recorded[0]}:{recorded[1]}").ok
+    # A head that IS in the chain passes; a forged hash at an existing seq does not.
+    append_n(svc, 2)
+    seq1 = list(audit.rows_between(svc.engine))[0]["row_hash"]
+    assert audit.verify(svc.engine, expect_head=(1, seq1)).ok
+    bad = audit.verify(svc.engine, expect_head=(1, "a" * 64))
+    assert not bad.ok and "does not match the externally recorded head hash" in bad.problems[0]
+
+
+def test_append_refuses_when_head_was_deleted(client):
+    svc = client.app_.state.service
+    append_n(svc, 1)
+    _tamper(svc.engine, "DELETE FROM audit_head", restore=True)
+    with pytest.raises(audit.AuditIntegrityError, match="audit_head is missing"):
+        append_n(svc, 1)
+
+
+def test_cli_head_and_expect_head(client, tmp_path):
+    svc = client.app_.state.service
+    append_n(svc, 3)
+    state = str(svc.settings.state_dir)
+    runner = CliRunner()
+    r = runner.invoke(cli_app, ["audit", "head", "--state-dir", state])
+    assert r.exit_code == 0, r.output
+    recorded = r.stdout.strip()
+    assert recorded == "3:" + audit.verify(svc.engine).head_hash
+    assert runner.invoke(cli_app, ["audit", "verify", "--state-dir", state, "--expect-head", recorded]).exit_code == 0
+    r = runner.invoke(cli_app, ["audit", "verify", "--state-dir", state, "--expect-head", "3:nothex"])
+    assert r.exit_code == 2 and "SEQ:HASH" in r.output and "Traceback" not in r.output
+    r = runner.invoke(cli_app, ["audit", "verify", "--state-dir", state, "--expect-head", "7:" + "0" * 64])
+    assert r.exit_code == 1 and "before the externally recorded head seq 7" in r.output
+    via_api = client.get("/v1/audit/verify", params={"expect_head": recorded}, headers=client.keys.h("auditor"))
+    assert via_api.status_code == 200 and via_api.json()["ok"]
+    via_api = client.get("/v1/audit/verify", params={"expect_head": "9:" + "0" * 64},
+                         headers=client.keys.h("auditor"))
+    assert not via_api.json()["ok"]
+    bad = client.get("/v1/audit/verify", params={"expect_head": "x"}, headers=client.keys.h("auditor"))
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_input"
+    # A broken chain is never printed as a head to anchor.
+    _tamper(svc.engine, "DELETE FROM audit_log WHERE seq = 3")
+    r = runner.invoke(cli_app, ["audit", "head", "--state-dir", state])
+    assert r.exit_code == 1 and "BROKEN" in r.output and r.stdout.strip() == ""
+
+
+def test_upgrade_from_0002_keeps_existing_chain(tmp_path):
+    """A database written before 0003 (head created lazily) upgrades in place and keeps appending."""
+    from alembic import command
+    from sqlalchemy.orm import sessionmaker
+
+    from radiolens.serve.db import alembic_config, head_revision, make_engine, upgrade
+    from radiolens.serve.tables import AuditEntry, AuditHead
+
+    for n_rows in (0, 3):
+        url = f"sqlite:///{tmp_path / f'old{n_rows}.db'}"
+        engine = make_engine(url)
+        cfg = alembic_config(url)
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0002")
+        with sessionmaker(bind=engine)() as s, s.begin():  # what the 0002-era writer did, row by row
+            prev = audit.GENESIS
+            for i in range(1, n_rows + 1):
+                row = AuditEntry(seq=i, created_at=audit.utcnow(), event="feedback", user_id=1, role="clinician",
+                                 prediction_id=f"{i:032x}", model_sha256="m", input_sha256="i", study_uid="s",
+                                 outputs_json="{}", latency_ms=1.0, prev_hash=prev, row_hash="")
+                row.row_hash = prev = audit.chain_hash(prev, audit.content_of(row))
+                s.add(row)
+            if n_rows:
+                s.add(AuditHead(id=1, seq=n_rows, row_hash=prev))
+        assert upgrade(url, engine) == head_revision()
+        assert head_row(engine)[0] == n_rows
+        with audit.writer(sessionmaker(bind=engine)) as s:
+            audit.append(s, audit.AuditEvent("feedback", 1, "clinician", "p" * 32, "m", "i", "s", {}, 1.0))
+        report = audit.verify(engine)
+        engine.dispose()
+        assert report.ok and report.rows == n_rows + 1, report.problems
+
+
+# ---------------------------------------------------------------------- export time windows
+def window_checks(rows: list[dict], export_seqs) -> None:
+    """``export_seqs(since, until) -> [seq, ...]``: since is inclusive, until exclusive, any UTC offset."""
+    from datetime import timezone
+
+    assert len(rows) >= 4 and len({r["created_at"] for r in rows}) == len(rows)
+    t = [r["created_at"] for r in rows]  # ISO 8601 with "Z"
+    assert export_seqs(t[1], t[3]) == [rows[1]["seq"], rows[2]["seq"]]  # row 2 included, row 4 excluded
+    assert export_seqs(t[1], None) == [r["seq"] for r in rows[1:]]
+    assert export_seqs(None, t[1]) == [rows[0]["seq"]]
+    assert export_seqs(t[2], t[2]) == []
+    # The same instant written with another offset and without "Z" (naive = UTC) selects the same rows.
+    plus2 = datetime.fromisoformat(t[1]).astimezone(timezone(timedelta(hours=2))).isoformat()
+    naive = t[3].removesuffix("Z")
+    assert export_seqs(plus2, naive) == [rows[1]["seq"], rows[2]["seq"]]
+
+
+def cli_export_seqs(db_args: list[str]):
+    runner = CliRunner()
+
+    def run(since, until):
+        args = ["audit", "export", *db_args]
+        args += ["--since", since] if since else []
+        args += ["--until", until] if until else []
+        r = runner.invoke(cli_app, args)
+        assert r.exit_code == 0, r.output
+        return [json.loads(x)["seq"] for x in r.stdout.splitlines() if x.strip()]
+
+    return run
+
+
+def api_export_seqs(client, fmt: str = "jsonl"):
+    import csv
+    import io
+
+    def run(since, until):
+        params = {"fmt": fmt} | ({"since": since} if since else {}) | ({"until": until} if until else {})
+        r = client.get("/v1/audit", params=params, headers=client.keys.h("auditor"))
+        assert r.status_code == 200, r.text
+        if fmt == "csv":
+            return [int(x["seq"]) for x in csv.DictReader(io.StringIO(r.text))]
+        return [json.loads(x)["seq"] for x in r.text.splitlines() if x.strip()]
+
+    return run
+
+
+def test_export_window_splits_rows(client, kermany_samples):
+    _populate(client, kermany_samples)
+    engine = client.app_.state.service.engine
+    rows = list(audit.rows_between(engine))
+    state = str(client.app_.state.service.settings.state_dir)
+    window_checks(rows, cli_export_seqs(["--state-dir", state]))
+    window_checks(rows, api_export_seqs(client))
+    window_checks(rows, api_export_seqs(client, "csv"))
+
+
+# ---------------------------------------------------------------------- key management is audited
+def test_key_management_via_api_is_audited(client):
+    keys = client.keys
+    admin_id = client.get("/v1/me", headers=keys.h("admin")).json()["user_id"]
+    r = client.post("/v1/keys", headers=keys.h("admin"), json={"role": "auditor", "label": "Dr Quixotic, ward 3"})
+    assert r.status_code == 201
+    new = r.json()
+    assert client.delete(f"/v1/keys/{new['key_id']}", headers=keys.h("admin")).status_code == 200
+    assert client.delete(f"/v1/keys/{new['key_id']}", headers=keys.h("admin")).status_code == 200  # already revoked
+    engine = client.app_.state.service.engine
+    rows = list(audit.rows_between(engine))
+    assert [r["event"] for r in rows] == ["key_created", "key_revoked"]  # a no-op revoke is not a new event
+    for row in rows:
+        assert (row["user_id"], row["role"]) == (admin_id, "admin")
+        assert row["outputs"] == {"key_user_id": new["id"], "key_role": "auditor"}
+    dumped = "".join(audit.export(engine, "jsonl")) + "".join(audit.export(engine, "csv"))
+    secret = new["api_key"].split("_", 2)[2]
+    assert secret not in dumped and "Quixotic" not in dumped and new["api_key"] not in dumped
+    assert audit.verify(engine).ok
+    # A refused request (bad role) writes nothing.
+    assert client.post("/v1/keys", headers=keys.h("admin"), json={"role": "root"}).status_code == 422
+    assert audit.verify(engine).rows == 2

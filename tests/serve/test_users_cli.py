@@ -7,12 +7,13 @@ import re
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
+from radiolens.serve.db import head_revision
 
 
 def test_users_lifecycle(tmp_path):
     state = str(tmp_path / "state")
     runner = CliRunner()
-    assert "revision 0001" in runner.invoke(cli_app, ["db", "upgrade", "--state-dir", state]).output
+    assert f"revision {head_revision()}" in runner.invoke(cli_app, ["db", "upgrade", "--state-dir", state]).output
     r = runner.invoke(cli_app, ["users", "create", "--role", "clinician", "--label", "ward 3", "--state-dir", state])
     assert r.exit_code == 0, r.output
     key = r.stdout.strip().splitlines()[-1]
@@ -46,6 +47,20 @@ def test_users_lifecycle(tmp_path):
     assert bad.exit_code == 2 and "unknown role" in bad.output
     missing = runner.invoke(cli_app, ["users", "revoke", "nosuchkey", "--state-dir", state])
     assert missing.exit_code == 2 and "no such key" in missing.output
+    again = runner.invoke(cli_app, ["users", "revoke", key_id, "--state-dir", state])  # already revoked: no event
+    assert again.exit_code == 0
+
+    # Key management is audited (as user 0, role "cli"), without the key, its hash or its label.
+    import json
+
+    exported = runner.invoke(cli_app, ["audit", "export", "--state-dir", state]).stdout
+    rows = [json.loads(x) for x in exported.splitlines()]
+    user_id = int(r.stderr.split("user_id=")[1].split()[0])
+    assert [(x["event"], x["user_id"], x["role"], x["outputs"]) for x in rows] == [
+        ("key_created", 0, "cli", {"key_user_id": user_id, "key_role": "clinician"}),
+        ("key_revoked", 0, "cli", {"key_user_id": user_id, "key_role": "clinician"})]
+    assert secret not in exported and "ward 3" not in exported and key_id not in exported
+    assert runner.invoke(cli_app, ["audit", "verify", "--state-dir", state]).exit_code == 0
 
 
 def test_serve_refuses_bad_setup_with_one_line(tmp_path, monkeypatch, bundle_path):
@@ -53,7 +68,11 @@ def test_serve_refuses_bad_setup_with_one_line(tmp_path, monkeypatch, bundle_pat
     monkeypatch.delenv("RADIOLENS_DEID_SECRET", raising=False)
     r = runner.invoke(cli_app, ["serve", "--model", str(bundle_path), "--state-dir", str(tmp_path)])
     assert r.exit_code == 2 and "RADIOLENS_DEID_SECRET" in r.output and "Traceback" not in r.output
-    monkeypatch.setenv("RADIOLENS_DEID_SECRET", "s")
+    monkeypatch.setenv("RADIOLENS_DEID_SECRET", "s" * 15)
+    r = runner.invoke(cli_app, ["serve", "--model", str(bundle_path), "--state-dir", str(tmp_path)])
+    assert r.exit_code == 2 and "shorter than 16 characters" in r.output and "Traceback" not in r.output
+    assert "s" * 15 not in r.output
+    monkeypatch.setenv("RADIOLENS_DEID_SECRET", "s" * 16)
     r = runner.invoke(cli_app, ["serve", "--model", str(tmp_path / "missing.pt"), "--state-dir", str(tmp_path),
                                 "--db-url", "mysql://nope"])
     assert r.exit_code == 2 and "unsupported database backend" in r.output

@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
         import uvicorn
 
-        from radiolens.serve.config import SETTINGS_ENV, ServeSettings
+        from radiolens.serve.config import ServeSettings, secret_fingerprint
         from radiolens.serve.db import upgrade
 
         settings = ServeSettings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
@@ -80,9 +80,11 @@ def register(app: typer.Typer) -> None:
                                  request_timeout_s=timeout_s, inference_workers=inference_workers,
                                  heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
                                  monitor=_monitor_settings(monitor_config, alert_webhook))
-        settings.resolved_secret()  # fail early, before uvicorn starts, when the secret is missing
+        secret = settings.resolved_secret()  # fail early, before uvicorn starts, when it is missing or short
         upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
-        os.environ[SETTINGS_ENV] = settings.to_env()
+        os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
+        typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} (record it; a change "
+                   "means study refs no longer match earlier ones)", err=True)
         uvicorn.run("radiolens.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, timeout_graceful_shutdown=120)
 
@@ -98,13 +100,13 @@ def register(app: typer.Typer) -> None:
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     ) -> None:
         """Create a key and print it ONCE (only its hash is stored)."""
-        from sqlalchemy.orm import Session
-
-        from radiolens.serve.auth import create_key
+        from radiolens.serve import audit
+        from radiolens.serve.auth import create_key_audited
+        from radiolens.serve.db import session_factory
 
         engine = _engine(db_url, state_dir)
-        with Session(engine) as s, s.begin():
-            row, key = create_key(s, role, label)
+        with audit.writer(session_factory(engine)) as s:  # audited as user 0, role "cli"
+            row, key = create_key_audited(s, role, label, audit.CLI_USER_ID, audit.CLI_ROLE)
             user_id, key_id = row.id, row.key_id
         engine.dispose()
         typer.echo(f"user_id={user_id} key_id={key_id} role={role}", err=True)
@@ -139,13 +141,13 @@ def register(app: typer.Typer) -> None:
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     ) -> None:
         """Revoke a key; requests using it get 401 from then on."""
-        from sqlalchemy.orm import Session
-
-        from radiolens.serve.auth import revoke
+        from radiolens.serve import audit
+        from radiolens.serve.auth import revoke_key_audited
+        from radiolens.serve.db import session_factory
 
         engine = _engine(db_url, state_dir)
-        with Session(engine) as s, s.begin():
-            row = revoke(s, key_id)
+        with audit.writer(session_factory(engine)) as s:
+            row = revoke_key_audited(s, key_id, audit.CLI_USER_ID, audit.CLI_ROLE)
             typer.echo(f"revoked key_id={row.key_id} (user_id={row.id})")
         engine.dispose()
 
@@ -158,13 +160,16 @@ def register(app: typer.Typer) -> None:
         db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+        expect_head: str = typer.Option(None, "--expect-head", help="SEQ:HASH recorded outside the database "
+                                        "earlier (`radiolens audit head`); fail if the chain lacks it"),
     ) -> None:
         """Recompute the hash chain; exit 1 if any row was edited or deleted."""
         from radiolens.serve import audit
 
+        expected = audit.parse_head(expect_head) if expect_head else None
         engine = _engine(db_url, state_dir, migrate=False)
         try:
-            report = audit.verify(engine)
+            report = audit.verify(engine, expect_head=expected)
         finally:
             engine.dispose()
         if as_json:
@@ -177,6 +182,27 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"  - {p}")
         if not report.ok:
             raise typer.Exit(1)
+
+    @audit_app.command("head")
+    @friendly_errors
+    def audit_head(
+        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+    ) -> None:
+        """Print the verified chain head as SEQ:HASH, to record OUTSIDE the database (e.g. a daily ticket or
+        write-once store); `audit verify --expect-head SEQ:HASH` later proves history was not rewound."""
+        from radiolens.serve import audit
+
+        engine = _engine(db_url, state_dir, migrate=False)
+        try:
+            report = audit.verify(engine)
+        finally:
+            engine.dispose()
+        if not report.ok:  # never anchor a chain that is already broken
+            typer.echo(f"error: audit chain BROKEN ({len(report.problems)} problems; run `radiolens audit verify`)",
+                       err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{report.head_seq}:{report.head_hash}")
 
     @audit_app.command("export")
     @friendly_errors

@@ -3,6 +3,12 @@
 Each row stores ``row_hash = sha256(prev_hash + canonical_json(content))``. Editing any content column
 breaks that row's hash; deleting a row breaks the next row's ``prev_hash`` link (and the sequence);
 deleting the newest rows is caught by ``audit_head``, which each append updates in the same transaction.
+
+The database adds its own guards (migrations 0001 and 0003): UPDATE/DELETE/TRUNCATE of ``audit_log`` are
+refused, a new row must extend the chain at the head, and ``audit_head`` (seeded with the genesis state at
+migration time) can only advance one row at a time. ``verify`` also reports a missing head, missing or
+disabled guard triggers, and, given a head recorded outside the database (``expect_head``), a chain that
+was consistently rewound to an earlier state, which no check inside the database can see.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
-from radiolens.errors import InputError
+from radiolens.errors import InputError, RadiolensError
 from radiolens.serve.db import WRITE_LOCK
 from radiolens.serve.tables import AuditEntry, AuditHead
 
@@ -30,6 +36,21 @@ _CONTENT = ("seq", "created_at", "event", "user_id", "role", "prediction_id", "m
             "study_uid", "outputs_json", "latency_ms")
 # One writer per process; across processes the database lock below (BEGIN IMMEDIATE / advisory lock).
 _PROCESS_LOCK = threading.Lock()
+#: The guard triggers the migrations install (0001 + 0003), per dialect; ``verify`` checks they are in force.
+GUARD_TRIGGERS = {
+    "sqlite": ("audit_log_no_update", "audit_log_no_delete", "audit_log_extend_only", "audit_head_no_insert",
+               "audit_head_no_delete", "audit_head_advance_only"),
+    "postgresql": ("audit_log_no_change", "audit_log_extend_only", "audit_log_no_truncate", "audit_head_guard",
+                   "audit_head_no_truncate"),
+}
+#: Audit events written by the service (the column is free text; these are the values it uses).
+EVENTS = ("prediction", "feedback", "key_created", "key_revoked")
+
+
+class AuditIntegrityError(RadiolensError):
+    """The audit log cannot be appended to because its stored state was tampered with (e.g. no head)."""
+
+    code = "audit_integrity"
 
 
 def utcnow() -> datetime:
@@ -81,24 +102,41 @@ class AuditEvent:
     latency_ms: float
 
 
+#: ``user_id``/``role`` recorded for actions taken with the CLI on the database host (no API key involved).
+CLI_USER_ID, CLI_ROLE = 0, "cli"
+
+
+def key_event(event: str, actor_user_id: int, actor_role: str, key_user_id: int, key_role: str) -> AuditEvent:
+    """An audit row for API-key management: who acted and which key (its user id and role), never the key
+    itself, its hash or its label (labels are free text an admin may fill with a person's name)."""
+    if event not in ("key_created", "key_revoked"):
+        raise ValueError(f"not a key event: {event}")
+    return AuditEvent(event, actor_user_id, actor_role, "", "", "", "",
+                      {"key_user_id": int(key_user_id), "key_role": key_role}, 0.0)
+
+
 def append(session: Session, ev: AuditEvent) -> AuditEntry:
     """Add one chained row inside the caller's transaction (which must hold the write lock: see ``writer``)."""
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
     head = session.get(AuditHead, 1, with_for_update=bind.dialect.name == "postgresql")
-    prev_seq, prev_hash = (head.seq, head.row_hash) if head else (0, GENESIS)
+    if head is None:  # migration 0003 seeds it; its absence means someone deleted it
+        raise AuditIntegrityError("audit_head is missing: the audit log was tampered with "
+                                  "(run `radiolens audit verify`)")
+    prev_seq, prev_hash = head.seq, head.row_hash
     created = utcnow()
     row = AuditEntry(seq=prev_seq + 1, created_at=created, event=ev.event, user_id=int(ev.user_id), role=ev.role,
                      prediction_id=ev.prediction_id, model_sha256=ev.model_sha256, input_sha256=ev.input_sha256,
                      study_uid=ev.study_uid, outputs_json=canonical_json(ev.outputs),
                      latency_ms=round(float(ev.latency_ms), 3), prev_hash=prev_hash, row_hash="")
     row.row_hash = chain_hash(prev_hash, content_of(row))
+    # Two flushes, in this order, because the database checks each step (migration 0003): the row must
+    # extend the chain at the stored head, and the head may only advance by one, to an existing row.
     session.add(row)
-    if head is None:
-        session.add(AuditHead(id=1, seq=row.seq, row_hash=row.row_hash))
-    else:
-        head.seq, head.row_hash = row.seq, row.row_hash
+    session.flush()
+    head.seq, head.row_hash = row.seq, row.row_hash
+    session.flush()
     return row
 
 
@@ -142,10 +180,47 @@ class VerifyReport:
                 "problems": self.problems}
 
 
-def verify(engine: Engine, max_problems: int = 50) -> VerifyReport:
-    """Walk the chain in sequence order, recomputing every hash."""
-    problems: list[str] = []
+def parse_head(value: str) -> tuple[int, str]:
+    """``"SEQ:HASH"`` (as printed by ``radiolens audit head``) -> (seq, hash); InputError when malformed."""
+    seq, sep, digest = value.strip().partition(":")
+    digest = digest.lower()
+    if not sep or not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise InputError("expected head must be SEQ:HASH (a sequence number, a colon and 64 hex digits), "
+                         "as printed by `radiolens audit head`")
+    return int(seq), digest
+
+
+def guard_problems(engine: Engine) -> list[str]:
+    """Guard triggers that are missing or disabled (an attacker with DDL rights removed append-only)."""
+    dialect = engine.dialect.name
+    expected = GUARD_TRIGGERS.get(dialect)
+    if not expected:
+        return []
+    with engine.connect() as conn:
+        if dialect == "sqlite":
+            present = set(conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name IN ('audit_log', 'audit_head')").scalars())
+        else:  # tgenabled 'D' = disabled, 'R' = fires only in replica sessions: neither protects the table
+            present = set(conn.exec_driver_sql(
+                "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal AND tgenabled IN ('O', 'A') "
+                "AND tgrelid IN (SELECT oid FROM pg_class WHERE relname IN ('audit_log', 'audit_head') "
+                "AND relnamespace = to_regnamespace(current_schema())::oid)").scalars())
+    return [f"guard trigger {name} is missing or disabled (append-only protection off; "
+            "`radiolens db upgrade` restores it after a fresh install)" for name in expected if name not in present]
+
+
+def verify(engine: Engine, max_problems: int = 50, expect_head: tuple[int, str] | str | None = None) -> VerifyReport:
+    """Walk the chain in sequence order, recomputing every hash; check the stored head and the guards.
+
+    ``expect_head`` is a (seq, hash) recorded outside the database earlier (``radiolens audit head``): the
+    chain must contain exactly that row, which catches history rewound to an earlier, consistent state.
+    """
+    if isinstance(expect_head, str):
+        expect_head = parse_head(expect_head)
+    problems: list[str] = guard_problems(engine)
     prev_hash, expected_seq, n = GENESIS, 1, 0
+    hash_at_expected = GENESIS if expect_head is not None and expect_head[0] == 0 else None
     with Session(engine) as s:
         head = s.get(AuditHead, 1)
         for row in s.scalars(select(AuditEntry).order_by(AuditEntry.seq)).yield_per(1000):
@@ -156,15 +231,27 @@ def verify(engine: Engine, max_problems: int = 50) -> VerifyReport:
                 problems.append(f"seq {row.seq}: prev_hash does not match the previous row (row deleted or edited)")
             if chain_hash(row.prev_hash, content_of(row)) != row.row_hash:
                 problems.append(f"seq {row.seq}: content does not match its hash (row edited)")
+            if expect_head is not None and row.seq == expect_head[0]:
+                hash_at_expected = row.row_hash
             prev_hash, expected_seq = row.row_hash, row.seq + 1
             if len(problems) >= max_problems:
                 break
         last_seq = expected_seq - 1
-        if head is None and n:
-            problems.append("audit_head is missing")
-        elif head is not None and (head.seq != last_seq or head.row_hash != prev_hash):
+        if head is None:  # seeded by migration 0003, so never legitimately absent
+            problems.append("audit_head is missing (deleted, possibly with the rows it anchored)")
+        elif head.seq != last_seq:
             problems.append(f"chain ends at seq {last_seq} but the recorded head is seq {head.seq} "
                             "(newest rows deleted or head edited)")
+        elif head.row_hash != prev_hash:
+            problems.append(f"the recorded head hash does not match row seq {last_seq} (head or row edited)")
+    if expect_head is not None:
+        exp_seq, exp_hash = expect_head
+        if hash_at_expected is None:
+            problems.append(f"chain ends at seq {last_seq}, before the externally recorded head seq {exp_seq} "
+                            "(rows deleted or history rewound)")
+        elif hash_at_expected != exp_hash:
+            problems.append(f"row seq {exp_seq} does not match the externally recorded head hash "
+                            "(history rewritten)")
     return VerifyReport(ok=not problems, rows=n, head_seq=last_seq, head_hash=prev_hash, problems=problems)
 
 

@@ -23,8 +23,10 @@ PREFIX = "rlk"
 
 
 class Role(StrEnum):
-    clinician = "clinician"  # predict, read own predictions, feedback
-    auditor = "auditor"  # read audit log and predictions
+    # A reading room is shared: any clinician may open any prediction (e.g. a colleague's, for a second read),
+    # so reads are not restricted to the key that created the prediction. The audit log records who did what.
+    clinician = "clinician"  # predict, read any prediction and its images, send feedback
+    auditor = "auditor"  # read the audit log, metrics and any prediction
     admin = "admin"  # manage keys
 
 
@@ -76,6 +78,11 @@ def authenticate(session: Session, presented: str) -> Principal | None:
 
 
 def revoke(session: Session, key_id_or_id: str) -> ApiKey:
+    return revoke_key(session, key_id_or_id)[0]
+
+
+def revoke_key(session: Session, key_id_or_id: str) -> tuple[ApiKey, bool]:
+    """Revoke a key; returns the row and whether this call revoked it (False: it was already revoked)."""
     from radiolens.serve.audit import utcnow
 
     q = select(ApiKey).where(ApiKey.key_id == key_id_or_id)
@@ -84,8 +91,30 @@ def revoke(session: Session, key_id_or_id: str) -> ApiKey:
         row = session.get(ApiKey, int(key_id_or_id))
     if row is None:
         raise InputError("no such key (give the key id shown by `radiolens users list`)")
-    if row.revoked_at is None:
-        row.revoked_at = utcnow()
+    if row.revoked_at is not None:
+        return row, False
+    row.revoked_at = utcnow()
+    return row, True
+
+
+def create_key_audited(session: Session, role: str | Role, label: str, actor_user_id: int,
+                       actor_role: str) -> tuple[ApiKey, str]:
+    """``create_key`` plus its audit row, in the caller's ``audit.writer`` transaction."""
+    from radiolens.serve import audit
+
+    row, key = create_key(session, role, label)
+    audit.append(session, audit.key_event("key_created", actor_user_id, actor_role, row.id, row.role))
+    return row, key
+
+
+def revoke_key_audited(session: Session, key_id_or_id: str, actor_user_id: int, actor_role: str) -> ApiKey:
+    """``revoke`` plus its audit row (only when the key was active), in the caller's ``audit.writer``."""
+    from radiolens.serve import audit
+
+    row, changed = revoke_key(session, key_id_or_id)
+    if changed:
+        session.flush()
+        audit.append(session, audit.key_event("key_revoked", actor_user_id, actor_role, row.id, row.role))
     return row
 
 

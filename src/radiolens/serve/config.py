@@ -15,6 +15,10 @@ from radiolens.monitor.config import MonitorConfig
 SETTINGS_ENV = "RADIOLENS_SERVE_SETTINGS"
 #: Environment variable holding the de-identification secret, so it never has to appear on a command line.
 DEID_SECRET_ENV = "RADIOLENS_DEID_SECRET"
+#: Or a file holding it (e.g. a container secret mount); surrounding whitespace is ignored.
+DEID_SECRET_FILE_ENV = "RADIOLENS_DEID_SECRET_FILE"
+#: The secret keys UID remapping and raster study refs; a short one could be guessed and the remapping undone.
+MIN_SECRET_CHARS = 16
 
 
 class ServeSettings(BaseModel):
@@ -46,14 +50,27 @@ class ServeSettings(BaseModel):
         return f"sqlite:///{(self.state_dir / 'radiolens.db').resolve()}"
 
     def resolved_secret(self) -> str:
-        secret = self.deid_secret or os.environ.get(DEID_SECRET_ENV, "")
+        secret = self.deid_secret or _secret_from_env()
         if not secret:
-            raise ConfigError(f"a de-identification secret is required: set {DEID_SECRET_ENV} (keep it stable: "
-                              "it makes remapped study UIDs consistent across restarts)")
+            raise ConfigError(f"a de-identification secret is required: set {DEID_SECRET_ENV} or "
+                              f"{DEID_SECRET_FILE_ENV} (keep it stable: it makes remapped study UIDs consistent "
+                              "across restarts)")
+        if len(secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"the de-identification secret is shorter than {MIN_SECRET_CHARS} characters; use a "
+                              "long random one, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
         return secret
 
     def to_env(self) -> str:
-        return self.model_dump_json()
+        """Settings for worker processes, WITHOUT the secret (env dumps and crash reports show this variable)."""
+        return self.model_dump_json(exclude={"deid_secret"})
+
+    def worker_env(self) -> dict[str, str]:
+        """Environment for uvicorn worker processes: the settings, plus the secret in its own variable when it
+        was given in the settings (a secret from the environment or a file reaches workers the same way)."""
+        env = {SETTINGS_ENV: self.to_env()}
+        if self.deid_secret:
+            env[DEID_SECRET_ENV] = self.deid_secret
+        return env
 
     @classmethod
     def from_env(cls) -> ServeSettings:
@@ -64,3 +81,26 @@ class ServeSettings(BaseModel):
             return cls.model_validate(json.loads(raw))
         except Exception as exc:
             raise ConfigError(f"{SETTINGS_ENV}: invalid settings ({type(exc).__name__})") from exc
+
+
+def _secret_from_env() -> str:
+    value = os.environ.get(DEID_SECRET_ENV, "")
+    path = os.environ.get(DEID_SECRET_FILE_ENV, "")
+    if not path:
+        return value
+    try:
+        from_file = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{DEID_SECRET_FILE_ENV}: cannot read the secret file ({type(exc).__name__})") from exc
+    if value and value != from_file:
+        raise ConfigError(f"{DEID_SECRET_ENV} and {DEID_SECRET_FILE_ENV} are both set and differ; set only one")
+    return from_file
+
+
+def secret_fingerprint(secret: str) -> str:
+    """A short, non-reversible tag of the secret (HMAC-SHA256 of a fixed label, 16 hex digits), shown in logs
+    and ``/v1/service`` so an operator can tell that the secret changed without ever seeing it."""
+    import hashlib
+    import hmac
+
+    return hmac.new(secret.encode("utf-8"), b"radiolens deid-secret fingerprint v1", hashlib.sha256).hexdigest()[:16]

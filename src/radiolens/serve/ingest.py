@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -50,7 +51,13 @@ class Ingestor:
             raise ConfigError("radiolens.io.deid is not available: the service will not run without "
                               "de-identification") from exc
 
+        from radiolens.serve.config import secret_fingerprint
+
         self._secret = secret.encode("utf-8")
+        #: Non-reversible tag of the secret in use (``/v1/service``, start-up log): a changed value means study
+        #: refs and remapped UIDs no longer match those made before.
+        self.secret_fingerprint = secret_fingerprint(secret)
+        logging.getLogger("radiolens.serve").info("de-identification secret fingerprint %s", self.secret_fingerprint)
         self._deid = Deidentifier(secret, shift_dates=False, allow_burned_in=False)
         self._tmp_dir = tmp_dir
         tmp_dir.mkdir(parents=True, exist_ok=True)

@@ -1,13 +1,15 @@
-"""Key management (admin), audit reading (auditor) and ``/v1/me`` for any signed-in key."""
+"""Key management (admin, audited), audit reading (auditor), ``/v1/service`` and ``/v1/me``."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from radiolens import __version__
 from radiolens.serve import audit
-from radiolens.serve.auth import Principal, Role, create_key, list_keys, revoke
+from radiolens.serve.auth import Principal, Role, create_key_audited, list_keys, revoke_key_audited
 from radiolens.serve.deps import current_principal, get_service, require
 from radiolens.serve.schemas import AuditVerifyOut, ErrorResponse, KeyIn, KeyOut, WhoAmI
 from radiolens.serve.service import Service
@@ -19,6 +21,26 @@ _ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"
 def _key_out(row, api_key: str | None = None) -> KeyOut:
     return KeyOut(id=row.id, key_id=row.key_id, role=row.role, label=row.label, created_at=row.created_at,
                   revoked_at=row.revoked_at, api_key=api_key)
+
+
+class ServiceInfo(BaseModel):
+    version: str
+    deid_secret_fingerprint: str  # HMAC of a fixed label under the secret: changes iff the secret changes
+    database: str  # dialect only, never the URL (it may hold a password)
+    schema_revision: str
+
+
+@router.get("/service", response_model=ServiceInfo, responses=_ERRORS)
+def service_info(principal: Principal = Depends(require(Role.admin, Role.auditor)),
+                 service: Service = Depends(get_service)) -> ServiceInfo:
+    """What an operator compares across restarts: a changed fingerprint means the de-identification secret
+    changed, so study refs and remapped UIDs no longer match earlier ones."""
+    from alembic.runtime.migration import MigrationContext
+
+    with service.engine.connect() as conn:
+        revision = MigrationContext.configure(conn).get_current_revision() or ""
+    return ServiceInfo(version=__version__, deid_secret_fingerprint=service.ingestor.secret_fingerprint,
+                       database=service.engine.dialect.name, schema_revision=revision)
 
 
 @router.get("/me", response_model=WhoAmI, responses=_ERRORS)
@@ -35,16 +57,16 @@ def keys(principal: Principal = Depends(require(Role.admin)), service: Service =
 @router.post("/keys", response_model=KeyOut, status_code=201, responses=_ERRORS)
 def new_key(body: KeyIn, principal: Principal = Depends(require(Role.admin)),
             service: Service = Depends(get_service)):
-    with Session(service.engine) as s, s.begin():
-        row, key = create_key(s, body.role, body.label)
+    with audit.writer(service.sessions) as s:  # the key and its audit row commit together
+        row, key = create_key_audited(s, body.role, body.label, principal.user_id, principal.role.value)
         return _key_out(row, key)
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, responses=_ERRORS)
 def revoke_key(key_id: str, principal: Principal = Depends(require(Role.admin)),
                service: Service = Depends(get_service)):
-    with Session(service.engine) as s, s.begin():
-        return _key_out(revoke(s, key_id))
+    with audit.writer(service.sessions) as s:
+        return _key_out(revoke_key_audited(s, key_id, principal.user_id, principal.role.value))
 
 
 @router.get("/audit", responses=_ERRORS, response_class=StreamingResponse)
@@ -58,5 +80,7 @@ def audit_export(since: str | None = Query(None, description="ISO 8601, inclusiv
 
 
 @router.get("/audit/verify", response_model=AuditVerifyOut, responses=_ERRORS)
-def audit_verify(principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
-    return audit.verify(service.engine).as_dict()
+def audit_verify(expect_head: str | None = Query(None, description="SEQ:HASH recorded outside the database "
+                                                                  "earlier (`radiolens audit head`)"),
+                 principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
+    return audit.verify(service.engine, expect_head=expect_head).as_dict()
