@@ -7,7 +7,17 @@ import concurrent.futures as cf
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
-from tests.serve.test_audit import _tamper
+from tests.serve.test_audit import (
+    REFUSED_WITHOUT_DDL,
+    TAMPERING_WITH_DDL,
+    _populate,
+    _tamper,
+    api_export_seqs,
+    append_n,
+    cli_export_seqs,
+    head_row,
+    window_checks,
+)
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
@@ -105,3 +115,76 @@ def test_two_writers_do_not_fork_the_chain(pg_url, app_factory):
     for e in engines:
         e.dispose()
     assert report.ok and report.rows == 60
+
+
+# ---------------------------------------------------------------------- integrity guards (migration 0003)
+@pytest.fixture
+def pg_service(app_factory, pg_url):
+    app, _ = app_factory(db_url=pg_url)
+    return app.state.service
+
+
+def test_truncate_refused_on_postgres(pg_service):
+    append_n(pg_service, 3)
+    for table in ("audit_log", "audit_head", "audit_log, audit_head"):
+        with pytest.raises(Exception, match="append-only \\(TRUNCATE refused\\)"), pg_service.engine.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {table}")
+    report = audit.verify(pg_service.engine)
+    assert report.ok and report.rows == 3
+
+
+def test_guards_refuse_without_ddl_on_postgres(pg_service):
+    append_n(pg_service, 3, one_transaction=True)  # several rows in one transaction pass the guards
+    before = audit.verify(pg_service.engine)
+    assert before.ok and head_row(pg_service.engine) == (3, before.head_hash)
+    for sql, message in REFUSED_WITHOUT_DDL:
+        with pytest.raises(Exception, match=message), pg_service.engine.begin() as conn:
+            conn.execute(text(sql))
+    after = audit.verify(pg_service.engine)
+    assert after.ok and (after.rows, after.head_hash) == (3, before.head_hash)
+
+
+@pytest.mark.parametrize("sql, expect", TAMPERING_WITH_DDL)
+def test_tampering_with_ddl_detected_on_postgres(pg_service, sql, expect):
+    append_n(pg_service, 5)
+    _tamper(pg_service.engine, sql, restore=True)
+    report = audit.verify(pg_service.engine)
+    assert not report.ok and any(expect in p for p in report.problems), report.problems
+
+
+def test_disabled_guards_and_rewind_on_postgres(pg_service):
+    engine = pg_service.engine
+    append_n(pg_service, 4)
+    recorded = head_row(engine)
+    _tamper(engine, "SELECT 1")  # triggers disabled (ALTER TABLE ... DISABLE TRIGGER USER), data untouched
+    missing = {p.split()[2] for p in audit.verify(engine).problems if p.startswith("guard trigger")}
+    assert missing == set(audit.GUARD_TRIGGERS["postgresql"])
+    with engine.begin() as conn:
+        for table in ("audit_log", "audit_head"):
+            conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER USER")
+    assert audit.verify(engine).ok
+    # Consistent rewind of the newest row, triggers re-enabled: only the externally recorded head tells.
+    with engine.connect() as conn:
+        prev = conn.execute(text("SELECT row_hash FROM audit_log WHERE seq = 3")).scalar_one()
+    _tamper(engine, f"DELETE FROM audit_log WHERE seq = 4; UPDATE audit_head SET seq = 3, row_hash = '{prev}'",
+            restore=True)
+    assert audit.verify(engine).ok
+    report = audit.verify(engine, expect_head=recorded)
+    assert not report.ok and "before the externally recorded head seq 4" in report.problems[0]
+    runner = CliRunner()
+    db = ["--db-url", engine.url.render_as_string(hide_password=False)]
+    r = runner.invoke(cli_app, ["audit", "verify", *db, "--expect-head", f"{recorded[0]}:{recorded[1]}"])
+    assert r.exit_code == 1 and "externally recorded head" in r.output
+    r = runner.invoke(cli_app, ["audit", "head", *db])
+    assert r.exit_code == 0 and r.stdout.strip() == f"3:{prev}"
+
+
+def test_export_window_on_postgres(app_factory, pg_url, kermany_samples):
+    app, keys = app_factory(db_url=pg_url)
+    with TestClient(app) as c:
+        c.keys, c.app_ = keys, app
+        _populate(c, kermany_samples)
+        rows = list(audit.rows_between(app.state.service.engine))
+        window_checks(rows, cli_export_seqs(["--db-url", pg_url]))
+        window_checks(rows, api_export_seqs(c))
+        window_checks(rows, api_export_seqs(c, "csv"))
