@@ -1,26 +1,37 @@
 """End-to-end inference benchmark: files on disk -> probabilities, one table from one run.
 
 Rows per model (resnet18, densenet121 at 224 px by default):
-  (a) naive      a typical hand-made loop: PIL / pydicom read, torchvision transforms, eager model, batch 1
-  (b) eager      radiolens batch scoring, PyTorch eager backend (batched, decoding in worker processes)
-  (b') script    same, TorchScript traced + frozen backend (measured, not assumed, to help)
-  (c) onnx-fp32  same, ONNX Runtime fp32
-  (d) onnx-int8  same, ONNX Runtime static INT8 (QDQ, calibrated on real validation images)
+  (a)   naive      the seeds' hand-made loop: PIL / pydicom read, torchvision transforms, eager model, batch 1
+  (a')  naive-rl   the same loop, but decoding + preprocessing exactly as radiolens does (radiolens.io +
+                   the bundle's preprocess): isolates what the pipeline (workers, batching) adds
+  (b)   eager      radiolens batch scoring (the real Scorer), PyTorch eager backend
+  (b')  script     same, TorchScript traced + frozen backend (measured, not assumed, to help)
+  (b'') compile    same, torch.compile (Inductor) of the eager model; opt-in (--configs ... compile): its
+                   compile takes minutes on 2 cores
+  (c)   onnx-fp32  same, ONNX Runtime fp32
+  (d)   onnx-int8  same, ONNX Runtime static INT8 (QDQ, calibrated on real validation images)
 
-Columns: end-to-end images/s (radiolens rows include writing the results CSV), model-stage images/s (forward
-only on a preloaded batch), single-image end-to-end latency p50/p95 (read + preprocess + forward, batch 1),
-peak RSS of the scoring process (and of its decoding workers), GFLOPs per image (counted by
-torch.utils.flop_counter.FlopCounterMode; one multiply-add = 2 FLOPs) and the fraction of the FLOP-bound
-limit reached: GFLOPs x images/s / peak GFLOP/s, where the peak is MEASURED here as the best of repeated
-fp32 2048^3 torch.matmul calls with the same thread count (an honest, achievable-peak GEMM figure rather than
-a datasheet number), re-measured inside each row's process alternately with the model-stage timing so both
-see the same load on a shared machine. The int8 row is measured against the int8 GEMM peak (torch._int_mm,
-same size), since VNNI int8 arithmetic has a several-times higher ceiling than fp32. Peak RSS is the scoring
-process's VmHWM; "worker RSS" is the largest decoding worker's (copy-on-write pages shared with the parent included).
+Every row scores the same files in the same order (Kermany validation JPEGs with a real 1024 px SIIM DICOM
+every k-th slot). The radiolens rows run with `radiolens predict`'s defaults: `--workers` decoding processes
+and `cores - workers` (>= 1) inference threads; the naive loops have no workers and use all cores, as a
+notebook would. Model stage (forward only, preloaded batch of 32; batch 1 for the naive loops) and single-image
+latency (read + preprocess + forward, batch 1, after 2 warm-up calls) use all cores.
 
-Each configuration runs in a fresh subprocess so its peak RSS is its own. Usage (a few minutes on 2 cores):
+FLOP-bound limit: GFLOPs per image (torch.utils.flop_counter.FlopCounterMode; one multiply-add = 2 FLOPs)
+x images/s over the machine's peak. Two peaks are printed:
+  * measured: the best of many 2048^3 fp32 torch.matmul calls (int8 torch._int_mm for the int8 row), sampled
+    before, between and after the rows in the parent process (no benchmark child running) - the uncontended
+    achievable GEMM rate; the %peak columns use it. (Re-measuring it alongside each row, as an earlier version
+    did, let a momentarily contended GEMM produce fractions above 100 %.)
+  * theoretical: cores x GHz (/proc/cpuinfo "cpu MHz") x FLOPs per cycle from the CPU flags (vector lanes of
+    avx512f/avx2 x 2 FMA units x 2; int8: x4 with VNNI). The FMA unit count is not in the flags: 2 is assumed
+    (true for current Xeon / EPYC server cores); shown for scale only.
 
-    RADIOLENS_DATA_DIR=../shared/data python benchmarks/inference.py --images 64 --threads 2
+Peak RSS is the scoring process's VmHWM at the end of the end-to-end pass; "worker RSS" is the largest decoding
+worker's (copy-on-write pages shared with the parent included). Each configuration runs in a fresh subprocess.
+Usage (several minutes on 2 cores; serialise with the machine's CPU lock):
+
+    RADIOLENS_DATA_DIR=../shared/data flock /tmp/radiolens-cpu.lock python benchmarks/inference.py --images 48
 """
 
 from __future__ import annotations
@@ -38,9 +49,12 @@ from pathlib import Path
 
 import numpy as np
 
-CONFIGS = ["naive", "eager", "script", "onnx-fp32", "onnx-int8"]
-LABELS = {"naive": "(a) naive loop, batch 1", "eager": "(b) radiolens eager", "script": "(b') radiolens TorchScript",
-          "onnx-fp32": "(c) radiolens ORT fp32", "onnx-int8": "(d) radiolens ORT int8"}
+CONFIGS = ["naive", "naive-rl", "eager", "script", "compile", "onnx-fp32", "onnx-int8"]
+DEFAULT_CONFIGS = ["naive", "naive-rl", "eager", "script", "onnx-fp32", "onnx-int8"]
+LABELS = {"naive": "(a) naive loop, batch 1", "naive-rl": "(a') naive, radiolens decode",
+          "eager": "(b) radiolens eager", "script": "(b') radiolens TorchScript",
+          "compile": "(b'') radiolens torch.compile", "onnx-fp32": "(c) radiolens ORT fp32",
+          "onnx-int8": "(d) radiolens ORT int8"}
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -109,7 +123,7 @@ def prepare_models(arch: str, size: int, work: Path, data_dir: Path) -> dict[str
 
 # ----------------------------------------------------------------------------------------------- measuring
 def peak_gflops(threads: int, int8: bool = False, n: int = 2048, repeats: int = 8) -> float:
-    """Achievable GEMM peak: best of ``repeats`` n^3 products (fp32 torch.matmul, or int8 torch._int_mm)."""
+    """Best of ``repeats`` n^3 products (fp32 torch.matmul, or int8 torch._int_mm), GFLOP/s (GOP/s for int8)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -127,6 +141,33 @@ def peak_gflops(threads: int, int8: bool = False, n: int = 2048, repeats: int = 
         op(a, b)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+def theoretical_peak(cores: int) -> dict:
+    """Datasheet-style peak from /proc/cpuinfo: cores x GHz x (vector lanes x FMA units x 2) per cycle.
+
+    The FMA unit count per core is not exposed by the flags; 2 is assumed (Xeon since Skylake-SP, EPYC Zen 5).
+    AMD Zen 4 (family 25) executes 512-bit FMAs as two 256-bit halves, so it counts as 8 lanes there.
+    """
+    info: dict = {"source": "/proc/cpuinfo", "fma_units_assumed": 2}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {**info, "gflops_fp32": float("nan"), "gops_int8": float("nan")}
+    first = text.split("\n\n")[0]
+    fields = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in first.splitlines() if ":" in ln)}
+    flags = set(fields.get("flags", "").split())
+    ghz = float(fields.get("cpu MHz", "nan")) / 1000
+    lanes = 16 if "avx512f" in flags else 8 if {"avx2", "fma"} <= flags else 4
+    if fields.get("vendor_id") == "AuthenticAMD" and fields.get("cpu family") == "25" and lanes == 16:
+        lanes = 8
+    flops_per_cycle = lanes * info["fma_units_assumed"] * 2
+    vnni = bool({"avx512_vnni", "avx_vnni"} & flags)
+    info.update(model=fields.get("model name", "?"), cpu_family=fields.get("cpu family", "?"), ghz=ghz,
+                cores=cores, fp32_lanes=lanes, fp32_flops_per_cycle=flops_per_cycle, vnni=vnni,
+                gflops_fp32=cores * ghz * flops_per_cycle,
+                gops_int8=cores * ghz * flops_per_cycle * (4 if vnni else 2))
+    return info
 
 
 def peak_rss_mb() -> float:
@@ -149,11 +190,29 @@ def model_gflops(arch: str, size: int) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def onnx_parity(paths: dict[str, str], files: list[Path], n: int = 32) -> dict:
+    """max |dp| / |dlogit| between PyTorch and ONNX Runtime fp32 on the benchmark's real files (DICOM included)."""
+    from radiolens.models.bundle import ModelBundle
+    from radiolens.models.export import check_parity
+    from radiolens.predict.sources import ScoreItem, load_preprocessed
+
+    bundle = ModelBundle.load(paths["pt"])
+    batch, used = load_preprocessed([ScoreItem(f.name, f) for f in files[:n]], bundle.info)
+    rep = check_parity(bundle, paths["fp32"], batch, raise_on_fail=False)
+    return {"n_images": rep.n_images, "n_dicom": sum(it.path.suffix == ".dcm" for it in used),
+            "max_abs_dp": rep.max_abs_diff_prob, "max_abs_dlogit": rep.max_abs_diff_logit}
+
+
 def _backend(config: str, paths: dict[str, str], threads: int):
+    import torch
+
     from radiolens.models.backends import load_backend
 
-    if config in ("eager", "script"):
-        return load_backend(paths["pt"], kind="torch" if config == "eager" else "torchscript", threads=threads)
+    if config in ("eager", "script", "compile"):
+        backend = load_backend(paths["pt"], kind="torchscript" if config == "script" else "torch", threads=threads)
+        if config == "compile":
+            backend.model = torch.compile(backend.model, dynamic=True)
+        return backend
     return load_backend(paths["fp32" if config == "onnx-fp32" else "int8"], kind="onnx", threads=threads)
 
 
@@ -173,73 +232,103 @@ def _naive_predict_one(path: Path, model, transform):
         return torch.sigmoid(model(transform(image)[None])).numpy()
 
 
-def _interleaved(forward_ips, args: argparse.Namespace, int8: bool = False) -> tuple[float, float]:
-    """Best model-stage images/s and best GEMM peak, measured alternately: on a shared machine the load changes
-    by the minute, so the FLOP-bound fraction is only meaningful when both are taken under the same load."""
-    best_ips = best_peak = 0.0
-    for _ in range(args.model_repeats):
-        best_ips = max(best_ips, forward_ips())
-        best_peak = max(best_peak, peak_gflops(args.threads, int8=int8, repeats=2))
-    return best_ips, best_peak
+def _naive_rl_predict_one(path: Path, model, info):
+    """The same batch-1 eager loop, but decoded + preprocessed exactly as the radiolens rows are."""
+    import torch
+
+    from radiolens.io.reader import read_image
+    from radiolens.models.backends import preprocess
+
+    with torch.no_grad():
+        return torch.sigmoid(model(torch.from_numpy(preprocess(info, read_image(path))[None]))).numpy()
+
+
+def _latency(fn, files: list[Path], runs: int) -> list[float]:
+    for f in files[:2]:  # warm-up: batch-1 primitives / kernels are created on first use
+        fn(f)
+    lat = []
+    for f in files[:runs]:
+        t = time.perf_counter()
+        fn(f)
+        lat.append(time.perf_counter() - t)
+    return lat
 
 
 def run_child(args: argparse.Namespace) -> dict:
     import torch
 
-    torch.set_num_threads(args.threads)
     paths = json.loads(args.paths)
-    files = [Path(p) for p in json.loads(Path(args.files).read_text())]
+    items_dir = Path(args.files).parent / "images"
     config, result = args.child, {}
-    if config == "naive":
+    from radiolens.predict import PredictConfig, Scorer, discover
+
+    items = discover(items_dir)
+    files = [it.path for it in items]  # every row: the same files, in the same order
+    result["n_files"] = len(files)
+    if config in ("naive", "naive-rl"):
         from torchvision import transforms
 
         from radiolens.models.bundle import ModelBundle
 
+        torch.set_num_threads(args.threads)
         bundle = ModelBundle.load(paths["pt"])
-        model, size = bundle.model.eval(), bundle.info.input_size
+        model, size, info = bundle.model.eval(), bundle.info.input_size, bundle.info
         tf = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor(),
-                                 transforms.Normalize([bundle.info.mean], [bundle.info.std])])
-        _naive_predict_one(files[0], model, tf)  # warm-up
+                                 transforms.Normalize([info.mean], [info.std])])
+        if config == "naive":
+            def one(f):
+                return _naive_predict_one(f, model, tf)
+        else:
+            def one(f):
+                return _naive_rl_predict_one(f, model, info)
+        for f in files[:4]:  # warm-up, as the radiolens rows get one batch
+            one(f)
         t0 = time.perf_counter()
         for f in files:
-            _naive_predict_one(f, model, tf)
+            one(f)
         result["e2e"] = len(files) / (time.perf_counter() - t0)
-        lat = []
-        for f in files[: args.latency_runs]:
-            t = time.perf_counter()
-            _naive_predict_one(f, model, tf)
-            lat.append(time.perf_counter() - t)
+        result["rss_mb"] = peak_rss_mb()
+        result["infer_threads"] = args.threads
+        lat = _latency(one, files, args.latency_runs)
         x = torch.randn(1, 1, *size)
 
         def forward_ips() -> float:
             with torch.no_grad():
                 t0 = time.perf_counter()
-                for _ in range(4):
+                for _ in range(8):
                     model(x)
-            return 4 / (time.perf_counter() - t0)
+            return 8 / (time.perf_counter() - t0)
 
         with torch.no_grad():
             model(x)
-        result["model"], result["peak"] = _interleaved(forward_ips, args)
+        result["model"] = max(forward_ips() for _ in range(args.model_repeats))
+        result["workers_rss_mb"] = float("nan")  # no workers
     else:
         from radiolens.io.reader import read_image
-        from radiolens.predict import PredictConfig, Scorer, discover
+        from radiolens.predict.config import default_inference_threads
 
-        backend = _backend(config, paths, args.threads)
-        info = backend.info
-        items = discover(Path(args.files).parent / "images")
+        infer_threads = args.infer_threads or default_inference_threads(args.workers)
+        result["infer_threads"] = infer_threads
+        torch.set_num_threads(infer_threads)
+        backend = _backend(config, paths, infer_threads)
         with tempfile.TemporaryDirectory() as tmp:
             cfg = PredictConfig(batch_size=args.batch_size, workers=args.workers, progress=False)
+            t0 = time.perf_counter()
             Scorer(backend, cfg).run(items[: args.batch_size], Path(tmp) / "warm.csv")  # warm-up, workers included
+            result["warmup_s"] = time.perf_counter() - t0
             summary = Scorer(backend, cfg).run(items, Path(tmp) / "results.csv")
         if summary.errors:
             raise SystemExit(f"{summary.errors} benchmark files failed to decode")
         result["e2e"] = summary.images_per_s
-        lat = []
-        for f in files[: args.latency_runs]:
-            t = time.perf_counter()
-            backend.predict_proba(backend.preprocess(read_image(f))[None])
-            lat.append(time.perf_counter() - t)
+        result["rss_mb"] = peak_rss_mb()
+        result["workers_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        # single-image latency and model stage on all cores (no decoding workers competing)
+        torch.set_num_threads(args.threads)
+        if config.startswith("onnx"):
+            backend = _backend(config, paths, args.threads)
+        info = backend.info
+        lat = _latency(lambda f: backend.predict_proba(backend.preprocess(read_image(f))[None]), files,
+                       args.latency_runs)
         batch = np.random.default_rng(0).standard_normal((args.batch_size, 1, *info.input_size)).astype(np.float32)
         backend.predict_logits(batch)
 
@@ -248,28 +337,30 @@ def run_child(args: argparse.Namespace) -> dict:
             backend.predict_logits(batch)
             return len(batch) / (time.perf_counter() - t0)
 
-        result["model"], result["peak"] = _interleaved(forward_ips, args, int8=config == "onnx-int8")
+        result["model"] = max(forward_ips() for _ in range(args.model_repeats))
     result["p50_ms"] = float(np.percentile(lat, 50) * 1000)
     result["p95_ms"] = float(np.percentile(lat, 95) * 1000)
-    result["rss_mb"] = peak_rss_mb()
-    result["workers_rss_mb"] = (resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-                                if config != "naive" else float("nan"))  # the naive loop has no workers
     return result
 
 
 # ----------------------------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=64, help="files scored per configuration")
+    ap.add_argument("--images", type=int, default=48, help="files scored per configuration")
     ap.add_argument("--models", nargs="+", default=["resnet18", "densenet121"])
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workers", type=int, default=2, help="decoding processes for the radiolens rows")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="threads of the naive loops, the model stage, latency and the GEMM peak (default: all cores)")
+    ap.add_argument("--infer-threads", type=int, default=None,
+                    help="inference threads of the radiolens end-to-end rows (default: radiolens predict's, "
+                         "cores - workers, >= 1)")
+    ap.add_argument("--workers", type=int, default=None, help="decoding processes (default: radiolens predict's)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--dicom-every", type=int, default=8, help="every k-th file is the real 1024 px DICOM (0: none)")
     ap.add_argument("--latency-runs", type=int, default=16)
-    ap.add_argument("--model-repeats", type=int, default=4, help="alternations of model-stage and GEMM-peak timing")
-    ap.add_argument("--configs", nargs="+", default=CONFIGS, choices=CONFIGS)
+    ap.add_argument("--model-repeats", type=int, default=4, help="model-stage timings per row (best is kept)")
+    ap.add_argument("--peak-repeats", type=int, default=6, help="GEMMs per peak sample (one sample per row)")
+    ap.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS, choices=CONFIGS)
     ap.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "radiolens-bench",
                     help="cache for exported/quantized models (reused between runs)")
     ap.add_argument("--json", type=Path, default=None, help="also write the table as JSON")
@@ -277,6 +368,10 @@ def main() -> None:
     ap.add_argument("--paths", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--files", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.workers is None:
+        from radiolens.predict import PredictConfig
+
+        args.workers = PredictConfig().workers
     if args.child:
         print(json.dumps(run_child(args)))
         return
@@ -291,56 +386,88 @@ def main() -> None:
     files = build_inputs(root, args.images, args.dicom_every, inputs / "images")
     (inputs / "files.json").write_text(json.dumps([str(f) for f in files]))
     t_start = time.perf_counter()
-    peak = peak_gflops(args.threads)
-    peak_int8 = peak_gflops(args.threads, int8=True)
-    rows = []
+    samples: dict[str, list[float]] = {"fp32": [], "int8": []}
+
+    def sample_peaks() -> None:  # in the parent, with no benchmark child running
+        samples["fp32"].append(peak_gflops(args.threads, repeats=args.peak_repeats))
+        samples["int8"].append(peak_gflops(args.threads, int8=True, repeats=args.peak_repeats))
+
+    sample_peaks()
+    rows, parity = [], {}
     for arch in args.models:
         paths = {k: str(v) for k, v in prepare_models(arch, args.size, work, root).items()}
+        parity[arch] = onnx_parity(paths, sorted(files))
+        print(f"# {arch}: ONNX parity on {parity[arch]['n_images']} real images: max |dp| = "
+              f"{parity[arch]['max_abs_dp']:.2e}", file=sys.stderr)
         gflops = model_gflops(arch, args.size)
         for config in args.configs:
             cmd = [sys.executable, __file__, "--child", config, "--paths", json.dumps(paths),
                    "--files", str(inputs / "files.json"), "--threads", str(args.threads),
                    "--workers", str(args.workers), "--batch-size", str(args.batch_size),
                    "--latency-runs", str(args.latency_runs), "--model-repeats", str(args.model_repeats)]
+            if args.infer_threads:
+                cmd += ["--infer-threads", str(args.infer_threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
             if proc.returncode != 0:
                 print(proc.stderr[-2000:], file=sys.stderr)
                 raise SystemExit(f"{arch}/{config} failed")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
-            r.update(arch=arch, config=config, gflops=gflops,
-                     model_frac=gflops * r["model"] / r["peak"], e2e_frac=gflops * r["e2e"] / r["peak"])
+            r.update(arch=arch, config=config, gflops=gflops)
             rows.append(r)
             print(f"# {arch} {config}: {r['e2e']:.1f} img/s end to end", file=sys.stderr)
+            sample_peaks()
+    peak, peak_int8 = max(samples["fp32"]), max(samples["int8"])
+    theory = theoretical_peak(args.threads)
+    for r in rows:
+        ref = peak_int8 if r["config"] == "onnx-int8" else peak
+        ref_theory = theory["gops_int8"] if r["config"] == "onnx-int8" else theory["gflops_fp32"]
+        r.update(model_frac=r["gflops"] * r["model"] / ref, e2e_frac=r["gflops"] * r["e2e"] / ref,
+                 model_frac_theory=r["gflops"] * r["model"] / ref_theory)
     for arch in args.models:
-        naive = next((r for r in rows if r["arch"] == arch and r["config"] == "naive"), None)
-        for r in rows:
-            if r["arch"] == arch:
-                r["vs_naive"] = r["e2e"] / naive["e2e"] if naive else float("nan")
-    print_table(rows, peak, peak_int8, args, time.perf_counter() - t_start)
+        for base in ("naive", "naive-rl"):
+            ref_row = next((r for r in rows if r["arch"] == arch and r["config"] == base), None)
+            for r in rows:
+                if r["arch"] == arch:
+                    r[f"vs_{base}"] = r["e2e"] / ref_row["e2e"] if ref_row else float("nan")
+    print_table(rows, peak, peak_int8, samples, theory, parity, args, time.perf_counter() - t_start)
     if args.json:
-        args.json.write_text(json.dumps({"peak_gflops": peak, "peak_int8_gops": peak_int8, "rows": rows, "args": {
+        args.json.write_text(json.dumps({"peak_gflops": peak, "peak_int8_gops": peak_int8, "peak_samples": samples,
+                                         "theoretical": theory, "onnx_parity": parity, "rows": rows, "args": {
             k: str(v) for k, v in vars(args).items() if k not in ("child", "paths", "files")}}, indent=2))
 
 
-def print_table(rows: list[dict], peak: float, peak_int8: float, args: argparse.Namespace, seconds: float) -> None:
+def print_table(rows: list[dict], peak: float, peak_int8: float, samples: dict, theory: dict, parity: dict,
+                args: argparse.Namespace, seconds: float) -> None:
     load = os.getloadavg()
-    print(f"\nradiolens inference benchmark: {args.images} real files per row (Kermany JPEG 224 px"
-          f"{f', every {args.dicom_every}th the SIIM 1024 px DICOM' if args.dicom_every else ''}), {args.size} px, "
-          f"{args.threads} threads, {args.workers} decode workers, batch {args.batch_size}; "
-          f"{os.cpu_count()} CPUs, load avg {load[0]:.1f} (shared machine)")
-    print(f"GEMM peaks at start ({args.threads} threads, best of 8 x 2048^3): fp32 torch.matmul {peak:.1f} GFLOP/s, "
-          f"int8 torch._int_mm {peak_int8:.1f} GOP/s; each row's %peak uses the peak re-measured in that row's "
-          f"process, alternating with its model-stage timing (column 'peak'); wall time {seconds:.0f} s\n")
-    head = (f"| {'model':<11} | {'configuration':<27} | {'e2e img/s':>9} | {'vs (a)':>6} | {'model img/s':>11} | "
-            f"{'p50 ms':>7} | {'p95 ms':>7} | {'peak RSS MB':>11} | {'worker RSS':>11} | {'GFLOP/img':>9} | "
-            f"{'peak GF/s':>9} | {'model %peak':>11} | {'e2e %peak':>9} |")
-    print(head)
+    infer = rows[-1].get("infer_threads", "?") if rows else "?"
+    print(f"\nradiolens inference benchmark: the same {args.images} real files per row (Kermany JPEG"
+          f"{f', every {args.dicom_every}th the SIIM 1024 px DICOM' if args.dicom_every else ''}), {args.size} px; "
+          f"radiolens rows: {args.workers} decode workers + {infer} inference thread(s) (predict defaults), "
+          f"batch {args.batch_size}; naive loops, model stage, latency: {args.threads} threads; "
+          f"{os.cpu_count()} CPUs, load avg {load[0]:.1f} at the end; wall time {seconds:.0f} s")
+    print(f"Measured peak (denominator of %peak): best of {len(samples['fp32'])} samples x {args.peak_repeats} "
+          f"2048^3 GEMMs, {args.threads} threads, taken between rows with no row running: fp32 torch.matmul "
+          f"{peak:.1f} GFLOP/s (samples {min(samples['fp32']):.0f}-{peak:.0f}), int8 torch._int_mm {peak_int8:.1f} "
+          f"GOP/s (samples {min(samples['int8']):.0f}-{peak_int8:.0f})")
+    print(f"Theoretical peak ({theory.get('model', '?')}, family {theory.get('cpu_family', '?')}): "
+          f"{theory.get('cores')} cores x {theory.get('ghz', float('nan')):.2f} GHz x "
+          f"{theory.get('fp32_flops_per_cycle')} fp32 FLOP/cycle ({theory.get('fp32_lanes')} lanes x "
+          f"{theory['fma_units_assumed']} FMA units assumed x 2) = {theory['gflops_fp32']:.0f} GFLOP/s; int8 "
+          f"{'VNNI ' if theory.get('vnni') else ''}{theory['gops_int8']:.0f} GOP/s")
+    print("ONNX fp32 parity vs PyTorch on real images: " + "; ".join(
+        f"{a} max |dp| = {v['max_abs_dp']:.1e} (|dlogit| {v['max_abs_dlogit']:.1e}, {v['n_images']} images, "
+        f"{v['n_dicom']} DICOM)" for a, v in parity.items()) + "\n")
+    head = (f"| {'model':<11} | {'configuration':<29} | {'e2e img/s':>9} | {'vs (a)':>6} | {'vs (a_)':>7} | "
+            f"{'model img/s':>11} | {'p50 ms':>7} | {'p95 ms':>7} | {'peak RSS MB':>11} | {'worker RSS':>10} | "
+            f"{'GFLOP/img':>9} | {'model %peak':>11} | {'e2e %peak':>9} | {'model %theor.':>13} |")
+    print(head.replace("(a_)", "(a')"))
     print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
     for r in rows:
-        print(f"| {r['arch']:<11} | {LABELS[r['config']]:<27} | {r['e2e']:>9.1f} | {r['vs_naive']:>5.2f}x | "
-              f"{r['model']:>11.1f} | {r['p50_ms']:>7.1f} | {r['p95_ms']:>7.1f} | {r['rss_mb']:>11.0f} | "
-              f"{r['workers_rss_mb']:>11.0f} | {r['gflops']:>9.2f} | {r['peak']:>9.0f} | "
-              f"{100 * r['model_frac']:>10.0f}% | {100 * r['e2e_frac']:>8.0f}% |")
+        print(f"| {r['arch']:<11} | {LABELS[r['config']]:<29} | {r['e2e']:>9.1f} | {r['vs_naive']:>5.2f}x | "
+              f"{r['vs_naive-rl']:>6.2f}x | {r['model']:>11.1f} | {r['p50_ms']:>7.1f} | {r['p95_ms']:>7.1f} | "
+              f"{r['rss_mb']:>11.0f} | {r['workers_rss_mb']:>10.0f} | {r['gflops']:>9.2f} | "
+              f"{100 * r['model_frac']:>10.0f}% | {100 * r['e2e_frac']:>8.0f}% | "
+              f"{100 * r['model_frac_theory']:>12.0f}% |")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
@@ -156,6 +155,7 @@ def predict_cmd(
     from radiolens.models.backends import TorchBackend, load_backend
     from radiolens.models.bundle import ModelBundle
     from radiolens.predict import PredictConfig, Scorer, discover
+    from radiolens.predict.config import default_inference_threads
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"{out.name}: output must end in .csv or .parquet")
@@ -168,10 +168,7 @@ def predict_cmd(
     except Exception as exc:  # pydantic ValidationError -> one line
         raise ConfigError(f"invalid option: {exc}") from exc
     if threads is None:
-        # Leave a core to each decoding worker: measured on 2 cores with 2 workers (631 Kermany images,
-        # resnet18 @ 64 px), 1 inference thread instead of 2 was 7x faster eager and 1.2x faster on ONNX Runtime,
-        # because spinning inference threads starve the decoders.
-        threads = max(1, (os.cpu_count() or 1) - cfg.workers)
+        threads = default_inference_threads(cfg.workers)  # a core left to each decoding worker (measured)
     be = load_backend(model, kind=backend, threads=threads)  # type: ignore[arg-type]
     cam = None
     if heatmaps_for_flagged is not None:

@@ -11,6 +11,15 @@ def _default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 1)))
 
 
+def default_inference_threads(workers: int) -> int:
+    """Inference threads when not given: a core left to each decoding worker.
+
+    Measured on 2 cores with 2 workers (631 Kermany images, resnet18 @ 64 px): 1 inference thread instead of 2
+    was 7x faster eager and 1.2x faster on ONNX Runtime, because spinning inference threads starve the decoders.
+    """
+    return max(1, (os.cpu_count() or 1) - workers)
+
+
 class PredictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
