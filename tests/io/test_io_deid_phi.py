@@ -114,7 +114,35 @@ def deid_out(planted, tmp_path_factory) -> Path:
     return out
 
 
-def test_no_planted_phi_anywhere_in_output(planted, deid_out):
+@pytest.fixture(scope="module")
+def deid_out_shifted(planted, tmp_path_factory) -> Path:
+    """Same inputs with --shift-dates: dates are kept (shifted), so the scan must still find no PHI."""
+    out = tmp_path_factory.mktemp("phi_out_shifted")
+    result = _run(["deid", str(planted), str(out), "--secret", SECRET, "--shift-dates"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_shift_dates_keeps_shifted_dates(planted, deid_out_shifted):
+    rows = json.loads((deid_out_shifted / "deid_report.json").read_text())["files"]
+    report = {r["sop_instance_uid"]: r for r in rows}
+    from radiolens.io.deid import Deidentifier
+
+    mapper = Deidentifier(SECRET)
+    shifted = 0
+    for src in sorted(planted.rglob("*.dcm")):
+        original = _ds(src)
+        clean = _ds(deid_out_shifted / report[mapper.remap_uid(original.SOPInstanceUID)]["output"])
+        assert not clean.get("PatientBirthDate")  # always emptied, shifted or not
+        if original.get("StudyDate"):
+            assert clean.StudyDate and clean.StudyDate != original.StudyDate
+            shifted += 1
+    assert shifted >= 1  # the scan below covers outputs that really carry (shifted) dates
+
+
+@pytest.mark.parametrize("which", ["deid_out", "deid_out_shifted"])
+def test_no_planted_phi_anywhere_in_output(planted, which, request):
+    deid_out = request.getfixturevalue(which)
     originals = [_ds(p) for p in sorted(planted.rglob("*.dcm"))]
     needles = set()
     for value in [*PHI.values(), PRIVATE_PHI, NESTED_PHI, REQUEST_PHI, "Quenby", "Zebediah", "Philippa", "Wallaby"]:

@@ -205,3 +205,24 @@ def test_pydicom_bundled_test_files():
         assert px.ndim == 2 and np.isfinite(px).all() and px.min() >= 0 and px.max() <= 1, path.name
         assert px.max() - px.min() > 0.05, path.name
     assert seen_failures == set(PYDICOM_BUNDLED_MUST_FAIL)
+
+
+def test_jpeg_extended_12bit_decodes_to_pydicom_reference_values():
+    """JPEG Extended (Process 2/4, 1.2.840.10008.1.2.4.51) with 12-bit samples: Pillow and GDCM refuse such
+    streams, so this proves the pylibjpeg path. JPGExtended.dcm is bundled with pydicom (offline)."""
+    from pydicom.data import get_testdata_file
+
+    path = Path(get_testdata_file("JPGExtended.dcm"))
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.51"
+    assert (ds.BitsAllocated, ds.BitsStored, ds.Rows, ds.Columns) == (16, 12, 1024, 256)
+    stored = ds.pixel_array
+    # pydicom's published reference samples for this file (JPGE_16_12_1_0_1F_M2 in its pixel tests)
+    assert stored[420, 140] == 244 and stored[230, 120] == 95
+    window = Window(center=2048.0, width=4096.0)  # the full 12-bit range, linear
+    image = read_image(path, window=window)
+    assert image.pixels.shape == (1024, 256) and image.meta.window_source == "override"
+    assert np.allclose(image.pixels, apply_window(stored.astype(np.float64), window), atol=1e-6)
+    default = read_image(path).pixels  # no window in the file: robust percentile window
+    assert default.min() == 0.0 and default.max() == 1.0 and np.isfinite(default).all()
+    assert np.corrcoef(default.ravel(), stored.ravel())[0, 1] > 0.95  # same picture, only re-windowed

@@ -69,3 +69,24 @@ def test_nih_png_samples_including_rgba(data_dir):
             assert px.shape == (im.height, im.width)
             ref = np.asarray(im.convert("RGB").convert("L"), dtype=np.float64) / 255.0
         assert np.abs(px - ref).max() <= 1.0 / 255.0 + 1e-6
+
+
+@pytest.mark.parametrize("folder", ["covid_figure1", "tbx11k"])
+def test_every_covid_figure1_and_tbx11k_image(data_dir, folder):
+    """Every image of the two small demo sets (JPEG grey/RGB of many sizes, PNG-in-.jpg; 512^2 RGB PNGs)."""
+    root = data_dir / folder
+    rows = _manifest(root)
+    assert len(rows) == {"covid_figure1": 55, "tbx11k": 3}[folder]  # the counts PROVENANCE.md states
+    for row in rows:
+        path = root / row["path"]
+        image = read_image(path)
+        px = image.pixels
+        magic = path.read_bytes()[:4]
+        # by content: covid_figure1 has PNG files named .jpg
+        assert image.meta.source_format == ("png" if magic == b"\x89PNG" else "jpeg"), row["path"]
+        assert px.shape == (int(row["height"]), int(row["width"])), row["path"]
+        assert px.dtype == np.float32 and np.isfinite(px).all() and px.min() >= 0 and px.max() <= 1
+        assert px.std() > 0.05, row["path"]  # a radiograph, not a blank
+        with Image.open(path) as im:
+            ref = np.asarray(im.convert("RGB").convert("L"), dtype=np.float64) / 255.0
+        assert np.abs(px - ref).max() <= 1.0 / 255.0 + 1e-6, row["path"]

@@ -34,7 +34,7 @@ def _grey(arr: np.ndarray) -> np.ndarray:
 
 
 def _sniff(path: Path) -> str:
-    """Format of a file without a known suffix, from its magic bytes."""
+    """Format of a file from its magic bytes ("raster" when none matches)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
@@ -58,7 +58,11 @@ def _peak(dtype: np.dtype) -> float:
 def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage:
     path = Path(path)
     name = path.name
-    fmt = RASTER_SUFFIXES.get(path.suffix.lower()) or _sniff(path)
+    # content first: real data sets hold PNG files named .jpg (covid_figure1 has five); the suffix only
+    # decides when the magic bytes are not recognised
+    fmt = _sniff(path)
+    if fmt == "raster":
+        fmt = RASTER_SUFFIXES.get(path.suffix.lower(), "raster")
     chroma = None
     if fmt == "tiff":
         arr = _read_tiff(path, name)

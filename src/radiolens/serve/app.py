@@ -7,17 +7,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 
 from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, RadiolensError, UnreadableImageError
 from radiolens.serve.config import ServeSettings
 from radiolens.serve.hooks import PredictionHooks
-from radiolens.serve.middleware import LimitsMiddleware
+from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware
+from radiolens.serve.pool import InferencePool
 from radiolens.serve.routers import admin, health, monitoring, predictions
 from radiolens.serve.schemas import ADVISORY
 from radiolens.serve.service import NotFound, Service
@@ -53,7 +55,8 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
         yield
         # Graceful shutdown: uvicorn has stopped accepting and finished open requests; wait for worker threads
         # that may still be writing (e.g. after a client timeout) so no audit row is lost.
-        drained = await anyio.to_thread.run_sync(service.drain)
+        pool_drained = await anyio.to_thread.run_sync(app.state.inference_pool.shutdown)
+        drained = await anyio.to_thread.run_sync(service.drain) and pool_drained
         if not drained:
             log.error("shutdown: predictions still in flight after the drain timeout")
         service.close()
@@ -61,7 +64,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     app = FastAPI(title="radiolens inference service", version=__version__, lifespan=lifespan,
                   description=f"Chest X-ray decision support. {ADVISORY}")
     app.state.service = service
-    app.state.limiter = anyio.CapacityLimiter(settings.inference_workers)
+    app.state.inference_pool = InferencePool(settings.inference_workers)  # the only threads that predict
 
     @app.exception_handler(RadiolensError)
     async def _radiolens_error(request: Request, exc: RadiolensError):
@@ -71,7 +74,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
             return _error(status, exc.code, "server error (see the service log)")
         return _error(status, exc.code, str(exc))
 
-    @app.exception_handler(HTTPException)
+    @app.exception_handler(HTTPException)  # Starlette's: also the router's own 404/405, not only FastAPI's
     async def _http_error(request: Request, exc: HTTPException):
         codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
@@ -106,6 +109,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     def _viewer():
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
+    app.add_middleware(SafeErrorsMiddleware)  # added first = inside LimitsMiddleware (its 500s are counted)
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_upload_bytes,
                        timeout_s=settings.request_timeout_s, metrics=service.metrics)
     return app

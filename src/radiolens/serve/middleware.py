@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: request size limit (413), per-request timeout (504) and HTTP metrics.
+"""Pure-ASGI middleware: request size limit (413), per-request timeout (504), HTTP metrics, and PHI-safe
+handling of unexpected exceptions (500, type and route logged, no traceback).
 
 Written as raw ASGI rather than BaseHTTPMiddleware so the size check sees the body as it streams in
 (before the multipart parser buffers it) and a timeout can still answer when the handler is stuck.
@@ -98,6 +99,43 @@ class LimitsMiddleware:
 
 class _TooLarge(Exception):
     pass
+
+
+class SafeErrorsMiddleware:
+    """Unexpected exceptions end here: logged as type and route only, answered 500 JSON, never re-raised.
+
+    Starlette's ServerErrorMiddleware re-raises after running the app's ``Exception`` handler (so that the
+    server can log it), and uvicorn then logs the whole traceback, exception message included; messages of
+    third-party errors, or of a hook, can quote PHI. Pure ASGI (not BaseHTTPMiddleware) so it sees the raw
+    exception and works for streaming responses too. Sits inside ``LimitsMiddleware``, whose 413 signal
+    passes through untouched.
+    """
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except _TooLarge:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the point of this middleware
+            log.error("unexpected %s on %s %s", type(exc).__name__, scope.get("method", ""), _route(scope))
+            if not started:  # otherwise the client sees a cut-off response, which is all we can do
+                start, body = _json_message(500, "internal_error", "internal server error")
+                await send(start)
+                await send(body)
 
 
 def _route(scope) -> str:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-import anyio
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
@@ -31,10 +28,10 @@ async def create_prediction(
 ) -> dict:
     data = await file.read()
     await file.close()
-    job = partial(service.predict, data, file.content_type, principal.user_id, principal.role.value, heatmap)
-    # Off the event loop, at most ``inference_workers`` at once; on timeout the thread finishes (and audits)
-    # on its own while the client gets a 504.
-    return await anyio.to_thread.run_sync(job, limiter=request.app.state.limiter, abandon_on_cancel=True)
+    # Off the event loop on the app's bounded pool (serve/pool.py): at most ``inference_workers`` at once.
+    # On a timeout a queued job is cancelled; a running one finishes, stores and audits, holding its thread.
+    return await request.app.state.inference_pool.run(service.predict, data, file.content_type,
+                                                      principal.user_id, principal.role.value, heatmap)
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=_ERRORS)
