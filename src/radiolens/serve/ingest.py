@@ -53,6 +53,9 @@ class Ingestor:
 
         from radiolens.serve.config import secret_fingerprint
 
+        # Pillow's debug log quotes metadata it parses (EXIF tag values, PNG text chunks), which can be PHI;
+        # pydicom is silenced the same way by the service.
+        logging.getLogger("PIL").setLevel(logging.CRITICAL)
         self._secret = secret.encode("utf-8")
         #: Non-reversible tag of the secret in use (``/v1/service``, start-up log): a changed value means study
         #: refs and remapped UIDs no longer match those made before.
@@ -126,6 +129,8 @@ class Ingestor:
         with tempfile.TemporaryDirectory(dir=self._tmp_dir) as tmp:
             path = Path(tmp) / f"upload.{'png' if kind == 'png' else 'jpg'}"
             path.write_bytes(data)
-            image = read_raster(path)
+            with warnings.catch_warnings():  # as for DICOM: a warning could quote file content
+                warnings.simplefilter("ignore")
+                image = read_raster(path)
         return Ingested(image=image, input_sha256=digest, study_ref=self.keyed_ref(digest), source_format=kind,
                         deid_report={"raster": "pixels only; file metadata discarded"})
