@@ -468,6 +468,10 @@ def print_table(rows: list[dict], peak: float, peak_int8: float, samples: dict, 
               f"{r['rss_mb']:>11.0f} | {r['workers_rss_mb']:>10.0f} | {r['gflops']:>9.2f} | "
               f"{100 * r['model_frac']:>10.0f}% | {100 * r['e2e_frac']:>8.0f}% | "
               f"{100 * r['model_frac_theory']:>12.0f}% |")
+    over = [f"{r['arch']} {r['config']}" for r in rows if r["model_frac"] > 1]
+    if over:  # cannot happen against a true peak: say so instead of printing it as a result
+        print(f"\nWARNING: model stage above the measured GEMM peak for {', '.join(over)}: every peak sample was "
+              "taken under more contention than those rows; rerun on a quieter machine.")
 
 
 if __name__ == "__main__":
