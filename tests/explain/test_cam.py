@@ -71,3 +71,23 @@ def test_upsample_to_original_size():
     h = np.random.default_rng(0).random((8, 8)).astype(np.float32)
     up = upsample_map(h, (100, 60))
     assert up.shape == (100, 60) and 0 <= up.min() and up.max() <= 1
+
+
+def test_explainer_uses_the_registry_layer_of_the_bundle_arch():
+    """explain_pixels passes the bundle's arch: efficientnet_b0's map comes from bn2 (after its activation),
+    not from the last Conv2d that the no-arch fallback would pick."""
+    from radiolens.explain.explainer import explain_pixels
+    from radiolens.models.bundle import BundleInfo, ModelBundle
+
+    torch.manual_seed(0)
+    model = create_model("efficientnet_b0", 1)
+    bundle = ModelBundle(info=BundleInfo(arch="efficientnet_b0", task="binary", class_names=["abnormal"],
+                                         input_size=(96, 96)), model=model)
+    pixels = np.random.default_rng(0).random((96, 96)).astype(np.float32)
+    (e,) = explain_pixels(bundle, pixels, "gradcam++")
+    x = bundle.preprocess(pixels)[None]
+    named = compute_cam(model, x, 0, "gradcam++", arch="efficientnet_b0")
+    fallback = compute_cam(model, x, 0, "gradcam++")
+    assert find_target_layer(model) is not find_target_layer(model, "efficientnet_b0")
+    np.testing.assert_allclose(e.heatmap, named, atol=1e-6)
+    assert not np.allclose(named, fallback, atol=1e-3)

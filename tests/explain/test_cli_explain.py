@@ -47,6 +47,7 @@ def test_audit_subgroups_cli_on_nih_val(tmp_path, data_dir):
     manifest = data_dir / "nih_chestxray14" / "manifest.csv"
     r = CliRunner().invoke(app, ["audit-subgroups", "--model", str(model), "--manifest", str(manifest),
                                  "--column", "sex", "--column", "age_band", "--split", "val",
+                                 "--label", "label_abnormal",
                                  "--n-bootstrap", "50", "--out", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "a" / "subgroups.json").is_file() and "equalized-odds" in r.output

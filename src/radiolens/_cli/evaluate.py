@@ -32,7 +32,8 @@ def model_logits(bundle, manifest, label_spec, batch_size: int = 256, cache_dir=
 
 def evaluate_bundle(model_path: Path, manifest_path: Path, out: Path, split: str | None = "test",
                     val_split: str | None = "val", operating_point: str | None = None, n_bootstrap: int = 1000,
-                    label_columns: list[str] | None = None, positive: str | None = None, seed: int = 0) -> dict:
+                    label_columns: list[str] | None = None, positive: str | None = None, seed: int = 0,
+                    triage_json: Path | None = None) -> dict:
     from radiolens.data.manifest import LabelSpec, load_manifest
     from radiolens.data.splits import check_leakage
     from radiolens.errors import ConfigError
@@ -68,9 +69,31 @@ def evaluate_bundle(model_path: Path, manifest_path: Path, out: Path, split: str
     model_info = {"arch": info.arch, "task": info.task, "model_file": model_path.name, "sha256": bundle.sha256,
                   "input_size": list(info.input_size), "classes": info.class_names,
                   "evaluated_split": split or "all", "threshold_split": val_split or "none (T=1, 0.5)"}
+    triage = _read_triage(triage_json, bundle.sha256) if triage_json else None
     paths = write_report(ev, out, title=f"{info.name}: evaluation on {manifest_path.name} ({split or 'all'})",
-                         model_info=model_info)
+                         model_info=model_info, triage=triage)
     return {"report": paths["html"], "metrics": paths["json"], "result": ev}
+
+
+def _read_triage(path: Path, model_sha256: str) -> dict:
+    """A ``triage-fit`` triage.json for the report; refused when it was fitted on another model."""
+    import json
+
+    from radiolens.errors import InputError
+
+    if not path.is_file():
+        raise InputError(f"triage file not found: {path.name}")
+    try:
+        triage = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"triage file {path.name} is not JSON") from exc
+    if not isinstance(triage, dict) or "rule" not in triage:
+        raise InputError(f"{path.name} is not a triage-fit result (no 'rule')")
+    fitted_on = triage.get("model_sha256")
+    if fitted_on and fitted_on != model_sha256:
+        raise InputError(f"{path.name} was fitted on another model (sha256 {fitted_on[:12]}... is not this "
+                         f"model's {model_sha256[:12]}...)")
+    return triage
 
 
 def register(app: typer.Typer) -> None:
@@ -91,11 +114,13 @@ def register(app: typer.Typer) -> None:
                                                       help="Label column(s) if the model does not record them."),
         positive: str | None = typer.Option(None, help="binary: the positive label value."),
         seed: int = typer.Option(0),
+        triage_json: Path | None = typer.Option(None, "--triage-json", help="triage.json from `radiolens "
+                                                "triage-fit` on this model: adds the rule and its risk-coverage."),
     ) -> None:
         """Evaluate a saved model on a manifest split: AUROC with CIs, operating point, calibration."""
         r = evaluate_bundle(model, manifest, out, None if split == "all" else split,
                             None if (val_split or "").lower() in ("", "none") else val_split,
-                            operating_point, n_bootstrap, label_column, positive, seed)
+                            operating_point, n_bootstrap, label_column, positive, seed, triage_json)
         head = r["result"].to_dict()["summary"].get("headline", {})
         shown = ", ".join(f"{k}={(v.get('estimate') if isinstance(v, dict) else v):.3f}" for k, v in head.items()
                           if isinstance(v.get("estimate") if isinstance(v, dict) else v, float))

@@ -10,32 +10,56 @@ import typer
 from radiolens._cli.common import friendly_errors
 
 
-def _score_manifest(bundle, manifest: Path, split: str | None, label: str):
-    """Probabilities (calibrated) and labels for a manifest's rows (paths relative to the manifest)."""
-    import numpy as np
+def _read_split(manifest: Path, split: str | None):
     import pandas as pd
-    import torch
 
     from radiolens.errors import ManifestError
-    from radiolens.io import read_image
 
     if not manifest.is_file():
         raise ManifestError(f"manifest not found: {manifest.name}")
-    frame = pd.read_csv(manifest)
+    frame = pd.read_csv(manifest, dtype={"patient_id": str, "split": str})
     if split is not None:
         if "split" not in frame.columns:
             raise ManifestError("manifest has no 'split' column")
         frame = frame[frame["split"] == split].reset_index(drop=True)
-    if label not in frame.columns:
-        raise ManifestError(f"manifest has no label column '{label}'")
     if frame.empty:
         raise ManifestError("no rows to score")
-    probs = []
-    for i in range(0, len(frame), 64):
-        chunk = frame.iloc[i:i + 64]
-        batch = torch.stack([bundle.preprocess(read_image(manifest.parent / p)) for p in chunk["path"]])
-        probs.append(bundle.predict_batch(batch))
-    return frame, np.concatenate(probs), frame[label].to_numpy().astype(int)
+    return frame
+
+
+def _labels(bundle, frame, manifest: Path, label: str | None):
+    """0/1 targets: the ``--label`` column when given, else the label definition the model was trained with."""
+    import pandas as pd
+
+    from radiolens.data.manifest import LabelSpec, Manifest
+    from radiolens.errors import ManifestError
+
+    if label is not None:
+        if label not in frame.columns:
+            raise ManifestError(f"manifest has no label column '{label}'")
+        values = pd.to_numeric(frame[label], errors="coerce")
+        if values.isna().any() or not values.isin([0, 1]).all():
+            raise ManifestError(f"label column '{label}' must hold 0/1 values; omit --label to use the label "
+                                "definition stored in the model")
+        return values.astype(int).to_numpy()
+    stored = bundle.info.training.get("label")
+    if not stored:
+        raise ManifestError("this model does not record its label column(s): pass --label COLUMN (0/1 values)")
+    return Manifest(frame, manifest.parent.resolve(), manifest.name).targets(LabelSpec.model_validate(stored))[0]
+
+
+def _score_manifest(bundle, manifest: Path, split: str | None, label: str | None, *, mc_passes: int = 0,
+                    ensemble=(), batch_size: int = 64):
+    """Manifest rows, scored cases (calibrated probabilities, optional spread) and targets, batch by batch:
+    images are read lazily per batch, so a large split never sits in memory as one tensor."""
+    from radiolens.explain.uncertainty import score_with_uncertainty
+    from radiolens.io import read_image
+
+    frame = _read_split(manifest, split)
+    y = _labels(bundle, frame, manifest, label)
+    images = (read_image(manifest.parent / p).first_frame() for p in frame["path"])
+    scored = score_with_uncertainty(bundle, images, mc_passes=mc_passes, ensemble=ensemble, batch_size=batch_size)
+    return frame, scored, y
 
 
 def register(app: typer.Typer) -> None:
@@ -81,20 +105,23 @@ def register(app: typer.Typer) -> None:
         manifest: Path = typer.Option(..., "--manifest"),
         column: list[str] = typer.Option(..., "--column", help="age_band | sex | view | site | any column"),
         out: Path = typer.Option(..., "--out", "-o"),
-        label: str = typer.Option("label_abnormal", help="0/1 label column."),
+        label: str = typer.Option(None, help="0/1 label column (default: the model's own label definition)."),
         split: str = typer.Option(None, help="Only rows of this split (e.g. test)."),
         n_bootstrap: int = typer.Option(1000),
     ) -> None:
         """Per-subgroup AUROC (95% CI), sensitivity, specificity, ECE, flags and equalized-odds gaps."""
         from radiolens.errors import ModelError
-        from radiolens.evaluate.subgroups import audit_subgroups, subgroup_table
+        from radiolens.evaluate.subgroups import audit_subgroups, subgroup_column, subgroup_table
         from radiolens.models.bundle import ModelBundle
 
         bundle = ModelBundle.load(model)
         if bundle.info.task != "binary":
             raise ModelError("audit-subgroups needs a binary model")
-        frame, probs, y = _score_manifest(bundle, manifest, split, label)
-        audit = audit_subgroups(y, probs[:, 0], frame, list(column), bundle.info.thresholds[0],
+        rows = _read_split(manifest, split)
+        for c in column:  # a missing column fails before any image is read
+            subgroup_column(rows, c)
+        frame, scored, y = _score_manifest(bundle, manifest, split, label)
+        audit = audit_subgroups(y, scored.probs[:, 0], frame, list(column), bundle.info.thresholds[0],
                                 n_bootstrap=n_bootstrap)
         audit["model_sha256"] = bundle.sha256
         out.mkdir(parents=True, exist_ok=True)
@@ -116,58 +143,51 @@ def register(app: typer.Typer) -> None:
         manifest: Path = typer.Option(..., "--manifest"),
         out: Path = typer.Option(..., "--out", "-o"),
         budget: float = typer.Option(0.2, help="Maximum fraction of cases referred for human review."),
-        label: str = typer.Option("label_abnormal"),
+        label: str = typer.Option(None, help="0/1 label column (default: the model's own label definition)."),
         val_split: str = typer.Option("val"),
         test_split: str = typer.Option("test"),
         mc_passes: int = typer.Option(0, help="MC-dropout passes for a spread (0 = threshold margin only)."),
+        ensemble: list[Path] = typer.Option(None, "--ensemble", help="Other member bundle(s) of a deep ensemble "
+                                            "(repeatable): the score is the members' mean, the spread their std."),
+        batch_size: int = typer.Option(64, help="Images per forward pass (and per MC-dropout / ensemble batch)."),
         write_bundle: bool = typer.Option(False, help="Store the rule in the bundle's info.triage."),
     ) -> None:
         """Fit the human-review rule on validation to a referral budget; report it and the test risk-coverage."""
         import numpy as np
-        import torch
 
+        from radiolens.errors import InputError, ModelError
+        from radiolens.evaluate.plots import risk_coverage_figure
         from radiolens.explain.triage import fit_triage_rule, risk_coverage
-        from radiolens.explain.uncertainty import mc_dropout_predict
-        from radiolens.io import read_image
         from radiolens.models.bundle import ModelBundle
 
         bundle = ModelBundle.load(model)
         info = bundle.info
-
-        def spread(frame):
-            if mc_passes <= 0:
-                return None
-            batch = torch.stack([bundle.preprocess(read_image(manifest.parent / p)) for p in frame["path"]])
-            return mc_dropout_predict(bundle, batch, passes=mc_passes).std
-
-        vf, vp, vy = _score_manifest(bundle, manifest, val_split, label)
-        rule = fit_triage_rule(vp, vy, info.thresholds, info.class_names, budget, spread(vf))
-        tf, tp, ty = _score_manifest(bundle, manifest, test_split, label)
-        ts = spread(tf)
-        refer = rule.refer_mask(tp, ts)
+        if info.task == "multiclass":
+            raise ModelError("triage-fit needs a binary or multi-label model (one threshold per output)")
+        members = [ModelBundle.load(p) for p in ensemble or []]
+        if members and write_bundle:
+            raise InputError("a rule fitted on ensemble spread cannot be stored in one bundle: the service "
+                             "measures MC-dropout spread of that bundle alone (fit with --mc-passes instead)")
+        opts = dict(mc_passes=mc_passes, ensemble=members, batch_size=batch_size)
+        _, vs, vy = _score_manifest(bundle, manifest, val_split, label, **opts)
+        rule = fit_triage_rule(vs.probs, vy, info.thresholds, info.class_names, budget, vs.spread)
+        _, ts, ty = _score_manifest(bundle, manifest, test_split, label, **opts)
+        tp = ts.probs
+        refer = rule.refer_mask(tp, ts.spread)
         wrong = ((tp >= np.asarray(info.thresholds)[None]) != (ty.reshape(len(tp), -1) > 0.5)).any(axis=1)
-        rc = risk_coverage(tp, ty, info.thresholds, ts)
-        report = {"rule": rule.model_dump(), "test": {
+        rc = risk_coverage(tp, ty, info.thresholds, ts.spread)
+        report = {"rule": rule.model_dump(), "uncertainty": vs.source, "model_sha256": bundle.sha256, "test": {
             "n": int(len(tp)), "referral_rate": float(refer.mean()), "error_rate_all": float(wrong.mean()),
             "error_rate_kept": float(wrong[~refer].mean()) if (~refer).any() else None,
             "error_rate_referred": float(wrong[refer].mean()) if refer.any() else None},
             "risk_coverage_test": rc}
+        if write_bundle:  # before triage.json, which must name the file's new hash
+            info.triage = rule.model_dump()
+            report["model_sha256"] = bundle.save(model)
         out.mkdir(parents=True, exist_ok=True)
         (out / "triage.json").write_text(json.dumps(report, indent=2))
-        from radiolens.explain.figures import _plt
-
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(4.5, 3.5))
-        ax.plot(rc["coverage"], rc["risk"])
-        ax.axvline(1 - report["test"]["referral_rate"], ls="--", c="gray", label="triage rule")
-        ax.set_xlabel("coverage (cases the model keeps)")
-        ax.set_ylabel("error rate on kept cases")
-        ax.legend()
-        fig.savefig(out / "risk_coverage.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
-        if write_bundle:
-            info.triage = rule.model_dump()
-            bundle.save(model)
+        risk_coverage_figure(rc, report["test"]["referral_rate"]).savefig(out / "risk_coverage.png", dpi=100,
+                                                                        bbox_inches="tight")
         typer.echo(json.dumps({k: v for k, v in report.items() if k != "risk_coverage_test"}, indent=2))
         typer.echo(f"test AURC {rc['aurc']:.3f}")
 

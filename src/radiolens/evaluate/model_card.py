@@ -121,6 +121,11 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
                quantization: Path | None = None) -> dict:
     info = bundle.info
     ev_raw = _read_json(eval_json, "evaluation") or info.metrics or None
+    triage = _read_json(triage_json, "triage")
+    fitted_on = (triage or {}).get("model_sha256")
+    if fitted_on and bundle.sha256 and fitted_on != bundle.sha256:
+        raise InputError(f"{triage_json.name} was fitted on another model (sha256 {fitted_on[:12]}... is not this "
+                         f"bundle's {bundle.sha256[:12]}...)")
     evaluation = _evaluation_summary(ev_raw)
     card = {
         "model": {"name": info.name, "arch": info.arch, "task": info.task, "classes": info.class_names,
@@ -136,7 +141,7 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
         "evaluation": evaluation,
         "calibration": _calibration_summary(ev_raw),
         "subgroups": _read_json(subgroups_json, "subgroups"),
-        "triage": _read_json(triage_json, "triage") or info.triage or None,
+        "triage": triage or info.triage or None,
         "quantization": quantization_summary(quantization, bundle.sha256) if quantization else None,
         "limitations": limitations or DEFAULT_LIMITATIONS,
         "explanation_examples": [p.name for p in images or []],

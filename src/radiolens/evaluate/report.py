@@ -79,25 +79,35 @@ def _figures(result: EvaluationResult) -> dict[str, str]:
     return figs
 
 
-def render_html(result: EvaluationResult, title: str = "Evaluation report", model_info: dict | None = None) -> str:
+def render_html(result: EvaluationResult, title: str = "Evaluation report", model_info: dict | None = None,
+                triage: dict | None = None) -> str:
+    """``triage``: a ``radiolens triage-fit`` triage.json; adds the rule and its test risk-coverage curve."""
     env = _environment()
     template = env.from_string(env.globals["template_source"])
+    figs = _figures(result)
+    rc = (triage or {}).get("risk_coverage_test")
+    if rc and rc.get("coverage"):
+        figs["risk_coverage"] = plots.to_data_uri(
+            plots.risk_coverage_figure(rc, (triage.get("test") or {}).get("referral_rate")))
     return template.render(
-        title=title, r=result.to_dict(), model_info=json_safe(model_info or {}), figs=_figures(result),
+        title=title, r=result.to_dict(), model_info=json_safe(model_info or {}), figs=figs,
+        triage=json_safe(triage) if triage else None,
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), version=__version__,
     )
 
 
 def write_report(result: EvaluationResult, out_dir: str | Path, title: str = "Evaluation report",
-                 model_info: dict | None = None) -> dict[str, Path]:
+                 model_info: dict | None = None, triage: dict | None = None) -> dict[str, Path]:
     """Write ``report.html`` and ``metrics.json`` into ``out_dir`` (created if needed); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = result.to_dict()
     payload["title"] = title
     payload["model_info"] = json_safe(model_info or {})
+    if triage:
+        payload["triage"] = json_safe(triage)
     json_path = out / "metrics.json"
     json_path.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
     html_path = out / "report.html"
-    html_path.write_text(render_html(result, title, model_info), encoding="utf-8")
+    html_path.write_text(render_html(result, title, model_info, triage), encoding="utf-8")
     return {"html": html_path, "json": json_path}

@@ -21,6 +21,11 @@ def _plt():
 def save_overlay(pixels: np.ndarray, heat: np.ndarray, path: str | Path, class_name: str, probability: float,
                  method: str) -> Path:
     """``pixels`` (H, W) windowed [0, 1]; ``heat`` (H, W) at the same (original) size."""
+    if np.shape(heat) != np.shape(pixels):
+        from radiolens.errors import InputError
+
+        # matplotlib would stretch a smaller map over the image without complaint, misplacing the evidence
+        raise InputError(f"heatmap {np.shape(heat)} and image {np.shape(pixels)} differ in size")
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.2))
     axes[0].imshow(pixels, cmap="gray", vmin=0, vmax=1)

@@ -1,12 +1,13 @@
 """Predictive uncertainty: MC-dropout and deep ensembles -> mean probability plus a spread.
 
 Temperature scaling comes from the bundle (``bundle.info.temperature``, fitted by the evaluate step) and is
-applied to every pass before averaging, so the mean is a calibrated probability.
+applied to every pass before averaging, so the mean is a calibrated probability. Everything that walks a
+list of images does so in batches (``batch_size``), so a large split never sits in memory as one tensor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,16 +72,90 @@ def mc_dropout_predict(bundle: ModelBundle, batch: torch.Tensor, passes: int = 2
     return _summarise(samples)
 
 
-def ensemble_predict(bundles: Sequence[ModelBundle], images: Sequence[np.ndarray]) -> UncertainPrediction:
-    """Deep ensemble: each member preprocesses the [0, 1] images its own way and applies its own temperature."""
+def batches(images: Iterable[np.ndarray], batch_size: int) -> Iterator[list[np.ndarray]]:
+    """Lists of at most ``batch_size`` images from any iterable (e.g. a generator that reads files lazily)."""
+    if batch_size < 1:
+        raise InputError("batch size must be at least 1")
+    chunk: list[np.ndarray] = []
+    for img in images:
+        chunk.append(img)
+        if len(chunk) == batch_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _check_members(bundles: Sequence[ModelBundle]) -> None:
     if len(bundles) < 2:
         raise InputError("an ensemble needs at least two models")
     first = bundles[0].info
     for b in bundles[1:]:
         if b.info.task != first.task or b.info.class_names != first.class_names:
             raise ModelError("ensemble members must share task and class names")
-    samples = []
-    for b in bundles:
-        batch = torch.stack([b.preprocess(img) for img in images])
-        samples.append(b.predict_batch(batch))
-    return _summarise(np.stack(samples))
+
+
+def ensemble_predict(bundles: Sequence[ModelBundle], images: Iterable[np.ndarray],
+                     batch_size: int = 64) -> UncertainPrediction:
+    """Deep ensemble: each member preprocesses the [0, 1] images its own way and applies its own temperature."""
+    _check_members(bundles)
+    parts = []
+    for chunk in batches(images, batch_size):
+        parts.append(np.stack([b.predict_batch(torch.stack([b.preprocess(img) for img in chunk]))
+                               for b in bundles]))
+    if not parts:
+        raise InputError("no images given")
+    return _summarise(np.concatenate(parts, axis=1))
+
+
+@dataclass
+class ScoredCases:
+    probs: np.ndarray  # (N, outputs) the probabilities a triage rule thresholds
+    spread: np.ndarray | None  # (N, outputs) std over MC passes / ensemble members; None without either
+    source: dict  # what produced probs and spread (method, passes or members), for reports
+
+
+def score_with_uncertainty(bundle: ModelBundle, images: Iterable[np.ndarray], *, mc_passes: int = 0,
+                           ensemble: Sequence[ModelBundle] = (), batch_size: int = 64,
+                           seed: int = 0) -> ScoredCases:
+    """Probabilities plus (optionally) a spread for many images, one batch at a time.
+
+    - neither option: the bundle's calibrated probabilities, no spread;
+    - ``mc_passes >= 2``: the bundle's deterministic (eval-mode) probability, which is what the service
+      thresholds, and the std over ``mc_passes`` dropout passes (seeded ``seed + batch number``);
+    - ``ensemble`` (other bundles): members = ``bundle`` + ``ensemble``; the probability is the members' mean and
+      the spread their std.
+    """
+    if mc_passes and ensemble:
+        raise InputError("choose MC-dropout passes or an ensemble, not both")
+    if mc_passes == 1 or mc_passes < 0:
+        raise InputError("MC-dropout needs at least 2 passes (0 = off)")
+    members = [bundle, *ensemble] if ensemble else []
+    if members:
+        _check_members(members)
+        for b in ensemble:
+            if len(b.info.thresholds) != len(bundle.info.thresholds):
+                raise ModelError("ensemble members must have the same number of outputs")
+    probs, spread = [], []
+    for k, chunk in enumerate(batches(images, batch_size)):
+        if members:
+            samples = np.stack([b.predict_batch(torch.stack([b.preprocess(img) for img in chunk])) for b in members])
+            probs.append(samples.mean(axis=0))
+            spread.append(samples.std(axis=0))
+            continue
+        x = torch.stack([bundle.preprocess(img) for img in chunk])
+        probs.append(bundle.predict_batch(x))
+        if mc_passes:
+            spread.append(mc_dropout_predict(bundle, x, passes=mc_passes, seed=seed + k).std)
+    if not probs:
+        raise InputError("no images given")
+    if members:
+        source = {"method": "ensemble", "members": [{"name": b.info.name, "arch": b.info.arch,
+                                                     "sha256": b.sha256} for b in members],
+                  "probability": "mean of the members' calibrated probabilities", "batch_size": batch_size}
+    elif mc_passes:
+        source = {"method": "mc_dropout", "passes": mc_passes, "seed": seed, "batch_size": batch_size,
+                  "probability": "the model's deterministic calibrated probability"}
+    else:
+        source = {"method": "none", "probability": "the model's calibrated probability"}
+    return ScoredCases(np.concatenate(probs), np.concatenate(spread) if spread else None, source)
