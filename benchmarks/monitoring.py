@@ -50,7 +50,8 @@ def train(manifest: Path, out: Path) -> Path:
     from radiolens.train.config import load_config
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / "kermany_binary.yaml",
-                      {"progress_bar": False, "mlflow": False, "data.manifest": str(manifest)},
+                      {"progress_bar": False, "mlflow": False, "data.manifest": str(manifest),
+                       "model.arch": "small_cnn", "model.input_size": 48, "optim.epochs": 5},
                       ("data.carve_test_from_train",))
     t0 = time.perf_counter()
     summary = run_training_job(cfg, out, echo=lambda *a: None)
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("out/bench-monitoring"))
     ap.add_argument("--streams", type=int, default=20, help="shuffled streams per scenario")
     ap.add_argument("--windows", type=int, default=500, help="random in-distribution windows")
+    ap.add_argument("--consecutive", type=int, help="override DriftConfig.consecutive (alert rule)")
     args = ap.parse_args()
     setup()
     import os
@@ -156,7 +158,7 @@ def main() -> None:
     print(f"\nnon-chest images accepted by the gate: {', '.join(missed) or 'none'}")
 
     # ------------------------------------------------------------------ 2. drift: false alarms
-    cfg = DriftConfig()
+    cfg = DriftConfig(**({"consecutive": args.consecutive} if args.consecutive else {}))
     held_obs, nih_obs = [o for _, o in held], [o for _, o in nih]
     base_mean = np.mean([r["probabilities"][0] for r in profile.reference])
     rng = np.random.default_rng(0)

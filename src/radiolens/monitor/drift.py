@@ -219,14 +219,19 @@ def evaluate_window(profile: MonitoringProfile, window: list[dict[str, Any]], cf
                                     p_value=p, limit=cfg.mmd_alpha, n_window=len(cur_emb), n_reference=len(ref_emb),
                                     detail="model features differ from validation" if p < cfg.mmd_alpha else ""))
 
-    # the gate's rejection rate
+    # the gate's rejection rate, against the upper 95% bound of the rate measured on the calibration half:
+    # that rate is itself an estimate from a few hundred images, and testing against its point value turns
+    # its sampling error into false alarms
     rejected = sum(1 for o in window if o.get("status") != OK)
-    p0 = max(profile.expected_rejection_rate, 0.5 / max(len(ref_cal), 1))
+    n_cal = max(len(ref_cal), 1)
+    k_cal = int(round(profile.expected_rejection_rate * n_cal))
+    p0 = float(sps.binomtest(k_cal, n_cal).proportion_ci(confidence_level=0.90, method="exact").high)
     test = sps.binomtest(rejected, n, p0, alternative="greater")
     signals.append(SignalResult("ood_rate", "binomial", DRIFT if test.pvalue < cfg.ood_rate_alpha else OK_STATUS,
                                 statistic=rejected / n, p_value=float(test.pvalue), limit=cfg.ood_rate_alpha,
                                 n_window=n, n_reference=len(ref_cal),
-                                detail=f"{rejected} of {n} inputs rejected by the gate (validation rate {p0:.3f})"))
+                                detail=f"{rejected} of {n} inputs rejected by the gate (validation rate "
+                                f"{profile.expected_rejection_rate:.3f}, upper bound {p0:.3f})"))
 
     # reader feedback
     answers, disagreements = feedback
