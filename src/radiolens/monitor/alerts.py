@@ -18,7 +18,7 @@ class AlertTransition:
 
 
 class AlertTracker:
-    def __init__(self, consecutive: int = 2):
+    def __init__(self, consecutive: int = 3):
         self.consecutive = max(1, int(consecutive))
         self.streak: dict[str, int] = {}
 

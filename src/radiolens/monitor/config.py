@@ -38,7 +38,7 @@ class DriftConfig(BaseModel):
     window: int = Field(default=100, ge=5, description="most recent predictions compared with the baseline")
     min_window: int = Field(default=30, ge=5, description="fewer predictions than this: insufficient data")
     check_every: int = Field(default=10, ge=1, description="run the comparison after every N predictions")
-    consecutive: int = Field(default=2, ge=1, description="raise an alert only after a signal drifted in this "
+    consecutive: int = Field(default=3, ge=1, description="raise an alert only after a signal drifted in this "
                              "many successive checks (filters one-window flukes; adds check_every x (N-1) delay)")
     psi_threshold: float = Field(default=0.25, gt=0, description="PSI above this on a categorical or histogram "
                                  "signal is drift (0.25: the usual 'major shift' level)")
