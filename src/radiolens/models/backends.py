@@ -100,8 +100,10 @@ class OnnxBackend(_Common):
 
         from radiolens.models.bundle import file_sha256
         from radiolens.models.export import (
+            EMBEDDING_NAME,
             INPUT_NAME,
             METADATA_KEY,
+            OUTPUT_NAME,
             PRECISION_KEY,
             SOURCE_SHA_KEY,
             info_from_json,
@@ -125,9 +127,22 @@ class OnnxBackend(_Common):
         except Exception as exc:
             raise ModelError(f"{self.path.name}: ONNX Runtime cannot load it ({type(exc).__name__})") from exc
         self._input = INPUT_NAME
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
+        self._embedding = EMBEDDING_NAME if EMBEDDING_NAME in outputs else None  # see export.LogitsAndEmbedding
 
     def predict_logits(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input: self._check(batch, self.info)})[0]
+        return self.session.run([self._output], {self._input: self._check(batch, self.info)})[0]
+
+    @property
+    def has_embedding(self) -> bool:
+        return self._embedding is not None
+
+    def logits_and_embedding(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, when the file was exported with it, the model embedding, from one run."""
+        names = [self._output] + ([self._embedding] if self._embedding else [])
+        outs = self.session.run(names, {self._input: self._check(batch, self.info)})
+        return outs[0], (outs[1] if self._embedding else None)
 
 
 def load_backend(path_or_bundle: str | Path | ModelBundle, kind: BackendKind | None = None,

@@ -31,6 +31,7 @@ PRECISION_KEY = "radiolens.precision"
 SOURCE_SHA_KEY = "radiolens.source_sha256"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+EMBEDDING_NAME = "embedding"  # second output: the classifier layer's input (input gate, drift monitoring)
 DEFAULT_OPSET = 18
 FP32_TOLERANCE = 1e-4
 Exporter = Literal["dynamo", "legacy"]
@@ -62,6 +63,7 @@ class ExportReport:
     seconds: float
     size_mb: float
     parity: ParityReport
+    embedding_output: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -122,18 +124,55 @@ def read_metadata(onnx_path: str | Path) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------------------ export
-def _export_graph(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int, exporter: Exporter) -> None:
+class LogitsAndEmbedding(torch.nn.Module):
+    """The model as ``(logits, embedding)``: its classifier layer applied to what feeds it.
+
+    Split (not hooked) so the exported graph has the embedding as a real output; valid because every registry
+    model ends in that linear layer, which ``export_onnx`` checks numerically before exporting.
+    """
+
+    def __init__(self, model: torch.nn.Module, num_outputs: int):
+        import copy
+
+        from radiolens.models.embedding import classifier_layer
+
+        super().__init__()
+        self.body = copy.deepcopy(model).eval()
+        self.head = classifier_layer(self.body, num_outputs)
+        for module in self.body.modules():
+            for name, child in module.named_children():
+                if child is self.head:
+                    setattr(module, name, torch.nn.Identity())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.body(x).flatten(1)
+        return self.head(emb), emb
+
+
+def _with_embedding(bundle: ModelBundle, example: torch.Tensor) -> torch.nn.Module | None:
+    """The two-output wrapper when it reproduces the model's logits exactly; None otherwise."""
+    try:
+        wrapped = LogitsAndEmbedding(bundle.model, bundle.info.num_outputs)
+        with torch.inference_mode():
+            same = torch.allclose(wrapped(example)[0], bundle.model(example), rtol=1e-5, atol=1e-6)
+    except (ModelError, RuntimeError):
+        return None
+    return wrapped if same else None
+
+
+def _export_graph(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int, exporter: Exporter,
+                  output_names: list[str]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter chatter (deprecations, onnxscript notices) is not actionable
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=65536)
             torch.onnx.export(model, (example,), str(out), dynamo=True, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              input_names=[INPUT_NAME], output_names=output_names,
                               dynamic_shapes=({0: batch},), external_data=False, verbose=False)
         elif exporter == "legacy":
             torch.onnx.export(model, (example,), str(out), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                              input_names=[INPUT_NAME], output_names=output_names,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in output_names}})
         else:
             raise ModelError(f"unknown exporter '{exporter}' (dynamo or legacy)")
 
@@ -168,8 +207,12 @@ def check_parity(bundle: ModelBundle, onnx_path: str | Path, batch: np.ndarray,
 
 
 def export_onnx(bundle: ModelBundle, out: str | Path, check_batch: np.ndarray, *, opset: int = DEFAULT_OPSET,
-                tolerance: float = FP32_TOLERANCE, exporter: Exporter = "dynamo") -> ExportReport:
+                tolerance: float = FP32_TOLERANCE, exporter: Exporter = "dynamo",
+                embedding: bool = True) -> ExportReport:
     """Export to ONNX (dynamic batch axis), verify parity on ``check_batch`` and embed the BundleInfo.
+
+    With ``embedding`` (default) the graph has a second output, the model embedding, so a service running
+    on ONNX Runtime can apply the input gate and drift monitoring without PyTorch.
 
     The file appears at ``out`` only after the parity check passed; on divergence nothing is left behind
     and :class:`ExportParityError` is raised.
@@ -183,9 +226,12 @@ def export_onnx(bundle: ModelBundle, out: str | Path, check_batch: np.ndarray, *
     example = torch.zeros(2, 1, h, w)  # batch 2: a batch of 1 can get specialised as a constant
     bundle.model.eval()
     t0 = time.perf_counter()
+    probe = torch.from_numpy(np.ascontiguousarray(check_batch[:4], dtype=np.float32)) if len(check_batch) else example
+    wrapped = _with_embedding(bundle, probe) if embedding else None
+    graph, names = (wrapped, [OUTPUT_NAME, EMBEDDING_NAME]) if wrapped is not None else (bundle.model, [OUTPUT_NAME])
     try:
         try:
-            _export_graph(bundle.model, example, tmp, opset, exporter)
+            _export_graph(graph, example, tmp, opset, exporter, names)
         except ModelError:
             raise
         except Exception as exc:
@@ -199,4 +245,4 @@ def export_onnx(bundle: ModelBundle, out: str | Path, check_batch: np.ndarray, *
         for leftover in out.parent.glob(tmp.name + ".data"):
             leftover.unlink(missing_ok=True)
     return ExportReport(path=str(out), exporter=exporter, opset=opset, seconds=time.perf_counter() - t0,
-                        size_mb=out.stat().st_size / 2**20, parity=parity)
+                        size_mb=out.stat().st_size / 2**20, parity=parity, embedding_output=wrapped is not None)
