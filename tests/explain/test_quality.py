@@ -19,6 +19,11 @@ def test_pointing_and_energy_on_known_map():
     m = box_mask(parse_boxes("a:2,1,3,3"), (10, 10))
     assert pointing_hit(heat, m) is True
     assert energy_in_box(heat, m) == pytest.approx(1 / 1.5)
+    off = np.zeros((10, 10))
+    off[7, 6] = 1.0  # the box covers rows 1-3, cols 2-4: the maximum is 4 rows below and 2 cols right of (3, 4)
+    assert pointing_hit(off, m) is False
+    assert pointing_hit(off, m, tolerance=4.4) is False  # distance sqrt(16 + 4) = 4.47
+    assert pointing_hit(off, m, tolerance=4.5) is True
 
 
 def test_box_outside_image_is_an_error():
