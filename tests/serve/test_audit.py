@@ -69,12 +69,15 @@ def head_row(engine) -> tuple[int, str]:
         return tuple(conn.execute(text("SELECT seq, row_hash FROM audit_head WHERE id = 1")).one())
 
 
+FLIP_HEAD_HASH = "UPDATE audit_head SET row_hash = CASE WHEN substr(row_hash, 1, 1) = 'f' THEN 'e' ELSE 'f' END " \
+    "|| substr(row_hash, 2)"
+
 # Changes a client with plain SQL rights (no DDL) might try; the database must refuse each one.
 REFUSED_WITHOUT_DDL = [
     ("DELETE FROM audit_head", "audit_head can only advance"),
     ("UPDATE audit_head SET seq = seq - 1", "audit_head can only advance"),  # rewind
     ("UPDATE audit_head SET seq = seq + 1", "audit_head can only advance"),  # jump past the rows
-    ("UPDATE audit_head SET row_hash = 'f' || substr(row_hash, 2)", "audit_head can only advance"),
+    (FLIP_HEAD_HASH, "audit_head can only advance"),
     ("INSERT INTO audit_head (id, seq, row_hash) VALUES (2, 0, 'x')", "audit_head can only advance"),
     ("INSERT INTO audit_log (seq, created_at, event, user_id, role, prediction_id, model_sha256, input_sha256, "
      "study_uid, outputs_json, latency_ms, prev_hash, row_hash) VALUES (99, '2026-01-01 00:00:00', 'feedback', 1, "
@@ -83,12 +86,14 @@ REFUSED_WITHOUT_DDL = [
     ("DELETE FROM audit_log", "append-only"),
 ]
 
-# Tampering by someone who can drop the triggers: (statements, problem verify must report).
+# Tampering by someone who can drop the triggers: (statements, problem verify must report). The head-hash edit
+# always changes the first hex digit ('f' || ... was a no-op, hence undetected, for the 1 in 16 hashes that
+# already started with 'f').
 TAMPERING_WITH_DDL = [
     ("DELETE FROM audit_log; DELETE FROM audit_head", "audit_head is missing"),
     ("DELETE FROM audit_head", "audit_head is missing"),
     ("DELETE FROM audit_log WHERE seq = 5", "newest rows deleted"),
-    ("UPDATE audit_head SET row_hash = 'f' || substr(row_hash, 2)", "recorded head hash does not match"),
+    (FLIP_HEAD_HASH, "recorded head hash does not match"),
     ("DELETE FROM audit_log WHERE seq = 2", "seq 3: expected seq 2"),
 ]
 
