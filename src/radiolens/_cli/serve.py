@@ -32,6 +32,18 @@ def _engine(db_url: str | None, state_dir: Path, migrate: bool = True):
     return engine
 
 
+def _backend(kind: str, onnx: Path | None) -> dict:
+    from radiolens.errors import ConfigError
+
+    if kind not in ("torch", "onnx"):
+        raise ConfigError(f"--backend must be torch or onnx (got '{kind}')")
+    if kind == "onnx" and onnx is None:
+        raise ConfigError("--backend onnx needs --onnx FILE.onnx (an export of --model: `radiolens export`)")
+    if onnx is not None and not onnx.is_file():
+        raise ConfigError(f"--onnx: file not found: {onnx.name}")
+    return {"backend": kind, "onnx_path": onnx}
+
+
 def _monitor_settings(path: Path | None, webhook: str | None):
     from pydantic import ValidationError
 
@@ -67,6 +79,10 @@ def register(app: typer.Typer) -> None:
         monitor_config: Path = typer.Option(None, "--monitor-config",
                                             help="monitoring YAML: input-gate rules and drift thresholds"),
         alert_webhook: str = typer.Option(None, "--alert-webhook", help="POST drift alerts (JSON) to this URL"),
+        backend: str = typer.Option("torch", "--backend", help="torch | onnx (ONNX Runtime runs --onnx; heatmaps "
+                                    "and MC-dropout stay on PyTorch)"),
+        onnx: Path = typer.Option(None, "--onnx", help="an export of --model (`radiolens export`, fp32 or INT8)"),
+        onnx_threads: int = typer.Option(None, "--onnx-threads", help="ONNX Runtime threads per process"),
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
@@ -79,7 +95,13 @@ def register(app: typer.Typer) -> None:
                                  state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                                  request_timeout_s=timeout_s, inference_workers=inference_workers,
                                  heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
-                                 monitor=_monitor_settings(monitor_config, alert_webhook))
+                                 monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
+                                 onnx_threads=onnx_threads)
+        if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
+            from radiolens.models.bundle import ModelBundle
+            from radiolens.serve.service import onnx_backend
+
+            onnx_backend(settings, ModelBundle.load(model))
         secret = settings.resolved_secret()  # fail early, before uvicorn starts, when it is missing or short
         upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
         os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON

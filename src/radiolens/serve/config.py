@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from radiolens.errors import ConfigError
 from radiolens.monitor.config import MonitorConfig
@@ -38,11 +39,22 @@ class ServeSettings(BaseModel):
     near_threshold_margin: float = Field(default=0.1, ge=0.0, le=0.5)  # fallback triage rule only
     mc_dropout_passes: int = Field(default=8, ge=0, le=64)  # spread for the triage rule; 0/1 = off
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)  # input gate + drift checks and alerts
+    #: "onnx": probabilities (and the embedding the gate uses) from ONNX Runtime running ``onnx_path``, an
+    #: export of ``model_path`` (fp32 or INT8); heatmaps and MC-dropout still use the PyTorch model.
+    backend: Literal["torch", "onnx"] = "torch"
+    onnx_path: Path | None = None
+    onnx_threads: int | None = Field(default=None, ge=1, le=256)  # ONNX Runtime intra-op threads (None: cores)
 
     @field_validator("model_path", "state_dir")
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return Path(v).expanduser()
+
+    @model_validator(mode="after")
+    def _backend_file(self) -> ServeSettings:
+        if self.backend == "onnx" and self.onnx_path is None:
+            raise ValueError("backend 'onnx' needs onnx_path (an export of model_path: `radiolens export`)")
+        return self
 
     def resolved_db_url(self) -> str:
         if self.db_url:

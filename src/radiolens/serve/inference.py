@@ -40,8 +40,9 @@ class Inference:
 
 class Predictor:
     def __init__(self, bundle: ModelBundle, cam_method: str = "gradcam", near_threshold_margin: float = 0.1,
-                 mc_dropout_passes: int = 0):
+                 mc_dropout_passes: int = 0, onnx: Any = None):
         self.bundle = bundle
+        self.onnx = onnx  # an OnnxBackend exported from ``bundle``: the plain forward pass runs there
         self.mc_passes = mc_dropout_passes
         self.cam_method = cam_method
         self.margin = near_threshold_margin
@@ -103,7 +104,13 @@ class Predictor:
     def run(self, image: RadioImage, heatmap: bool) -> Inference:
         x = self.bundle.preprocess(image)[None]
         embedding = None
-        if self.tap is not None:
+        if self.onnx is not None:
+            logits, emb = self.onnx.logits_and_embedding(x.numpy())
+            if emb is None and self.tap is not None:  # an export without the embedding output
+                emb = self.tap(x)[1].numpy()
+            probs = self.bundle.probabilities_from_logits(logits)[0].astype(float)
+            embedding = None if emb is None else np.asarray(emb[0])
+        elif self.tap is not None:
             logits, emb = self.tap(x)
             probs = self.bundle.probabilities_from_logits(logits)[0].astype(float)
             embedding = emb[0].numpy()

@@ -22,10 +22,13 @@ class ErrorResponse(BaseModel):
 class ModelRef(BaseModel):
     name: str
     version: str
-    sha256: str
+    sha256: str = Field(description="sha256 of the model bundle (.pt)")
     arch: str
     task: str
     operating_point: str
+    backend: Literal["torch", "onnx"] = "torch"
+    backend_sha256: str | None = Field(default=None, description="sha256 of the .onnx file when backend is onnx")
+    precision: str | None = Field(default=None, description="fp32 or int8 (onnx backend)")
 
 
 class ClassProbability(BaseModel):

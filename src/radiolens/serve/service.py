@@ -47,8 +47,9 @@ class Service:
         # pydicom logs and warns about malformed elements quoting their values, which may be PHI.
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
         self.bundle = ModelBundle.load(settings.model_path)
+        self.onnx = onnx_backend(settings, self.bundle) if settings.backend == "onnx" else None
         self.predictor = Predictor(self.bundle, settings.cam_method, settings.near_threshold_margin,
-                                   settings.mc_dropout_passes)
+                                   settings.mc_dropout_passes, onnx=self.onnx)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.artefact_dir = settings.state_dir / "artefacts"
         self.artefact_dir.mkdir(parents=True, exist_ok=True)
@@ -69,8 +70,11 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
     def model_ref(self) -> dict[str, Any]:
         info = self.bundle.info
-        return {"name": info.name, "version": str(info.version), "sha256": self.bundle.sha256, "arch": info.arch,
-                "task": info.task, "operating_point": info.operating_point}
+        ref = {"name": info.name, "version": str(info.version), "sha256": self.bundle.sha256, "arch": info.arch,
+               "task": info.task, "operating_point": info.operating_point, "backend": self.settings.backend}
+        if self.onnx is not None:
+            ref.update(backend_sha256=self.onnx.sha256, precision=self.onnx.precision)
+        return ref
 
     def _warm_up(self) -> None:
         """One throw-away inference (and heatmap) so the first real request does not pay for lazy imports."""
@@ -164,7 +168,7 @@ class Service:
         if heat_png is not None:
             written.append(self.artefact(pid, "heatmap"))
             self._write(written[1], heat_png)
-        outputs = {"status": result["status"],
+        outputs = {"status": result["status"], "backend": result["model"]["backend"],
                    "probabilities": {p["name"]: p["probability"] for p in result["probabilities"]},
                    "decision": result["decision"]["label"], "review_flag": result["review"]["flag"],
                    "review_reason": result["review"]["reason"], "review_spread": result["review"]["spread"],
@@ -234,6 +238,22 @@ class Service:
             out = _feedback_dict(fb)
         self.metrics.feedback.labels(str(agree).lower()).inc()
         return out
+
+
+def onnx_backend(settings: ServeSettings, bundle: ModelBundle):
+    """ONNX Runtime on an export of exactly this bundle (refused otherwise: scores and audit must agree)."""
+    from radiolens.errors import ConfigError
+    from radiolens.models.backends import OnnxBackend
+
+    backend = OnnxBackend(settings.onnx_path, threads=settings.onnx_threads)
+    if backend.source_sha256 != bundle.sha256:
+        raise ConfigError(f"{settings.onnx_path.name} was not exported from {settings.model_path.name} (its source "
+                          "sha256 differs): export the served bundle again, after `radiolens monitor baseline` if "
+                          "you registered one")
+    if not backend.has_embedding:
+        log.warning("%s has no embedding output: the input gate and drift monitoring read the embedding with "
+                    "PyTorch (one extra forward pass); re-export to avoid it", settings.onnx_path.name)
+    return backend
 
 
 def _feedback_dict(f: Feedback) -> dict[str, Any]:
