@@ -19,10 +19,11 @@ latency (read + preprocess + forward, batch 1, after 2 warm-up calls) use all co
 
 FLOP-bound limit: GFLOPs per image (torch.utils.flop_counter.FlopCounterMode; one multiply-add = 2 FLOPs)
 x images/s over the machine's peak. Two peaks are printed:
-  * measured: the best of many 2048^3 fp32 torch.matmul calls (int8 torch._int_mm for the int8 row), sampled
-    before, between and after the rows in the parent process (no benchmark child running) - the uncontended
-    achievable GEMM rate; the %peak columns use it. (Re-measuring it alongside each row, as an earlier version
-    did, let a momentarily contended GEMM produce fractions above 100 %.)
+  * measured: the best of many 2048^3 fp32 GEMMs, in torch.matmul (MKL) and in ONNX Runtime's MatMul (MLAS;
+    MKL takes its AVX2 path on AMD CPUs, so torch alone understates the machine), int8 torch._int_mm for the
+    int8 row, sampled before, between and after the rows in the parent process (no benchmark child running) -
+    the uncontended achievable GEMM rate; the %peak columns use it. (Re-measuring it alongside each row, as an
+    earlier version did, let a momentarily contended GEMM produce fractions above 100 %.)
   * theoretical: cores x GHz (/proc/cpuinfo "cpu MHz") x FLOPs per cycle from the CPU flags (vector lanes of
     avx512f/avx2 x 2 FMA units x 2; int8: x4 with VNNI). The FMA unit count is not in the flags: 2 is assumed
     (true for current Xeon / EPYC server cores); shown for scale only.
@@ -139,6 +140,35 @@ def peak_gflops(threads: int, int8: bool = False, n: int = 2048, repeats: int = 
     for _ in range(repeats):
         t0 = time.perf_counter()
         op(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def ort_matmul_gflops(threads: int, n: int = 2048, repeats: int = 8) -> float:
+    """Best of ``repeats`` n^3 fp32 products in ONNX Runtime (its MLAS GEMM, the kernels the ORT rows run).
+
+    Needed next to torch.matmul because PyTorch's BLAS is Intel MKL, which takes its AVX2 path on AMD CPUs:
+    on this EPYC torch.matmul peaks near 100 GFLOP/s while ONNX Runtime's convolutions ran faster than that,
+    so a torch-only "peak" is not the machine's achievable limit.
+    """
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm",
+                              [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
+                              [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
+                              [numpy_helper.from_array(b, "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    sess.run(None, {"A": a})
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, {"A": a})
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
@@ -386,10 +416,11 @@ def main() -> None:
     files = build_inputs(root, args.images, args.dicom_every, inputs / "images")
     (inputs / "files.json").write_text(json.dumps([str(f) for f in files]))
     t_start = time.perf_counter()
-    samples: dict[str, list[float]] = {"fp32": [], "int8": []}
+    samples: dict[str, list[float]] = {"fp32_torch": [], "fp32_ort": [], "int8": []}
 
     def sample_peaks() -> None:  # in the parent, with no benchmark child running
-        samples["fp32"].append(peak_gflops(args.threads, repeats=args.peak_repeats))
+        samples["fp32_torch"].append(peak_gflops(args.threads, repeats=args.peak_repeats))
+        samples["fp32_ort"].append(ort_matmul_gflops(args.threads, repeats=args.peak_repeats))
         samples["int8"].append(peak_gflops(args.threads, int8=True, repeats=args.peak_repeats))
 
     sample_peaks()
@@ -416,7 +447,7 @@ def main() -> None:
             rows.append(r)
             print(f"# {arch} {config}: {r['e2e']:.1f} img/s end to end", file=sys.stderr)
             sample_peaks()
-    peak, peak_int8 = max(samples["fp32"]), max(samples["int8"])
+    peak, peak_int8 = max(samples["fp32_torch"] + samples["fp32_ort"]), max(samples["int8"])
     theory = theoretical_peak(args.threads)
     for r in rows:
         ref = peak_int8 if r["config"] == "onnx-int8" else peak
@@ -439,16 +470,17 @@ def main() -> None:
 def print_table(rows: list[dict], peak: float, peak_int8: float, samples: dict, theory: dict, parity: dict,
                 args: argparse.Namespace, seconds: float) -> None:
     load = os.getloadavg()
-    infer = rows[-1].get("infer_threads", "?") if rows else "?"
+    infer = next((r["infer_threads"] for r in rows if not r["config"].startswith("naive")), "?")
     print(f"\nradiolens inference benchmark: the same {args.images} real files per row (Kermany JPEG"
           f"{f', every {args.dicom_every}th the SIIM 1024 px DICOM' if args.dicom_every else ''}), {args.size} px; "
           f"radiolens rows: {args.workers} decode workers + {infer} inference thread(s) (predict defaults), "
           f"batch {args.batch_size}; naive loops, model stage, latency: {args.threads} threads; "
           f"{os.cpu_count()} CPUs, load avg {load[0]:.1f} at the end; wall time {seconds:.0f} s")
-    print(f"Measured peak (denominator of %peak): best of {len(samples['fp32'])} samples x {args.peak_repeats} "
-          f"2048^3 GEMMs, {args.threads} threads, taken between rows with no row running: fp32 torch.matmul "
-          f"{peak:.1f} GFLOP/s (samples {min(samples['fp32']):.0f}-{peak:.0f}), int8 torch._int_mm {peak_int8:.1f} "
-          f"GOP/s (samples {min(samples['int8']):.0f}-{peak_int8:.0f})")
+    t, o, i8 = samples["fp32_torch"], samples["fp32_ort"], samples["int8"]
+    print(f"Measured peak (denominator of %peak): best of {len(t)} samples x {args.peak_repeats} 2048^3 GEMMs, "
+          f"{args.threads} threads, taken between rows with no row running: fp32 {peak:.1f} GFLOP/s = the better "
+          f"of torch.matmul/MKL (samples {min(t):.0f}-{max(t):.0f}) and ONNX Runtime MatMul/MLAS (samples "
+          f"{min(o):.0f}-{max(o):.0f}); int8 torch._int_mm {peak_int8:.1f} GOP/s (samples {min(i8):.0f}-{max(i8):.0f})")
     print(f"Theoretical peak ({theory.get('model', '?')}, family {theory.get('cpu_family', '?')}): "
           f"{theory.get('cores')} cores x {theory.get('ghz', float('nan')):.2f} GHz x "
           f"{theory.get('fp32_flops_per_cycle')} fp32 FLOP/cycle ({theory.get('fp32_lanes')} lanes x "
