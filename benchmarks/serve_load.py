@@ -1,13 +1,19 @@
 """Bounded load test of the inference service on loopback, with and without heatmaps.
 
 Starts ``radiolens serve`` in a subprocess (fresh SQLite state in a temp dir), then N concurrent clients
-upload real images from RADIOLENS_DATA_DIR (Kermany JPEGs and the SIIM chest DICOM) over HTTP and the
-script prints p50/p95/p99 latency, throughput and error count per mode. Every request is also checked
-against the audit log at the end (rows == successful predictions, chain verifies).
+upload real, varied images from RADIOLENS_DATA_DIR over HTTP and the script prints p50/p95/p99 latency,
+throughput and error count per mode, and p50 per upload kind. Every request is also checked against the
+audit log at the end (rows == successful predictions + the key's creation, chain verifies).
 
-    python benchmarks/serve_load.py --requests 300 --clients 8 [--model bundle.pt]
+Uploads (all different files): Kermany JPEGs (224 px), NIH ChestX-ray14 PNGs (the 1024 px full-res ones
+and 64 px ones), the real SIIM DICOM (1024 px, JPEG-compressed) and uncompressed 12-bit DICOMs built from
+other real images (NIH full-res, TBX11K 512 px, Kermany) with the SIIM header as template, each with its
+own study/series/instance UIDs.
 
-Without --model a small_cnn bundle (64 px, random weights: latency does not depend on the weights) is made.
+    python benchmarks/serve_load.py --requests 300 --clients 8 [--arch resnet18 --size 224] [--model bundle.pt]
+
+Without --model a bundle of --arch/--size with random weights is made (latency does not depend on the
+weights; outputs are meaningless).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import concurrent.futures as cf
 import csv
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,26 +42,80 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load_uploads(data_dir: Path, n_jpeg: int, dicom_every: int) -> list[tuple[str, bytes]]:
-    root = data_dir / "kermany_pediatric_pneumonia"
-    with open(root / "manifest.csv") as fh:
-        paths = [root / r["path"] for r in csv.DictReader(fh)][:n_jpeg]
-    dicoms = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
+def _grey_u8(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L"))
+
+
+def dicom_from_pixels(template, grey_u8: np.ndarray) -> bytes:
+    """An uncompressed 12-bit MONOCHROME2 DICOM with the real SIIM header (already anonymised at source) and
+    the pixels of another real image; fresh UIDs so every file is a different study."""
+    import copy
+    import io
+
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = copy.deepcopy(template)
+    for kw in ("PixelData", "LossyImageCompression", "LossyImageCompressionRatio", "LossyImageCompressionMethod"):
+        if kw in ds:
+            delattr(ds, kw)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.Rows, ds.Columns = int(grey_u8.shape[0]), int(grey_u8.shape[1])
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth = 2048, 4096
+    ds.add_new(0x7FE00010, "OW", (grey_u8.astype(np.uint16) * 16).tobytes())  # PixelData
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def load_uploads(data_dir: Path, n_jpeg: int, dicom_every: int, png_every: int) -> list[tuple[str, bytes]]:
+    """Interleave distinct JPEGs with a DICOM every ``dicom_every`` and a PNG every ``png_every`` uploads."""
+    import pydicom
+
+    kroot = data_dir / "kermany_pediatric_pneumonia"
+    with open(kroot / "manifest.csv") as fh:
+        kermany = [kroot / r["path"] for r in csv.DictReader(fh)]
+    jpegs = kermany[:n_jpeg]
+    nih = data_dir / "nih_chestxray14"
+    nih_full = sorted((nih / "images_fullres").glob("*.png"))
+    nih_small = sorted((nih / "images_64px").glob("*.png"))[:60]
+    pngs = [p.read_bytes() for p in nih_full + nih_small]
+    siim = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
+    template = pydicom.dcmread(str(siim[0]))
+    sources = nih_full + sorted((data_dir / "tbx11k").rglob("*.png")) + kermany[-8:]  # not among the JPEGs
+    dicoms = [siim[0].read_bytes()] + [dicom_from_pixels(template, _grey_u8(p)) for p in sources]
     out: list[tuple[str, bytes]] = []
-    for i, p in enumerate(paths):
-        if dicoms and i % dicom_every == 0:
-            out.append(("dicom", dicoms[0].read_bytes()))
+    for i, p in enumerate(jpegs):
+        if i % dicom_every == 0:
+            out.append(("dicom", dicoms[(i // dicom_every) % len(dicoms)]))
+        if i % png_every == 0:
+            out.append(("png", pngs[(i // png_every) % len(pngs)]))
         out.append(("jpeg", p.read_bytes()))
     return out
 
 
-def make_bundle(path: Path, arch: str, size: int) -> Path:
+def upload_summary(uploads) -> str:
+    import hashlib
+
+    kinds: dict[str, set] = {}
+    for kind, data in uploads:
+        kinds.setdefault(kind, set()).add(hashlib.sha256(data).hexdigest())
+    return ", ".join(f"{len(v)} distinct {k}" for k, v in sorted(kinds.items()))
+
+
+def make_bundle(path: Path, arch: str, size: int, dropout: float | None = None) -> Path:
     from radiolens.models.bundle import BundleInfo, ModelBundle
     from radiolens.models.registry import create_model
 
     info = BundleInfo(arch=arch, task="binary", class_names=["pneumonia"], input_size=(size, size),
                       name=f"bench-{arch}")
-    ModelBundle(info=info, model=create_model(arch, 1)).save(path)
+    ModelBundle(info=info, model=create_model(arch, 1, dropout=dropout)).save(path)
     return path
 
 
@@ -85,10 +146,13 @@ def run_mode(url: str, key: str, uploads, n_requests: int, clients: int, heatmap
         c.close()
     lat = np.array([r[0] for r in results if r[1]]) * 1000
     errors = sum(1 for r in results if not r[1])
+    by_kind = {k: float(np.percentile([r[0] * 1000 for r in results if r[1] and r[2] == k], 50))
+               for k in ("jpeg", "png", "dicom") if any(r[1] and r[2] == k for r in results)}
     return {"mode": "heatmap" if heatmap else "no heatmap", "requests": n_requests, "errors": errors,
             "throughput": (n_requests - errors) / wall, "p50": np.percentile(lat, 50), "p95": np.percentile(lat, 95),
             "p99": np.percentile(lat, 99), "mean": lat.mean(), "wall": wall,
-            "dicom": sum(1 for r in results if r[2] == "dicom")}
+            "dicom": sum(1 for r in results if r[2] == "dicom"), "png": sum(1 for r in results if r[2] == "png"),
+            "by_kind": by_kind}
 
 
 def main() -> None:
@@ -99,14 +163,19 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=300, help="requests per mode")
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--inference-workers", type=int, default=2)
-    ap.add_argument("--dicom-every", type=int, default=4, help="one SIIM DICOM upload per this many JPEGs")
+    ap.add_argument("--dicom-every", type=int, default=4, help="one DICOM upload per this many JPEGs")
+    ap.add_argument("--png-every", type=int, default=6, help="one NIH PNG upload per this many JPEGs")
+    ap.add_argument("--mc-passes", type=int, default=8, help="passed to radiolens serve --mc-passes")
+    ap.add_argument("--dropout", type=float, default=None, help="head dropout of the made bundle (registry default "
+                    "if unset); MC-dropout passes only cost time when the model has nn.Dropout modules")
+    ap.add_argument("--timeout", type=float, default=120.0, help="passed to radiolens serve --timeout")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
     data_dir = Path(os.environ.get("RADIOLENS_DATA_DIR", ""))
     if not data_dir.is_dir():
         sys.exit("set RADIOLENS_DATA_DIR to the real data folder")
-    uploads = load_uploads(data_dir, n_jpeg=240, dicom_every=args.dicom_every)
+    uploads = load_uploads(data_dir, n_jpeg=240, dicom_every=args.dicom_every, png_every=args.png_every)
 
     from typer.testing import CliRunner
 
@@ -116,16 +185,22 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="radiolens-bench-") as tmp:
         tmp = Path(tmp)
-        model = args.model or make_bundle(tmp / "bench.pt", args.arch, args.size)
+        model = args.model or make_bundle(tmp / "bench.pt", args.arch, args.size, args.dropout)
+        from torch import nn
+
+        from radiolens.models.bundle import ModelBundle
+
+        n_drop = sum(isinstance(m, nn.modules.dropout._DropoutNd) for m in ModelBundle.load(model).model.modules())
         state = tmp / "state"
         out = CliRunner().invoke(cli_app, ["users", "create", "--role", "clinician", "--state-dir", str(state)])
         key = out.stdout.strip().splitlines()[-1]
         port = free_port()
-        env = dict(os.environ, RADIOLENS_DEID_SECRET=os.environ.get("RADIOLENS_DEID_SECRET", "bench-secret"),
-                   OMP_NUM_THREADS="2")
+        env = dict(os.environ, OMP_NUM_THREADS="2",
+                   RADIOLENS_DEID_SECRET=os.environ.get("RADIOLENS_DEID_SECRET") or secrets.token_hex(32))
         proc = subprocess.Popen([sys.executable, "-m", "radiolens.cli", "serve", "--model", str(model),
                                  "--state-dir", str(state), "--port", str(port), "--log-level", "warning",
-                                 "--inference-workers", str(args.inference_workers)], env=env)
+                                 "--inference-workers", str(args.inference_workers), "--mc-passes",
+                                 str(args.mc_passes), "--timeout", str(args.timeout)], env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -147,17 +222,23 @@ def main() -> None:
         engine.dispose()
 
     print(f"\nserve_load: {args.clients} clients, {args.requests} requests/mode, model {args.arch} "
-          f"{args.size}px, {args.inference_workers} inference workers, {torch.get_num_threads()} torch threads, "
-          f"{os.cpu_count()} CPUs; uploads: Kermany JPEG 224px + SIIM DICOM 1024px (1 in {args.dicom_every + 1})")
-    print(f"| {'mode':10} | {'requests':>8} | {'DICOM':>5} | {'errors':>6} | {'req/s':>6} | {'p50 ms':>7} | "
-          f"{'p95 ms':>7} | {'p99 ms':>7} |")
-    print(f"|{'-' * 12}|{'-' * 10}|{'-' * 7}|{'-' * 8}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 9}|")
+          f"{args.size}px, {args.inference_workers} inference workers, {args.mc_passes} MC passes "
+          f"({n_drop} dropout modules{': passes skipped' if not n_drop else ''}), "
+          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs; uploads: {upload_summary(uploads)} "
+          f"(1 DICOM per {args.dicom_every} and 1 PNG per {args.png_every} JPEGs)")
+    print(f"| {'mode':10} | {'requests':>8} | {'DICOM':>5} | {'PNG':>4} | {'errors':>6} | {'req/s':>6} | "
+          f"{'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | {'p50 JPEG':>8} | {'p50 PNG':>7} | {'p50 DICOM':>9} |")
+    print(f"|{'-' * 12}|{'-' * 10}|{'-' * 7}|{'-' * 6}|{'-' * 8}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 9}|"
+          f"{'-' * 10}|{'-' * 9}|{'-' * 11}|")
     for r in rows:
-        print(f"| {r['mode']:10} | {r['requests']:>8} | {r['dicom']:>5} | {r['errors']:>6} | {r['throughput']:>6.1f} | "
-              f"{r['p50']:>7.0f} | {r['p95']:>7.0f} | {r['p99']:>7.0f} |")
-    expected = sum(r["requests"] - r["errors"] for r in rows) + 2 * args.clients
+        k = r["by_kind"]
+        print(f"| {r['mode']:10} | {r['requests']:>8} | {r['dicom']:>5} | {r['png']:>4} | {r['errors']:>6} | "
+              f"{r['throughput']:>6.1f} | {r['p50']:>7.0f} | {r['p95']:>7.0f} | {r['p99']:>7.0f} | "
+              f"{k.get('jpeg', float('nan')):>8.0f} | {k.get('png', float('nan')):>7.0f} | "
+              f"{k.get('dicom', float('nan')):>9.0f} |")
+    expected = sum(r["requests"] - r["errors"] for r in rows) + 2 * args.clients + 1
     print(f"audit chain: {'OK' if report.ok else 'BROKEN'}, {report.rows} rows "
-          f"(expected {expected} = successful predictions incl. warm-up)")
+          f"(expected {expected} = successful predictions incl. warm-up + the key's creation)")
 
 
 if __name__ == "__main__":
