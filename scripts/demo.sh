@@ -37,6 +37,10 @@ elif [ -x "$REPO/.venv/bin/radiolens" ]; then
 else
   RL="radiolens"
 fi
+if ! command -v "$RL" >/dev/null 2>&1; then
+  echo "demo: the radiolens command ($RL) is not installed; 'make demo' installs it into .venv first" >&2
+  exit 2
+fi
 PY="$(dirname "$(command -v "$RL")")/python"
 [ -x "$PY" ] || PY="python3"
 

@@ -81,3 +81,11 @@ def test_demo_refuses_a_missing_data_dir(tmp_path):
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "RADIOLENS_DATA_DIR" in res.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_demo_refuses_a_missing_radiolens_command(tmp_path, data_dir):
+    env = {**os.environ, "RADIOLENS_DATA_DIR": str(data_dir), "RADIOLENS_DEMO_OUT": str(tmp_path / "o"),
+           "RADIOLENS_CMD": str(tmp_path / "no-such-radiolens")}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "demo.sh")], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "is not installed" in res.stderr and not (tmp_path / "o").exists()
