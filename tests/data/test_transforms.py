@@ -64,3 +64,12 @@ def test_decode_images_matches_torch_rounding(data_dir):
     for i, p in enumerate(paths):
         x = resize_unit(read_image(p).pixels, (48, 48))
         assert torch.equal(got[i], (x * 255.0).round_().to(torch.uint8))
+
+
+def test_to_model_tensor_matches_torch_formula(data_dir):
+    px = _real_224(data_dir)
+    for size in ((224, 224), (64, 64)):
+        got = to_model_tensor(px, size, 0.48, 0.23)
+        ref = (resize_unit(px.copy(), size) - 0.48) / 0.23
+        torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+        assert got.dtype == torch.float32 and got.shape == (1, *size)

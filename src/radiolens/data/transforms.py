@@ -64,7 +64,11 @@ def to_model_tensor(pixels: np.ndarray | torch.Tensor, size: tuple[int, int], me
                     what: str = "image") -> torch.Tensor:
     """Validate, resize and normalise one image -> (1, h, w)."""
     check_unit_range(pixels, what)
-    return (resize_unit(pixels, size) - mean) / std
+    t = resize_unit(pixels, size)  # a fresh tensor: normalised in place, in numpy (see resize_unit)
+    out = t.numpy()
+    out -= np.float32(mean)
+    out /= np.float32(std)
+    return t
 
 
 # ------------------------------------------------------------------------------------------- augmentation
