@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from radiolens.cli import app
 from radiolens.errors import InputError
+from radiolens.evaluate.operating_point import choose_threshold
 from radiolens.explain.triage import TriageRule
 from radiolens.explain.uncertainty import (
     _dropout_mode,
@@ -106,7 +107,12 @@ def test_triage_fit_cli_ensemble_uses_member_mean_and_spread(pneumonia_models, p
     refer = rule.refer_mask(ens.mean, ens.std)
     assert rep["test"]["referral_rate"] == pytest.approx(float(refer.mean()))
     y = (frame.label == "pneumonia").to_numpy()
-    wrong = (ens.mean[:, 0] >= members[0].info.thresholds[0]) != y
+    # the mean's threshold is chosen on validation (the members' own thresholds need not fit their mean)
+    val_imgs, val_frame = _images(pneumonia_manifest, "val")
+    t = choose_threshold((val_frame.label == "pneumonia").to_numpy(), ensemble_predict(members, val_imgs).mean[:, 0],
+                         members[0].info.operating_point)
+    assert rule.thresholds == pytest.approx([t]) == rep["uncertainty"]["thresholds"]
+    wrong = (ens.mean[:, 0] >= t) != y
     assert rep["test"]["error_rate_all"] == pytest.approx(float(wrong.mean()))
 
 

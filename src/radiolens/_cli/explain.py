@@ -170,12 +170,23 @@ def register(app: typer.Typer) -> None:
                              "measures MC-dropout spread of that bundle alone (fit with --mc-passes instead)")
         opts = dict(mc_passes=mc_passes, ensemble=members, batch_size=batch_size)
         _, vs, vy = _score_manifest(bundle, manifest, val_split, label, **opts)
-        rule = fit_triage_rule(vs.probs, vy, info.thresholds, info.class_names, budget, vs.spread)
+        thresholds = list(info.thresholds)
+        if members:
+            # the members' calibrated probabilities need not share a scale (their own thresholds can differ
+            # widely), so the mean gets its own threshold, chosen on validation by the model's rule
+            from radiolens.evaluate.operating_point import choose_threshold
+
+            rule_name = "youden" if info.operating_point.startswith("default") else info.operating_point
+            vy2 = vy.reshape(len(vs.probs), -1)
+            thresholds = [choose_threshold(vy2[:, k], vs.probs[:, k], rule_name) for k in range(vs.probs.shape[1])]
+            vs.source.update(thresholds=thresholds, threshold_rule=f"{rule_name} on validation, for the members' "
+                                                                     "mean")
+        rule = fit_triage_rule(vs.probs, vy, thresholds, info.class_names, budget, vs.spread)
         _, ts, ty = _score_manifest(bundle, manifest, test_split, label, **opts)
         tp = ts.probs
         refer = rule.refer_mask(tp, ts.spread)
-        wrong = ((tp >= np.asarray(info.thresholds)[None]) != (ty.reshape(len(tp), -1) > 0.5)).any(axis=1)
-        rc = risk_coverage(tp, ty, info.thresholds, ts.spread)
+        wrong = ((tp >= np.asarray(thresholds)[None]) != (ty.reshape(len(tp), -1) > 0.5)).any(axis=1)
+        rc = risk_coverage(tp, ty, thresholds, ts.spread)
         report = {"rule": rule.model_dump(), "uncertainty": vs.source, "model_sha256": bundle.sha256, "test": {
             "n": int(len(tp)), "referral_rate": float(refer.mean()), "error_rate_all": float(wrong.mean()),
             "error_rate_kept": float(wrong[~refer].mean()) if (~refer).any() else None,
