@@ -10,6 +10,7 @@ error rows, and the run goes on. Error rows are retried by the next run.
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -221,6 +222,10 @@ class Scorer:
             if it.key not in seen:
                 seen.add(it.key)
                 todo.append(it)
+        # Decode workers are forked. Collect garbage first: an unreachable object inherited by a worker (e.g. an
+        # ONNX Runtime session a caller dropped) can be freed there by the child's garbage collector, and its
+        # destructor waits for thread-pool threads that do not exist after fork: the worker hangs for ever.
+        gc.collect()
         loader = torch.utils.data.DataLoader(
             ImageItems(todo, self.info), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate,
             num_workers=cfg.workers if len(todo) > cfg.batch_size else min(cfg.workers, 1),
