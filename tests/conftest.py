@@ -29,3 +29,27 @@ def pydicom_data_files() -> list[Path]:
     if not files:
         pytest.fail(f"pydicom-data holds no files under {root}")
     return files
+
+
+def fit_binary(bundle, x, y, epochs: int = 3, lr: float = 2e-3, batch_size: int = 32) -> None:
+    """A few epochs of plain Adam + BCE on preprocessed tensors: a small real-data model for tests of what
+    consumes models (service, monitoring), where Lightning's pipeline would only add time."""
+    import torch
+
+    opt = torch.optim.Adam(bundle.model.parameters(), lr=lr)
+    bundle.model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), batch_size):
+            idx = perm[i:i + batch_size]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(bundle.model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    bundle.model.eval()
+
+
+@pytest.fixture(scope="session")
+def quick_fit():
+    """``quick_fit(bundle, x, y, epochs=3)``: see :func:`fit_binary`."""
+    return fit_binary

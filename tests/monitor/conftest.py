@@ -42,7 +42,7 @@ def val_halves(kermany) -> tuple[list[tuple[Path, int]], list[tuple[Path, int]]]
 
 
 @pytest.fixture(scope="session")
-def monitor_model(kermany, tmp_path_factory) -> ModelBundle:
+def monitor_model(kermany, tmp_path_factory, quick_fit) -> ModelBundle:
     """small_cnn at 64 px, 3 epochs on 600 real Kermany training images (~30 s on 2 cores)."""
     root, rows = kermany
     train = [r for r in rows if r["split"] == "train"]
@@ -53,17 +53,7 @@ def monitor_model(kermany, tmp_path_factory) -> ModelBundle:
     bundle = ModelBundle(info=info, model=create_model("small_cnn", 1))
     x = torch.stack([bundle.preprocess(read_image(root / train[i]["path"])) for i in pick])
     y = torch.tensor([[float(train[i]["label_int"])] for i in pick])
-    opt = torch.optim.Adam(bundle.model.parameters(), lr=2e-3)
-    bundle.model.train()
-    for _ in range(3):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 32):
-            idx = perm[i:i + 32]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(bundle.model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    bundle.model.eval()
+    quick_fit(bundle, x, y, epochs=3)
     path = tmp_path_factory.mktemp("monitor-model") / "model.pt"
     bundle.save(path)
     return ModelBundle.load(path)

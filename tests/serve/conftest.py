@@ -55,7 +55,7 @@ def _kermany_rows(kermany_dir: Path, split: str, per_class: int) -> list[tuple[P
 
 
 @pytest.fixture(scope="session")
-def bundle_path(tmp_path_factory, kermany_dir: Path) -> Path:
+def bundle_path(tmp_path_factory, kermany_dir: Path, quick_fit) -> Path:
     """small_cnn (32 px input, to stay fast on 2 shared cores) trained for a few seconds on 240 real Kermany
     images, so outputs are meaningful rather than constant."""
     from radiolens.io import read_image
@@ -68,17 +68,7 @@ def bundle_path(tmp_path_factory, kermany_dir: Path) -> Path:
     rows = _kermany_rows(kermany_dir, "train", 120)
     x = torch.stack([bundle.preprocess(read_image(p)) for p, _ in rows])
     y = torch.tensor([[float(lab)] for _, lab in rows])
-    opt = torch.optim.Adam(bundle.model.parameters(), lr=2e-3)
-    bundle.model.train()
-    for _ in range(3):
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 32):
-            idx = perm[i:i + 32]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(bundle.model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    bundle.model.eval()
+    quick_fit(bundle, x, y, epochs=3)
     path = tmp_path_factory.mktemp("model") / "small_cnn.pt"
     bundle.save(path)
     return path

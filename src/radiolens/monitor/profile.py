@@ -6,8 +6,9 @@ so a deployed model carries what it must be compared with.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -96,6 +97,19 @@ def model_outputs(bundle: ModelBundle, tap: EmbeddingTap, images: Sequence[Radio
     return np.concatenate(probs), np.concatenate(embs)
 
 
+def batched_outputs(bundle: ModelBundle, images: Iterable[RadioImage],
+                    batch_size: int = 32) -> Iterator[tuple[list[RadioImage], np.ndarray, np.ndarray]]:
+    """(images, probabilities, embeddings) one batch at a time, pulling images lazily from ``images``."""
+    tap = EmbeddingTap(bundle.model, bundle.info.num_outputs)
+    try:
+        it = iter(images)
+        while batch := list(islice(it, batch_size)):
+            probs, embs = model_outputs(bundle, tap, batch, batch_size)
+            yield batch, probs, embs
+    finally:
+        tap.close()
+
+
 def decision_errors(bundle: ModelBundle, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Per image: does the decision at the operating point differ from the label (what a reader disagrees with)?"""
     decisions = bundle.decisions(probs)
@@ -118,22 +132,12 @@ def build_profile(bundle: ModelBundle, images: Iterable[RadioImage], targets: np
     partial: list[dict[str, Any]] = []
     headers: list[list[str]] = []
     probs_parts, emb_parts = [], []
-    tap = EmbeddingTap(bundle.model, bundle.info.num_outputs)
-    try:
-        batch: list[RadioImage] = []
-        for image in [*images, None]:
-            if image is not None:
-                batch.append(image)
-            if batch and (image is None or len(batch) == batch_size):
-                probs, embs = model_outputs(bundle, tap, batch, batch_size)
-                probs_parts.append(probs)
-                emb_parts.append(embs)
-                for im, p in zip(batch, probs, strict=True):
-                    partial.append(observation(im, p, None, None, OK))
-                    headers.append(header_problems(im.meta, im.height, im.width, cfg))
-                batch = []
-    finally:
-        tap.close()
+    for batch, probs, embs in batched_outputs(bundle, images, batch_size):
+        probs_parts.append(probs)
+        emb_parts.append(embs)
+        for im, p in zip(batch, probs, strict=True):
+            partial.append(observation(im, p, None, None, OK))
+            headers.append(header_problems(im.meta, im.height, im.width, cfg))
     n = len(partial)
     if n < 40:
         raise InputError(f"a monitoring baseline needs at least 40 validation images (got {n})")
@@ -173,18 +177,8 @@ def observe_images(bundle: ModelBundle, profile: MonitoringProfile, images: Iter
     """``assess`` for many images in batched forward passes: what the service records, offline."""
     gate = gate or profile.input_gate()
     out: list[tuple[GateResult, dict[str, Any]]] = []
-    tap = EmbeddingTap(bundle.model, bundle.info.num_outputs)
-    try:
-        batch: list[RadioImage] = []
-        for image in [*images, None]:
-            if image is not None:
-                batch.append(image)
-            if batch and (image is None or len(batch) == batch_size):
-                probs, embs = model_outputs(bundle, tap, batch, batch_size)
-                out.extend(assess(gate, profile, im, p, e) for im, p, e in zip(batch, probs, embs, strict=True))
-                batch = []
-    finally:
-        tap.close()
+    for batch, probs, embs in batched_outputs(bundle, images, batch_size):
+        out.extend(assess(gate, profile, im, p, e) for im, p, e in zip(batch, probs, embs, strict=True))
     return out
 
 
