@@ -15,7 +15,7 @@ from radiolens.errors import InputError
 from radiolens.evaluate.operating_point import choose_threshold
 from radiolens.explain.triage import TriageRule
 from radiolens.explain.uncertainty import (
-    _dropout_mode,
+    dropout_mode,
     ensemble_predict,
     mc_dropout_predict,
     score_with_uncertainty,
@@ -40,7 +40,7 @@ def test_mc_dropout_applies_the_bundle_temperature_to_every_pass(pneumonia_model
     x = torch.stack([bundle.preprocess(i) for i in imgs[:32]])
     # the raw logits of the same 6 dropout passes (same seed -> same masks), taken by hand
     torch.manual_seed(5)
-    _dropout_mode(bundle.model)
+    dropout_mode(bundle.model)
     with torch.no_grad():
         logits = torch.stack([bundle.model(x) for _ in range(6)]).numpy()
     bundle.model.eval()

@@ -38,13 +38,13 @@ def _summarise(samples: np.ndarray) -> UncertainPrediction:
                                samples=samples)
 
 
-def _has_dropout(model: nn.Module) -> bool:
+def has_dropout(model: nn.Module) -> bool:
     modules = any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in model.modules())
     functional = float(getattr(model, "drop_rate", 0.0) or 0.0) > 0  # timm heads call F.dropout(training=...)
     return modules or functional
 
 
-def _dropout_mode(model: nn.Module) -> None:
+def dropout_mode(model: nn.Module) -> None:
     """Dropout active, BatchNorm (and everything else with running statistics) in inference mode."""
     model.train()
     for m in model.modules():
@@ -59,12 +59,12 @@ def mc_dropout_predict(bundle: ModelBundle, batch: torch.Tensor, passes: int = 2
     if passes < 2:
         raise InputError("MC-dropout needs at least 2 passes")
     model = bundle.model
-    if not _has_dropout(model):
+    if not has_dropout(model):
         raise ModelError(f"{bundle.info.arch} has no active dropout: MC-dropout needs a model trained with dropout > 0")
     gen_state = torch.get_rng_state()
     torch.manual_seed(seed)
     try:
-        _dropout_mode(model)
+        dropout_mode(model)
         samples = np.stack([bundle.probabilities_from_logits(model(batch)) for _ in range(passes)])
     finally:
         model.eval()

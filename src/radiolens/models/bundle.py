@@ -39,6 +39,9 @@ class BundleInfo:
     mean: float = 0.5
     std: float = 0.25
     negative_name: str = "normal"  # binary only: what probability 1 - p means
+    #: The dropout the model was built with (None: the architecture's default). Not a weight, so it must be
+    #: kept here: a loaded model must drop out as it did in training, or MC-dropout silently does nothing.
+    dropout: float | None = None
     temperature: float = 1.0
     thresholds: list[float] = field(default_factory=list)  # per output, chosen on validation
     operating_point: str = "default_0.5"
@@ -108,7 +111,7 @@ class ModelBundle:
         raw = dict(payload["info"])
         raw["input_size"] = tuple(raw["input_size"])
         info = BundleInfo(**raw)
-        model = create_model(info.arch, info.num_outputs)
+        model = create_model(info.arch, info.num_outputs, dropout=info.dropout)
         model.load_state_dict(payload["state_dict"])
         return cls(info=info, model=model, sha256=file_sha256(path))
 

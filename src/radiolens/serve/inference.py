@@ -139,20 +139,18 @@ class Predictor:
     def _mc_spread(self, x, index: int) -> float:
         """MC-dropout: the std of the calibrated probability over ``mc_passes`` passes with dropout on (one batch)."""
         import torch
-        from torch import nn
+
+        from radiolens.explain.uncertainty import dropout_mode, has_dropout
 
         model = self._own_model()
-        drops = [m for m in model.modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
-        if not drops:
+        if not has_dropout(model):  # dropout layers, or timm's functional head dropout (drop_rate)
             return 0.0
         try:
-            for m in drops:
-                m.train()
+            dropout_mode(model)  # the explain layer's definition: dropout on, BatchNorm statistics frozen
             with torch.inference_mode():
                 logits = model(x.expand(self.mc_passes, *x.shape[1:]))
         finally:
-            for m in drops:
-                m.eval()
+            model.eval()
         probs = self.bundle.probabilities_from_logits(logits)
         return float(np.std(probs[:, index]))
 

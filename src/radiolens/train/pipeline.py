@@ -166,7 +166,7 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
         test = SplitOutputs(*stack_logits(model, _loader(images["test"], targets["test"], mean, std, 256)))
     info = BundleInfo(
         arch=arch, task=d.label.task, class_names=class_names, input_size=(size, size), mean=mean, std=std,
-        negative_name=d.label.negative_name, name=cfg.name,
+        negative_name=d.label.negative_name, name=cfg.name, dropout=cfg.model.dropout,
         training={"epochs_run": len(module.history), "best_epoch": best_epoch, "seed": cfg.seed,
                   "n_train": len(parts["train"]), "n_val": len(parts["val"]),
                   "n_test": len(parts["test"]) if "test" in parts else 0,
