@@ -89,9 +89,10 @@ def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage
 
 
 def _chroma(rgb: Image.Image) -> float:
-    """Mean (max - min) over the RGB channels, 0..1, on a 64 px thumbnail: ~0 for a grey image saved as RGB
-    (most radiograph JPEGs), clearly above 0 for a colour photo or screenshot (the input gate uses it)."""
-    small = np.asarray(rgb.resize((64, 64), Image.Resampling.BILINEAR), dtype=np.int16)
+    """Mean (max - min) over the RGB channels, 0..1, on a 32 x 32 nearest-neighbour sample (0.06 ms; a mean
+    over 1,024 pixels is all a threshold needs): ~0 for a grey image saved as RGB (most radiograph JPEGs),
+    clearly above 0 for a colour photo or screenshot (the monitoring input gate uses it)."""
+    small = np.asarray(rgb.resize((32, 32), Image.Resampling.NEAREST), dtype=np.int16)
     return float((small.max(axis=-1) - small.min(axis=-1)).mean() / 255.0)
 
 
