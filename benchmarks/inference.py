@@ -472,7 +472,8 @@ def main() -> None:
     rows, parity = [], {}
     for arch in args.models:
         paths = {k: str(v) for k, v in prepare_models(arch, args.size, work, root).items()}
-        parity[arch] = onnx_parity(paths, sorted(files))
+        distinct = list({f.resolve(): f for f in files}.values())  # the DICOM slots are links to one file
+        parity[arch] = onnx_parity(paths, distinct)
         print(f"# {arch}: ONNX parity on {parity[arch]['n_images']} real images: max |dp| = "
               f"{parity[arch]['max_abs_dp']:.2e}", file=sys.stderr)
         gflops = model_gflops(arch, args.size)
