@@ -70,12 +70,15 @@ class Predictor:
             return int(np.argmax(probs))
         return int(np.argmin(np.abs(probs - np.asarray(info.thresholds))))
 
-    def review(self, probs: np.ndarray, spread: float | None = None) -> tuple[bool, str, str]:
-        """(flag, reason, rule). Uses the bundle's TriageRule when the explain layer provides one."""
-        idx = self.review_index(probs)
+    def review(self, probs: np.ndarray, spread: np.ndarray | float | None = None) -> tuple[bool, str, str]:
+        """(flag, reason, rule). Uses the bundle's TriageRule when the explain layer provides one.
+
+        ``spread`` is the MC-dropout std per output (or one value for a one-output model); the rule sees every
+        output's probability and spread, as it was fitted (``radiolens triage-fit``)."""
         if self.triage_rule is not None:
             try:
-                flag, reason = self.triage_rule.flag(float(probs[idx]), float(spread or 0.0))
+                spreads = None if spread is None else np.broadcast_to(np.asarray(spread, dtype=float), probs.shape)
+                flag, reason = self.triage_rule.flag(probs, spreads)
                 return bool(flag), str(reason), self.triage_source
             except Exception as exc:  # a broken rule must not take predictions down; say so in the response
                 log.error("triage rule failed (%s); using the near-threshold fallback", type(exc).__name__)
@@ -119,8 +122,9 @@ class Predictor:
         decisions = self.bundle.decisions(probs)[0]
         info = self.bundle.info
         target = 0 if info.task == "binary" else int(np.argmax(probs))
-        spread = self._mc_spread(x, self.review_index(probs)) if self.mc_passes > 1 else None
-        flag, reason, rule = self.review(probs, spread)
+        spreads = self._mc_spread(x) if self.mc_passes > 1 else None
+        flag, reason, rule = self.review(probs, spreads)
+        spread = None if spreads is None else float(spreads[self.review_index(probs)])
         heat = self._cam(x, target) if heatmap else None
         return Inference(probs, decisions, target, flag, reason, rule, spread, heat, embedding)
 
@@ -136,15 +140,16 @@ class Predictor:
             self._local.model = model
         return model
 
-    def _mc_spread(self, x, index: int) -> float:
-        """MC-dropout: the std of the calibrated probability over ``mc_passes`` passes with dropout on (one batch)."""
+    def _mc_spread(self, x) -> np.ndarray:
+        """MC-dropout: per output, the std of the calibrated probability over ``mc_passes`` passes with dropout
+        on (one batch); zeros for a model without dropout."""
         import torch
 
         from radiolens.explain.uncertainty import dropout_mode, has_dropout
 
         model = self._own_model()
         if not has_dropout(model):  # dropout layers, or timm's functional head dropout (drop_rate)
-            return 0.0
+            return np.zeros(self.bundle.info.num_outputs)
         try:
             dropout_mode(model)  # the explain layer's definition: dropout on, BatchNorm statistics frozen
             with torch.inference_mode():
@@ -152,7 +157,7 @@ class Predictor:
         finally:
             model.eval()
         probs = self.bundle.probabilities_from_logits(logits)
-        return float(np.std(probs[:, index]))
+        return np.std(probs, axis=0)
 
     def _cam(self, x, target: int) -> np.ndarray:
         from radiolens.explain.cam import compute_cam
@@ -166,8 +171,10 @@ def _load_triage(bundle: ModelBundle) -> tuple[Any, str]:
         from radiolens.explain.triage import TriageRule
     except ImportError:
         return None, "near_threshold_fallback"
+    if not bundle.info.triage:
+        return None, "near_threshold_fallback"
     try:
-        return TriageRule(**(bundle.info.triage or {})), "bundle_triage_rule"
+        return TriageRule(**bundle.info.triage), "bundle_triage_rule"
     except Exception:  # a malformed triage dict must not stop the service: use the fallback and say so
         return None, "near_threshold_fallback(bundle triage invalid)"
 
