@@ -155,7 +155,6 @@ def ort_matmul_gflops(threads: int, n: int = 2048, repeats: int = 8) -> float:
     on this EPYC torch.matmul peaks near 100 GFLOP/s while ONNX Runtime's convolutions ran faster than that,
     so a torch-only "peak" is not the machine's achievable limit.
     """
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -164,17 +163,7 @@ def ort_matmul_gflops(threads: int, n: int = 2048, repeats: int = 8) -> float:
                               [helper.make_tensor_value_info("A", TensorProto.FLOAT, [n, n])],
                               [helper.make_tensor_value_info("C", TensorProto.FLOAT, [n, n])],
                               [numpy_helper.from_array(b, "B")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    sess.run(None, {"A": a})
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        sess.run(None, {"A": a})
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / _ort_best_seconds(graph, {"A": a}, threads, repeats) / 1e9
 
 
 def ort_conv_gflops(threads: int, repeats: int = 4) -> float:
@@ -183,7 +172,6 @@ def ort_conv_gflops(threads: int, repeats: int = 4) -> float:
     A second "achievable peak" probe: a large, regular convolution of the kind the models run (on this EPYC
     it ran faster than ORT's 2048^3 MatMul: 238 vs 189 GFLOP/s), so the %peak denominator is not understated.
     """
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -193,17 +181,25 @@ def ort_conv_gflops(threads: int, repeats: int = 4) -> float:
                               [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x.shape))],
                               [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(w, "W")])
+    return 2 * 32 * 256 * 256 * 9 * 28 * 28 / _ort_best_seconds(graph, {"X": x}, threads, repeats) / 1e9
+
+
+def _ort_best_seconds(graph, feeds: dict, threads: int, repeats: int) -> float:
+    """Best wall time of ``repeats`` runs of a one-node ONNX graph (after one warm-up run)."""
+    import onnxruntime as ort
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    sess.run(None, {"X": x})
+    sess.run(None, feeds)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
-        sess.run(None, {"X": x})
+        sess.run(None, feeds)
         best = min(best, time.perf_counter() - t0)
-    return 2 * 32 * 256 * 256 * 9 * 28 * 28 / best / 1e9
+    return best
 
 
 def theoretical_peak(cores: int) -> dict:
