@@ -23,6 +23,25 @@ def _needles() -> list[bytes]:
     return sorted(out)
 
 
+
+def _scan_for_phi(client, capfd, caplog, responses: list[bytes]):
+    """Every stored file (DB + WAL, artefacts), their names, logs, stdout/stderr and the responses, searched
+    for every planted PHI string: (files, blobs, leaks)."""
+    svc = client.app_.state.service
+    svc.engine.dispose()  # flush connections so the WAL content is on disk either way
+    state = svc.settings.state_dir
+    files = [p for p in state.rglob("*") if p.is_file()]
+    blobs = {str(p.relative_to(state)): p.read_bytes() for p in files}
+    captured = capfd.readouterr()
+    blobs["<logs>"] = "\n".join(rec.getMessage() for rec in caplog.records).encode()
+    blobs["<stdout+stderr>"] = (captured.out + captured.err).encode()
+    for i, body in enumerate(responses):
+        blobs[f"<response {i}>"] = body
+    names = " ".join(str(p.relative_to(state)) for p in files).encode()
+    leaks = [(where, needle) for where, data in blobs.items() for needle in _needles() if needle in data]
+    leaks += [("<file names>", n) for n in _needles() if n in names]
+    return files, blobs, leaks
+
 def test_planted_phi_never_stored_or_logged(client, phi_dicom_bytes, caplog, capfd):
     caplog.set_level(logging.DEBUG)
     keys = client.keys
@@ -52,22 +71,9 @@ def test_planted_phi_never_stored_or_logged(client, phi_dicom_bytes, caplog, cap
         assert 400 <= bad.status_code < 500 or bad.status_code == 201, bad.text
         responses.append(bad.content)
 
-    svc = client.app_.state.service
-    svc.engine.dispose()  # flush connections so the WAL content is on disk either way
-    state = svc.settings.state_dir
-    files = [p for p in state.rglob("*") if p.is_file()]
+    files, blobs, leaks = _scan_for_phi(client, capfd, caplog, responses)
     assert any(p.name.endswith(".db") for p in files)
     assert any(p.name == f"{pid}.heatmap.png" for p in files) and any(p.name == f"{pid}.image.png" for p in files)
-    blobs = {str(p.relative_to(state)): p.read_bytes() for p in files}
-    captured = capfd.readouterr()
-    blobs["<logs>"] = "\n".join(rec.getMessage() for rec in caplog.records).encode()
-    blobs["<stdout+stderr>"] = (captured.out + captured.err).encode()
-    for i, body in enumerate(responses):
-        blobs[f"<response {i}>"] = body
-    names = " ".join(str(p.relative_to(state)) for p in files).encode()
-
-    leaks = [(where, needle) for where, data in blobs.items() for needle in _needles() if needle in data]
-    leaks += [("<file names>", n) for n in _needles() if n in names]
     assert not leaks, leaks
     # The original study UID is replaced too (a UID can be linked back to the patient by the sending site).
     assert all(original_uid.encode() not in data for data in blobs.values())
@@ -175,20 +181,8 @@ def test_phi_in_raster_metadata_never_stored_or_logged(client, data_dir, kermany
     responses.append(client.get("/v1/audit", headers=keys.h("auditor")).content)
     responses.append(client.get("/v1/audit", params={"fmt": "csv"}, headers=keys.h("auditor")).content)
 
-    svc = client.app_.state.service
-    svc.engine.dispose()
-    state = svc.settings.state_dir
-    files = [p for p in state.rglob("*") if p.is_file()]
+    files, _, leaks = _scan_for_phi(client, capfd, caplog, responses)
     assert any(p.name.endswith(".db") for p in files) and len([p for p in files if p.suffix == ".png"]) >= 4
-    blobs = {str(p.relative_to(state)): p.read_bytes() for p in files}
-    captured = capfd.readouterr()
-    blobs["<logs>"] = "\n".join(rec.getMessage() for rec in caplog.records).encode()
-    blobs["<stdout+stderr>"] = (captured.out + captured.err).encode()
-    for i, body in enumerate(responses):
-        blobs[f"<response {i}>"] = body
-    names = " ".join(str(p.relative_to(state)) for p in files).encode()
-    leaks = [(where, needle) for where, data in blobs.items() for needle in _needles() if needle in data]
-    leaks += [("<file names>", n) for n in _needles() if n in names]
     assert not leaks, leaks
     assert len(caplog.records) > 0
     assert not any(p.name.startswith("upload.") for p in files)  # the raster temp file is gone
