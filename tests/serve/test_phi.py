@@ -23,7 +23,6 @@ def _needles() -> list[bytes]:
     return sorted(out)
 
 
-
 def _scan_for_phi(client, capfd, caplog, responses: list[bytes]):
     """Every stored file (DB + WAL, artefacts), their names, logs, stdout/stderr and the responses, searched
     for every planted PHI string: (files, blobs, leaks)."""
