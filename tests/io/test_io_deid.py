@@ -157,3 +157,20 @@ def test_every_corpus_file_deidentifies_to_identical_pixels(pydicom_data_files, 
         assert np.array_equal(read_image(out).pixels, expected), path.name
         done += 1
     assert done >= 60
+
+
+def test_secret_floor_and_file_are_shared_with_the_service(monkeypatch, tmp_path):
+    """One rule for ``radiolens deid`` and ``radiolens serve``: 16 bytes, from the argument, env or a file."""
+    from radiolens.io.deid import SECRET_FILE_ENV
+
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    with pytest.raises(ConfigError, match="shorter than 16 bytes"):
+        Deidentifier("fifteen-chars!!")
+    Deidentifier("sixteen-chars!!!")
+    secret_file = tmp_path / "deid-secret"
+    secret_file.write_text("  from-a-mounted-secret-file \n", encoding="utf-8")
+    monkeypatch.setenv(SECRET_FILE_ENV, str(secret_file))
+    assert Deidentifier("").remap_uid("1.2.3") == Deidentifier("from-a-mounted-secret-file").remap_uid("1.2.3")
+    monkeypatch.setenv(SECRET_ENV, "a-different-secret-value")
+    with pytest.raises(ConfigError, match="both set and differ"):
+        Deidentifier("")

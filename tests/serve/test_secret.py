@@ -28,7 +28,7 @@ def clean_env(monkeypatch):
 
 
 def test_short_secret_refused(clean_env, tmp_path):
-    with pytest.raises(ConfigError, match="shorter than 16 characters") as err:
+    with pytest.raises(ConfigError, match="shorter than 16 bytes") as err:
         ServeSettings(model_path=tmp_path, deid_secret="fifteen-chars!!").resolved_secret()
     assert "fifteen-chars!!" not in str(err.value)
     clean_env.setenv(DEID_SECRET_ENV, "short")

@@ -56,7 +56,8 @@ def deid_cmd(
                                          metavar="IN..."),
     out: Path = typer.Argument(..., help="Output folder (must not be inside an input folder).", metavar="OUT"),
     secret: str | None = typer.Option(None, "--secret", envvar="RADIOLENS_DEID_SECRET", show_envvar=True,
-                                      help="HMAC key for UIDs, pseudonyms and date shifts (required)."),
+                                      help="HMAC key for UIDs, pseudonyms and date shifts (required, at least 16 "
+                                           "bytes; or RADIOLENS_DEID_SECRET_FILE naming a file that holds it)."),
     shift_dates: bool = typer.Option(False, "--shift-dates", help="Keep dates, shifted by a per-patient offset."),
     allow_burned_in: bool = typer.Option(False, "--allow-burned-in",
                                          help="Also process files that may have burned-in text (check pixels!)."),

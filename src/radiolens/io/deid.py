@@ -71,7 +71,11 @@ from radiolens import __version__ as _radiolens_version
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
 
 SECRET_ENV = "RADIOLENS_DEID_SECRET"
-MIN_SECRET_BYTES = 8
+#: Or a file holding it (e.g. a container secret mount); surrounding whitespace is ignored.
+SECRET_FILE_ENV = "RADIOLENS_DEID_SECRET_FILE"
+#: The secret keys UID remapping and pseudonyms; a short one could be guessed and the remapping undone. The
+#: service and ``radiolens deid`` share this floor so a secret accepted by one is accepted by the other.
+MIN_SECRET_BYTES = 16
 
 #: Modalities where text (names, dates, measurements) is routinely burned into the pixels: ultrasound,
 #: secondary capture / other (screenshots, scanned documents), angiography/fluoroscopy overlays,
@@ -104,14 +108,32 @@ _MAX_LEN = {"SH": 16, "AE": 16, "CS": 16, "LO": 64}
 _BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"}
 
 
+def secret_from_env() -> str:
+    """``RADIOLENS_DEID_SECRET``, or the contents of ``RADIOLENS_DEID_SECRET_FILE``; "" when neither is set."""
+    value = os.environ.get(SECRET_ENV, "")
+    path = os.environ.get(SECRET_FILE_ENV, "")
+    if not path:
+        return value
+    try:
+        from_file = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{SECRET_FILE_ENV}: cannot read the secret file ({type(exc).__name__})") from exc
+    if value and value != from_file:
+        raise ConfigError(f"{SECRET_ENV} and {SECRET_FILE_ENV} are both set and differ; set only one")
+    return from_file
+
+
 def resolve_secret(secret: str | bytes | None) -> bytes:
-    """The HMAC key from the argument or ``RADIOLENS_DEID_SECRET``; refuse to run without one."""
+    """The HMAC key from the argument or the environment; refuse to run without one or with a short one."""
     if secret is None or secret == "" or secret == b"":
-        secret = os.environ.get(SECRET_ENV, "")
+        secret = secret_from_env()
     key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if not key:
+        raise ConfigError(f"de-identification needs a secret (--secret, {SECRET_ENV} or {SECRET_FILE_ENV}); "
+                          "refusing to run without one")
     if len(key) < MIN_SECRET_BYTES:
-        raise ConfigError(f"de-identification needs a secret of at least {MIN_SECRET_BYTES} bytes "
-                          f"(--secret or {SECRET_ENV}); refusing to run without one")
+        raise ConfigError(f"the de-identification secret is shorter than {MIN_SECRET_BYTES} bytes; use a long "
+                          "random one, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
     return key
 
 

@@ -10,16 +10,15 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from radiolens.errors import ConfigError
+from radiolens.io.deid import SECRET_ENV, SECRET_FILE_ENV, resolve_secret, secret_from_env
 from radiolens.monitor.config import MonitorConfig
 
 #: Environment variable carrying a JSON ``ServeSettings`` to uvicorn worker processes (``--workers > 1``).
 SETTINGS_ENV = "RADIOLENS_SERVE_SETTINGS"
-#: Environment variable holding the de-identification secret, so it never has to appear on a command line.
-DEID_SECRET_ENV = "RADIOLENS_DEID_SECRET"
-#: Or a file holding it (e.g. a container secret mount); surrounding whitespace is ignored.
-DEID_SECRET_FILE_ENV = "RADIOLENS_DEID_SECRET_FILE"
-#: The secret keys UID remapping and raster study refs; a short one could be guessed and the remapping undone.
-MIN_SECRET_CHARS = 16
+#: The de-identification secret comes from the io layer's variables (or a file), so it never has to appear on a
+#: command line; the io layer also sets the minimum length.
+DEID_SECRET_ENV = SECRET_ENV
+DEID_SECRET_FILE_ENV = SECRET_FILE_ENV
 
 
 class ServeSettings(BaseModel):
@@ -62,14 +61,12 @@ class ServeSettings(BaseModel):
         return f"sqlite:///{(self.state_dir / 'radiolens.db').resolve()}"
 
     def resolved_secret(self) -> str:
-        secret = self.deid_secret or _secret_from_env()
+        secret = self.deid_secret or secret_from_env()
         if not secret:
             raise ConfigError(f"a de-identification secret is required: set {DEID_SECRET_ENV} or "
                               f"{DEID_SECRET_FILE_ENV} (keep it stable: it makes remapped study UIDs consistent "
                               "across restarts)")
-        if len(secret) < MIN_SECRET_CHARS:
-            raise ConfigError(f"the de-identification secret is shorter than {MIN_SECRET_CHARS} characters; use a "
-                              "long random one, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
+        resolve_secret(secret)  # the io layer's length rule
         return secret
 
     def to_env(self) -> str:
@@ -94,19 +91,6 @@ class ServeSettings(BaseModel):
         except Exception as exc:
             raise ConfigError(f"{SETTINGS_ENV}: invalid settings ({type(exc).__name__})") from exc
 
-
-def _secret_from_env() -> str:
-    value = os.environ.get(DEID_SECRET_ENV, "")
-    path = os.environ.get(DEID_SECRET_FILE_ENV, "")
-    if not path:
-        return value
-    try:
-        from_file = Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{DEID_SECRET_FILE_ENV}: cannot read the secret file ({type(exc).__name__})") from exc
-    if value and value != from_file:
-        raise ConfigError(f"{DEID_SECRET_ENV} and {DEID_SECRET_FILE_ENV} are both set and differ; set only one")
-    return from_file
 
 
 def secret_fingerprint(secret: str) -> str:
