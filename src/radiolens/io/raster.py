@@ -6,6 +6,7 @@ of their bit depth (8-bit /255, 16-bit /65535) rather than a percentile window.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,13 @@ from radiolens.errors import ImageDimensionError, UnreadableImageError
 from radiolens.io.image import ImageMeta, RadioImage, Window
 from radiolens.io.limits import MAX_PIXELS, check_dimensions
 from radiolens.io.windowing import linear_window
+
+# Pillow's DEBUG log quotes the metadata it parses (EXIF values, PNG text chunks), which can be PHI. Raise its
+# logger to INFO unless someone already chose a level for it, so turning on debug logging for an application
+# that reads radiographs does not print patient names; Pillow itself has no switch for this.
+_PIL_LOGGER = logging.getLogger("PIL")
+if _PIL_LOGGER.level == logging.NOTSET:
+    _PIL_LOGGER.setLevel(logging.INFO)
 
 RASTER_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
 
