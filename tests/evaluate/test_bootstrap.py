@@ -4,6 +4,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from radiolens.evaluate import auroc_with_ci, average_precision_with_ci, bootstrap_auroc, macro_micro_auroc_ci
 from radiolens.evaluate.bootstrap import (
+    bootstrap_average_precision,
     case_indices,
     resampled_auroc,
     resampled_average_precision,
@@ -80,11 +81,17 @@ def test_single_class_is_undefined_not_an_error():
     assert auroc_with_ci(np.ones(10, int), np.linspace(0, 1, 10), 50) == (None, None, None)
 
 
-def test_tiny_positive_count_is_flagged():
+def test_tiny_positive_count_withholds_the_interval():
     y = np.zeros(40, int)
     y[[3, 9]] = 1
-    interval = bootstrap_auroc(y, np.linspace(0, 1, 40), n_bootstrap=50)
-    assert interval.estimate is not None and "not reliable" in interval.reason
+    p = np.linspace(0, 1, 40)
+    interval = bootstrap_auroc(y, p, n_bootstrap=50)
+    assert interval.estimate == pytest.approx(roc_auc_score(y, p))  # the point estimate is still reported
+    assert interval.lower is None and interval.upper is None and "only 2 positive case(s)" in interval.reason
+    ap = bootstrap_average_precision(1 - y, p, n_bootstrap=50)  # two negatives: same rule for the other class
+    assert ap.lower is None and "only 2 negative case(s)" in ap.reason
+    y[[5, 20, 30]] = 1  # five positives: an interval again
+    assert bootstrap_auroc(y, p, n_bootstrap=50).lower is not None
 
 
 def test_more_data_gives_a_narrower_interval():

@@ -27,7 +27,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 ALPHA = 0.05
 #: Below this many positive (or negative) cases a bootstrap interval mostly reflects the other class's
-#: variability (with one positive, every stratified resample holds that same case) and is flagged as unreliable.
+#: variability (with one positive, every stratified resample holds that same case), so it comes out misleadingly
+#: narrow; such intervals are withheld (estimate kept, bounds None, reason says why) rather than shown.
 MIN_CASES_FOR_CI = 5
 _CHUNK_ELEMENTS = 2_000_000
 #: Give up redrawing macro resamples after this many times n_bootstrap draws (then report fewer, flagged).
@@ -153,17 +154,16 @@ def _ranking_ci(kind: str, y, p, n_bootstrap: int, seed: int, alpha: float) -> I
         estimate = float(average_precision_score(y, p))
     if n_bootstrap <= 0:
         return Interval(estimate, method="none", reason="no bootstrap requested")
+    n_pos = int(y.sum())
+    small = min(n_pos, len(y) - n_pos)
+    if small < MIN_CASES_FOR_CI:
+        which = "positive" if n_pos <= len(y) - n_pos else "negative"
+        return Interval(estimate, method="none",
+                        reason=f"no interval: only {small} {which} case(s), at least {MIN_CASES_FOR_CI} needed")
     idx = stratified_indices(y, n_bootstrap, np.random.default_rng(seed))
     rows = resampled_auroc(y, p, idx) if kind == "auroc" else resampled_average_precision(y, p, idx)
     lo, hi, n_valid = percentile_interval(rows, alpha)
-    n_pos = int(y.sum())
-    small = min(n_pos, len(y) - n_pos)
-    note = None
-    if small < MIN_CASES_FOR_CI:
-        which = "positive" if n_pos <= len(y) - n_pos else "negative"
-        note = f"only {small} {which} case(s): the interval is not reliable"
-    return Interval(estimate, lo, hi, n_valid, method=f"stratified percentile bootstrap, {n_bootstrap} resamples",
-                    reason=note)
+    return Interval(estimate, lo, hi, n_valid, method=f"stratified percentile bootstrap, {n_bootstrap} resamples")
 
 
 def bootstrap_auroc(y, p, n_bootstrap: int = 1000, seed: int = 0, alpha: float = ALPHA) -> Interval:

@@ -38,6 +38,8 @@ def _ci(interval: dict | None) -> str:
         text += f" [{interval['lower']:.3f}, {interval['upper']:.3f}]"
         if "not reliable" in (interval.get("reason") or ""):
             text += " *"
+    elif (interval.get("reason") or "").startswith("no interval"):
+        text += " (no CI: too few cases)"
     return text
 
 
