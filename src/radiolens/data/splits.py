@@ -57,10 +57,17 @@ def multilabel_group_split(targets: np.ndarray, groups: np.ndarray, fractions: t
     key; scikit-multilearn / iterative-stratification ignore groups), and keying on the rarest finding left
     NIH's Pneumothorax and Hernia without a single test positive.
     """
+    return _iterative_group_assign(targets, groups, fractions, (0, 2, 1), seed)
+
+
+def _iterative_group_assign(targets: np.ndarray, groups: np.ndarray, fractions, coverage: tuple[int, ...],
+                            seed: int) -> np.ndarray:
+    """Part index per row for parts of the given ``fractions``; ``coverage`` is the order in which parts get a
+    finding's first patients (see :func:`multilabel_group_split`)."""
     rng = np.random.default_rng(seed)
     uniq, inv = np.unique(groups, return_inverse=True)
-    n_groups, n_labels = len(uniq), targets.shape[1]
-    active = [s for s in range(3) if fractions[s] > 0]
+    n_groups, n_labels, n_parts = len(uniq), targets.shape[1], len(fractions)
+    active = [s for s in range(n_parts) if fractions[s] > 0]
     if n_groups < len(active):
         raise ManifestError(f"only {n_groups} patients: too few for a patient-level split into {len(active)} parts")
     pos = np.zeros((n_groups, n_labels))
@@ -69,9 +76,9 @@ def multilabel_group_split(targets: np.ndarray, groups: np.ndarray, fractions: t
     r = np.asarray(fractions, dtype=float)
     want_label = r[:, None] * pos.sum(axis=0)[None, :]
     want_size = r * size.sum()
-    has = np.zeros((3, n_labels), dtype=np.int64)
+    has = np.zeros((n_parts, n_labels), dtype=np.int64)
     assigned = np.full(n_groups, -1)
-    coverage_order = [s for s in (0, 2, 1) if s in active]
+    coverage_order = [s for s in coverage if s in active]
     tie = rng.random(n_groups)  # seeded tie-breaks
 
     def place(g: int, s: int) -> None:
@@ -149,18 +156,23 @@ def assign_splits(manifest: Manifest, spec: LabelSpec, *, val: float = 0.15, tes
 
 def assign_folds(manifest: Manifest, spec: LabelSpec, k: int = 5, seed: int = 0,
                  column: str = "fold") -> Manifest:
-    """Patient-level stratified k-fold: writes fold numbers 0..k-1 into ``column``."""
+    """Patient-level stratified k-fold: writes fold numbers 0..k-1 into ``column``. Multi-label folds use the
+    same iterative stratification as :func:`multilabel_group_split`, so each finding (not only each image's
+    rarest one) is spread over the folds as evenly as whole patients allow."""
     if k < 2:
         raise ManifestError("k-fold needs k >= 2")
     targets, _ = manifest.targets(spec)
     groups = manifest.frame["patient_id"].astype(str).to_numpy()
     if len(np.unique(groups)) < k:
         raise ManifestError(f"{k}-fold needs at least {k} patients")
-    key = stratification_key(targets)
-    folds = np.full(len(key), -1, dtype=np.int64)
-    sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    for i, (_, held) in enumerate(sgkf.split(np.zeros(len(key)), key, groups)):
-        folds[held] = i
+    if spec.task == "multilabel":  # balance every finding across folds, not just the rarest one per image
+        folds = _iterative_group_assign(targets, groups, [1.0 / k] * k, tuple(range(k)), seed).astype(np.int64)
+    else:
+        key = stratification_key(targets)
+        folds = np.full(len(key), -1, dtype=np.int64)
+        sgkf = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        for i, (_, held) in enumerate(sgkf.split(np.zeros(len(key)), key, groups)):
+            folds[held] = i
     frame = manifest.frame.copy()
     frame[column] = folds
     return manifest.with_frame(frame)
