@@ -147,6 +147,9 @@ def predict_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT instead of resuming into it (needed "
                                    "when OUT was written by another model or backend)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    gate: bool = typer.Option(True, "--gate/--no-gate", help="Apply the service's input gate: images it refuses "
+                              "(not a chest radiograph, or unlike the model's validation images) get status "
+                              "out_of_distribution and no probabilities."),
 ) -> None:
     """Score every image under SOURCE into a resumable CSV/Parquet; unreadable files become error rows.
 
@@ -187,8 +190,9 @@ def predict_cmd(
         else:
             raise ConfigError("heatmaps need gradients: with an .onnx --model also give --cam-model BUNDLE.pt")
     items = discover(source, split=split, exclude=(out,))
-    summary = Scorer(be, cfg, cam_model=cam, heatmap_dir=heatmaps_for_flagged).run(items, out)
+    summary = Scorer(be, cfg, cam_model=cam, heatmap_dir=heatmaps_for_flagged, gate=gate).run(items, out)
     typer.echo(f"{summary.total} inputs: {summary.scored} scored, {summary.errors} errors, "
+               f"{summary.not_assessed} not assessed (input gate: {summary.gate}), "
                f"{summary.skipped_already_done} already in {out.name}"
                + (f" ({summary.retried_errors} earlier errors retried)" if summary.retried_errors else "")
                + f"; {summary.flagged} flagged ({summary.flag_rule}), "

@@ -89,6 +89,21 @@ class TorchBackend(_Common):
         x = torch.from_numpy(self._check(batch, self.info))
         return self.model(x).float().numpy()
 
+    @property
+    def has_embedding(self) -> bool:
+        return self.kind == "torch"  # a frozen TorchScript graph has no classifier layer left to hook
+
+    def logits_and_embedding(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and the classifier layer's input from one forward pass (eager only; else no embedding)."""
+        if not self.has_embedding:
+            return self.predict_logits(batch), None
+        from radiolens.models.embedding import EmbeddingTap
+
+        if getattr(self, "_tap", None) is None:
+            self._tap = EmbeddingTap(self.model, self.info.num_outputs)
+        logits, emb = self._tap(torch.from_numpy(self._check(batch, self.info)))
+        return logits.float().numpy(), emb.numpy()
+
 
 class OnnxBackend(_Common):
     """ONNX Runtime on CPU; the BundleInfo comes from the file's own metadata."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch.utils.data
 
 from radiolens.errors import RadiolensError, UnreadableImageError
+from radiolens.io.image import ImageMeta
 from radiolens.io.reader import read_image
 from radiolens.models.backends import preprocess
 from radiolens.models.bundle import BundleInfo
@@ -31,6 +32,10 @@ class Decoded:
     error_code: str = ""
     error_message: str = ""
     sop_uid_hash: str = ""
+    # What the input gate's header rules read (kept in memory only, never written to the results).
+    meta: ImageMeta | None = None
+    height: int = 0
+    width: int = 0
 
 
 class ImageItems(torch.utils.data.Dataset):
@@ -46,7 +51,8 @@ class ImageItems(torch.utils.data.Dataset):
         try:
             image = read_image(item.path)
             tensor = preprocess(self.info, image)
-            return Decoded(index, tensor, sop_uid_hash=uid_hash(image.meta.sop_instance_uid))
+            return Decoded(index, tensor, sop_uid_hash=uid_hash(image.meta.sop_instance_uid), meta=image.meta,
+                           height=image.height, width=image.width)
         except RadiolensError as exc:
             return Decoded(index, None, exc.code, str(exc))
         except Exception as exc:  # a decoder bug on one file is still one error row, not a dead run

@@ -3,6 +3,10 @@
 The main process only runs the model and writes results; DataLoader workers decode and preprocess the next
 batches meanwhile, so decoding (pydicom, JPEG) overlaps with inference instead of adding to it.
 
+With an input gate (the service's: header rules, plus the learned out-of-distribution score when the bundle
+carries a monitoring profile) an image the gate refuses gets status ``out_of_distribution``: no probabilities,
+prediction "not assessed", flagged for review with the reasons. Such rows are final, not retried.
+
 Failures stay per file: an unreadable file, a forward pass that raises (the batch is retried image by image,
 so only the images that fail on their own become error rows) and a heatmap that cannot be computed are all
 error rows, and the run goes on. Error rows are retried by the next run.
@@ -22,6 +26,7 @@ import torch.utils.data
 from radiolens.errors import ModelError
 from radiolens.models.backends import Backend, probabilities
 from radiolens.models.bundle import BundleInfo
+from radiolens.monitor.gate import OUT_OF_DISTRIBUTION, InputGate
 from radiolens.predict.config import PredictConfig
 from radiolens.predict.dataset import Decoded, ImageItems, collate, stack_ok
 from radiolens.predict.heatmaps import write_heatmap
@@ -54,6 +59,8 @@ class ScoreSummary:
     seconds: float
     retried_errors: int = 0  # earlier error rows scored again in this run
     flag_rule: str = ""
+    not_assessed: int = 0  # refused by the input gate (status out_of_distribution); not in ``scored``
+    gate: str = "off"  # off | header rules | header rules + learned score
 
     @property
     def images_per_s(self) -> float:
@@ -66,7 +73,25 @@ class ScoreSummary:
 def result_columns(info: BundleInfo) -> list[str]:
     return (["path", "sop_uid_hash", "status", "error_code", "error_message"]
             + [f"p_{name}" for name in info.class_names]
-            + ["prediction", "flagged", "flag_reason", "heatmap", "model", "model_sha256"])
+            + ["prediction", "flagged", "flag_reason", "ood_score", "heatmap", "model", "model_sha256"])
+
+
+def batch_gate(backend: Backend, enabled: bool = True) -> tuple[InputGate | None, str]:
+    """The service's input gate for this backend's model, and how much of it applies: header rules always,
+    the learned score when the model has a monitoring profile (``radiolens monitor baseline``) and the
+    backend can produce the embedding it scores."""
+    if not enabled:
+        return None, "off"
+    from radiolens.monitor.config import GateConfig
+    from radiolens.monitor.profile import MonitoringProfile
+
+    raw = backend.info.monitoring
+    profile = MonitoringProfile.from_dict(raw) if raw else None
+    if profile is None:
+        return InputGate(GateConfig()), "header rules (no monitoring profile in the model)"
+    if not getattr(backend, "has_embedding", False):
+        return InputGate(profile.gate), "header rules (this backend gives no embedding for the learned score)"
+    return profile.input_gate(), "header rules + learned score"
 
 
 def load_triage_rule(info: BundleInfo):
@@ -103,8 +128,11 @@ def _review_index(info: BundleInfo, probs: np.ndarray) -> int:
 
 class Scorer:
     def __init__(self, backend: Backend, config: PredictConfig | None = None,
-                 cam_model: torch.nn.Module | None = None, heatmap_dir: str | Path | None = None):
+                 cam_model: torch.nn.Module | None = None, heatmap_dir: str | Path | None = None,
+                 gate: bool = True):
         self.backend = backend
+        self.gate, self.gate_mode = batch_gate(backend, gate)
+        self._want_embedding = self.gate is not None and self.gate.density is not None
         self.info: BundleInfo = backend.info
         self.config = config or PredictConfig()
         self.cam_model = cam_model
@@ -145,24 +173,35 @@ class Scorer:
             if near else "")
 
     # ------------------------------------------------------------------ inference
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, embeddings or None) of one batch."""
+        if self._want_embedding:
+            logits, emb = self.backend.logits_and_embedding(batch)  # type: ignore[attr-defined]
+        else:
+            logits, emb = self.backend.predict_logits(batch), None
+        return probabilities(self.info, logits), (None if emb is None else np.asarray(emb))
+
     def _infer(self, batch: np.ndarray, ok: list[Decoded]) -> tuple[list[Decoded], np.ndarray | None,
-                                                                     list[Decoded]]:
-        """(records with probabilities, their probabilities, records the model failed on)."""
+                                                                     np.ndarray | None, list[Decoded]]:
+        """(records with probabilities, their probabilities, their embeddings, records the model failed on)."""
         try:
-            return ok, probabilities(self.info, self.backend.predict_logits(batch)), []
+            return ok, *self._forward(batch), []
         except Exception as exc:
             log.warning("forward pass failed on a batch of %d (%s); retrying image by image", len(ok),
                         type(exc).__name__)
             if len(ok) == 1:
-                return [], None, [self._failed(ok[0], InferenceFailedError.code, exc)]
-        good, probs, failed = [], [], []
+                return [], None, None, [self._failed(ok[0], InferenceFailedError.code, exc)]
+        good, probs, embs, failed = [], [], [], []
         for rec, x in zip(ok, batch, strict=True):
             try:
-                probs.append(probabilities(self.info, self.backend.predict_logits(x[None]))[0])
+                p, e = self._forward(x[None])
+                probs.append(p[0])
+                embs.append(None if e is None else e[0])
                 good.append(rec)
             except Exception as exc:
                 failed.append(self._failed(rec, InferenceFailedError.code, exc))
-        return good, (np.stack(probs) if probs else None), failed
+        emb = np.stack(embs) if embs and all(e is not None for e in embs) else None
+        return good, (np.stack(probs) if probs else None), emb, failed
 
     @staticmethod
     def _failed(rec: Decoded, code: str, exc: Exception) -> Decoded:
@@ -170,18 +209,32 @@ class Scorer:
         return Decoded(rec.index, None, code, f"{code.replace('_', ' ')} ({type(exc).__name__})",
                        rec.sop_uid_hash)
 
-    def _rows(self, items: list[ScoreItem], ok: list[Decoded], probs: np.ndarray | None,
-              failed: list[Decoded]) -> tuple[list[dict], int, int, int]:
+    def _rows(self, items: list[ScoreItem], ok: list[Decoded], probs: np.ndarray | None, embs: np.ndarray | None,
+              failed: list[Decoded]) -> tuple[list[dict], int, int, int, int]:
         rows: list[tuple[int, dict]] = []
-        flagged = heatmaps = heat_errors = 0
+        flagged = heatmaps = heat_errors = refused = 0
         base = {"model": self.model_label, "model_sha256": self.backend.sha256}
-        for rec, p in zip(ok, probs if probs is not None else [], strict=True):
+        nan = {f"p_{n}": float("nan") for n in self.info.class_names}
+        for j, (rec, p) in enumerate(zip(ok, probs if probs is not None else [], strict=True)):
             key = items[rec.index].key
+            score = ""
+            if self.gate is not None and rec.meta is not None:
+                verdict = self.gate.check(rec.meta, rec.height, rec.width, None if embs is None else embs[j:j + 1])
+                score = "" if verdict.ood_score is None else round(float(verdict.ood_score), 4)
+                if not verdict.passed:  # as the service: no probabilities for an image the model is not for
+                    refused += 1
+                    flagged += 1
+                    rows.append((rec.index, {
+                        "path": key, "sop_uid_hash": rec.sop_uid_hash, "status": OUT_OF_DISTRIBUTION,
+                        "error_code": "", "error_message": "", **nan, "prediction": "not assessed",
+                        "flagged": True, "flag_reason": "not assessed: " + verdict.reason(), "ood_score": score,
+                        "heatmap": "", **base}))
+                    continue
             label, targets, reason = self.flag(p)
             is_flagged = bool(targets)
             row = {"path": key, "sop_uid_hash": rec.sop_uid_hash, "status": "ok", "error_code": "",
                    "error_message": "", "prediction": label, "flagged": is_flagged, "flag_reason": reason,
-                   "heatmap": "", **base}
+                   "ood_score": score, "heatmap": "", **base}
             row.update({f"p_{n}": float(v) for n, v in zip(self.info.class_names, p, strict=True)})
             if is_flagged:
                 flagged += 1
@@ -199,12 +252,11 @@ class Scorer:
             rows.append((rec.index, row))
         for rec in failed:
             row = {"path": items[rec.index].key, "sop_uid_hash": rec.sop_uid_hash, "status": "error",
-                   "error_code": rec.error_code, "error_message": rec.error_message, "prediction": "",
-                   "flagged": False, "flag_reason": "", "heatmap": "", **base}
-            row.update({f"p_{n}": float("nan") for n in self.info.class_names})
+                   "error_code": rec.error_code, "error_message": rec.error_message, **nan, "prediction": "",
+                   "flagged": False, "flag_reason": "", "ood_score": "", "heatmap": "", **base}
             rows.append((rec.index, row))
         rows.sort(key=lambda pair: pair[0])  # input order, errors in place
-        return [row for _, row in rows], flagged, heatmaps, heat_errors
+        return [row for _, row in rows], flagged, heatmaps, heat_errors, refused
 
     def run(self, items: list[ScoreItem], out: str | Path) -> ScoreSummary:
         from tqdm import tqdm
@@ -230,18 +282,19 @@ class Scorer:
             ImageItems(todo, self.info), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate,
             num_workers=cfg.workers if len(todo) > cfg.batch_size else min(cfg.workers, 1),
             prefetch_factor=cfg.prefetch_batches if cfg.workers else None)
-        scored = errors = flagged = heatmaps = 0
+        scored = errors = flagged = heatmaps = not_assessed = 0
         with tqdm(total=len(todo), unit="img", desc="scoring", disable=not cfg.progress, smoothing=0.1) as bar:
             for records in loader if todo else []:
                 batch, ok = stack_ok(records)
                 failed = [r for r in records if r.tensor is None]
-                probs = None
+                probs = embs = None
                 if batch is not None:
-                    ok, probs, model_failed = self._infer(batch, ok)
+                    ok, probs, embs, model_failed = self._infer(batch, ok)
                     failed += model_failed
-                rows, f, h, heat_errors = self._rows(todo, ok, probs, failed)
+                rows, f, h, heat_errors, refused = self._rows(todo, ok, probs, embs, failed)
                 store.append(rows)  # flushed + fsync'ed: a crash after this line loses nothing of this batch
-                scored += len(ok) - heat_errors
+                scored += len(ok) - heat_errors - refused
+                not_assessed += refused
                 errors += len(failed) + heat_errors
                 flagged, heatmaps = flagged + f, heatmaps + h
                 bar.update(len(records))
@@ -249,4 +302,5 @@ class Scorer:
         store.finalize()
         return ScoreSummary(total=len(items), skipped_already_done=sum(it.key in done for it in items), scored=scored,
                             errors=errors, flagged=flagged, heatmaps=heatmaps, seconds=time.perf_counter() - t0,
-                            retried_errors=retried, flag_rule=self.flag_rule)
+                            retried_errors=retried, flag_rule=self.flag_rule, not_assessed=not_assessed,
+                            gate=self.gate_mode)
