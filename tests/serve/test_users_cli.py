@@ -70,7 +70,7 @@ def test_serve_refuses_bad_setup_with_one_line(tmp_path, monkeypatch, bundle_pat
     assert r.exit_code == 2 and "RADIOLENS_DEID_SECRET" in r.output and "Traceback" not in r.output
     monkeypatch.setenv("RADIOLENS_DEID_SECRET", "s" * 15)
     r = runner.invoke(cli_app, ["serve", "--model", str(bundle_path), "--state-dir", str(tmp_path)])
-    assert r.exit_code == 2 and "shorter than 16 characters" in r.output and "Traceback" not in r.output
+    assert r.exit_code == 2 and "shorter than 16 bytes" in r.output and "Traceback" not in r.output
     assert "s" * 15 not in r.output
     monkeypatch.setenv("RADIOLENS_DEID_SECRET", "s" * 16)
     r = runner.invoke(cli_app, ["serve", "--model", str(tmp_path / "missing.pt"), "--state-dir", str(tmp_path),
