@@ -6,6 +6,7 @@ of their bit depth (8-bit /255, 16-bit /65535) rather than a percentile window.
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from pathlib import Path
@@ -41,13 +42,8 @@ def _grey(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _sniff(path: Path) -> str:
-    """Format of a file from its magic bytes ("raster" when none matches)."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError:
-        return "raster"
+def _sniff_bytes(head: bytes) -> str:
+    """Format from the first bytes ("raster" when none matches)."""
     if head.startswith(b"\x89PNG"):
         return "png"
     if head.startswith(b"\xff\xd8"):
@@ -55,6 +51,15 @@ def _sniff(path: Path) -> str:
     if head[:4] in (b"II*\x00", b"MM\x00*"):
         return "tiff"
     return "raster"
+
+
+def _sniff(path: Path) -> str:
+    """Format of a file from its magic bytes ("raster" when none matches)."""
+    try:
+        with open(path, "rb") as fh:
+            return _sniff_bytes(fh.read(8))
+    except OSError:
+        return "raster"
 
 
 def _peak(dtype: np.dtype) -> float:
@@ -65,17 +70,29 @@ def _peak(dtype: np.dtype) -> float:
 
 def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage:
     path = Path(path)
-    name = path.name
     # content first: real data sets hold PNG files named .jpg (covid_figure1 has five); the suffix only
     # decides when the magic bytes are not recognised
     fmt = _sniff(path)
     if fmt == "raster":
         fmt = RASTER_SUFFIXES.get(path.suffix.lower(), "raster")
+    return _decode(path, path.name, fmt, window)
+
+
+def read_raster_bytes(data: bytes, *, name: str = "upload", window: Window | None = None) -> RadioImage:
+    """The same image from bytes in memory (an HTTP upload), so the raw file, metadata and all, never has to
+    be written to disk. ``name`` is what error messages call it: pass a neutral one, never a file name."""
+    fmt = _sniff_bytes(bytes(data[:8]))
+    if fmt == "raster":
+        raise UnreadableImageError(f"{name}: not a PNG, JPEG or TIFF image")
+    return _decode(io.BytesIO(data), name, fmt, window)
+
+
+def _decode(source: Path | io.BytesIO, name: str, fmt: str, window: Window | None) -> RadioImage:
     chroma = None
     if fmt == "tiff":
-        arr = _read_tiff(path, name)
+        arr = _read_tiff(source, name)
     else:
-        arr, chroma = _read_pil(path, name)
+        arr, chroma = _read_pil(source, name)
     peak = _peak(arr.dtype)
     values = _grey(arr.astype(np.float32)) if arr.ndim == 3 else arr.astype(np.float32)
     if window is not None:
@@ -104,7 +121,7 @@ def _chroma(rgb: Image.Image) -> float:
     return float((small.max(axis=-1) - small.min(axis=-1)).mean() / 255.0)
 
 
-def _read_pil(path: Path, name: str) -> tuple[np.ndarray, float | None]:
+def _read_pil(path: Path | io.BytesIO, name: str) -> tuple[np.ndarray, float | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -139,7 +156,7 @@ def _read_pil(path: Path, name: str) -> tuple[np.ndarray, float | None]:
         raise UnreadableImageError(f"{name}: not a readable image ({type(exc).__name__})") from exc
 
 
-def _read_tiff(path: Path, name: str) -> np.ndarray:
+def _read_tiff(path: Path | io.BytesIO, name: str) -> np.ndarray:
     import tifffile
 
     try:

@@ -11,10 +11,8 @@ import hashlib
 import hmac
 import io
 import logging
-import tempfile
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 from radiolens.errors import ConfigError, NotDicomError, TruncatedFileError, UnreadableImageError
 from radiolens.io.image import RadioImage
@@ -44,7 +42,7 @@ def sniff(data: bytes) -> str:
 
 
 class Ingestor:
-    def __init__(self, secret: str, tmp_dir: Path):
+    def __init__(self, secret: str):
         try:
             from radiolens.io.deid import Deidentifier  # the io layer's de-identifier
         except ImportError as exc:  # refuse to serve rather than store anything not de-identified
@@ -62,8 +60,6 @@ class Ingestor:
         self.secret_fingerprint = secret_fingerprint(secret)
         logging.getLogger("radiolens.serve").info("de-identification secret fingerprint %s", self.secret_fingerprint)
         self._deid = Deidentifier(secret, shift_dates=False, allow_burned_in=False)
-        self._tmp_dir = tmp_dir
-        tmp_dir.mkdir(parents=True, exist_ok=True)
 
     def keyed_ref(self, data_sha256: str) -> str:
         return "raster:" + hmac.new(self._secret, data_sha256.encode("ascii"), hashlib.sha256).hexdigest()[:40]
@@ -122,15 +118,11 @@ class Ingestor:
                         deid_report=dict(report or {}))
 
     def _raster(self, data: bytes, digest: str, kind: str) -> Ingested:
-        from radiolens.io.raster import read_raster
+        from radiolens.io.raster import read_raster_bytes
 
-        # The raster reader takes a path; a private temp dir holding "upload.<ext>" keeps messages PHI-free
-        # and the file lives only for the duration of the read.
-        with tempfile.TemporaryDirectory(dir=self._tmp_dir) as tmp:
-            path = Path(tmp) / f"upload.{'png' if kind == 'png' else 'jpg'}"
-            path.write_bytes(data)
-            with warnings.catch_warnings():  # as for DICOM: a warning could quote file content
-                warnings.simplefilter("ignore")
-                image = read_raster(path)
+        # Decoded from memory: the raw upload (its EXIF / text chunks may hold PHI) is never written to disk.
+        with warnings.catch_warnings():  # as for DICOM: a warning could quote file content
+            warnings.simplefilter("ignore")
+            image = read_raster_bytes(data, name="upload")
         return Ingested(image=image, input_sha256=digest, study_ref=self.keyed_ref(digest), source_format=kind,
                         deid_report={"raster": "pixels only; file metadata discarded"})

@@ -53,7 +53,7 @@ class Service:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.artefact_dir = settings.state_dir / "artefacts"
         self.artefact_dir.mkdir(parents=True, exist_ok=True)
-        self.ingestor = Ingestor(settings.resolved_secret(), settings.state_dir / "tmp")
+        self.ingestor = Ingestor(settings.resolved_secret())
         self.db_url = settings.resolved_db_url()
         self.engine = make_engine(self.db_url)
         if settings.auto_migrate:
