@@ -35,6 +35,9 @@ PHI = {
     "AccessionNumber": "ACC5544332211",
 }
 PRIVATE_VALUE = "PRIVATE-TAG-SECRET-7781"
+#: Audit rows a fresh database holds once the service (or `radiolens serve`) has started: the ``deid_key_set``
+#: row registering the de-identification secret's fingerprint (``service.check_deid_secret``).
+START_ROWS = 1
 
 
 @pytest.fixture(scope="session")

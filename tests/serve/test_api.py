@@ -8,7 +8,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from tests.serve.conftest import SECRET, dataset_without_pixels, decode_png
+from tests.serve.conftest import SECRET, START_ROWS, dataset_without_pixels, decode_png
 
 from radiolens.errors import InputError
 from radiolens.serve.hooks import PredictionHooks
@@ -248,7 +248,7 @@ def test_concurrent_requests_over_http(live, kermany_samples, siim_dicom):
     dicom_probs = {r.json()["probabilities"][0]["probability"] for r in results[-4:]}
     assert len(dicom_probs) == 1
     report = audit.verify(srv.server.config.app.state.service.engine)
-    assert report.ok and report.rows == len(uploads)
+    assert report.ok and report.rows == START_ROWS + len(uploads)
 
 
 def test_png_upload_real_nih(client, data_dir):
@@ -274,7 +274,7 @@ def test_burned_in_annotation_refused(client, siim_dicom):
     assert r.status_code == 422 and r.json()["error"]["code"] == "burned_in_annotation"
     from radiolens.serve import audit
 
-    assert audit.verify(client.app_.state.service.engine).rows == 0  # refused uploads leave no row
+    assert audit.verify(client.app_.state.service.engine).rows == START_ROWS  # refused uploads leave no row
 
 
 def test_mc_dropout_spread(app_factory, kermany_samples):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import text
+from tests.serve.conftest import START_ROWS
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
@@ -92,7 +93,7 @@ REFUSED_WITHOUT_DDL = [
 TAMPERING_WITH_DDL = [
     ("DELETE FROM audit_log; DELETE FROM audit_head", "audit_head is missing"),
     ("DELETE FROM audit_head", "audit_head is missing"),
-    ("DELETE FROM audit_log WHERE seq = 5", "newest rows deleted"),
+    (f"DELETE FROM audit_log WHERE seq = {START_ROWS + 5}", "newest rows deleted"),  # after append_n(svc, 5)
     (FLIP_HEAD_HASH, "recorded head hash does not match"),
     ("DELETE FROM audit_log WHERE seq = 2", "seq 3: expected seq 2"),
 ]
@@ -101,7 +102,9 @@ TAMPERING_WITH_DDL = [
 def test_rows_content_and_chain(client, kermany_samples):
     ids = _populate(client, kermany_samples)
     engine = client.app_.state.service.engine
-    rows = list(audit.rows_between(engine))
+    every = list(audit.rows_between(engine))
+    assert [r["event"] for r in every[:START_ROWS]] == ["deid_key_set"]  # the service's first start
+    rows = every[START_ROWS:]
     assert [r["event"] for r in rows] == ["prediction"] * 3 + ["feedback"]
     assert [r["prediction_id"] for r in rows[:3]] == ids and rows[3]["prediction_id"] == ids[0]
     clinician_id = client.get("/v1/me", headers=client.keys.h("clinician")).json()["user_id"]
@@ -111,12 +114,12 @@ def test_rows_content_and_chain(client, kermany_samples):
         assert r["latency_ms"] > 0
     assert set(rows[0]["outputs"]) >= {"probabilities", "decision", "review_flag", "review_reason"}
     assert rows[3]["outputs"] == {"agree": True, "corrected_label": None}
-    for prev, cur in zip(rows, rows[1:], strict=False):
+    for prev, cur in zip(every, every[1:], strict=False):
         assert cur["prev_hash"] == prev["row_hash"]
     report = audit.verify(engine)
-    assert report.ok and report.rows == 4 and report.head_hash == rows[-1]["row_hash"]
+    assert report.ok and report.rows == START_ROWS + 4 and report.head_hash == rows[-1]["row_hash"]
     via_api = client.get("/v1/audit/verify", headers=client.keys.h("auditor")).json()
-    assert via_api["ok"] and via_api["rows"] == 4
+    assert via_api["ok"] and via_api["rows"] == START_ROWS + 4
 
 
 def test_database_refuses_update_and_delete(client, kermany_samples):
@@ -133,7 +136,7 @@ def test_database_refuses_update_and_delete(client, kermany_samples):
      "seq 2: content does not match"),
     ("UPDATE audit_log SET user_id = user_id + 1 WHERE seq = 1", "seq 1: content does not match"),
     ("DELETE FROM audit_log WHERE seq = 2", "seq 3: expected seq 2"),
-    ("DELETE FROM audit_log WHERE seq = 4", "newest rows deleted"),
+    (f"DELETE FROM audit_log WHERE seq = {START_ROWS + 4}", "newest rows deleted"),
 ])
 def test_tampering_is_detected(client, kermany_samples, sql, expect):
     _populate(client, kermany_samples)
@@ -157,7 +160,7 @@ def test_concurrent_appends_do_not_fork(client):
     with cf.ThreadPoolExecutor(8) as pool:
         list(pool.map(add, range(40)))
     report = audit.verify(svc.engine)
-    assert report.ok and report.rows == 40
+    assert report.ok and report.rows == START_ROWS + 40
 
 
 def test_cli_verify_and_export(client, kermany_samples, tmp_path):
@@ -165,7 +168,7 @@ def test_cli_verify_and_export(client, kermany_samples, tmp_path):
     state = str(client.app_.state.service.settings.state_dir)
     runner = CliRunner()
     ok = runner.invoke(cli_app, ["audit", "verify", "--state-dir", state])
-    assert ok.exit_code == 0 and "audit chain OK: 4 rows" in ok.output
+    assert ok.exit_code == 0 and f"audit chain OK: {START_ROWS + 4} rows" in ok.output
 
     now = datetime.now(UTC)
     out = tmp_path / "audit.jsonl"
@@ -174,12 +177,13 @@ def test_cli_verify_and_export(client, kermany_samples, tmp_path):
                                 (now + timedelta(hours=1)).isoformat(), "--out", str(out)])
     assert r.exit_code == 0, r.output
     lines = [json.loads(x) for x in out.read_text().splitlines()]
-    assert [x["seq"] for x in lines] == [1, 2, 3, 4]
+    assert [x["seq"] for x in lines] == list(range(1, START_ROWS + 5))
     later = (now + timedelta(hours=1)).isoformat()
     r = runner.invoke(cli_app, ["audit", "export", "--state-dir", state, "--since", later])
     assert r.exit_code == 0 and r.output.strip() == ""
     r = runner.invoke(cli_app, ["audit", "export", "--state-dir", state, "--format", "csv"])
-    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 5 and r.output.startswith("seq,created_at")
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == START_ROWS + 5
+    assert r.output.startswith("seq,created_at")
     r = runner.invoke(cli_app, ["audit", "export", "--state-dir", state, "--since", "yesterday"])
     assert r.exit_code == 2 and "ISO 8601" in r.output
 
@@ -215,14 +219,22 @@ def test_two_sqlite_engines_do_not_fork_the_chain(client):
     report = audit.verify(engines[0])
     for e in engines:
         e.dispose()
-    assert report.ok and report.rows == 40
+    assert report.ok and report.rows == START_ROWS + 40
 
 
 # ---------------------------------------------------------------------- integrity guards (migration 0003)
-def test_fresh_database_has_a_genesis_head(client):
-    engine = client.app_.state.service.engine
-    assert head_row(engine) == (0, audit.GENESIS)
-    report = audit.verify(engine)
+def test_fresh_database_has_a_genesis_head(tmp_path):
+    from radiolens.serve.db import make_engine, upgrade
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    upgrade(url)  # migrated only: the service has not started (it would register the secret's fingerprint)
+    engine = make_engine(url)
+    try:
+        head = head_row(engine)
+        report = audit.verify(engine)
+    finally:
+        engine.dispose()
+    assert head == (0, audit.GENESIS)
     assert report.ok and report.rows == 0 and (report.head_seq, report.head_hash) == (0, audit.GENESIS)
 
 
@@ -230,7 +242,7 @@ def test_several_rows_in_one_transaction(client):
     svc = client.app_.state.service
     append_n(svc, 5, one_transaction=True)
     report = audit.verify(svc.engine)
-    assert report.ok and report.rows == 5 and head_row(svc.engine) == (5, report.head_hash)
+    assert report.ok and report.rows == START_ROWS + 5 and head_row(svc.engine) == (START_ROWS + 5, report.head_hash)
 
 
 @pytest.mark.parametrize("sql, message", REFUSED_WITHOUT_DDL)
@@ -241,7 +253,7 @@ def test_guards_refuse_without_ddl(client, sql, message):
     with pytest.raises(Exception, match=message), svc.engine.begin() as conn:
         conn.execute(text(sql))
     after = audit.verify(svc.engine)
-    assert after.ok and (after.rows, after.head_hash) == (3, before.head_hash)
+    assert after.ok and (after.rows, after.head_hash) == (START_ROWS + 3, before.head_hash)
 
 
 @pytest.mark.parametrize("sql, expect", TAMPERING_WITH_DDL)
@@ -267,14 +279,15 @@ def test_consistent_rewind_needs_the_external_head(client):
     database can tell; the head recorded outside it earlier can."""
     svc = client.app_.state.service
     append_n(svc, 4)
+    n = START_ROWS + 4
     recorded = head_row(svc.engine)
     with svc.engine.connect() as conn:
-        prev = conn.execute(text("SELECT row_hash FROM audit_log WHERE seq = 3")).scalar_one()
-    _tamper(svc.engine, f"DELETE FROM audit_log WHERE seq = 4; UPDATE audit_head SET seq = 3, row_hash = '{prev}'",
-            restore=True)
+        prev = conn.execute(text(f"SELECT row_hash FROM audit_log WHERE seq = {n - 1}")).scalar_one()
+    _tamper(svc.engine, f"DELETE FROM audit_log WHERE seq = {n}; "
+            f"UPDATE audit_head SET seq = {n - 1}, row_hash = '{prev}'", restore=True)
     assert audit.verify(svc.engine).ok  # the documented limit of an internal check
     report = audit.verify(svc.engine, expect_head=recorded)
-    assert not report.ok and "before the externally recorded head seq 4" in report.problems[0]
+    assert not report.ok and f"before the externally recorded head seq {n}" in report.problems[0]
     # Rewind to empty (all rows, head back to genesis): same story.
     _tamper(svc.engine, f"DELETE FROM audit_log; UPDATE audit_head SET seq = 0, row_hash = '{audit.GENESIS}'",
             restore=True)
@@ -304,7 +317,7 @@ def test_cli_head_and_expect_head(client, tmp_path):
     r = runner.invoke(cli_app, ["audit", "head", "--state-dir", state])
     assert r.exit_code == 0, r.output
     recorded = r.stdout.strip()
-    assert recorded == "3:" + audit.verify(svc.engine).head_hash
+    assert recorded == f"{START_ROWS + 3}:" + audit.verify(svc.engine).head_hash
     assert runner.invoke(cli_app, ["audit", "verify", "--state-dir", state, "--expect-head", recorded]).exit_code == 0
     r = runner.invoke(cli_app, ["audit", "verify", "--state-dir", state, "--expect-head", "3:nothex"])
     assert r.exit_code == 2 and "SEQ:HASH" in r.output and "Traceback" not in r.output
@@ -423,7 +436,7 @@ def test_key_management_via_api_is_audited(client):
     assert client.delete(f"/v1/keys/{new['key_id']}", headers=keys.h("admin")).status_code == 200
     assert client.delete(f"/v1/keys/{new['key_id']}", headers=keys.h("admin")).status_code == 200  # already revoked
     engine = client.app_.state.service.engine
-    rows = list(audit.rows_between(engine))
+    rows = list(audit.rows_between(engine))[START_ROWS:]
     assert [r["event"] for r in rows] == ["key_created", "key_revoked"]  # a no-op revoke is not a new event
     for row in rows:
         assert (row["user_id"], row["role"]) == (admin_id, "admin")
@@ -434,4 +447,4 @@ def test_key_management_via_api_is_audited(client):
     assert audit.verify(engine).ok
     # A refused request (bad role) writes nothing.
     assert client.post("/v1/keys", headers=keys.h("admin"), json={"role": "root"}).status_code == 422
-    assert audit.verify(engine).rows == 2
+    assert audit.verify(engine).rows == START_ROWS + 2

@@ -7,6 +7,7 @@ import concurrent.futures as cf
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
+from tests.serve.conftest import START_ROWS
 from tests.serve.test_audit import (
     REFUSED_WITHOUT_DDL,
     TAMPERING_WITH_DDL,
@@ -66,7 +67,8 @@ def test_predictions_audit_and_tampering_on_postgres(app_factory, pg_url, kerman
                       json={"agree": True}).status_code == 201
         assert c.get(f"/v1/predictions/{ids[0]}", headers=keys.h("auditor")).json()["feedback"][0]["agree"]
         assert c.get("/v1/audit/verify", headers=keys.h("auditor")).json() | {"problems": []} == \
-            {"ok": True, "rows": 4, "head_seq": 4, "head_hash": audit.verify(engine).head_hash, "problems": []}
+            {"ok": True, "rows": START_ROWS + 4, "head_seq": START_ROWS + 4,
+             "head_hash": audit.verify(engine).head_hash, "problems": []}
 
     # The database itself refuses changes to history...
     for sql in ("UPDATE audit_log SET role = 'admin'", "DELETE FROM audit_log WHERE seq = 1"):
@@ -114,7 +116,7 @@ def test_two_writers_do_not_fork_the_chain(pg_url, app_factory):
     report = audit.verify(engines[0])
     for e in engines:
         e.dispose()
-    assert report.ok and report.rows == 60
+    assert report.ok and report.rows == START_ROWS + 60
 
 
 # ---------------------------------------------------------------------- integrity guards (migration 0003)
@@ -130,18 +132,18 @@ def test_truncate_refused_on_postgres(pg_service):
         with pytest.raises(Exception, match="append-only \\(TRUNCATE refused\\)"), pg_service.engine.begin() as conn:
             conn.exec_driver_sql(f"TRUNCATE {table}")
     report = audit.verify(pg_service.engine)
-    assert report.ok and report.rows == 3
+    assert report.ok and report.rows == START_ROWS + 3
 
 
 def test_guards_refuse_without_ddl_on_postgres(pg_service):
     append_n(pg_service, 3, one_transaction=True)  # several rows in one transaction pass the guards
     before = audit.verify(pg_service.engine)
-    assert before.ok and head_row(pg_service.engine) == (3, before.head_hash)
+    assert before.ok and head_row(pg_service.engine) == (START_ROWS + 3, before.head_hash)
     for sql, message in REFUSED_WITHOUT_DDL:
         with pytest.raises(Exception, match=message), pg_service.engine.begin() as conn:
             conn.execute(text(sql))
     after = audit.verify(pg_service.engine)
-    assert after.ok and (after.rows, after.head_hash) == (3, before.head_hash)
+    assert after.ok and (after.rows, after.head_hash) == (START_ROWS + 3, before.head_hash)
 
 
 @pytest.mark.parametrize("sql, expect", TAMPERING_WITH_DDL)
@@ -155,6 +157,7 @@ def test_tampering_with_ddl_detected_on_postgres(pg_service, sql, expect):
 def test_disabled_guards_and_rewind_on_postgres(pg_service):
     engine = pg_service.engine
     append_n(pg_service, 4)
+    n = START_ROWS + 4
     recorded = head_row(engine)
     _tamper(engine, "SELECT 1")  # triggers disabled (ALTER TABLE ... DISABLE TRIGGER USER), data untouched
     missing = {p.split()[2] for p in audit.verify(engine).problems if p.startswith("guard trigger")}
@@ -165,18 +168,18 @@ def test_disabled_guards_and_rewind_on_postgres(pg_service):
     assert audit.verify(engine).ok
     # Consistent rewind of the newest row, triggers re-enabled: only the externally recorded head tells.
     with engine.connect() as conn:
-        prev = conn.execute(text("SELECT row_hash FROM audit_log WHERE seq = 3")).scalar_one()
-    _tamper(engine, f"DELETE FROM audit_log WHERE seq = 4; UPDATE audit_head SET seq = 3, row_hash = '{prev}'",
+        prev = conn.execute(text(f"SELECT row_hash FROM audit_log WHERE seq = {n - 1}")).scalar_one()
+    _tamper(engine, f"DELETE FROM audit_log WHERE seq = {n}; UPDATE audit_head SET seq = {n - 1}, row_hash = '{prev}'",
             restore=True)
     assert audit.verify(engine).ok
     report = audit.verify(engine, expect_head=recorded)
-    assert not report.ok and "before the externally recorded head seq 4" in report.problems[0]
+    assert not report.ok and f"before the externally recorded head seq {n}" in report.problems[0]
     runner = CliRunner()
     db = ["--db-url", engine.url.render_as_string(hide_password=False)]
     r = runner.invoke(cli_app, ["audit", "verify", *db, "--expect-head", f"{recorded[0]}:{recorded[1]}"])
     assert r.exit_code == 1 and "externally recorded head" in r.output
     r = runner.invoke(cli_app, ["audit", "head", *db])
-    assert r.exit_code == 0 and r.stdout.strip() == f"3:{prev}"
+    assert r.exit_code == 0 and r.stdout.strip() == f"{n - 1}:{prev}"
 
 
 def test_export_window_on_postgres(app_factory, pg_url, kermany_samples):

@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from tests.serve.conftest import PHI
+from tests.serve.conftest import PHI, START_ROWS
 
 from radiolens.serve import audit
 from radiolens.serve.hooks import PredictionHooks
@@ -69,10 +69,10 @@ def test_pool_stays_bounded_after_timeouts(live, kermany_samples):
     # The two jobs whose clients got a 504 still finished and were audited; nothing else ran.
     engine = app.state.service.engine
     report = audit.verify(engine)
-    assert report.ok and report.rows == 2, report
+    assert report.ok and report.rows == START_ROWS + 2, report
     assert _post(srv, keys, data).status_code == 201  # the pool is free again
     assert gate.peak == 2 and app.state.inference_pool.peak_running == 2
-    assert audit.verify(engine).rows == 3
+    assert audit.verify(engine).rows == START_ROWS + 3
 
 
 def test_shutdown_waits_for_a_timed_out_job(live, kermany_samples):
@@ -99,7 +99,7 @@ def test_shutdown_waits_for_a_timed_out_job(live, kermany_samples):
         report = audit.verify(engine)
     finally:
         engine.dispose()
-    assert report.ok and report.rows == 1
+    assert report.ok and report.rows == START_ROWS + 1
 
 
 class _Collect(logging.Handler):

@@ -77,4 +77,5 @@ def test_sigterm_loses_no_audit_row(bundle_path, tmp_path, kermany_samples, siim
     audited = {r["prediction_id"] for r in rows if r["event"] == "prediction"}
     assert answered <= audited  # every answered prediction was audited before its response
     assert [r["event"] for r in rows].count("prediction") == len(audited)  # one row per prediction
-    assert [r["event"] for r in rows if r["event"] != "prediction"] == ["key_created"]  # the CLI-made key
+    # the CLI-made key, then `radiolens serve` registering the secret's fingerprint
+    assert [r["event"] for r in rows if r["event"] != "prediction"] == ["key_created", "deid_key_set"]

@@ -83,20 +83,24 @@ def register(app: typer.Typer) -> None:
                                     "and MC-dropout stay on PyTorch)"),
         onnx: Path = typer.Option(None, "--onnx", help="an export of --model (`radiolens export`, fp32 or INT8)"),
         onnx_threads: int = typer.Option(None, "--onnx-threads", help="ONNX Runtime threads per process"),
+        accept_new_deid_secret: bool = typer.Option(
+            False, "--accept-new-deid-secret", help="start with a de-identification secret other than the one "
+            "this database was used with, on purpose (audited; study refs from now on do not match earlier ones)"),
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
         import uvicorn
 
+        from radiolens.serve import audit
         from radiolens.serve.config import ServeSettings, secret_fingerprint
-        from radiolens.serve.db import upgrade
+        from radiolens.serve.db import make_engine, session_factory, upgrade
 
         settings = ServeSettings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
                                  state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                                  request_timeout_s=timeout_s, inference_workers=inference_workers,
                                  heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
                                  monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
-                                 onnx_threads=onnx_threads)
+                                 onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret)
         if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
             from radiolens.models.bundle import ModelBundle
             from radiolens.serve.service import onnx_backend
@@ -104,9 +108,20 @@ def register(app: typer.Typer) -> None:
             onnx_backend(settings, ModelBundle.load(model))
         secret = settings.resolved_secret()  # fail early, before uvicorn starts, when it is missing or short
         upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
+        # Also once, here: a secret other than the database's is refused before uvicorn starts (one line, exit 2),
+        # and an accepted rotation is done and audited by this process only; workers then find it unchanged.
+        from radiolens.serve.service import check_deid_secret
+
+        engine = make_engine(settings.resolved_db_url())
+        try:
+            outcome = check_deid_secret(session_factory(engine), secret_fingerprint(secret),
+                                        settings.accept_new_deid_secret, actor=(audit.CLI_USER_ID, audit.CLI_ROLE))
+        finally:
+            engine.dispose()
+        settings = settings.model_copy(update={"accept_new_deid_secret": False})
         os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
-        typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} (record it; a change "
-                   "means study refs no longer match earlier ones)", err=True)
+        typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} ({outcome} for this database; "
+                   "record it: a change means study refs no longer match earlier ones)", err=True)
         uvicorn.run("radiolens.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                     log_level=log_level, timeout_graceful_shutdown=120)
 

@@ -28,6 +28,9 @@ class ServeSettings(BaseModel):
     db_url: str = ""  # empty: SQLite file ``radiolens.db`` inside state_dir
     state_dir: Path = Path("radiolens-state")  # heatmaps and de-identified image copies, named by opaque ids
     deid_secret: str = Field(default="", repr=False)  # HMAC key for UID remapping / raster study refs
+    #: Start once with a secret other than the one the database was used with, on purpose: the stored
+    #: fingerprint is replaced and a ``deid_key_rotated`` audit row written (otherwise such a start is refused).
+    accept_new_deid_secret: bool = False
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
     inference_workers: int = Field(default=2, ge=1, le=64)

@@ -16,20 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
-from radiolens.errors import InputError
+from radiolens.errors import ConfigError, InputError
 from radiolens.models.bundle import ModelBundle
 from radiolens.serve import audit
-from radiolens.serve.config import ServeSettings
+from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, ServeSettings
 from radiolens.serve.db import make_engine, session_factory, upgrade
 from radiolens.serve.hooks import PredictionContext, PredictionHooks
 from radiolens.serve.inference import Inference, Predictor, display_png, heatmap_png
 from radiolens.serve.ingest import Ingestor
 from radiolens.serve.metrics import ServiceMetrics
-from radiolens.serve.monitoring import ServiceMonitor
-from radiolens.serve.tables import Feedback, Prediction
+from radiolens.serve.monitoring import SYSTEM_ROLE, SYSTEM_USER, ServiceMonitor
+from radiolens.serve.tables import Feedback, Prediction, ServiceState
 
 log = logging.getLogger("radiolens.serve")
 
@@ -59,6 +60,11 @@ class Service:
         if settings.auto_migrate:
             upgrade(self.db_url, self.engine)
         self.sessions = session_factory(self.engine)
+        try:
+            check_deid_secret(self.sessions, self.ingestor.secret_fingerprint, settings.accept_new_deid_secret)
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.metrics = ServiceMetrics()
         self.monitor = ServiceMonitor(self, settings.monitor)  # the input gate runs before any other hook
         self.hooks = self.monitor.hooks().extended(hooks or PredictionHooks())
@@ -238,6 +244,88 @@ class Service:
             out = _feedback_dict(fb)
         self.metrics.feedback.labels(str(agree).lower()).inc()
         return out
+
+
+#: ``service_state`` key holding the fingerprint of the de-identification secret this database is used with.
+DEID_FINGERPRINT_KEY = "deid_secret_fingerprint"
+#: Audit events of the check below (``audit_log.event`` is VARCHAR(16), which PostgreSQL enforces).
+DEID_REGISTERED, DEID_ROTATED = "deid_key_set", "deid_key_rotated"
+
+
+class _Raced(Exception):
+    """Another process registered or rotated the fingerprint between our read and our write."""
+
+
+def _stored_fingerprint(sessions: sessionmaker[Session]) -> str | None:
+    try:
+        with sessions() as s:
+            row = s.get(ServiceState, DEID_FINGERPRINT_KEY)
+            return None if row is None else row.value
+    except DBAPIError as exc:  # no str(exc): driver messages can quote connection details
+        raise ConfigError(f"cannot read service_state from the database ({type(exc.orig).__name__}): is it "
+                          "reachable and its schema current (`radiolens db upgrade`)?") from None
+
+
+def deid_mismatch_message(stored: str, current: str) -> str:
+    return (f"the de-identification secret (fingerprint {current}) differs from the one this database was used "
+            f"with (fingerprint {stored}): study refs and remapped UIDs made now would no longer match earlier "
+            f"ones; restore the previous secret ({DEID_SECRET_ENV} or {DEID_SECRET_FILE_ENV}), or, to change it on "
+            "purpose, start once with --accept-new-deid-secret (ServeSettings.accept_new_deid_secret), which "
+            "stores the new fingerprint and audits the rotation")
+
+
+def check_deid_secret(sessions: sessionmaker[Session], fingerprint: str, accept_new: bool = False,
+                      actor: tuple[int, str] = (SYSTEM_USER, SYSTEM_ROLE)) -> str:
+    """Compare the secret's fingerprint with the one stored for this database; returns what happened:
+    "registered" (none stored: stored now, audited), "unchanged", or "rotated" (differed and ``accept_new``:
+    replaced, audited with both fingerprints). A different fingerprint without ``accept_new`` is a
+    ``ConfigError``: serving on would silently break the link between old and new study refs.
+
+    Several processes may start at once on one database (uvicorn ``--workers``, several hosts): the write is
+    an INSERT (first registration) or a compare-and-set UPDATE (rotation) in the audit writer's transaction,
+    and losing either race (unique-key violation, or no row matched) means someone else wrote first, so we
+    read again and compare with what they stored. Only fingerprints are stored and audited, never the secret.
+    """
+    user_id, role = actor
+    for _ in range(5):
+        stored = _stored_fingerprint(sessions)
+        if stored == fingerprint:
+            return "unchanged"
+        if stored is not None and not accept_new:
+            raise ConfigError(deid_mismatch_message(stored, fingerprint))
+        try:
+            with audit.writer(sessions) as s:
+                now = audit.utcnow()
+                if stored is None:
+                    try:
+                        s.add(ServiceState(key=DEID_FINGERPRINT_KEY, value=fingerprint, updated_at=now))
+                        s.flush()
+                    except IntegrityError:
+                        raise _Raced() from None
+                    # A database that already holds predictions was used before this check existed (or its
+                    # state row was removed): say so, the secret then in use is unknown.
+                    outputs = {"fingerprint": fingerprint,
+                               "earlier_predictions": int(s.scalar(select(func.count()).select_from(Prediction)))}
+                    event = DEID_REGISTERED
+                else:
+                    res = s.execute(update(ServiceState)
+                                    .where(ServiceState.key == DEID_FINGERPRINT_KEY, ServiceState.value == stored)
+                                    .values(value=fingerprint, updated_at=now))
+                    if res.rowcount != 1:
+                        raise _Raced()
+                    outputs = {"old_fingerprint": stored, "new_fingerprint": fingerprint}
+                    event = DEID_ROTATED
+                audit.append(s, audit.AuditEvent(event, user_id, role, "", "", "", "", outputs, 0.0))
+        except _Raced:
+            continue
+        if event == DEID_REGISTERED:
+            log.info("de-identification secret fingerprint %s registered for this database", fingerprint)
+            return "registered"
+        log.warning("de-identification secret rotated: fingerprint %s -> %s (study refs made from now on do not "
+                    "match earlier ones)", stored, fingerprint)
+        return "rotated"
+    raise ConfigError("the stored de-identification secret fingerprint kept changing while the service started "
+                      "(several processes rotating it at once?): start again")
 
 
 def onnx_backend(settings: ServeSettings, bundle: ModelBundle):

@@ -99,3 +99,15 @@ class MonitoringRecord(Base):
     status: Mapped[str] = mapped_column(String(32))  # "ok" | "out_of_distribution"
     ood_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     record_json: Mapped[str] = mapped_column(Text)
+
+
+class ServiceState(Base):
+    """Facts about this installation that the service checks at start-up, one row per key. Today only
+    ``deid_secret_fingerprint`` (a non-reversible tag of the de-identification secret, see
+    ``service.check_deid_secret``); never a secret, a credential or PHI."""
+
+    __tablename__ = "service_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
