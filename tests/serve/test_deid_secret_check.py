@@ -251,3 +251,30 @@ def test_unmigrated_database_is_a_config_error(tmp_path):
             check_deid_secret(session_factory(engine), FP)
     finally:
         engine.dispose()
+
+
+def test_database_error_while_recording_is_a_typed_one_line_error(tmp_path, monkeypatch):
+    """A lock timeout (or any driver error) while writing the fingerprint: ConfigError naming the error type,
+    nothing half-written, and the next start registers normally."""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+
+    def locked(*_args, **_kwargs):
+        raise OperationalError("INSERT INTO audit_log ...", {}, sqlite3.OperationalError("database is locked"))
+
+    try:
+        monkeypatch.setattr(audit, "append", locked)
+        with pytest.raises(ConfigError, match=r"cannot record .* \(OperationalError\); start again") as err:
+            check_deid_secret(sessions, FP)
+        assert "\n" not in str(err.value) and "INSERT" not in str(err.value)
+        assert _stored(engine) is None and _events(engine) == []  # rolled back together
+        monkeypatch.undo()
+        assert check_deid_secret(sessions, FP) == "registered" and audit.verify(engine).ok
+    finally:
+        engine.dispose()

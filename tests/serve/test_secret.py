@@ -23,7 +23,10 @@ from radiolens.serve.config import (
 @pytest.fixture
 def clean_env(monkeypatch):
     for var in (DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, SETTINGS_ENV):
-        monkeypatch.delenv(var, raising=False)
+        # setenv first so the teardown also removes what `radiolens serve` writes into os.environ (a bare
+        # delenv of an unset variable records nothing to undo, and the value leaked into later tests)
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     return monkeypatch
 
 

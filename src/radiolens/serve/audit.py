@@ -44,7 +44,9 @@ GUARD_TRIGGERS = {
                    "audit_head_no_truncate"),
 }
 #: Audit events written by the service (the column is free text; these are the values it uses).
-EVENTS = ("prediction", "feedback", "key_created", "key_revoked")
+EVENTS = ("prediction", "feedback", "key_created", "key_revoked",  # requests
+          "drift_alert", "drift_cleared",  # serve.monitoring
+          "deid_key_set", "deid_key_rotated")  # serve.service.check_deid_secret (event is VARCHAR(16))
 
 
 class AuditIntegrityError(RadiolensError):

@@ -316,8 +316,11 @@ def check_deid_secret(sessions: sessionmaker[Session], fingerprint: str, accept_
                     outputs = {"old_fingerprint": stored, "new_fingerprint": fingerprint}
                     event = DEID_ROTATED
                 audit.append(s, audit.AuditEvent(event, user_id, role, "", "", "", "", outputs, 0.0))
-        except _Raced:
+        except (_Raced, IntegrityError):  # lost the race at flush or at commit
             continue
+        except DBAPIError as exc:  # e.g. a lock timeout: typed, one line, no driver message (may quote the URL)
+            raise ConfigError(f"cannot record the de-identification secret fingerprint in the database "
+                              f"({type(exc.orig).__name__}); start again") from None
         if event == DEID_REGISTERED:
             log.info("de-identification secret fingerprint %s registered for this database", fingerprint)
             return "registered"
@@ -330,7 +333,6 @@ def check_deid_secret(sessions: sessionmaker[Session], fingerprint: str, accept_
 
 def onnx_backend(settings: ServeSettings, bundle: ModelBundle):
     """ONNX Runtime on an export of exactly this bundle (refused otherwise: scores and audit must agree)."""
-    from radiolens.errors import ConfigError
     from radiolens.models.backends import OnnxBackend
 
     backend = OnnxBackend(settings.onnx_path, threads=settings.onnx_threads)
