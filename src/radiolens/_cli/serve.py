@@ -94,7 +94,11 @@ def register(app: typer.Typer) -> None:
         from radiolens.serve import audit
         from radiolens.serve.config import ServeSettings, secret_fingerprint
         from radiolens.serve.db import make_engine, session_factory, upgrade
+        from radiolens.serve.metrics import MultiprocessMetrics
 
+        # --workers > 1: one shared Prometheus folder for this run, set in the environment before uvicorn starts
+        # the workers, so /metrics answers for all of them whichever worker takes the scrape.
+        metrics_dir = MultiprocessMetrics(state_dir, workers)  # a bad PROMETHEUS_MULTIPROC_DIR fails here
         settings = ServeSettings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
                                  state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                                  request_timeout_s=timeout_s, inference_workers=inference_workers,
@@ -122,8 +126,9 @@ def register(app: typer.Typer) -> None:
         os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
         typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} ({outcome} for this database; "
                    "record it: a change means study refs no longer match earlier ones)", err=True)
-        uvicorn.run("radiolens.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, timeout_graceful_shutdown=120)
+        with metrics_dir:
+            uvicorn.run("radiolens.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                        log_level=log_level, timeout_graceful_shutdown=120)
 
     users = typer.Typer(help="Manage API keys (users) of the service.", no_args_is_help=True)
     app.add_typer(users, name="users")

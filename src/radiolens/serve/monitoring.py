@@ -77,18 +77,25 @@ class ServiceMonitor:
         self._pending = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radiolens-monitor")
         reg = service.metrics.registry
+        # With several workers (prometheus multiprocess mode, see serve/metrics.py) counters are summed over the
+        # workers. The drift gauges are "mostrecent": every worker checks the same window of the shared database
+        # and derives active alerts from the shared audit log, so the newest check by any worker is the current
+        # answer (sum would multiply it by the workers, max would keep an alert another worker has cleared since).
+        # Not the "live" variant: a worker that exited after the newest check still gave the newest answer.
         self.m_rejections = Counter("radiolens_input_gate_rejections_total",
                                     "Uploads the input gate answered as out of distribution", ["rule"], registry=reg)
         self.m_stat = Gauge("radiolens_drift_statistic", "Latest drift statistic per signal (KS D, PSI, MMD^2, rate)",
-                            ["signal", "test"], registry=reg)
-        self.m_p = Gauge("radiolens_drift_p_value", "Latest drift p-value per tested signal", ["signal"], registry=reg)
+                            ["signal", "test"], registry=reg, multiprocess_mode="mostrecent")
+        self.m_p = Gauge("radiolens_drift_p_value", "Latest drift p-value per tested signal", ["signal"], registry=reg,
+                         multiprocess_mode="mostrecent")
         self.m_active = Gauge("radiolens_drift_alert_active", "1 while a drift alert is active for the signal",
-                              ["signal"], registry=reg)
+                              ["signal"], registry=reg, multiprocess_mode="mostrecent")
         self.m_alerts = Counter("radiolens_drift_alerts_total", "Drift alerts raised", ["signal"], registry=reg)
         self.m_window = Gauge("radiolens_drift_window_predictions", "Predictions in the latest drift window",
-                              registry=reg)
+                              registry=reg, multiprocess_mode="mostrecent")
         self.m_status = Gauge("radiolens_drift_window_status", "1 for the latest window's status",
-                              ["status"], registry=reg)
+                              ["status"], registry=reg, multiprocess_mode="mostrecent")
+        self._alert_signals: set[str] = set()  # signals this process has written an alert-active value for
         self.m_webhook_failures = Counter("radiolens_alert_webhook_failures_total",
                                           "Alert webhook deliveries that failed", registry=reg)
 
@@ -194,9 +201,7 @@ class ServiceMonitor:
                 self._executor.submit(self._post_webhook, t)
         with Session(self.service.engine) as s:
             active_now = self.active_alerts(s)
-        self.m_active.clear()
-        for name in active_now:
-            self.m_active.labels(name).set(1)
+        self._alert_gauges(report, set(active_now))
         self.last = LastCheck(time.time(), report, transitions)
         return self.last
 
@@ -209,6 +214,13 @@ class ServiceMonitor:
                 self.m_stat.labels(sig.name, sig.test).set(sig.statistic)
             if sig.p_value is not None:
                 self.m_p.labels(sig.name).set(sig.p_value)
+
+    def _alert_gauges(self, report: WindowReport, active_now: set[str]) -> None:
+        # Every known signal is written (0 or 1) rather than clearing the label set: multiprocess mode cannot
+        # remove a series, and a newest 0 is what overrides another worker's older 1 once an alert clears.
+        known = self._alert_signals = self._alert_signals | {sig.name for sig in report.signals} | active_now
+        for name in known:  # a new set each time: a concurrent check (refresh=true) never sees one change
+            self.m_active.labels(name).set(1 if name in active_now else 0)
 
     def active_alerts(self, session: Session) -> dict[str, dict[str, Any]]:
         """Signal -> the alert event that raised it, for every alert not cleared since (this model only)."""

@@ -112,6 +112,7 @@ class Service:
 
     def close(self) -> None:
         self.monitor.close()
+        self.metrics.close()  # with several workers: this one's live gauges stop counting
         self.engine.dispose()
 
     # ------------------------------------------------------------------ artefacts

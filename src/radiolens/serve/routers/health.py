@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from radiolens.serve.auth import Role
 from radiolens.serve.deps import get_service, require
@@ -31,4 +31,4 @@ def readyz(service: Service = Depends(get_service)):
 
 @router.get("/metrics", response_class=Response, dependencies=[Depends(require(Role.admin, Role.auditor))])
 def metrics(service: Service = Depends(get_service)) -> Response:
-    return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)  # all workers' values merged
