@@ -39,23 +39,6 @@ def pneumonia_tiny(pneumonia_full: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def kermany_3class_small(data_dir: Path, tmp_path_factory) -> Path:
-    """Real Kermany rows with their real normal / bacteria / virus labels: 600 train, 150 val (the shared
-    split) and 150 test images from train patients held out (patient-disjoint by construction)."""
-    root = data_dir / "kermany_pediatric_pneumonia"
-    frame = pd.read_csv(root / "manifest.csv", dtype=str)
-    frame["path"] = [str(root / p) for p in frame["path"]]
-    train, val = frame[frame.split == "train"], frame[frame.split == "val"]
-    patients = train.patient_id.drop_duplicates().sample(frac=1.0, random_state=0)
-    held = set(patients.iloc[:400])
-    test = train[train.patient_id.isin(held)].sample(n=150, random_state=0).assign(split="test")
-    rest = train[~train.patient_id.isin(held)].sample(n=600, random_state=0)
-    out = tmp_path_factory.mktemp("kermany3") / "manifest.csv"
-    pd.concat([rest, val.sample(n=150, random_state=0), test]).to_csv(out, index=False)
-    return out
-
-
-@pytest.fixture(scope="session")
 def nih_multilabel(data_dir: Path, tmp_path_factory) -> Path:
     """All 1,000 NIH 64 px images with their real finding labels (one 0/1 column per finding, from
     ``finding_labels``), re-split 70/15/15 by patient with the multi-label stratification."""

@@ -153,25 +153,24 @@ def register(app: typer.Typer) -> None:
         write_bundle: bool = typer.Option(False, help="Store the rule in the bundle's info.triage."),
     ) -> None:
         """Fit the human-review rule on validation to a referral budget; report it and the test risk-coverage."""
-        import numpy as np
 
-        from radiolens.errors import InputError, ModelError
+        from radiolens.errors import InputError
         from radiolens.evaluate.plots import risk_coverage_figure
-        from radiolens.explain.triage import fit_triage_rule, risk_coverage
+        from radiolens.explain.triage import decision_errors, fit_triage_rule, risk_coverage
         from radiolens.models.bundle import ModelBundle
 
         bundle = ModelBundle.load(model)
         info = bundle.info
-        if info.task == "multiclass":
-            raise ModelError("triage-fit needs a binary or multi-label model (one threshold per output)")
+        # multi-class decides by argmax: refer when the top two classes are close (no per-output threshold)
+        kind = "top2_margin" if info.task == "multiclass" else "threshold"
         members = [ModelBundle.load(p) for p in ensemble or []]
         if members and write_bundle:
             raise InputError("a rule fitted on ensemble spread cannot be stored in one bundle: the service "
                              "measures MC-dropout spread of that bundle alone (fit with --mc-passes instead)")
         opts = dict(mc_passes=mc_passes, ensemble=members, batch_size=batch_size)
         _, vs, vy = _score_manifest(bundle, manifest, val_split, label, **opts)
-        thresholds = list(info.thresholds)
-        if members:
+        thresholds = [] if kind == "top2_margin" else list(info.thresholds)
+        if members and kind == "threshold":
             # the members' calibrated probabilities need not share a scale (their own thresholds can differ
             # widely), so the mean gets its own threshold, chosen on validation by the model's rule
             from radiolens.evaluate.operating_point import choose_threshold
@@ -181,12 +180,12 @@ def register(app: typer.Typer) -> None:
             thresholds = [choose_threshold(vy2[:, k], vs.probs[:, k], rule_name) for k in range(vs.probs.shape[1])]
             vs.source.update(thresholds=thresholds, threshold_rule=f"{rule_name} on validation, for the members' "
                                                                      "mean")
-        rule = fit_triage_rule(vs.probs, vy, thresholds, info.class_names, budget, vs.spread)
+        rule = fit_triage_rule(vs.probs, vy, thresholds, info.class_names, budget, vs.spread, kind=kind)
         _, ts, ty = _score_manifest(bundle, manifest, test_split, label, **opts)
         tp = ts.probs
         refer = rule.refer_mask(tp, ts.spread)
-        wrong = ((tp >= np.asarray(thresholds)[None]) != (ty.reshape(len(tp), -1) > 0.5)).any(axis=1)
-        rc = risk_coverage(tp, ty, thresholds, ts.spread)
+        wrong = decision_errors(tp, ty, thresholds, kind)
+        rc = risk_coverage(tp, ty, thresholds, ts.spread, kind=kind)
         report = {"rule": rule.model_dump(), "uncertainty": vs.source, "model_sha256": bundle.sha256, "test": {
             "n": int(len(tp)), "referral_rate": float(refer.mean()), "error_rate_all": float(wrong.mean()),
             "error_rate_kept": float(wrong[~refer].mean()) if (~refer).any() else None,

@@ -159,7 +159,7 @@ class Scorer:
         if self.triage_rule is not None:
             try:
                 rule = self.triage_rule
-                p = probs if len(probs) == len(rule.thresholds) else probs[[_review_index(info, probs)]]
+                p = probs if len(probs) == rule.n_outputs else probs[[_review_index(info, probs)]]
                 refer, reason = rule.flag(p)
                 return label, ([_review_index(info, probs)] if refer else []), (reason if refer else "")
             except Exception as exc:  # a broken rule must not stop the run: fall back, as serve does
