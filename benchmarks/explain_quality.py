@@ -5,6 +5,8 @@
     # sanity row: a small_cnn trained here on NIH radiographs where the label is a planted checkerboard at a
     # random, recorded place (the evidence location is known, so a working CAM must hit the box)
     python benchmarks/explain_quality.py --planted-markers --out out/trust/markers [--no-augment]
+    # the same for a registry model: is its automatically found target layer the right one?
+    python benchmarks/explain_quality.py --planted-markers --arch resnet18 --input-size 128 --out out/trust/m-r18
 
 Prints the pointing-game hit rate (strict, and within the usual tolerance of 15/224 of the shorter side), mean
 energy inside the box, the box-area baseline (what a flat map scores for energy and a uniformly random maximum
@@ -101,7 +103,8 @@ def print_tables(df: pd.DataFrame) -> None:
               .round(3).to_string())
 
 
-def planted_marker_model(data: Path, out: Path, size: int, epochs: int, augment: bool) -> tuple[ModelBundle, Path]:
+def planted_marker_model(data: Path, out: Path, size: int, epochs: int, augment: bool, arch: str = "small_cnn",
+                         input_size: int | None = None) -> tuple[ModelBundle, Path]:
     from radiolens._cli.train import run_training_job
     from radiolens.explain.quality import write_marker_set
     from radiolens.train.config import config_from_dict
@@ -111,12 +114,12 @@ def planted_marker_model(data: Path, out: Path, size: int, epochs: int, augment:
     cfg = {"name": "planted-checker", "data": {"manifest": str(manifest), "label": {
         "task": "binary", "columns": ["checker"], "positive": "1", "positive_name": "marker",
         "negative_name": "none"}},
-        "model": {"arch": "small_cnn", "input_size": size},
+        "model": {"arch": arch, "input_size": input_size or size},
         "optim": {"epochs": epochs, "batch_size": 32, "lr": 0.003},
         "augment": {"enabled": augment}, "eval": {"n_bootstrap": 200}, "seed": 0,
         "mlflow": False, "progress_bar": False, "num_threads": 2}
     summary = run_training_job(config_from_dict(cfg), out / "model", echo=lambda *a: None)
-    print(f"trained planted-marker model (augmentation {'on' if augment else 'off'}) in "
+    print(f"trained planted-marker {arch} @ {input_size or size} px (augmentation {'on' if augment else 'off'}) in "
           f"{summary['timings_s']['job_total_s']} s: {out / 'model' / 'model.pt'}")
     return ModelBundle.load(out / "model" / "model.pt"), manifest
 
@@ -125,7 +128,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", help="bundle to explain on the NIH + TBX11K boxes")
     ap.add_argument("--planted-markers", action="store_true",
-                    help="train a small_cnn on planted-checkerboard NIH images and score it on the test split")
+                    help="train a model (--arch) on planted-checkerboard NIH images and score it on the test split")
+    ap.add_argument("--arch", default="small_cnn", help="--planted-markers: registry architecture (random init)")
+    ap.add_argument("--input-size", type=int, default=None,
+                    help="--planted-markers: model input size (default --size; the images are --size px)")
     ap.add_argument("--out", default="out/trust/markers", help="--planted-markers: data + model folder")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3)
@@ -139,7 +145,8 @@ def main() -> None:
     data = Path(os.environ["RADIOLENS_DATA_DIR"])
     methods = args.methods.split(",")
     if args.planted_markers:
-        bundle, manifest = planted_marker_model(data, Path(args.out), args.size, args.epochs, not args.no_augment)
+        bundle, manifest = planted_marker_model(data, Path(args.out), args.size, args.epochs, not args.no_augment,
+                                                args.arch, args.input_size)
         frame = pd.read_csv(manifest)
         frame = frame[(frame.split == "test") & (frame.checker == 1)]
         cases = []
