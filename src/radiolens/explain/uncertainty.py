@@ -95,14 +95,16 @@ def _check_members(bundles: Sequence[ModelBundle]) -> None:
             raise ModelError("ensemble members must share task and class names")
 
 
+def _member_samples(bundles: Sequence[ModelBundle], chunk: list[np.ndarray]) -> np.ndarray:
+    """(members, N, outputs): each member preprocesses the [0, 1] images its own way, with its own temperature."""
+    return np.stack([b.predict_batch(torch.stack([b.preprocess(img) for img in chunk])) for b in bundles])
+
+
 def ensemble_predict(bundles: Sequence[ModelBundle], images: Iterable[np.ndarray],
                      batch_size: int = 64) -> UncertainPrediction:
     """Deep ensemble: each member preprocesses the [0, 1] images its own way and applies its own temperature."""
     _check_members(bundles)
-    parts = []
-    for chunk in batches(images, batch_size):
-        parts.append(np.stack([b.predict_batch(torch.stack([b.preprocess(img) for img in chunk]))
-                               for b in bundles]))
+    parts = [_member_samples(bundles, chunk) for chunk in batches(images, batch_size)]
     if not parts:
         raise InputError("no images given")
     return _summarise(np.concatenate(parts, axis=1))
@@ -139,7 +141,7 @@ def score_with_uncertainty(bundle: ModelBundle, images: Iterable[np.ndarray], *,
     probs, spread = [], []
     for k, chunk in enumerate(batches(images, batch_size)):
         if members:
-            samples = np.stack([b.predict_batch(torch.stack([b.preprocess(img) for img in chunk])) for b in members])
+            samples = _member_samples(members, chunk)
             probs.append(samples.mean(axis=0))
             spread.append(samples.std(axis=0))
             continue

@@ -209,12 +209,19 @@ class Scorer:
         return Decoded(rec.index, None, code, f"{code.replace('_', ' ')} ({type(exc).__name__})",
                        rec.sop_uid_hash)
 
+    def _row(self, key: str, rec: Decoded, status: str, probs: np.ndarray | None = None, **fields) -> dict:
+        """One results row with every column of ``result_columns``; NaN probabilities when ``probs`` is None."""
+        row = {"path": key, "sop_uid_hash": rec.sop_uid_hash, "status": status, "error_code": "",
+               "error_message": "", "prediction": "", "flagged": False, "flag_reason": "", "ood_score": "",
+               "heatmap": "", "model": self.model_label, "model_sha256": self.backend.sha256, **fields}
+        values = [float("nan")] * len(self.info.class_names) if probs is None else [float(v) for v in probs]
+        row.update({f"p_{n}": v for n, v in zip(self.info.class_names, values, strict=True)})
+        return row
+
     def _rows(self, items: list[ScoreItem], ok: list[Decoded], probs: np.ndarray | None, embs: np.ndarray | None,
               failed: list[Decoded]) -> tuple[list[dict], int, int, int, int]:
         rows: list[tuple[int, dict]] = []
         flagged = heatmaps = heat_errors = refused = 0
-        base = {"model": self.model_label, "model_sha256": self.backend.sha256}
-        nan = {f"p_{n}": float("nan") for n in self.info.class_names}
         for j, (rec, p) in enumerate(zip(ok, probs if probs is not None else [], strict=True)):
             key = items[rec.index].key
             score = ""
@@ -224,18 +231,14 @@ class Scorer:
                 if not verdict.passed:  # as the service: no probabilities for an image the model is not for
                     refused += 1
                     flagged += 1
-                    rows.append((rec.index, {
-                        "path": key, "sop_uid_hash": rec.sop_uid_hash, "status": OUT_OF_DISTRIBUTION,
-                        "error_code": "", "error_message": "", **nan, "prediction": "not assessed",
-                        "flagged": True, "flag_reason": "not assessed: " + verdict.reason(), "ood_score": score,
-                        "heatmap": "", **base}))
+                    rows.append((rec.index, self._row(key, rec, OUT_OF_DISTRIBUTION, prediction="not assessed",
+                                                      flagged=True, flag_reason="not assessed: " + verdict.reason(),
+                                                      ood_score=score)))
                     continue
             label, targets, reason = self.flag(p)
             is_flagged = bool(targets)
-            row = {"path": key, "sop_uid_hash": rec.sop_uid_hash, "status": "ok", "error_code": "",
-                   "error_message": "", "prediction": label, "flagged": is_flagged, "flag_reason": reason,
-                   "ood_score": score, "heatmap": "", **base}
-            row.update({f"p_{n}": float(v) for n, v in zip(self.info.class_names, p, strict=True)})
+            row = self._row(key, rec, "ok", p, prediction=label, flagged=is_flagged, flag_reason=reason,
+                            ood_score=score)
             if is_flagged:
                 flagged += 1
                 if self.cam_model is not None and self.heatmap_dir is not None:
@@ -251,10 +254,8 @@ class Scorer:
                         heat_errors += 1
             rows.append((rec.index, row))
         for rec in failed:
-            row = {"path": items[rec.index].key, "sop_uid_hash": rec.sop_uid_hash, "status": "error",
-                   "error_code": rec.error_code, "error_message": rec.error_message, **nan, "prediction": "",
-                   "flagged": False, "flag_reason": "", "ood_score": "", "heatmap": "", **base}
-            rows.append((rec.index, row))
+            rows.append((rec.index, self._row(items[rec.index].key, rec, "error", error_code=rec.error_code,
+                                              error_message=rec.error_message)))
         rows.sort(key=lambda pair: pair[0])  # input order, errors in place
         return [row for _, row in rows], flagged, heatmaps, heat_errors, refused
 
