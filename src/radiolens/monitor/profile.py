@@ -111,13 +111,12 @@ def batched_outputs(bundle: ModelBundle, images: Iterable[RadioImage],
 
 
 def decision_errors(bundle: ModelBundle, probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per image: does the decision at the operating point differ from the label (what a reader disagrees with)?"""
-    decisions = bundle.decisions(probs)
-    targets = np.asarray(targets)
-    if bundle.info.task == "multiclass":
-        return decisions.argmax(axis=1) != targets.astype(int).ravel()
-    targets = targets.reshape(decisions.shape).astype(bool)
-    return (decisions != targets).any(axis=1)
+    """Per image: does the decision at the operating point differ from the label (what a reader disagrees with)?
+    The triage rule's definition, at the bundle's own thresholds (argmax for multi-class)."""
+    from radiolens.explain.triage import decision_errors as wrong_decisions
+
+    kind = "top2_margin" if bundle.info.task == "multiclass" else "threshold"
+    return wrong_decisions(np.atleast_2d(probs), targets, bundle.info.thresholds, kind)
 
 
 def build_profile(bundle: ModelBundle, images: Iterable[RadioImage], targets: np.ndarray | None = None,
