@@ -133,7 +133,8 @@ def predict_cmd(
     out: Path = typer.Option(..., "--out", help="results.csv or results.parquet (appended to; re-runs resume)."),
     backend: str | None = typer.Option(None, "--backend", help="torch | torchscript | onnx (default: by file)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
-    workers: int | None = typer.Option(None, "--workers", min=0, help="Decoding processes (default: cores, max 4)."),
+    workers: int | None = typer.Option(None, "--workers", min=0, help="Decoding processes (default: 0 = in the main "
+                                       "process on <= 2 cores, else cores, max 4)."),
     threads: int | None = typer.Option(None, "--threads", help="Inference threads (default: cores - workers, >= 1)."),
     split: str | None = typer.Option(None, "--split", help="Only manifest rows of this split."),
     heatmaps_for_flagged: Path | None = typer.Option(

@@ -7,12 +7,30 @@ import os
 from pydantic import BaseModel, ConfigDict, Field
 
 
-def _default_workers() -> int:
-    return max(1, min(4, (os.cpu_count() or 1)))
+def _default_workers(cores: int | None = None) -> int:
+    """0 (decode in the main process, between forward passes) on machines of at most 2 cores, else up to 4.
+
+    With no spare core, decoding workers can only take turns with the inference threads on the same cores, and
+    a multi-threaded forward pass stalls at each barrier while one of its threads is descheduled. Measured on
+    2 cores (ONNX Runtime fp32 resnet18 @ 224 px, batch 32, images/s end to end; docs/inference.md):
+
+    | inputs                                   | 0 workers, 2 thr | 1 worker, 2 thr | 2 workers, 1 thr |
+    |------------------------------------------|------------------|-----------------|------------------|
+    | 192 Kermany JPEGs + every 8th a SIIM CR  | 103-105          | 87-93           | 50-57            |
+    | 96 NIH 1024^2 PNGs (7 ms decode each)    | 65-67            | 61-64           | 50               |
+    | 96 PNG/CR/16-bit J2K (the J2K 380 ms)    | 15               | 14-15           | 15               |
+
+    A process pool that decodes a batch on both cores *between* forward passes (no contention) was tried too:
+    86 / 61 / 16.5 img/s on the same three sets, its inter-process copies costing more than the parallel
+    decoding saves, except where one decoder (OpenJPEG, already multi-threaded) dominates. Above 2 cores the
+    workers get cores of their own (not measured on this project's 2-core machine).
+    """
+    cores = cores or os.cpu_count() or 1
+    return 0 if cores <= 2 else min(4, cores)
 
 
 def default_inference_threads(workers: int) -> int:
-    """Inference threads when not given: a core left to each decoding worker.
+    """Inference threads when not given: a core left to each decoding worker (all cores with none).
 
     Measured on 2 cores with 2 workers (631 Kermany images, resnet18 @ 64 px): 1 inference thread instead of 2
     was 7x faster eager and 1.2x faster on ONNX Runtime, because spinning inference threads starve the decoders.
@@ -24,7 +42,8 @@ class PredictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(32, ge=1, le=4096)
-    # Decoding processes running ahead of inference; 0 decodes in the main process (debugging, tiny runs).
+    # Decoding processes running ahead of inference; 0 decodes in the main process between forward passes
+    # (the default on <= 2 cores, see _default_workers).
     workers: int = Field(default_factory=_default_workers, ge=0, le=64)
     prefetch_batches: int = Field(2, ge=1, le=16)  # per worker: bounds memory held by decoded images
     # A case is "flagged" (gets a heatmap when asked) when positive or referred for review: by the bundle's

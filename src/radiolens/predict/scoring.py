@@ -278,7 +278,9 @@ class Scorer:
         # Decode workers are forked. Collect garbage first: an unreachable object inherited by a worker (e.g. an
         # ONNX Runtime session a caller dropped) can be freed there by the child's garbage collector, and its
         # destructor waits for thread-pool threads that do not exist after fork: the worker hangs for ever.
-        gc.collect()
+        # (Without workers nothing is forked; the collection cost 0.13 s, 7 % of a 192-image run at 224 px.)
+        if cfg.workers:
+            gc.collect()
         loader = torch.utils.data.DataLoader(
             ImageItems(todo, self.info), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate,
             num_workers=cfg.workers if len(todo) > cfg.batch_size else min(cfg.workers, 1),
