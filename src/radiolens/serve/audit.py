@@ -43,10 +43,12 @@ GUARD_TRIGGERS = {
     "postgresql": ("audit_log_no_change", "audit_log_extend_only", "audit_log_no_truncate", "audit_head_guard",
                    "audit_head_no_truncate"),
 }
+#: serve.service.check_deid_secret's events (``audit_log.event`` is VARCHAR(16), which PostgreSQL enforces).
+DEID_KEY_SET, DEID_KEY_ROTATED = "deid_key_set", "deid_key_rotated"
 #: Audit events written by the service (the column is free text; these are the values it uses).
 EVENTS = ("prediction", "feedback", "key_created", "key_revoked",  # requests
           "drift_alert", "drift_cleared",  # serve.monitoring
-          "deid_key_set", "deid_key_rotated")  # serve.service.check_deid_secret (event is VARCHAR(16))
+          DEID_KEY_SET, DEID_KEY_ROTATED)
 
 
 class AuditIntegrityError(RadiolensError):

@@ -249,8 +249,8 @@ class Service:
 
 #: ``service_state`` key holding the fingerprint of the de-identification secret this database is used with.
 DEID_FINGERPRINT_KEY = "deid_secret_fingerprint"
-#: Audit events of the check below (``audit_log.event`` is VARCHAR(16), which PostgreSQL enforces).
-DEID_REGISTERED, DEID_ROTATED = "deid_key_set", "deid_key_rotated"
+#: Audit events of the check below (defined with the others in serve.audit).
+DEID_REGISTERED, DEID_ROTATED = audit.DEID_KEY_SET, audit.DEID_KEY_ROTATED
 
 
 class _Raced(Exception):
