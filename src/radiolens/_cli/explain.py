@@ -156,13 +156,12 @@ def register(app: typer.Typer) -> None:
 
         from radiolens.errors import InputError
         from radiolens.evaluate.plots import risk_coverage_figure
-        from radiolens.explain.triage import decision_errors, fit_triage_rule, risk_coverage
+        from radiolens.explain.triage import decision_errors, fit_triage_rule, risk_coverage, triage_kind
         from radiolens.models.bundle import ModelBundle
 
         bundle = ModelBundle.load(model)
         info = bundle.info
-        # multi-class decides by argmax: refer when the top two classes are close (no per-output threshold)
-        kind = "top2_margin" if info.task == "multiclass" else "threshold"
+        kind = triage_kind(info.task)  # multi-class: refer when the top two classes are close (no thresholds)
         members = [ModelBundle.load(p) for p in ensemble or []]
         if members and write_bundle:
             raise InputError("a rule fitted on ensemble spread cannot be stored in one bundle: the service "

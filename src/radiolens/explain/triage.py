@@ -21,6 +21,11 @@ from radiolens.errors import InputError
 Kind = Literal["threshold", "top2_margin"]
 
 
+def triage_kind(task: str) -> Kind:
+    """The rule kind a model's task calls for: multi-class decides by argmax, the others per output threshold."""
+    return "top2_margin" if task == "multiclass" else "threshold"
+
+
 def certainty(probs: np.ndarray, thresholds, kind: Kind = "threshold") -> np.ndarray:
     """(N,) distance from the decision boundary: to the nearest threshold, or top-1 minus top-2 probability."""
     probs = np.asarray(probs, dtype=float).reshape(len(probs), -1)

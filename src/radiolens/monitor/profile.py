@@ -114,9 +114,9 @@ def decision_errors(bundle: ModelBundle, probs: np.ndarray, targets: np.ndarray)
     """Per image: does the decision at the operating point differ from the label (what a reader disagrees with)?
     The triage rule's definition, at the bundle's own thresholds (argmax for multi-class)."""
     from radiolens.explain.triage import decision_errors as wrong_decisions
+    from radiolens.explain.triage import triage_kind
 
-    kind = "top2_margin" if bundle.info.task == "multiclass" else "threshold"
-    return wrong_decisions(np.atleast_2d(probs), targets, bundle.info.thresholds, kind)
+    return wrong_decisions(np.atleast_2d(probs), targets, bundle.info.thresholds, triage_kind(bundle.info.task))
 
 
 def build_profile(bundle: ModelBundle, images: Iterable[RadioImage], targets: np.ndarray | None = None,
