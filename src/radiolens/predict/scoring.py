@@ -1,7 +1,9 @@
 """Scoring an archive: decode in worker processes, infer in batches, write each batch to disk at once.
 
-The main process only runs the model and writes results; DataLoader workers decode and preprocess the next
-batches meanwhile, so decoding (pydicom, JPEG) overlaps with inference instead of adding to it.
+The main process runs the model and writes results. With ``workers`` > 0, DataLoader workers decode and
+preprocess the next batches meanwhile, so decoding (pydicom, JPEG) overlaps with inference; with 0 (the
+default on <= 2 cores, where there is no core to overlap on: see ``predict.config``) the main process decodes
+each batch between forward passes.
 
 With an input gate (the service's: header rules, plus the learned out-of-distribution score when the bundle
 carries a monitoring profile) an image the gate refuses gets status ``out_of_distribution``: no probabilities,
