@@ -238,6 +238,13 @@ def test_pillow_first_jpeg_decoding_gives_gdcms_pixels(siim_dicom, pydicom_data_
 
     from radiolens.io import dicom as rl_dicom
 
+    plugins: list[str] = []  # the plugin of each pydicom decode that succeeded for radiolens
+
+    def spy(*args, **kwargs):
+        out = pixel_array(*args, **kwargs)
+        plugins.append(kwargs.get("decoding_plugin", ""))
+        return out
+
     checked = 0
     bundled = sorted((Path(pydicom.__file__).parent / "data" / "test_files").rglob("*.dcm"))
     for path in [*bundled, *pydicom_data_files, siim_dicom]:
@@ -251,13 +258,7 @@ def test_pillow_first_jpeg_decoding_gives_gdcms_pixels(siim_dicom, pydicom_data_
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         index = 0 if frames > 1 else None
         reference = pixel_array(ds, index=index, decoding_plugin="gdcm")
-        plugins = []
-        real = rl_dicom.pixel_array
-
-        def spy(*args, plugins=plugins, real=real, **kwargs):
-            plugins.append(kwargs.get("decoding_plugin", ""))
-            return real(*args, **kwargs)
-
+        plugins.clear()
         with mock.patch.object(rl_dicom, "pixel_array", spy):
             decoded = rl_dicom._decode(ds, path.name, "first")
         assert plugins == ["pillow"], path.name
