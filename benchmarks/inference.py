@@ -36,9 +36,9 @@ x images/s over the machine's peak. Two peaks are printed:
 
 Peak RSS is the scoring process's VmHWM at the end of the end-to-end pass; "worker RSS" is the largest decoding
 worker's (copy-on-write pages shared with the parent included). Each configuration runs in a fresh subprocess.
-Usage (several minutes on 2 cores; serialise with the machine's CPU lock):
+Usage (several minutes on 2 cores; run it on an otherwise idle machine, and quote the load average):
 
-    RADIOLENS_DATA_DIR=../shared/data flock /tmp/radiolens-cpu.lock python benchmarks/inference.py
+    RADIOLENS_DATA_DIR=../shared/data python benchmarks/inference.py
 """
 
 from __future__ import annotations
