@@ -17,10 +17,17 @@ pseudonyms, and byte-identical output on re-runs.
 Actions and the choices made where Annex E offers several (X/Z, X/D, X/Z/D...):
 
 * ``X`` remove; ``Z`` empty; ``D`` replace with a dummy of the right VR; ``U`` keyed UID remap.
-* ``X/Z`` and ``X/Z/D``: empty (keeps Type 2 attributes present); sequences are removed.
-* ``X/D`` and ``Z/D``: dummy value; sequences are removed.
-* ``X/Z/U*`` (Referenced/Source Image Sequence): the sequence is kept, its contents go through the same
-  rules recursively, so the referenced UIDs are remapped consistently with the referenced files.
+* ``X/Z``: empty (keeps Type 2 attributes present).
+* ``X/D``, ``Z/D``, and ``X/Z/D`` of a non-empty value: dummy value (it may be Type 1, where empty is invalid).
+* Sequences: ``X`` removed, ``Z`` emptied; every other code (and ``X/Z/U*``, Referenced/Source Image
+  Sequence) keeps the sequence and cleans its items with these same rules, recursively, so referenced UIDs
+  stay consistent and a Type 1/2/3 sequence stays valid (checked with dciodvfy in the tests).
+* Safe default: any other attribute with a text, name, age, date or time VR (:data:`TEXT_VRS`,
+  :data:`DATE_TIME_VRS`), at any depth, gets ``D`` unless it is in :data:`KEPT_TEXT` (coded entries, device
+  make/model, value-meaning labels); ``UN`` values are removed. The table is a deny list and misses some.
+* The 128-byte preamble is zeroed; comment/application segments in compressed pixel data are removed
+  (:mod:`radiolens.io.deid_pixels`).
+* Every value written is checked with pydicom's VR validators in RAISE mode first.
 * Every UID anywhere in the data set (nested sequences and the file meta included) that is not a standard
   DICOM UID (root ``1.2.840.10008.``) is remapped, not only those in the table, so references stay
   consistent. Study/Series/SOP Instance UIDs are always replaced, never deleted.
@@ -32,16 +39,17 @@ Actions and the choices made where Annex E offers several (X/Z, X/D, X/Z/D...):
   Patient's Birth Date is always emptied.
 * Patient's Name and Patient ID become one keyed pseudonym ``RL-<16 hex>`` so studies of one patient stay
   linkable without revealing the ID.
-* Person names (PN) the table does not list (e.g. Evaluator Name) are replaced too, as a safety net;
-  binary values (OB/OW/UN...) the table touches are removed, having no meaningful dummy.
+* Binary values (OB/OW/UN...) the table touches are removed, having no meaningful dummy.
 * Private tags are removed everywhere; curve (50xx) and overlay (60xx) groups are removed (overlay bitmaps
   and comments can carry text).
-* Burned-in text: refused (``BurnedInAnnotationError``) when BurnedInAnnotation is YES, or when it is
-  absent on a modality that commonly burns text into pixels (:data:`BURNED_IN_MODALITIES`), unless
-  ``allow_burned_in=True``. Pixel data is never altered.
+* Burned-in text: refused (``BurnedInAnnotationError``) unless BurnedInAnnotation is a single ``NO``, when
+  it has any other value, or when it is absent and :func:`burned_in_risk` names a reason (a risky modality
+  among any of its values, no modality, Secondary Capture, Conversion Type, SECONDARY image type), unless
+  ``allow_burned_in=True``. Pixel values are never altered.
 
-Known limit of any Annex E deny-list: free text typed into an attribute the table does not list (e.g. a
-name in a code meaning) survives. Reports never contain PHI: only remapped UIDs, the pseudonym and counts.
+Known limit: text in code strings (CS), numbers, kept coded entries (a name in a Code Meaning) and binary
+attributes the table does not list survives. Reports never contain PHI: only remapped UIDs, the pseudonym
+and counts.
 """
 
 from __future__ import annotations
