@@ -25,7 +25,7 @@ MARK = b"Q7X"
 
 FILES = ["siim", "color3d_jpeg_baseline.dcm", "JPEG-LL.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm",
          "emri_small_jpeg_ls_lossless.dcm", "RG1_J2KR.dcm", "MR2_J2KI.dcm", "US1_J2KR.dcm",
-         "emri_small_jpeg_2k_lossless.dcm", "RG1_J2KR.dcm+jp2"]
+         "emri_small_jpeg_2k_lossless.dcm", "RG1_J2KR.dcm+jp2", "MR2_J2KI.dcm+psot0"]
 
 
 def _read(path):
@@ -56,7 +56,7 @@ def _plant_jpeg(frame: bytes, grey: bool) -> tuple[bytes, int]:
     return planted, len(segments) + 2
 
 
-def _plant_j2k(frame: bytes) -> tuple[bytes, int]:
+def _plant_j2k(frame: bytes, psot0: bool = False) -> tuple[bytes, int]:
     def com(text: bytes) -> bytes:
         return b"\xff\x64" + (len(text) + 4).to_bytes(2, "big") + b"\x00\x01" + text
 
@@ -65,6 +65,9 @@ def _plant_j2k(frame: bytes) -> tuple[bytes, int]:
         i += 2 + int.from_bytes(frame[i + 2:i + 4], "big")
     main_com, tile_com = com(MARK + b" main header comment Quenby"), com(MARK + b" tile-part comment")
     psot = int.from_bytes(frame[i + 6:i + 10], "big")
+    if psot0:  # a single tile-part may say "up to EOC" (Psot = 0) instead of its length
+        assert i + psot == frame.rindex(b"\xff\xd9"), "not a single tile-part"
+        psot = 0
     new_psot = (psot + len(tile_com)).to_bytes(4, "big") if psot else b"\x00\x00\x00\x00"
     sot = frame[i:i + 6] + new_psot + frame[i + 10:i + 12]
     end = frame.rindex(b"\xff\xd9")
@@ -93,11 +96,11 @@ def source(request, pydicom_dir, siim_dicom):
 
 
 @pytest.fixture
-def jp2(request) -> bool:
-    return request.node.callspec.params["source"].endswith("+jp2")
+def variant(request) -> str:
+    return request.node.callspec.params["source"].partition("+")[2]
 
 
-def test_segments_in_compressed_pixel_data_are_stripped(source, jp2, tmp_path):
+def test_segments_in_compressed_pixel_data_are_stripped(source, variant, tmp_path):
     ds = _read(source)
     ts = ds.file_meta.TransferSyntaxUID
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
@@ -105,8 +108,8 @@ def test_segments_in_compressed_pixel_data_are_stripped(source, jp2, tmp_path):
     grey = int(ds.SamplesPerPixel) == 1
     planted_frames, per_frame = [], 0
     for frame in generate_frames(ds.PixelData, number_of_frames=n_frames):
-        new, per_frame = _plant_j2k(frame) if j2k else _plant_jpeg(frame, grey)
-        if jp2:
+        new, per_frame = _plant_j2k(frame, variant == "psot0") if j2k else _plant_jpeg(frame, grey)
+        if variant == "jp2":
             new, per_frame = _wrap_jp2(new, ds), per_frame + 1
         planted_frames.append(new)
     ds.PixelData = encapsulate(planted_frames, has_bot=True)

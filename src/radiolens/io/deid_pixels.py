@@ -206,7 +206,9 @@ def _clean_j2k(frame: bytes) -> tuple[bytes, int]:
         if _u16(frame, i + 2) != 10:
             raise StreamError("JPEG 2000 SOT marker is malformed")
         psot = int.from_bytes(frame[i + 6:i + 10], "big")
-        end = i + psot if psot else len(frame) - 2  # Psot 0: the last tile-part, up to EOC
+        # Psot 0: the last tile-part, up to EOC (packet data never holds 0xFF 0xD9: T.800 bit stuffing keeps a
+        # byte after 0xFF below 0x90, so the last 0xFF 0xD9 is EOC even with padding after it)
+        end = i + psot if psot else frame.rfind(b"\xff\xd9")
         if end > len(frame) or end <= i + 12:
             raise StreamError("JPEG 2000 tile-part length is invalid")
         header, j = bytearray(), i + 12
