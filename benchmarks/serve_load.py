@@ -76,6 +76,8 @@ def dicom_from_pixels(template, grey_u8: np.ndarray) -> bytes:
 
 def load_uploads(data_dir: Path, n_jpeg: int, dicom_every: int, png_every: int) -> list[tuple[str, bytes]]:
     """Interleave distinct JPEGs with a DICOM every ``dicom_every`` and a PNG every ``png_every`` uploads."""
+    import io
+
     import pydicom
 
     kroot = data_dir / "kermany_pediatric_pneumonia"
@@ -88,8 +90,13 @@ def load_uploads(data_dir: Path, n_jpeg: int, dicom_every: int, png_every: int) 
     pngs = [p.read_bytes() for p in nih_full + nih_small]
     siim = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
     template = pydicom.dcmread(str(siim[0]))
+    # SIIM is a Secondary Capture without BurnedInAnnotation, which the service refuses (text may be burned
+    # in); its pixels have none, so the uploads state NO, as a site does after review.
+    template.BurnedInAnnotation = "NO"
     sources = nih_full + sorted((data_dir / "tbx11k").rglob("*.png")) + kermany[-8:]  # not among the JPEGs
-    dicoms = [siim[0].read_bytes()] + [dicom_from_pixels(template, _grey_u8(p)) for p in sources]
+    reviewed = io.BytesIO()
+    template.save_as(reviewed, enforce_file_format=True)
+    dicoms = [reviewed.getvalue()] + [dicom_from_pixels(template, _grey_u8(p)) for p in sources]
     out: list[tuple[str, bytes]] = []
     for i, p in enumerate(jpegs):
         if i % dicom_every == 0:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job, end to end on the real data under RADIOLENS_DATA_DIR (`make demo` runs this):
-#   1. de-identify real DICOM (the SIIM chest CR + pydicom-data CR/CT files)   -> $OUT/deid
+#   1. de-identify real DICOM (pydicom-data CR/CT files -> $OUT/deid; the SIIM chest CR, a Secondary Capture
+#      refused by default, after review with --allow-burned-in -> $OUT/deid-reviewed)
 #   2. render PNG previews of what the reader produced                       -> $OUT/previews
 #   3. build the PneumoniaMNIST manifest (offline copy in $RADIOLENS_DATA_DIR/medmnist, else downloaded)
 #   4. train small_cnn with configs/pneumoniamnist.yaml (fewer epochs, see below)  -> $OUT/pneumoniamnist
@@ -46,21 +47,32 @@ PY="$(dirname "$(command -v "$RL")")/python"
 
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
-rm -rf "$OUT/deid" "$OUT/previews"  # a rerun starts from empty output folders
+rm -rf "$OUT/deid" "$OUT/deid-reviewed" "$OUT/previews"  # a rerun starts from empty output folders
 start=$SECONDS
 step() { echo; echo "== $1  (t=$((SECONDS - start)) s)"; }
 
 step "1/5 de-identify real DICOM (PS3.15 Annex E basic profile, retain patient characteristics)"
-dicoms=("$RADIOLENS_DATA_DIR/siim_acr_pneumothorax/dicom")
 if corpus="$("$PY" -c 'import data_store, pathlib; print(pathlib.Path(data_store.__file__).parent / "data")' 2>/dev/null)"; then
+  dicoms=()
   for f in RG1_UNCR.dcm RG1_J2KR.dcm RG3_UNCR.dcm 693_UNCR.dcm; do dicoms+=("$corpus/$f"); done
+  "$RL" deid "${dicoms[@]}" "$OUT/deid"
 else
   echo "demo: the pydicom-data package is not installed; de-identifying the SIIM chest DICOM only"
 fi
-"$RL" deid "${dicoms[@]}" "$OUT/deid"
+# The SIIM chest DICOM is a Secondary Capture without BurnedInAnnotation: refused by default, since text may be
+# burned into its pixels. This image has none (it was looked at), so it is passed on explicitly.
+siim="$RADIOLENS_DATA_DIR/siim_acr_pneumothorax/dicom"
+if "$RL" deid "$siim" "$OUT/deid-reviewed"; then
+  echo "demo: the SIIM DICOM was not refused, although radiolens refuses Secondary Captures by default" >&2
+  exit 1
+fi
+echo "SIIM Secondary Capture refused by default (possible burned-in text); reviewed, passed with --allow-burned-in:"
+"$RL" deid "$siim" "$OUT/deid-reviewed" --allow-burned-in
 
 step "2/5 previews of the de-identified DICOM and the NIH full-resolution PNGs"
-"$RL" preview "$OUT/deid" "$RADIOLENS_DATA_DIR/nih_chestxray14/images_fullres" --out "$OUT/previews"
+previews=("$OUT/deid-reviewed")
+[ -d "$OUT/deid" ] && previews+=("$OUT/deid")
+"$RL" preview "${previews[@]}" "$RADIOLENS_DATA_DIR/nih_chestxray14/images_fullres" --out "$OUT/previews"
 
 step "3/5 PneumoniaMNIST manifest"
 if [ -f "$RADIOLENS_DATA_DIR/medmnist/pneumoniamnist.npz" ]; then
@@ -82,7 +94,7 @@ step "5/5 evaluate the saved model on the test split (temperature + threshold fi
 
 echo
 echo "== done in $((SECONDS - start)) s. Outputs:"
-echo "  de-identified DICOM + report : $OUT/deid/ (deid_report.csv, deid_report.json)"
+echo "  de-identified DICOM + report : $OUT/deid/, $OUT/deid-reviewed/ (deid_report.csv, deid_report.json)"
 echo "  previews                     : $OUT/previews/"
 echo "  manifest                     : $OUT/pneumoniamnist/data/manifest.csv"
 echo "  model                        : $OUT/pneumoniamnist/model.pt"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# System packages the tests use for real: PostgreSQL (storage tests) and Chromium (viewer tests).
+# System packages the tests use for real: PostgreSQL (storage tests), Chromium (viewer tests) and dicom3tools
+# (dciodvfy validates every DICOM radiolens writes).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -35,10 +35,14 @@ def test_demo_script_end_to_end(tmp_path, data_dir):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Traceback" not in res.stderr
 
-    # 1. de-identification: every input processed, outputs named by remapped UIDs, PHI-free report
+    # 1. de-identification: every input processed, outputs named by remapped UIDs, PHI-free report; the SIIM
+    # Secondary Capture is refused by default and passed on only with --allow-burned-in
     report = json.loads((out / "deid" / "deid_report.json").read_text())["files"]
-    dicoms = sorted((out / "deid").glob("*.dcm"))
-    assert len(report) == 5 and all(r["status"] == "ok" for r in report)
+    reviewed = json.loads((out / "deid-reviewed" / "deid_report.json").read_text())["files"]
+    dicoms = sorted((out / "deid").glob("*.dcm")) + sorted((out / "deid-reviewed").glob("*.dcm"))
+    assert len(report) == 4 and all(r["status"] == "ok" for r in report)
+    assert len(reviewed) == 1 and reviewed[0]["status"] == "ok" and reviewed[0]["burned_in_annotation"] == "absent"
+    assert "refused: the image is a Secondary Capture" in res.stderr
     assert len(dicoms) == 5 and all(p.name.startswith("2.25.") for p in dicoms)
     # 2. one preview per de-identified file plus the 4 NIH full-resolution PNGs, all non-empty PNGs
     previews = sorted((out / "previews").glob("*.png"))

@@ -133,7 +133,9 @@ def test_deidentify_file_is_byte_identical_and_named_by_uid(pydicom_dir, tmp_pat
     assert src.read_bytes() == original
     out = _read(tmp_path / "a" / ra["output"])
     assert out.file_meta.TransferSyntaxUID == _read(src).file_meta.TransferSyntaxUID
-    assert out.PixelData == _read(src).PixelData  # compressed stream copied as is
+    # the codestream's comment segment is gone, the image data is the same
+    assert out.PixelData != _read(src).PixelData and ra["stream_segments_removed"] >= 1
+    assert np.array_equal(out.pixel_array, _read(src).pixel_array)
 
 
 def test_every_corpus_file_deidentifies_to_identical_pixels(pydicom_data_files, tmp_path):
@@ -174,3 +176,51 @@ def test_secret_floor_and_file_are_shared_with_the_service(monkeypatch, tmp_path
     monkeypatch.setenv(SECRET_ENV, "a-different-secret-value")
     with pytest.raises(ConfigError, match="both set and differ"):
         Deidentifier("")
+
+
+SC_STORAGE = "1.2.840.10008.5.1.4.1.1.7"
+
+
+@pytest.mark.parametrize("attrs", [
+    {"BurnedInAnnotation": ["YES", "NO"]},  # multi-valued: not a single NO
+    {"BurnedInAnnotation": ["NO", "NO"]},
+    {"BurnedInAnnotation": "no"},  # not the defined term
+    {"BurnedInAnnotation": "MAYBE"},
+    {"Modality": ["US", "CR"]},  # any value in the risky set counts
+    {"Modality": ["CR", "US"]},
+    {"Modality": "us"},
+    {"Modality": None},  # missing modality
+    {"Modality": ""},
+    {"SOPClassUID": SC_STORAGE, "Modality": None},  # Secondary Capture without Modality
+    {"SOPClassUID": SC_STORAGE},  # Secondary Capture of a CR
+    {"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7.2"},  # multi-frame grayscale byte SC
+    {"ConversionType": "WSD"},
+    {"ImageType": ["DERIVED", "SECONDARY"]},
+])
+def test_possibly_burned_in_is_refused_in_every_form(attrs, tmp_path):
+    """Regression: ``YES\\NO``, ``US\\CR`` and Secondary Capture without Modality used to be accepted."""
+    ds = build_dataset(np.zeros((4, 4), np.uint16))
+    for keyword, value in attrs.items():
+        if value is None:
+            del ds[keyword]
+        else:
+            setattr(ds, keyword, value)
+    if "SOPClassUID" in attrs:
+        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    with pytest.raises(BurnedInAnnotationError):
+        Deidentifier(SECRET).deidentify_dataset(ds)
+    src = tmp_path / "in.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(src, enforce_file_format=True)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(BurnedInAnnotationError):
+        Deidentifier(SECRET).deidentify_file(src, tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())  # nothing written
+    # a single, exact NO is the reviewed statement that lets every one of them through ...
+    if "BurnedInAnnotation" not in attrs:
+        ds.BurnedInAnnotation = "NO"
+        assert Deidentifier(SECRET).deidentify_dataset(ds)[1]["burned_in_annotation"] == "NO"
+    # ... and --allow-burned-in processes them, reporting what the file said
+    report = Deidentifier(SECRET, allow_burned_in=True).deidentify_dataset(ds)[1]
+    assert report["status"] == "ok"

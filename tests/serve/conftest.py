@@ -83,11 +83,23 @@ def kermany_samples(kermany_dir: Path) -> list[tuple[Path, int]]:
 
 
 @pytest.fixture(scope="session")
-def siim_dicom(data_dir: Path) -> Path:
+def siim_original(data_dir: Path) -> Path:
     files = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
     if not files:
         pytest.fail("the SIIM chest DICOM is missing from RADIOLENS_DATA_DIR")
     return files[0]
+
+
+@pytest.fixture(scope="session")
+def siim_dicom(siim_original: Path, tmp_path_factory) -> Path:
+    """The real SIIM chest DICOM as a site would upload it after looking at the pixels: it is a Secondary
+    Capture without BurnedInAnnotation, which the service refuses (text may be burned in), so this copy
+    states BurnedInAnnotation = NO (the image has none). Everything else is the file as distributed."""
+    ds = pydicom.dcmread(str(siim_original))
+    ds.BurnedInAnnotation = "NO"
+    path = tmp_path_factory.mktemp("siim_reviewed") / siim_original.name
+    ds.save_as(path, enforce_file_format=True)
+    return path
 
 
 def plant_phi(src: Path) -> bytes:

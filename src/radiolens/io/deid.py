@@ -17,10 +17,17 @@ pseudonyms, and byte-identical output on re-runs.
 Actions and the choices made where Annex E offers several (X/Z, X/D, X/Z/D...):
 
 * ``X`` remove; ``Z`` empty; ``D`` replace with a dummy of the right VR; ``U`` keyed UID remap.
-* ``X/Z`` and ``X/Z/D``: empty (keeps Type 2 attributes present); sequences are removed.
-* ``X/D`` and ``Z/D``: dummy value; sequences are removed.
-* ``X/Z/U*`` (Referenced/Source Image Sequence): the sequence is kept, its contents go through the same
-  rules recursively, so the referenced UIDs are remapped consistently with the referenced files.
+* ``X/Z``: empty (keeps Type 2 attributes present).
+* ``X/D``, ``Z/D``, and ``X/Z/D`` of a non-empty value: dummy value (it may be Type 1, where empty is invalid).
+* Sequences: ``X`` removed, ``Z`` emptied; every other code (and ``X/Z/U*``, Referenced/Source Image
+  Sequence) keeps the sequence and cleans its items with these same rules, recursively, so referenced UIDs
+  stay consistent and a Type 1/2/3 sequence stays valid (checked with dciodvfy in the tests).
+* Safe default: any other attribute with a text, name, age, date or time VR (:data:`TEXT_VRS`,
+  :data:`DATE_TIME_VRS`), at any depth, gets ``D`` unless it is in :data:`KEPT_TEXT` (coded entries, device
+  make/model, value-meaning labels); ``UN`` values are removed. The table is a deny list and misses some.
+* The 128-byte preamble is zeroed; comment/application segments in compressed pixel data are removed
+  (:mod:`radiolens.io.deid_pixels`).
+* Every value written is checked with pydicom's VR validators in RAISE mode first.
 * Every UID anywhere in the data set (nested sequences and the file meta included) that is not a standard
   DICOM UID (root ``1.2.840.10008.``) is remapped, not only those in the table, so references stay
   consistent. Study/Series/SOP Instance UIDs are always replaced, never deleted.
@@ -32,16 +39,17 @@ Actions and the choices made where Annex E offers several (X/Z, X/D, X/Z/D...):
   Patient's Birth Date is always emptied.
 * Patient's Name and Patient ID become one keyed pseudonym ``RL-<16 hex>`` so studies of one patient stay
   linkable without revealing the ID.
-* Person names (PN) the table does not list (e.g. Evaluator Name) are replaced too, as a safety net;
-  binary values (OB/OW/UN...) the table touches are removed, having no meaningful dummy.
+* Binary values (OB/OW/UN...) the table touches are removed, having no meaningful dummy.
 * Private tags are removed everywhere; curve (50xx) and overlay (60xx) groups are removed (overlay bitmaps
   and comments can carry text).
-* Burned-in text: refused (``BurnedInAnnotationError``) when BurnedInAnnotation is YES, or when it is
-  absent on a modality that commonly burns text into pixels (:data:`BURNED_IN_MODALITIES`), unless
-  ``allow_burned_in=True``. Pixel data is never altered.
+* Burned-in text: refused (``BurnedInAnnotationError``) unless BurnedInAnnotation is a single ``NO``, when
+  it has any other value, or when it is absent and :func:`burned_in_risk` names a reason (a risky modality
+  among any of its values, no modality, Secondary Capture, Conversion Type, SECONDARY image type), unless
+  ``allow_burned_in=True``. Pixel values are never altered.
 
-Known limit of any Annex E deny-list: free text typed into an attribute the table does not list (e.g. a
-name in a code meaning) survives. Reports never contain PHI: only remapped UIDs, the pseudonym and counts.
+Known limit: text in code strings (CS), numbers, kept coded entries (a name in a Code Meaning) and binary
+attributes the table does not list survives. Reports never contain PHI: only remapped UIDs, the pseudonym
+and counts.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from pathlib import Path
 
 import pydicom
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as _annex_e
+from pydicom import config
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.tag import BaseTag, Tag
@@ -66,9 +75,11 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
 )
+from pydicom.valuerep import validate_value
 
 from radiolens import __version__ as _radiolens_version
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
+from radiolens.io.deid_pixels import strip_stream_metadata
 
 SECRET_ENV = "RADIOLENS_DEID_SECRET"
 #: Or a file holding it (e.g. a container secret mount); surrounding whitespace is ignored.
@@ -81,6 +92,10 @@ MIN_SECRET_BYTES = 16
 #: secondary capture / other (screenshots, scanned documents), angiography/fluoroscopy overlays,
 #: endoscopy/photography, microscopy and document captures.
 BURNED_IN_MODALITIES = frozenset({"US", "IVUS", "SC", "OT", "XA", "RF", "ES", "XC", "GM", "SM", "DOC", "OP"})
+#: Secondary Capture Image Storage and its multi-frame variants (PS3.4 B.5): screenshots, scans, conversions.
+SECONDARY_CAPTURE_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.7", "1.2.840.10008.5.1.4.1.1.7.1",
+                                           "1.2.840.10008.5.1.4.1.1.7.2", "1.2.840.10008.5.1.4.1.1.7.3",
+                                           "1.2.840.10008.5.1.4.1.1.7.4"})
 
 _STANDARD_UID_ROOT = "1.2.840.10008."
 _PSEUDONYM_PREFIX = "RL-"
@@ -100,6 +115,32 @@ for _name, _act in (("X_TAGS", "X"), ("Z_TAGS", "Z"), ("D_TAGS", "D"), ("U_TAGS"
     for _t in getattr(_annex_e, _name):
         if len(_t) == 2:  # masked entries (curves 50xx, overlays 60xx) are handled by group in _walk
             _ACTIONS[Tag(_t)] = _act
+
+#: Value representations that can carry identifying text or time points. Any attribute of these VRs that the
+#: table does not list, that is not retained (:data:`RETAINED`) and not in :data:`KEPT_TEXT` gets the ``D``
+#: action (dummy value; DA/DT shifted under ``shift_dates``): a safe default for attributes the table misses
+#: (it lacks e.g. Patient's Birth Date in Alternative Calendar and several DA/DT attributes) and for ones
+#: added to DICOM after the table's edition. ``UN`` (a value of unknown meaning) is removed for the same reason.
+TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC", "UR", "AE", "AS"})
+DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
+
+
+def _tags(*keywords: str) -> frozenset[BaseTag]:
+    return frozenset(Tag(k) for k in keywords)
+
+
+#: Text and date attributes kept although not in the table: they describe codes, the device make or how to
+#: turn stored values into meaningful ones, never the patient, and readers need them.
+KEPT_TEXT = _tags(
+    # coded entries (PS3.3 Table 8.8-1): without them every code sequence item is invalid
+    "CodeValue", "CodingSchemeDesignator", "CodingSchemeVersion", "CodeMeaning", "LongCodeValue",
+    "URNCodeValue", "ContextIdentifier", "MappingResource", "MappingResourceName", "ContextGroupVersion",
+    "ContextGroupLocalVersion",
+    # device make and model (kept by Annex E's basic profile too; used for scanner-drift monitoring)
+    "Manufacturer", "ManufacturerModelName",
+    # how stored values become meaningful ones (Modality LUT / VOI LUT labels)
+    "RescaleType", "ModalityLUTType", "LUTExplanation", "LUTLabel", "WindowCenterWidthExplanation",
+)
 
 _DUMMY_TEXT = "ANONYMIZED"
 _DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "PN": "ANONYMIZED", "AS": "000Y",
@@ -164,18 +205,27 @@ class Deidentifier:
 
     # -- public API ---------------------------------------------------------------------------------------
     def check_burned_in(self, ds: Dataset) -> str:
-        """Return the BurnedInAnnotation verdict used in reports; raise when the file must be refused."""
-        value = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
-        modality = str(ds.get("Modality", "") or "").strip().upper()
+        """Return the BurnedInAnnotation verdict used in reports; raise when the file must be refused.
+
+        Conservative by construction: only a single value exactly ``NO`` counts as "no burned-in text"; any
+        other value (``YES``, ``YES\\NO``, lower case, junk) counts as possibly burned-in. Without the
+        attribute, the file is refused when :func:`burned_in_risk` names a reason (risky modality among
+        any of its values, no modality, Secondary Capture, a conversion type, a SECONDARY image type).
+        """
+        values = _cs_values(ds.get("BurnedInAnnotation"))
+        verdict = "\\".join(values) if values else "absent"
         if self.allow_burned_in:
-            return value or "absent"
-        if value == "YES":
-            raise BurnedInAnnotationError("refused: BurnedInAnnotation is YES (pixels may contain text); "
-                                          "use --allow-burned-in after checking the pixels")
-        if not value and modality in BURNED_IN_MODALITIES:
-            raise BurnedInAnnotationError(f"refused: modality {modality} commonly has burned-in text and "
-                                          "BurnedInAnnotation is absent; use --allow-burned-in after checking")
-        return value or "absent"
+            return verdict
+        if values == ["NO"]:
+            return verdict
+        if values:
+            raise BurnedInAnnotationError("refused: BurnedInAnnotation is not a single NO (pixels may contain "
+                                          "text); use --allow-burned-in after checking the pixels")
+        reason = burned_in_risk(ds)
+        if reason:
+            raise BurnedInAnnotationError(f"refused: {reason} and BurnedInAnnotation is absent (pixels may "
+                                          "contain text); use --allow-burned-in after checking the pixels")
+        return verdict
 
     def deidentify_dataset(self, ds: Dataset) -> tuple[Dataset, dict]:
         """A new de-identified data set (the input is left untouched) and a PHI-free report."""
@@ -187,11 +237,13 @@ class Deidentifier:
             pseudonym = self.pseudonym(patient_key)
             offset = self.date_offset_days(patient_key) if self.shift_dates else None
             counts = {"removed": 0, "emptied": 0, "replaced": 0, "uids_remapped": 0, "dates_shifted": 0,
-                      "private_removed": 0}
+                      "private_removed": 0, "stream_segments_removed": 0}
             try:
                 counts["private_removed"] = _remove_private(clean)
                 self._walk(clean, counts, pseudonym, offset, top=True)
                 self._finish(clean, ds, pseudonym)
+                counts["stream_segments_removed"] = strip_stream_metadata(clean)
+                clean.preamble = b"\x00" * 128  # the 128-byte preamble is free-form and can hold anything
             except RadiolensError:
                 raise
             except Exception as exc:  # a malformed element must fail this file, typed, with nothing written
@@ -251,7 +303,7 @@ class Deidentifier:
                     _cap_age(elem)
                 continue
             if tag in (_PATIENT_NAME, _PATIENT_ID):
-                elem.value = pseudonym
+                elem.value = _valid(elem.VR, pseudonym)
                 counts["replaced"] += 1
                 continue
             if tag == _BIRTH_DATE:
@@ -260,25 +312,30 @@ class Deidentifier:
                 continue
             action = _ACTIONS.get(tag)
             if elem.VR == "SQ":
-                if action is None or action == "U*":
-                    for item in elem.value:
-                        self._walk(item, counts, pseudonym, offset, top=False)
-                elif action in ("Z", "D"):
-                    elem.value = Sequence()
-                    counts["emptied"] += 1
-                else:  # any X combination: sequences go
+                if action == "X":
                     del ds[tag]
                     counts["removed"] += 1
+                elif action == "Z":
+                    elem.value = Sequence()
+                    counts["emptied"] += 1
+                else:  # not listed, U*, and D, X/Z, X/D, Z/D, X/Z/D: kept, every item cleaned by these rules
+                    for item in elem.value:
+                        self._walk(item, counts, pseudonym, offset, top=False)
                 continue
             if elem.VR == "UI":
                 self._remap_element(elem, counts)
                 continue
-            if action is None and elem.VR == "PN":  # safety net: a person name the table does not list
-                action = "D"
+            if action is None and tag not in KEPT_TEXT:  # safe default for what the table does not list
+                if elem.VR in TEXT_VRS or elem.VR in DATE_TIME_VRS:
+                    if elem.value is None or elem.value == "":
+                        continue  # nothing to hide; an empty Type 2 attribute stays empty
+                    action = "D"
+                elif elem.VR == "UN":
+                    action = "X"
             if action is None:
                 continue
             if offset is not None and elem.VR in ("DA", "DT") and action != "X":
-                elem.value = _shift(elem.value, elem.VR, offset)
+                elem.value = _valid(elem.VR, _shift(elem.value, elem.VR, offset))
                 counts["dates_shifted"] += 1
             elif action == "X":
                 del ds[tag]
@@ -286,11 +343,11 @@ class Deidentifier:
             elif elem.VR in _BINARY_VRS:  # no meaningful dummy for bytes: remove (strictest choice)
                 del ds[tag]
                 counts["removed"] += 1
-            elif action in ("Z", "XZ", "XZD"):
+            elif action in ("Z", "XZ") or (action == "XZD" and (elem.value is None or elem.value == "")):
                 elem.value = None if elem.VR in _DUMMY and not isinstance(_DUMMY[elem.VR], str) else ""
                 counts["emptied"] += 1
-            else:  # D, XD, ZD
-                elem.value = _dummy(elem.VR)
+            else:  # D, XD, ZD, and X/Z/D of a non-empty value (it may be Type 1: emptying would break the IOD)
+                elem.value = _valid(elem.VR, _dummy(elem.VR))
                 counts["replaced"] += 1
 
     def _remap_element(self, elem, counts: dict) -> None:
@@ -303,9 +360,11 @@ class Deidentifier:
 
     def _finish(self, clean: Dataset, original: Dataset, pseudonym: str) -> None:
         clean.PatientIdentityRemoved = "YES"
-        clean.DeidentificationMethod = (f"radiolens {_radiolens_version}: PS3.15 Annex E basic profile; "
-                                        "retain patient characteristics" +
-                                        ("; modified dates" if self.shift_dates else "") + "; keyed UIDs")
+        # LO allows 64 characters per value, and the attribute is multi-valued: one value per statement.
+        clean.DeidentificationMethod = _valid("LO", [f"radiolens {_radiolens_version}", "PS3.15 Annex E basic profile",
+                                                     "retain patient characteristics",
+                                                     *(["modified dates"] if self.shift_dates else []),
+                                                     "keyed UIDs"])
         codes = Sequence()
         for value, meaning in _profile_codes(self.shift_dates):
             item = Dataset()
@@ -324,6 +383,36 @@ class Deidentifier:
         clean.file_meta = _file_meta(clean, original)
 
 
+def _cs_values(value) -> list[str]:
+    """A code-string element's values, stripped; a single empty value counts as none."""
+    if value is None:
+        return []
+    items = list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    out = [str(v if v is not None else "").strip() for v in items]
+    return [] if out == [""] else out
+
+
+def burned_in_risk(ds: Dataset) -> str | None:
+    """Why the pixels of ``ds`` may carry burned-in text when BurnedInAnnotation does not say NO, or None.
+
+    Every value of a multi-valued attribute is considered (``US\\CR`` is ultrasound), case-insensitively.
+    """
+    modalities = [m.upper() for m in _cs_values(ds.get("Modality"))]
+    risky = sorted(set(modalities) & BURNED_IN_MODALITIES)
+    if risky:
+        return f"modality {risky[0]} commonly has burned-in text"
+    if not modalities:
+        return "the modality is missing"
+    sop_class = str(ds.get("SOPClassUID", "") or "").strip()
+    if sop_class in SECONDARY_CAPTURE_SOP_CLASSES:
+        return "the image is a Secondary Capture (screen or document capture)"
+    if _cs_values(ds.get("ConversionType")):
+        return "the image was converted from another source (Conversion Type is set)"
+    if any(v.upper() == "SECONDARY" for v in _cs_values(ds.get("ImageType"))):
+        return "the image type is SECONDARY (derived or captured image)"
+    return None
+
+
 def _remove_private(ds: Dataset) -> int:
     count = 0
     for elem in list(ds):
@@ -336,10 +425,19 @@ def _remove_private(ds: Dataset) -> int:
     return count
 
 
+def _valid(vr: str, value):
+    """``value`` after pydicom's VR checks in RAISE mode (length, characters, format), one value at a time:
+    a value radiolens writes must be valid whatever the validation mode of the data set it goes into."""
+    items = value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+    for item in items:
+        validate_value(vr, item, config.RAISE)
+    return value
+
+
 def _cap_age(elem) -> None:
     text = str(elem.value or "").strip().upper()
     if len(text) == 4 and text[:3].isdigit() and text[3] == "Y" and int(text[:3]) > 89:
-        elem.value = "090Y"
+        elem.value = _valid("AS", "090Y")
 
 
 def _dummy(vr: str):
@@ -408,7 +506,8 @@ def output_name(clean: Dataset) -> str:
 # -- folders --------------------------------------------------------------------------------------------------
 REPORT_FIELDS = ("source_ref", "status", "error_code", "output", "sop_instance_uid", "study_instance_uid",
                  "series_instance_uid", "patient_pseudonym", "modality", "burned_in_annotation", "removed",
-                 "emptied", "replaced", "uids_remapped", "dates_shifted", "private_removed")
+                 "emptied", "replaced", "uids_remapped", "dates_shifted", "private_removed",
+                 "stream_segments_removed")
 
 
 def iter_input_files(src: Path, *, keep=None) -> list[Path]:
