@@ -170,11 +170,12 @@ class Deidentifier:
         if self.allow_burned_in:
             return value or "absent"
         if value == "YES":
-            raise BurnedInAnnotationError("refused: BurnedInAnnotation is YES (pixels may contain text); "
-                                          "use --allow-burned-in after checking the pixels")
+            raise BurnedInAnnotationError("refused: the file declares burned-in annotation (BurnedInAnnotation "
+                                          "YES): the pixels may show patient details")
         if not value and modality in BURNED_IN_MODALITIES:
-            raise BurnedInAnnotationError(f"refused: modality {modality} commonly has burned-in text and "
-                                          "BurnedInAnnotation is absent; use --allow-burned-in after checking")
+            raise BurnedInAnnotationError(f"refused: {modality} images commonly show patient details burned into "
+                                          "the pixels and this file does not declare that it has none "
+                                          "(BurnedInAnnotation absent)")
         return value or "absent"
 
     def deidentify_dataset(self, ds: Dataset) -> tuple[Dataset, dict]:

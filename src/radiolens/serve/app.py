@@ -17,6 +17,7 @@ from starlette.formparsers import MultiPartParser
 from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, RadiolensError, UnreadableImageError
 from radiolens.serve.config import ServeSettings
+from radiolens.serve.error_actions import error_body
 from radiolens.serve.hooks import PredictionHooks
 from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware
 from radiolens.serve.pool import InferencePool
@@ -29,7 +30,7 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
 
 def _status_for(exc: RadiolensError) -> int:
@@ -71,7 +72,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
         status = _status_for(exc)
         if status >= 500:  # configuration/model faults: log the type only, the message may quote internals
             log.error("server-side error %s on %s", type(exc).__name__, request.url.path)
-            return _error(status, exc.code, "server error (see the service log)")
+            return _error(status, exc.code, "server error")
         return _error(status, exc.code, str(exc))
 
     @app.exception_handler(HTTPException)  # Starlette's: also the router's own 404/405, not only FastAPI's
