@@ -14,6 +14,13 @@ from PIL import Image
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("RADIOLENS_CHROMIUM", "/usr/bin/chromium")
+#: Collects ``securitypolicyviolation`` events in ``window.__cspViolations`` (an init script: it runs before the
+#: page's own scripts and is not subject to the page's CSP).
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation",
+    (e) => window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI));
+"""
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -42,8 +49,10 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
 
     page.goto(f"{srv.url}/viewer/")
+    assert "script-src 'self'" in page.request.get(f"{srv.url}/viewer/").headers["content-security-policy"]
     assert "not a diagnosis" in page.locator("#advisory").inner_text()
 
     page.fill("#api-key", "rlk_wrong_key")
@@ -84,7 +93,7 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
 
     page.select_option("#corrected", "normal")
     page.click("#disagree")
-    page.wait_for_function("document.getElementById('feedback-status').textContent.includes('recorded')")
+    page.wait_for_selector("#feedback-status:has-text('recorded')")  # not wait_for_function: the CSP forbids eval
     assert "corrected to normal" in page.locator("#feedback-status").inner_text()
     page.screenshot(path=str(tmp_path / "viewer_final.png"))
     out_dir = os.environ.get("RADIOLENS_SCREENSHOT_DIR")
@@ -101,6 +110,7 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
         fb = s.scalars(select(Feedback)).all()
     assert len(fb) == 1 and fb[0].agree is False and fb[0].corrected_label == "normal"
     assert not [e for e in console_errors if "401" not in e], console_errors
+    assert page.evaluate("window.__cspViolations") == []  # the viewer works under its Content-Security-Policy
 
 
 def test_viewer_shows_not_assessed_for_a_non_chest_image(browser, live, pydicom_data_files, tmp_path):
