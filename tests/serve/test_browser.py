@@ -58,7 +58,12 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
     page.fill("#api-key", "rlk_wrong_key")
     page.click("#sign-in")
     page.wait_for_selector("#login-error:not([hidden])")
-    assert "Unknown or revoked key" in page.locator("#login-error").inner_text()
+    login_error = page.locator("#login-error").inner_text()
+    assert "Unknown or revoked key" in login_error and "administrator" in login_error  # what to do about it
+
+    page.fill("#api-key", "")
+    page.click("#sign-in")
+    page.wait_for_selector("#login-error:has-text('No API key entered')")
 
     page.fill("#api-key", keys.clinician)
     page.click("#sign-in")

@@ -47,6 +47,10 @@ function showError(el, err, prefix = "") {
 function show(el, visible) { el.hidden = !visible; }
 
 async function signIn(key) {
+  if (!key) {
+    showError($("login-error"), new ApiError("No API key entered.", "Paste the key your radiolens administrator gave you (rlk_...), then Sign in."));
+    return;
+  }
   state.key = key;
   try {
     const me = await (await api("/v1/me")).json();
@@ -63,7 +67,7 @@ async function signIn(key) {
     show($("login"), false); show($("app"), true); show($("login-error"), false);
   } catch (e) {
     state.key = null; sessionStorage.removeItem("radiolens.key");
-    showError($("login-error"), e, e.status === 401 ? "Unknown or revoked key. " : "");
+    showError($("login-error"), e.status === 401 ? new ApiError("Unknown or revoked key.", e.action, 401) : e);
   }
 }
 
