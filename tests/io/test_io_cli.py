@@ -83,6 +83,7 @@ def test_deid_refuses_without_secret_and_reports_bad_files(pydicom_dir, tmp_path
     assert proc.returncode == 1
     _assert_clean_errors(proc, 3)  # US refused (burned-in), truncated file, noise
     assert "US1_UNCR.dcm: refused" in proc.stderr and "truncated" in proc.stderr
+    assert "rerun with --allow-burned-in" in proc.stderr  # the CLI, not the io layer, names its own flag
     rows = (tmp_path / "out" / "deid_report.csv").read_text().splitlines()
     statuses = sorted(r.split(",")[1] for r in rows[1:])
     assert statuses == ["error", "error", "ok", "refused"]

@@ -14,6 +14,13 @@ from PIL import Image
 pytestmark = pytest.mark.browser
 
 CHROMIUM = os.environ.get("RADIOLENS_CHROMIUM", "/usr/bin/chromium")
+#: Collects ``securitypolicyviolation`` events in ``window.__cspViolations`` (an init script: it runs before the
+#: page's own scripts and is not subject to the page's CSP).
+RECORD_CSP_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation",
+    (e) => window.__cspViolations.push(e.violatedDirective + " " + e.blockedURI));
+"""
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -42,14 +49,21 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     console_errors: list[str] = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
 
     page.goto(f"{srv.url}/viewer/")
+    assert "script-src 'self'" in page.request.get(f"{srv.url}/viewer/").headers["content-security-policy"]
     assert "not a diagnosis" in page.locator("#advisory").inner_text()
 
     page.fill("#api-key", "rlk_wrong_key")
     page.click("#sign-in")
     page.wait_for_selector("#login-error:not([hidden])")
-    assert "Unknown or revoked key" in page.locator("#login-error").inner_text()
+    login_error = page.locator("#login-error").inner_text()
+    assert "Unknown or revoked key" in login_error and "administrator" in login_error  # what to do about it
+
+    page.fill("#api-key", "")
+    page.click("#sign-in")
+    page.wait_for_selector("#login-error:has-text('No API key entered')")
 
     page.fill("#api-key", keys.clinician)
     page.click("#sign-in")
@@ -84,7 +98,7 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
 
     page.select_option("#corrected", "normal")
     page.click("#disagree")
-    page.wait_for_function("document.getElementById('feedback-status').textContent.includes('recorded')")
+    page.wait_for_selector("#feedback-status:has-text('recorded')")  # not wait_for_function: the CSP forbids eval
     assert "corrected to normal" in page.locator("#feedback-status").inner_text()
     page.screenshot(path=str(tmp_path / "viewer_final.png"))
     out_dir = os.environ.get("RADIOLENS_SCREENSHOT_DIR")
@@ -101,6 +115,7 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
         fb = s.scalars(select(Feedback)).all()
     assert len(fb) == 1 and fb[0].agree is False and fb[0].corrected_label == "normal"
     assert not [e for e in console_errors if "401" not in e], console_errors
+    assert page.evaluate("window.__cspViolations") == []  # the viewer works under its Content-Security-Policy
 
 
 def test_viewer_shows_not_assessed_for_a_non_chest_image(browser, live, pydicom_data_files, tmp_path):
@@ -125,3 +140,107 @@ def test_viewer_shows_not_assessed_for_a_non_chest_image(browser, live, pydicom_
     out_dir = os.environ.get("RADIOLENS_SCREENSHOT_DIR")
     if out_dir:
         shutil.copy(tmp_path / "viewer_not_assessed.png", Path(out_dir) / "viewer_not_assessed.png")
+
+
+def _sign_in(page, srv, key: str) -> None:
+    page.goto(f"{srv.url}/viewer/")
+    page.fill("#api-key", key)
+    page.click("#sign-in")
+    page.wait_for_selector("#app:not([hidden])")
+
+
+def _save_screenshot(page, tmp_path: Path, name: str) -> None:
+    page.screenshot(path=str(tmp_path / name), full_page=True)
+    out_dir = os.environ.get("RADIOLENS_SCREENSHOT_DIR")
+    if out_dir:
+        shutil.copy(tmp_path / name, Path(out_dir) / name)
+
+
+def _assert_result_cleared(page) -> None:
+    """Nothing of an earlier study is on screen: panel hidden, and emptied, so unhiding it could show nothing."""
+    assert page.locator("#result").is_hidden()
+    assert page.locator("#probs tbody tr").count() == 0
+    for sel in ("#decision", "#review", "#study", "#model-ref", "#not-assessed", "#feedback-status"):
+        assert page.locator(sel).text_content() == "", sel
+    drawn = page.evaluate("""() => { const c = document.getElementById('canvas');
+        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).some(v => v !== 0); }""")
+    assert not drawn, "the previous study's pixels are still on the canvas"
+
+
+def test_refused_upload_clears_the_previous_result(browser, live, phi_dicom_bytes, pydicom_data_files, tmp_path):
+    """A clinician analyses a chest study, then uploads a real ultrasound (refused: burned-in text is common in
+    US): the chest study's image and verdict must not stay on screen beside the ultrasound, and the refusal must
+    say what to do without naming a command-line flag."""
+    srv, keys = live()
+    chest = tmp_path / "chest.dcm"
+    chest.write_bytes(phi_dicom_bytes)
+    us = next(p for p in pydicom_data_files if p.name == "US1_UNCR.dcm")  # a real ultrasound, no BurnedInAnnotation
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    _sign_in(page, srv, keys.clinician)
+
+    page.set_input_files("#file", str(chest))
+    page.click("#predict")
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    assert page.locator("#probs tbody tr").count() == 1
+
+    # Upload the refused file with Analyse pressed straight away (no other interaction in between).
+    page.set_input_files("#file", str(us))
+    page.click("#predict")
+    page.wait_for_selector("#upload-error:not([hidden])", timeout=60_000)
+    _save_screenshot(page, tmp_path, "viewer_refused_upload.png")
+    _assert_result_cleared(page)
+    error = page.locator("#upload-error").inner_text()
+    assert "patient details" in error and "US" in error
+    assert "Upload a chest radiograph" in error  # what to do next
+    assert "--" not in error and "allow-burned-in" not in error  # no command-line flag for a clinician
+
+    # Choosing another file clears a shown result as well, before Analyse is pressed.
+    page.set_input_files("#file", str(chest))
+    page.click("#predict")
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    assert page.locator("#upload-error").is_hidden()
+    page.set_input_files("#file", str(us))
+    _assert_result_cleared(page)
+
+
+def test_every_viewer_error_clears_the_result_and_says_what_to_do(browser, live, phi_dicom_bytes, tmp_path):
+    """The other ways an upload fails after a shown result: a file that is no image, a key revoked meanwhile,
+    the service unreachable. Each clears the result and shows a message plus an action, never a flag."""
+    srv, keys = live()
+    chest = tmp_path / "chest.dcm"
+    chest.write_bytes(phi_dicom_bytes)
+    junk = tmp_path / "notes.dcm"
+    junk.write_bytes(b"this is a text file, not an image\n" * 20)
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    _sign_in(page, srv, keys.clinician)
+
+    def analyse(path: Path, meanwhile=lambda: None) -> str:
+        page.set_input_files("#file", str(chest))
+        page.click("#predict")
+        page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+        meanwhile()
+        page.set_input_files("#file", str(path))
+        page.click("#predict")
+        page.wait_for_selector("#upload-error:not([hidden])", timeout=60_000)
+        _assert_result_cleared(page)
+        text = page.locator("#upload-error").inner_text()
+        assert "--" not in text
+        what, todo = (page.locator(f"#upload-error .{c}").inner_text() for c in ("what", "todo"))
+        assert what.strip() and todo.strip()
+        return text
+
+    assert "Upload a chest radiograph as a DICOM file" in analyse(junk)
+
+    # The service stops answering: no JSON body at all, the viewer's own wording.
+    text = analyse(chest, meanwhile=lambda: page.route("**/v1/predictions", lambda route: route.abort()))
+    assert "cannot be reached" in text and "network connection" in text
+    page.unroute("**/v1/predictions")
+
+    # The key is revoked (by an admin, through the API) while the reader is signed in.
+    import httpx
+
+    def revoke() -> None:
+        key_id = keys.clinician.split("_")[1]
+        assert httpx.delete(f"{srv.url}/v1/keys/{key_id}", headers=keys.h("admin")).status_code == 200
+
+    assert "Sign in again" in analyse(chest, meanwhile=revoke)

@@ -132,8 +132,10 @@ def test_unexpected_error_is_500_json_and_logs_no_phi(live, kermany_samples, cap
     finally:
         for lg in watched:
             lg.removeHandler(collect)
-    assert r.status_code == 500 and r.json() == {"error": {"code": "internal_error",
-                                                           "message": "internal server error"}}
+    from radiolens.serve.error_actions import ACTIONS
+
+    assert r.status_code == 500 and r.json() == {"error": {"code": "internal_error", "message": "internal server error",
+                                                           "action": ACTIONS["internal_error"]}}
     assert health.status_code == 200  # the server is still serving after the error
     out = capfd.readouterr()
     logs = "\n".join(collect.lines + [out.out, out.err] + [rec.getMessage() for rec in caplog.records])

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from radiolens._cli.common import friendly_errors
-from radiolens.errors import InputError, RadiolensError
+from radiolens.errors import BurnedInAnnotationError, InputError, RadiolensError
 
 EXIT_SOME_FILES_FAILED = 1
 
@@ -71,7 +71,10 @@ def deid_cmd(
             raise InputError(f"{src.name}: no such file or folder")
 
     def on_error(path: Path, exc: RadiolensError) -> None:
-        typer.echo(f"error: {exc}", err=True)
+        # The io layer says what is wrong; the remedy that is a flag of this command is added here.
+        hint = ("; check the pixels for burned-in text, then rerun with --allow-burned-in if there is none"
+                if isinstance(exc, BurnedInAnnotationError) else "")
+        typer.echo(f"error: {exc}{hint}", err=True)
 
     rows = [row for src in sources for row in deidentify_tree(src, out, deid, on_error=on_error)]
     csv_path, _ = write_reports(rows, out)

@@ -86,12 +86,22 @@ def register(app: typer.Typer) -> None:
         accept_new_deid_secret: bool = typer.Option(
             False, "--accept-new-deid-secret", help="start with a de-identification secret other than the one "
             "this database was used with, on purpose (audited; study refs from now on do not match earlier ones)"),
+        ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="serve HTTPS with this private key (PEM); "
+                                         "with --ssl-certfile. Usually TLS ends at a reverse proxy instead"),
+        ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="certificate chain (PEM) for --ssl-keyfile"),
         log_level: str = typer.Option("info", "--log-level"),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
         import uvicorn
 
+        from radiolens.errors import ConfigError
         from radiolens.serve import audit
+
+        if (ssl_keyfile is None) != (ssl_certfile is None):
+            raise ConfigError("--ssl-keyfile and --ssl-certfile go together (HTTPS needs both)")
+        for opt, path in (("--ssl-keyfile", ssl_keyfile), ("--ssl-certfile", ssl_certfile)):
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{opt}: file not found: {path.name}")
         from radiolens.serve.config import ServeSettings, secret_fingerprint
         from radiolens.serve.db import make_engine, session_factory, upgrade
         from radiolens.serve.metrics import MultiprocessMetrics
@@ -128,7 +138,9 @@ def register(app: typer.Typer) -> None:
                    "record it: a change means study refs no longer match earlier ones)", err=True)
         with metrics_dir:
             uvicorn.run("radiolens.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level=log_level, timeout_graceful_shutdown=120)
+                        log_level=log_level, timeout_graceful_shutdown=120,
+                        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+                        ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
 
     users = typer.Typer(help="Manage API keys (users) of the service.", no_args_is_help=True)
     app.add_typer(users, name="users")

@@ -219,12 +219,13 @@ class Deidentifier:
         if values == ["NO"]:
             return verdict
         if values:
-            raise BurnedInAnnotationError("refused: BurnedInAnnotation is not a single NO (pixels may contain "
-                                          "text); use --allow-burned-in after checking the pixels")
+            raise BurnedInAnnotationError("refused: the file does not declare a single BurnedInAnnotation NO: the "
+                                          "pixels may show patient details")
         reason = burned_in_risk(ds)
         if reason:
-            raise BurnedInAnnotationError(f"refused: {reason} and BurnedInAnnotation is absent (pixels may "
-                                          "contain text); use --allow-burned-in after checking the pixels")
+            raise BurnedInAnnotationError(f"refused: {reason} and the file does not declare that it has no "
+                                          "burned-in text (BurnedInAnnotation absent): the pixels may show "
+                                          "patient details")
         return verdict
 
     def deidentify_dataset(self, ds: Dataset) -> tuple[Dataset, dict]:

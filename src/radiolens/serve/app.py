@@ -11,25 +11,29 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 
 from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, RadiolensError, UnreadableImageError
 from radiolens.serve.config import ServeSettings
+from radiolens.serve.error_actions import error_body
 from radiolens.serve.hooks import PredictionHooks
 from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware
 from radiolens.serve.pool import InferencePool
 from radiolens.serve.routers import admin, health, monitoring, predictions
 from radiolens.serve.schemas import ADVISORY
+from radiolens.serve.security import SecurityHeadersMiddleware
 from radiolens.serve.service import NotFound, Service
 
 log = logging.getLogger("radiolens.serve")
 STATIC_DIR = Path(__file__).parent / "static"
+DOCS_ASSETS = "/docs-assets"  # the Swagger UI bundle (the fastapi-offline package's files)
 
 
 def _error(status: int, code: str, message: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(error_body(status, code, message), status_code=status, headers=headers)
 
 
 def _status_for(exc: RadiolensError) -> int:
@@ -61,8 +65,12 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
             log.error("shutdown: predictions still in flight after the drain timeout")
         service.close()
 
-    app = FastAPI(title="radiolens inference service", version=__version__, lifespan=lifespan,
-                  description=f"Chest X-ray decision support. {ADVISORY}")
+    # FastAPIOffline: the Swagger UI bundle is served from the fastapi-offline package at /docs-assets (FastAPI's
+    # own page loads it from a CDN). Its page is replaced by ours (static/docs.html), which keeps the start-up
+    # script in a file so that the CSP needs no 'unsafe-inline'.
+    app = FastAPIOffline(title="radiolens inference service", version=__version__, lifespan=lifespan,
+                         description=f"Chest X-ray decision support. {ADVISORY}", docs_url=None, redoc_url=None,
+                         static_url=DOCS_ASSETS)
     app.state.service = service
     app.state.inference_pool = InferencePool(settings.inference_workers)  # the only threads that predict
 
@@ -71,7 +79,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
         status = _status_for(exc)
         if status >= 500:  # configuration/model faults: log the type only, the message may quote internals
             log.error("server-side error %s on %s", type(exc).__name__, request.url.path)
-            return _error(status, exc.code, "server error (see the service log)")
+            return _error(status, exc.code, "server error")
         return _error(status, exc.code, str(exc))
 
     @app.exception_handler(HTTPException)  # Starlette's: also the router's own 404/405, not only FastAPI's
@@ -109,9 +117,19 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     def _viewer():
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
+    @app.get("/docs", include_in_schema=False)
+    def _docs():
+        return FileResponse(STATIC_DIR / "docs.html")
+
+    @app.get("/redoc", include_in_schema=False)
+    def _redoc():
+        # ReDoc's bundle loads its logo from cdn.redoc.ly (no option turns that off): one docs page, Swagger UI.
+        return RedirectResponse("docs")
+
     app.add_middleware(SafeErrorsMiddleware)  # added first = inside LimitsMiddleware (its 500s are counted)
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_upload_bytes,
                        timeout_s=settings.request_timeout_s, metrics=service.metrics)
+    app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on the limits middleware's 413/504 answers
     return app
 
 

@@ -13,13 +13,14 @@ import time
 
 import anyio
 
+from radiolens.serve.error_actions import error_body
 from radiolens.serve.metrics import ServiceMetrics
 
 log = logging.getLogger("radiolens.serve")
 
 
 def _json_message(status: int, code: str, message: str) -> tuple[dict, dict]:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    body = json.dumps(error_body(status, code, message)).encode()
     start = {"type": "http.response.start", "status": status,
              "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
     return start, {"type": "http.response.body", "body": body}

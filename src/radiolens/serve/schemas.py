@@ -12,7 +12,8 @@ ADVISORY = "Advisory only - not a diagnosis. For review by a qualified reader."
 
 class ErrorDetail(BaseModel):
     code: str
-    message: str
+    message: str = Field(description="what is wrong")
+    action: str = Field(description="what to do about it, in words for the person at the viewer")
 
 
 class ErrorResponse(BaseModel):

@@ -2,23 +2,55 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { key: sessionStorage.getItem("radiolens.key"), result: null, grey: null, heat: null, model: null };
+const state = { key: sessionStorage.getItem("radiolens.key"), result: null, grey: null, heat: null, model: null, upload: 0 };
 const MAX_SIDE = 512;
+
+const ADMIN = "if it keeps happening, tell your radiolens administrator.";
+
+// Every failure becomes an ApiError with what went wrong (message) and what to do (action). The service sends both
+// in its JSON error body; answers without one (a proxy's 502, no network) get a plain-language pair here.
+class ApiError extends Error {
+  constructor(message, action, status, code) { super(message); this.action = action; this.status = status; this.code = code; }
+}
 
 async function api(path, options = {}) {
   const headers = Object.assign({ Authorization: "Bearer " + state.key }, options.headers || {});
-  const resp = await fetch(path, Object.assign({}, options, { headers }));
+  let resp;
+  try {
+    resp = await fetch(path, Object.assign({}, options, { headers }));
+  } catch (e) {
+    throw new ApiError("The radiolens service cannot be reached.", "Check the network connection and try again; " + ADMIN, 0, "network");
+  }
   if (!resp.ok) {
-    let message = resp.status + " " + resp.statusText;
-    try { const body = await resp.json(); if (body.error) message = body.error.message; } catch (e) { /* not JSON */ }
-    const err = new Error(message); err.status = resp.status; throw err;
+    let message = "The service answered " + resp.status + " " + resp.statusText + ".";
+    let action = "Try again; " + ADMIN, code = "http_error";
+    try {
+      const body = await resp.json();
+      if (body.error) { message = body.error.message || message; action = body.error.action || action; code = body.error.code || code; }
+    } catch (e) { /* not JSON: keep the plain-language pair */ }
+    throw new ApiError(message, action, resp.status, code);
   }
   return resp;
+}
+
+// Shows an error in `el` as two lines: what went wrong, then what to do. Text nodes only (messages are never HTML).
+function showError(el, err, prefix = "") {
+  const message = err instanceof ApiError ? err.message : "The viewer could not show this result.";
+  const action = err instanceof ApiError ? err.action : "Reload the page and try again; " + ADMIN;
+  const what = document.createElement("span"); what.className = "what";
+  what.textContent = prefix + message.charAt(0).toUpperCase() + message.slice(1);
+  const todo = document.createElement("span"); todo.className = "todo"; todo.textContent = action;
+  el.replaceChildren(what, document.createElement("br"), todo);
+  show(el, true);
 }
 
 function show(el, visible) { el.hidden = !visible; }
 
 async function signIn(key) {
+  if (!key) {
+    showError($("login-error"), new ApiError("No API key entered.", "Paste the key your radiolens administrator gave you (rlk_...), then Sign in."));
+    return;
+  }
   state.key = key;
   try {
     const me = await (await api("/v1/me")).json();
@@ -35,15 +67,28 @@ async function signIn(key) {
     show($("login"), false); show($("app"), true); show($("login-error"), false);
   } catch (e) {
     state.key = null; sessionStorage.removeItem("radiolens.key");
-    $("login-error").textContent = e.status === 401 ? "Unknown or revoked key." : e.message;
-    show($("login-error"), true);
+    showError($("login-error"), e.status === 401 ? new ApiError("Unknown or revoked key.", e.action, 401) : e);
   }
 }
 
 function signOut() {
   sessionStorage.removeItem("radiolens.key");
-  state.key = null; state.result = null;
-  show($("app"), false); show($("result"), false); show($("login"), true);
+  state.key = null; clearResult(); show($("upload-error"), false);
+  show($("app"), false); show($("login"), true);
+}
+
+// Removes every trace of the previous study (image, heatmap, probabilities, verdict, review, refs, feedback state)
+// and invalidates any upload still in flight, so no result is ever shown beside another file or an error.
+function clearResult() {
+  state.upload += 1;
+  state.result = null; state.grey = null; state.heat = null;
+  show($("result"), false);
+  $("probs").querySelector("tbody").replaceChildren();
+  for (const id of ["not-assessed", "decision", "review", "study", "model-ref", "feedback-status"]) $(id).textContent = "";
+  show($("not-assessed"), false);
+  $("review").className = "review";
+  const canvas = $("canvas");
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
 }
 
 async function loadBitmap(url) {
@@ -52,19 +97,27 @@ async function loadBitmap(url) {
 }
 
 async function predict() {
+  clearResult();
+  const upload = state.upload;
   const file = $("file").files[0];
-  if (!file) { $("upload-error").textContent = "Choose a file first."; show($("upload-error"), true); return; }
+  if (!file) {
+    showError($("upload-error"), new ApiError("No file chosen.", "Choose a DICOM, PNG or JPEG file, then press Analyse."));
+    return;
+  }
   show($("upload-error"), false); show($("busy"), true); $("predict").disabled = true;
   try {
     const form = new FormData();
     form.append("file", file, "upload");  // the local file name is not sent: it may identify the patient
     const result = await (await api("/v1/predictions", { method: "POST", body: form })).json();
-    state.result = result;
-    state.grey = await loadBitmap(result.image_url);
-    state.heat = result.heatmap_url ? await loadBitmap(result.heatmap_url) : null;
+    const grey = await loadBitmap(result.image_url);
+    const heat = result.heatmap_url ? await loadBitmap(result.heatmap_url) : null;
+    if (upload !== state.upload) return;  // another file was chosen meanwhile: this result belongs to neither
+    state.result = result; state.grey = grey; state.heat = heat;
     renderResult();
   } catch (e) {
-    $("upload-error").textContent = e.message; show($("upload-error"), true);
+    if (upload !== state.upload) return;
+    clearResult();
+    showError($("upload-error"), e);
   } finally {
     show($("busy"), false); $("predict").disabled = false;
   }
@@ -132,16 +185,17 @@ function draw() {
 
 async function feedback(agree) {
   if (!state.result) return;
-  const corrected = $("corrected").value || null;
+  const corrected = $("corrected").value || null, upload = state.upload;
   try {
     const fb = await (await api("/v1/predictions/" + state.result.id + "/feedback", {
       method: "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ agree, corrected_label: corrected }),
     })).json();
+    if (upload !== state.upload) return;  // the study on screen has changed: the status is not about it
     $("feedback-status").textContent = "Feedback recorded (" + (fb.agree ? "agree" : "disagree") +
       (fb.corrected_label ? ", corrected to " + fb.corrected_label : "") + ").";
   } catch (e) {
-    $("feedback-status").textContent = "Feedback failed: " + e.message;
+    if (upload === state.upload) showError($("feedback-status"), e, "Feedback not recorded: ");
   }
 }
 
@@ -149,6 +203,7 @@ $("sign-in").addEventListener("click", () => signIn($("api-key").value.trim()));
 $("api-key").addEventListener("keydown", (e) => { if (e.key === "Enter") signIn($("api-key").value.trim()); });
 $("sign-out").addEventListener("click", signOut);
 $("predict").addEventListener("click", predict);
+$("file").addEventListener("change", () => { clearResult(); show($("upload-error"), false); });
 for (const id of ["level", "width", "opacity", "overlay"]) $(id).addEventListener("input", draw);
 $("overlay").addEventListener("change", draw);
 $("reset-wl").addEventListener("click", resetWindow);
