@@ -161,7 +161,7 @@ def decision_errors(bundle: ModelBundle, probs: np.ndarray, targets: np.ndarray)
     return wrong_decisions(np.atleast_2d(probs), targets, bundle.info.thresholds, triage_kind(bundle.info.task))
 
 
-def _patient_halves(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def patient_halves(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Image indices of the fit and calibration halves: half of the patients each (never one patient in both)."""
     from sklearn.model_selection import GroupShuffleSplit
 
@@ -227,7 +227,7 @@ def build_profile(bundle: ModelBundle, images: Iterable[RadioImage], targets: np
         raise InputError("a monitoring baseline needs validation images of at least 4 patients (two for the gate "
                          f"to be fitted on, two to calibrate it); got {len(np.unique(group_ids))}")
     probs, embs = np.concatenate(probs_parts), np.concatenate(emb_parts)
-    fit_idx, cal_idx = _patient_halves(group_ids, seed)
+    fit_idx, cal_idx = patient_halves(group_ids, seed)
     half = np.zeros(n, dtype=bool)
     half[cal_idx] = True  # True: calibration half
     density = FeatureDensity.fit(embs, cfg, fit_index=fit_idx, calibration_index=cal_idx)
