@@ -92,7 +92,7 @@ def main() -> None:
     t0 = time.perf_counter()
     profile = build_profile(bundle, (read_image(r["path"]) for r in val),
                             np.array([r["label"].upper() == "PNEUMONIA" for r in val], dtype=int),
-                            source="kermany val")
+                            source="kermany val", groups=[r["patient_id"] for r in val])
     print(f"baseline: {profile.n_images} val images in {time.perf_counter() - t0:.1f} s; {profile.summary()}")
 
     def observe(paths):

@@ -6,6 +6,8 @@
 #   3. build the PneumoniaMNIST manifest (offline copy in $RADIOLENS_DATA_DIR/medmnist, else downloaded)
 #   4. train small_cnn with configs/pneumoniamnist.yaml (fewer epochs, see below)  -> $OUT/pneumoniamnist
 #   5. evaluate the saved model on the patient-disjoint test split            -> HTML + JSON report
+#   6. register its monitoring baseline: input gate learned from the val split -> model-monitored.pt
+#   7. batch-score the test split through that gate                           -> predictions.csv
 #
 # Environment (all optional):
 #   RADIOLENS_DATA_DIR      real data folder (default: ../shared/data next to the repository)
@@ -51,7 +53,7 @@ rm -rf "$OUT/deid" "$OUT/deid-reviewed" "$OUT/previews"  # a rerun starts from e
 start=$SECONDS
 step() { echo; echo "== $1  (t=$((SECONDS - start)) s)"; }
 
-step "1/5 de-identify real DICOM (PS3.15 Annex E basic profile, retain patient characteristics)"
+step "1/7 de-identify real DICOM (PS3.15 Annex E basic profile, retain patient characteristics)"
 if corpus="$("$PY" -c 'import data_store, pathlib; print(pathlib.Path(data_store.__file__).parent / "data")' 2>/dev/null)"; then
   dicoms=()
   for f in RG1_UNCR.dcm RG1_J2KR.dcm RG3_UNCR.dcm 693_UNCR.dcm; do dicoms+=("$corpus/$f"); done
@@ -69,12 +71,12 @@ fi
 echo "SIIM Secondary Capture refused by default (possible burned-in text); reviewed, passed with --allow-burned-in:"
 "$RL" deid "$siim" "$OUT/deid-reviewed" --allow-burned-in
 
-step "2/5 previews of the de-identified DICOM and the NIH full-resolution PNGs"
+step "2/7 previews of the de-identified DICOM and the NIH full-resolution PNGs"
 previews=("$OUT/deid-reviewed")
 [ -d "$OUT/deid" ] && previews+=("$OUT/deid")
 "$RL" preview "${previews[@]}" "$RADIOLENS_DATA_DIR/nih_chestxray14/images_fullres" --out "$OUT/previews"
 
-step "3/5 PneumoniaMNIST manifest"
+step "3/7 PneumoniaMNIST manifest"
 if [ -f "$RADIOLENS_DATA_DIR/medmnist/pneumoniamnist.npz" ]; then
   root="$RADIOLENS_DATA_DIR/medmnist"
   echo "offline copy: $root/pneumoniamnist.npz"
@@ -84,13 +86,22 @@ else
 fi
 "$RL" make-manifest medmnist pneumoniamnist --root "$root" --out "$OUT/pneumoniamnist/data"
 
-step "4/5 train (configs/pneumoniamnist.yaml, $EPOCHS epochs)"
+step "4/7 train (configs/pneumoniamnist.yaml, $EPOCHS epochs)"
 "$RL" train --config configs/pneumoniamnist.yaml --manifest "$OUT/pneumoniamnist/data/manifest.csv" \
   --out "$OUT/pneumoniamnist" --epochs "$EPOCHS" --n-bootstrap "$BOOTSTRAP" --no-progress
 
-step "5/5 evaluate the saved model on the test split (temperature + threshold fitted on val)"
+step "5/7 evaluate the saved model on the test split (temperature + threshold fitted on val)"
 "$RL" evaluate --model "$OUT/pneumoniamnist/model.pt" --manifest "$OUT/pneumoniamnist/manifest_used.csv" \
   --split test --val-split val --n-bootstrap "$BOOTSTRAP" --out "$OUT/pneumoniamnist/eval"
+
+step "6/7 monitoring baseline: the input gate learns its rules and threshold from the val split's patients"
+# fails (non-zero) if the gate would refuse far more of the model's own kind of images than its 2 % target
+"$RL" monitor baseline --model "$OUT/pneumoniamnist/model.pt" --manifest "$OUT/pneumoniamnist/manifest_used.csv" \
+  --split val --out "$OUT/pneumoniamnist/model-monitored.pt"
+
+step "7/7 batch-score the test split through the input gate"
+"$RL" predict "$OUT/pneumoniamnist/manifest_used.csv" --split test --model "$OUT/pneumoniamnist/model-monitored.pt" \
+  --out "$OUT/pneumoniamnist/predictions.csv" --overwrite --no-progress
 
 echo
 echo "== done in $((SECONDS - start)) s. Outputs:"
@@ -100,4 +111,6 @@ echo "  manifest                     : $OUT/pneumoniamnist/data/manifest.csv"
 echo "  model                        : $OUT/pneumoniamnist/model.pt"
 echo "  training report              : $OUT/pneumoniamnist/report/report.html (+ metrics.json)"
 echo "  evaluation report            : $OUT/pneumoniamnist/eval/report.html (+ metrics.json)"
+echo "  monitored model (input gate) : $OUT/pneumoniamnist/model-monitored.pt"
+echo "  test-split predictions       : $OUT/pneumoniamnist/predictions.csv"
 echo "  MLflow store                 : sqlite:///$OUT/pneumoniamnist/mlflow.db"

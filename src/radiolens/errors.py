@@ -57,6 +57,12 @@ class ConfigError(RadiolensError):
     code = "bad_config"
 
 
+class GateCalibrationError(InputError):
+    """The input gate refuses far more of the model's own validation images than its target."""
+
+    code = "gate_rejects_validation"
+
+
 class ManifestError(InputError):
     code = "bad_manifest"
 

@@ -75,8 +75,14 @@ def test_demo_script_end_to_end(tmp_path, data_dir):
     assert abs(trained["summary"]["headline"]["auroc"]["estimate"]
                - evaluated["summary"]["headline"]["auroc"]["estimate"]) < 1e-9
     assert trained["per_class"][0]["at_threshold"]["tp"] == evaluated["per_class"][0]["at_threshold"]["tp"]
+    # 6./7. the demo model is accepted by its own input gate: the baseline registered, and the test split
+    # (patients the model and the gate never saw) is assessed, not refused wholesale
+    assert "far above" not in res.stdout + res.stderr
+    preds = pd.read_csv(run / "predictions.csv")
+    assert len(preds) == n_test
+    assert (preds.status == "out_of_distribution").mean() <= 0.08, preds.flag_reason.value_counts().head()
     # the script says where everything is
-    for path in (out / "deid", run / "model.pt", run / "eval" / "report.html"):
+    for path in (out / "deid", run / "model.pt", run / "eval" / "report.html", run / "predictions.csv"):
         assert str(path) in res.stdout
 
 

@@ -8,13 +8,18 @@ import pytest
 from radiolens.errors import ConfigError, InputError
 from radiolens.io.image import ImageMeta
 from radiolens.monitor import FeatureDensity, GateConfig, InputGate, MonitorConfig, load_monitor_config
-from radiolens.monitor.gate import header_problems
+from radiolens.monitor.gate import ObservedHeaders, header_problems, header_rules
+from radiolens.monitor.profile import MonitoringProfile
 
 
 def _meta(**kw) -> ImageMeta:
     base = dict(source_format="dicom", modality="CR", body_part="CHEST", photometric_interpretation="MONOCHROME2")
     base.update(kw)
     return ImageMeta(**base)
+
+
+def _observed(meta: ImageMeta, height: int, width: int, n: int = 5) -> ObservedHeaders:
+    return ObservedHeaders.of([(meta, height, width)] * n)
 
 
 @pytest.mark.parametrize("meta, size, expect", [
@@ -24,19 +29,55 @@ def _meta(**kw) -> ImageMeta:
     (_meta(body_part="EXTREMITY"), (1760, 1760), "body part EXTREMITY"),
     (_meta(number_of_frames=10), (64, 64), "multi-frame"),
     (_meta(), (20, 400), "smaller than"),
-    (_meta(), (100, 400), "aspect ratio"),
+    (_meta(), (400, 700), "aspect ratio"),
     (ImageMeta(source_format="jpeg", photometric_interpretation="MONOCHROME2", extra={"chroma": 0.2}), (512, 512),
      "colour picture"),
-    (ImageMeta(source_format="png", photometric_interpretation="MONOCHROME2", extra={"chroma": 0.0}), (64, 64),
+    (ImageMeta(source_format="png", photometric_interpretation="MONOCHROME2", extra={"chroma": 0.0}), (900, 1000),
      None),
     (_meta(modality=None, body_part=None), (1024, 1024), None),  # absent tags pass (the learned score decides)
 ])
 def test_header_rules(meta, size, expect):
-    problems = header_problems(meta, size[0], size[1], GateConfig())
+    problems = header_problems(meta, size[0], size[1], header_rules(GateConfig(), _observed(_meta(), 1024, 1024)))
     if expect is None:
         assert problems == []
     else:
         assert any(expect in p for p in problems), problems
+
+
+def test_header_rules_are_learned_from_the_baseline_images():
+    png = ImageMeta(source_format="png", photometric_interpretation="MONOCHROME2", bits_stored=8,
+                    extra={"chroma": 0.0})
+    # a model of 28 px thumbnails accepts 28 px thumbnails; no fixed pixel count refuses its own data
+    small = header_rules(GateConfig(), _observed(png, 28, 28))
+    assert header_problems(png, 28, 28, small) == []
+    assert any("smaller than 14 px" in p for p in header_problems(png, 10, 12, small))
+    # a model of 2,000 px films refuses a 40 px icon, and says what it was validated on
+    films = header_rules(GateConfig(), _observed(_meta(bits_stored=12), 2000, 2500))
+    problems = header_problems(_meta(bits_stored=12), 40, 40, films)
+    assert any("smaller than 1000 px" in p and "2000 px" in p for p in problems), problems
+    # bit depth: a 1-bit mask is not a 12-bit film; an 8-bit PNG baseline does not refuse 16-bit files
+    assert any("1 bits stored" in p for p in header_problems(_meta(bits_stored=1), 2000, 2000, films))
+    assert header_problems(_meta(bits_stored=16), 64, 64, small) == []
+    # modalities, photometric and body parts the baseline holds are accepted; others still refused
+    px = _meta(modality="PX", body_part="CHEST_PA", photometric_interpretation="PALETTE COLOR")
+    assert len(header_problems(px, 1000, 1000, films)) == 3
+    learned = header_rules(GateConfig(), _observed(px, 1000, 1000))
+    assert header_problems(px, 1000, 1000, learned) == []
+    assert any("modality CT" in p for p in header_problems(_meta(modality="CT"), 1000, 1000, learned))
+    # frames and aspect come from the baseline as well; an explicit number in the config wins
+    assert any("multi-frame" in p for p in header_problems(_meta(number_of_frames=4), 2000, 2500, films))
+    assert header_problems(_meta(number_of_frames=4), 64, 64,
+                           header_rules(GateConfig(), _observed(_meta(number_of_frames=4), 64, 64))) == []
+    assert films.max_aspect_ratio == pytest.approx(1.5 * 2500 / 2000)
+    assert header_rules(GateConfig(min_side_px=32), _observed(png, 28, 28)).min_side_px == 32
+    # round trip through the stored profile
+    obs = _observed(png, 28, 30)
+    assert header_rules(GateConfig(), ObservedHeaders.from_dict(obs.to_dict())) == header_rules(GateConfig(), obs)
+
+
+def test_profiles_of_the_fixed_rule_format_are_refused_with_a_way_out():
+    with pytest.raises(ConfigError, match="monitor baseline"):
+        MonitoringProfile.from_dict({"format": "radiolens-monitoring/1"})
 
 
 def test_density_threshold_keeps_its_promise_on_new_data():

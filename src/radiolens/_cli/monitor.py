@@ -50,8 +50,18 @@ def register(app: typer.Typer) -> None:
         max_images: int = typer.Option(2000, "--max-images", min=40, help="random sample of at most this many rows"),
         config: Path = typer.Option(None, "--config", help="monitoring YAML (gate: ..., drift: ...)"),
         seed: int = typer.Option(0, help="seed of the sample and of the gate's fit/calibration halves"),
+        patient_column: str = typer.Option("patient_id", "--patient-column", help="manifest column naming "
+                                           "each image's patient: the gate is fitted on half of the patients "
+                                           "and calibrated on the others"),
+        allow_high_rejection: bool = typer.Option(False, "--allow-high-rejection", help="register even when "
+                                                  "the gate refuses far more held-out validation images than "
+                                                  "its target (default: fail)"),
     ) -> None:
-        """Capture the validation baseline and calibrate the input gate; store both in the model bundle."""
+        """Capture the validation baseline and calibrate the input gate; store both in the model bundle.
+
+        Fails (exit 2, nothing written) when the gate's false-rejection rate on held-out validation patients is
+        far above its target: the lower end of its 95% Wilson interval is above the target.
+        """
         from radiolens._cli.explain import _labels, _read_split
         from radiolens.io import read_image
         from radiolens.models.bundle import ModelBundle
@@ -63,15 +73,28 @@ def register(app: typer.Typer) -> None:
         if len(frame) > max_images:
             frame = frame.sample(n=max_images, random_state=seed).reset_index(drop=True)
         targets = None if no_labels else _labels(bundle, frame, manifest, label)
+        groups = None
+        if patient_column in frame.columns and not frame[patient_column].isna().any():
+            groups = frame[patient_column].astype(str).tolist()
+        else:
+            typer.echo(f"note: no complete '{patient_column}' column: every image counts as its own patient, so "
+                       "images of one patient may both fit and calibrate the gate (optimistic)")
         images = (read_image(manifest.parent / p) for p in frame["path"])
         profile = build_profile(bundle, images, targets, cfg.gate, source=f"{manifest.name} split={split}",
-                                seed=seed)
-        register(bundle, profile)
+                                seed=seed, groups=groups)
+        register(bundle, profile, allow_high_rejection=allow_high_rejection)
         sha = bundle.save(out)
         summary = profile.summary()
-        typer.echo(f"baseline: {summary['images']} images; input gate threshold {summary['gate_threshold']} "
-                   f"(rejects {summary['expected_rejection_rate']:.3f} of held-out validation images, target "
-                   f"{summary['target_false_rejection']}); validation error rate "
+        rules = profile.input_gate().rules
+        typer.echo(f"baseline: {summary['images']} images; input gate fitted on {summary['fit_patients']} "
+                   f"patients, threshold {summary['gate_threshold']} chosen on {summary['heldout_patients']} others; "
+                   f"it refuses {profile.rejection_statement()}, target {summary['target_false_rejection']}"
+                   + ("; ABOVE TARGET, registered because of --allow-high-rejection" if profile.far_above_target
+                      else ""))
+        typer.echo(f"header rules learned from the baseline: at least {rules.min_side_px} px a side, aspect <= "
+                   f"{rules.max_aspect_ratio:g}, modalities {', '.join(rules.allowed_modalities)}"
+                   + (f", >= {rules.min_bits_stored} bits stored" if rules.min_bits_stored else ""))
+        typer.echo("validation error rate "
                    f"{summary['expected_error_rate'] if summary['expected_error_rate'] is not None else 'unknown'}")
         typer.echo(f"wrote {out} (sha256 {sha[:16]}...)")
 
@@ -93,7 +116,7 @@ def register(app: typer.Typer) -> None:
 
         bundle = ModelBundle.load(model)
         profile = _profile_or_fail(bundle, model)
-        gate = InputGate(_monitor_config(config).gate, profile.density)
+        gate = InputGate(_monitor_config(config).gate, profile.density, profile.observed)
         tap = EmbeddingTap(bundle.model, bundle.info.num_outputs)
         rejected = 0
         for f in files:

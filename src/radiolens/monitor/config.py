@@ -15,15 +15,31 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    #: DICOM modalities accepted as projection radiographs. PNG/JPEG uploads carry no modality and pass this rule.
+    # Header rules. Each is learned from the baseline images the gate is fitted on (``monitor baseline``: the
+    # validation split of the training manifest, i.e. the model's own kind of data); the values here are the
+    # domain's prior, widened by what those images hold, so a rule never refuses the kind of image the model
+    # was trained on. A number set explicitly (not None) overrides what the data says.
+
+    #: DICOM modalities accepted as projection radiographs, plus every modality the baseline images carry.
+    #: PNG/JPEG uploads carry no modality and pass this rule.
     allowed_modalities: list[str] = Field(default_factory=lambda: ["CR", "DX", "DR", "RG"])
-    #: Body Part Examined values accepted (upper case); an absent value passes (many CR files leave it empty).
+    #: Body Part Examined values accepted (upper case), plus the baseline's; an absent value passes (many CR
+    #: files leave it empty).
     allowed_body_parts: list[str] = Field(default_factory=lambda: ["CHEST", "THORAX", "LUNG", "CHEST_LAT"])
+    #: Photometric interpretations accepted, plus the baseline's.
     allowed_photometric: list[str] = Field(default_factory=lambda: ["MONOCHROME1", "MONOCHROME2"])
-    #: A PNG/JPEG whose RGB channels differ on average by more than this (0..1) is a colour picture, not a film.
+    #: A PNG/JPEG whose RGB channels differ on average by more than this (0..1) is a colour picture, not a film
+    #: (raised to 1.5 x the largest spread among the baseline images if that is higher).
     max_chroma: float = Field(default=0.03, ge=0, le=1)
-    min_side_px: int = Field(default=32, ge=1)
-    max_aspect_ratio: float = Field(default=3.0, ge=1)
+    #: Smallest side accepted. None: ``size_margin`` x the smallest side among the baseline images.
+    min_side_px: int | None = Field(default=None, ge=1)
+    #: Fraction of the baseline's smallest side still accepted (0.5: half as many pixels a side).
+    size_margin: float = Field(default=0.5, gt=0, le=1)
+    #: Largest long/short side ratio accepted. None: ``aspect_margin`` x the largest among the baseline images.
+    max_aspect_ratio: float | None = Field(default=None, ge=1)
+    aspect_margin: float = Field(default=1.5, ge=1)
+    #: Fewest bits stored accepted (a 1-bit mask is not a radiograph). None: the fewest among the baseline.
+    min_bits_stored: int | None = Field(default=None, ge=1)
     #: Fraction of held-in validation images the learned score may reject (sets its threshold).
     target_false_rejection: float = Field(default=0.02, gt=0, lt=0.5)
     #: Dimensions the model embedding is reduced to (PCA) before its Gaussian density is fitted.

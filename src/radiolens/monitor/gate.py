@@ -5,9 +5,14 @@ picture, a multi-frame cine, a sliver of an image). A learned score catches what
 anything, a mislabelled DICOM, an image type the model never saw. The score is the Mahalanobis distance of
 the model's own embedding from the Gaussian fitted to validation embeddings (Lee et al., NeurIPS 2018),
 after PCA to a few dozen dimensions so the covariance is well estimated from a few hundred images
-(Ledoit-Wolf shrinkage on top). Its threshold is the (1 - target_false_rejection) quantile of scores on a
-*different* half of the validation set than the one the Gaussian was fitted on, so the false-rejection
-rate it promises is measured, not assumed.
+(Ledoit-Wolf shrinkage on top). Its threshold is the split-conformal (1 - target_false_rejection) quantile
+of scores on validation *patients* the Gaussian was not fitted on (``profile.build_profile`` splits by
+patient), so the false-rejection rate it promises holds for new patients, not only for new images of the
+patients it has seen.
+
+The header rules are learned too: ``ObservedHeaders`` records what the baseline images hold (sizes, aspect,
+bit depth, modalities, ...) and ``header_rules`` turns that into limits with a margin, so a model trained on
+28 px thumbnails accepts 28 px thumbnails and a model trained on 2,000 px films refuses a 40 px icon.
 
 scikit-learn fits PCA and the shrunk covariance; scoring uses the stored arrays with numpy, so a saved
 model never needs a pickled estimator.
@@ -15,7 +20,8 @@ model never needs a pickled estimator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -62,7 +68,7 @@ class FeatureDensity:
                       precision=lw.precision_, threshold=0.0, target_false_rejection=cfg.target_false_rejection,
                       calibration_rejection=0.0, n_fit=len(fit_idx), n_calibration=len(cal_idx))
         cal_scores = density.score(emb[cal_idx])
-        density.threshold = float(np.quantile(cal_scores, 1.0 - cfg.target_false_rejection))
+        density.threshold = conformal_threshold(cal_scores, cfg.target_false_rejection)
         density.calibration_rejection = float(np.mean(cal_scores > density.threshold))
         return density
 
@@ -99,29 +105,145 @@ class FeatureDensity:
             raise ConfigError("the model's monitoring profile has a malformed input-gate density") from exc
 
 
-def header_problems(meta: ImageMeta, height: int, width: int, cfg: GateConfig) -> list[str]:
-    """Plain-words reasons the file itself says it is not a single chest radiograph (empty list: none)."""
+def conformal_threshold(scores: np.ndarray, target: float) -> float:
+    """The ceil((n + 1)(1 - target))-th smallest of n calibration scores (the largest if that exceeds n).
+
+    Split-conformal calibration (Vovk et al. 2005; Angelopoulos & Bates 2021, sec. 1): a new image
+    exchangeable with the calibration images scores above it with probability at most ``target``. The plain
+    (1 - target) quantile promises slightly less than that on new data.
+    """
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    rank = int(np.ceil((len(s) + 1) * (1.0 - target)))
+    return float(s[min(rank, len(s)) - 1])
+
+
+def _upper(values: Iterable[str | None]) -> list[str]:
+    return sorted({v.strip().upper() for v in values if v and v.strip()})
+
+
+@dataclass
+class ObservedHeaders:
+    """What the baseline images' headers hold, reduced to extremes and value sets (no identities, no dates):
+    the data the header rules are learned from."""
+
+    n_images: int
+    formats: list[str]
+    modalities: list[str]
+    body_parts: list[str]
+    photometric: list[str]
+    min_side: int
+    max_aspect: float
+    max_frames: int
+    min_bits_stored: int | None
+    max_chroma: float
+
+    @classmethod
+    def of(cls, items: Iterable[tuple[ImageMeta, int, int]]) -> ObservedHeaders:
+        """From (meta, height, width) of each baseline image."""
+        items = list(items)
+        if not items:
+            raise InputError("header rules need at least one baseline image")
+        dicom = [m for m, _, _ in items if m.source_format == "dicom"]
+        bits = [int(m.bits_stored) for m, _, _ in items if m.bits_stored]
+        chroma = [float(m.extra["chroma"]) for m, _, _ in items
+                  if isinstance(m.extra, dict) and m.extra.get("chroma") is not None]
+        return cls(n_images=len(items), formats=_upper(m.source_format for m, _, _ in items),
+                   modalities=_upper(m.modality for m in dicom), body_parts=_upper(m.body_part for m, _, _ in items),
+                   photometric=_upper(m.photometric_interpretation for m in dicom),
+                   min_side=min(min(h, w) for _, h, w in items),
+                   max_aspect=max(max(h, w) / max(min(h, w), 1) for _, h, w in items),
+                   max_frames=max(int(m.number_of_frames or 1) for m, _, _ in items),
+                   min_bits_stored=min(bits) if bits else None, max_chroma=max(chroma, default=0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ObservedHeaders:
+        try:
+            return cls(n_images=int(raw["n_images"]), formats=list(raw["formats"]),
+                       modalities=list(raw["modalities"]), body_parts=list(raw["body_parts"]),
+                       photometric=list(raw["photometric"]), min_side=int(raw["min_side"]),
+                       max_aspect=float(raw["max_aspect"]), max_frames=int(raw["max_frames"]),
+                       min_bits_stored=None if raw["min_bits_stored"] is None else int(raw["min_bits_stored"]),
+                       max_chroma=float(raw["max_chroma"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError("the model's monitoring profile has malformed header observations") from exc
+
+
+#: Without baseline images (a model with no monitoring profile) only a sliver is refused on shape: no chest
+#: film is three times longer than it is wide. With a baseline, the limit is learned (``aspect_margin``).
+_ASPECT_PRIOR = 3.0
+
+
+@dataclass(frozen=True)
+class HeaderRules:
+    """The header limits in force: ``GateConfig``'s prior widened by (and learned from) ``ObservedHeaders``."""
+
+    allowed_modalities: tuple[str, ...]
+    allowed_body_parts: tuple[str, ...]
+    allowed_photometric: tuple[str, ...]
+    max_chroma: float
+    max_frames: int
+    min_side_px: int | None  # None: no size rule (no baseline and none configured)
+    max_aspect_ratio: float
+    min_bits_stored: int | None
+    learned: bool  # whether baseline images shaped them
+    baseline_min_side: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def header_rules(cfg: GateConfig, observed: ObservedHeaders | None = None) -> HeaderRules:
+    """Learn the header limits from what the baseline images hold; explicit numbers in ``cfg`` win."""
+    if observed is None:
+        return HeaderRules(tuple(cfg.allowed_modalities), tuple(cfg.allowed_body_parts),
+                           tuple(cfg.allowed_photometric), cfg.max_chroma, 1, cfg.min_side_px,
+                           cfg.max_aspect_ratio or _ASPECT_PRIOR, cfg.min_bits_stored, learned=False)
+    min_side = cfg.min_side_px or max(1, int(np.floor(cfg.size_margin * observed.min_side)))
+    aspect = cfg.max_aspect_ratio or round(cfg.aspect_margin * observed.max_aspect, 3)
+    return HeaderRules(
+        allowed_modalities=tuple(_upper([*cfg.allowed_modalities, *observed.modalities])),
+        allowed_body_parts=tuple(_upper([*cfg.allowed_body_parts, *observed.body_parts])),
+        allowed_photometric=tuple(_upper([*cfg.allowed_photometric, *observed.photometric])),
+        max_chroma=max(cfg.max_chroma, min(1.0, 1.5 * observed.max_chroma)),
+        max_frames=max(1, observed.max_frames), min_side_px=min_side, max_aspect_ratio=aspect,
+        min_bits_stored=cfg.min_bits_stored or observed.min_bits_stored, learned=True,
+        baseline_min_side=observed.min_side)
+
+
+def header_problems(meta: ImageMeta, height: int, width: int, rules: HeaderRules | GateConfig) -> list[str]:
+    """Plain-words reasons the file itself says it is not a chest radiograph of the model's kind (empty: none).
+    A ``GateConfig`` is taken as the rules without a baseline."""
+    if isinstance(rules, GateConfig):
+        rules = header_rules(rules)
     problems: list[str] = []
     modality = (meta.modality or "").strip().upper()
-    if meta.source_format == "dicom" and modality and modality not in cfg.allowed_modalities:
+    if meta.source_format == "dicom" and modality and modality not in rules.allowed_modalities:
         problems.append(f"modality {modality} is not a projection radiograph "
-                        f"(accepted: {', '.join(cfg.allowed_modalities)})")
+                        f"(accepted: {', '.join(rules.allowed_modalities)})")
     body = (meta.body_part or "").strip().upper()
-    if body and body not in cfg.allowed_body_parts:
+    if body and body not in rules.allowed_body_parts:
         problems.append(f"body part {body} is not chest")
     photometric = (meta.photometric_interpretation or "").strip().upper()
-    if meta.source_format == "dicom" and photometric and photometric not in cfg.allowed_photometric:
+    if meta.source_format == "dicom" and photometric and photometric not in rules.allowed_photometric:
         problems.append(f"photometric interpretation {photometric} is a colour image, not a radiograph")
     chroma = meta.extra.get("chroma") if isinstance(meta.extra, dict) else None
-    if chroma is not None and float(chroma) > cfg.max_chroma:
+    if chroma is not None and float(chroma) > rules.max_chroma:
         problems.append("a colour picture, not a radiograph")
-    if meta.number_of_frames and int(meta.number_of_frames) > 1:
+    if meta.number_of_frames and int(meta.number_of_frames) > rules.max_frames:
         problems.append(f"{int(meta.number_of_frames)} frames: a multi-frame series, not a single radiograph")
-    if min(height, width) < cfg.min_side_px:
-        problems.append(f"image is {width}x{height} px, smaller than {cfg.min_side_px} px on a side")
+    if rules.min_side_px is not None and min(height, width) < rules.min_side_px:
+        basis = (f" (the smallest validation image of this model is {rules.baseline_min_side} px)"
+                 if rules.baseline_min_side else "")
+        problems.append(f"image is {width}x{height} px, smaller than {rules.min_side_px} px on a side{basis}")
     ratio = max(height, width) / max(min(height, width), 1)
-    if ratio > cfg.max_aspect_ratio:
-        problems.append(f"aspect ratio {ratio:.1f} is beyond {cfg.max_aspect_ratio:g}")
+    if ratio > rules.max_aspect_ratio:
+        problems.append(f"aspect ratio {ratio:.1f} is beyond {rules.max_aspect_ratio:g}")
+    if rules.min_bits_stored is not None and meta.bits_stored and int(meta.bits_stored) < rules.min_bits_stored:
+        problems.append(f"{int(meta.bits_stored)} bits stored, fewer than the {rules.min_bits_stored} of every "
+                        "image this model was validated on")
     return problems
 
 
@@ -148,12 +270,14 @@ class GateResult:
 
 
 class InputGate:
-    def __init__(self, cfg: GateConfig | None = None, density: FeatureDensity | None = None):
+    def __init__(self, cfg: GateConfig | None = None, density: FeatureDensity | None = None,
+                 observed: ObservedHeaders | None = None):
         self.cfg = cfg or GateConfig()
         self.density = density
+        self.rules = header_rules(self.cfg, observed)
 
     def check(self, meta: ImageMeta, height: int, width: int, embedding: np.ndarray | None) -> GateResult:
-        reasons = header_problems(meta, height, width, self.cfg)
+        reasons = header_problems(meta, height, width, self.rules)
         score = threshold = None
         if self.density is not None and embedding is not None:
             score = float(self.density.score(embedding)[0])

@@ -69,7 +69,8 @@ class ServiceMonitor:
         self.service, self.cfg = service, cfg
         self.model_sha = service.bundle.sha256
         self.profile = MonitoringProfile.from_bundle(service.bundle)
-        self.gate = InputGate(cfg.gate, self.profile.density if self.profile else None)
+        self.gate = InputGate(cfg.gate, self.profile.density if self.profile else None,
+                              self.profile.observed if self.profile else None)
         self.tracker = AlertTracker(cfg.drift.consecutive)
         self.last: LastCheck | None = None
         self._lock = threading.Lock()
@@ -266,7 +267,8 @@ class ServiceMonitor:
         return {
             "model": self.service.model_ref(),
             "baseline": self.profile.summary() if self.profile else None,
-            "gate": {"learned_score": self.profile is not None, **self.cfg.gate.model_dump()},
+            "gate": {"learned_score": self.profile is not None, **self.cfg.gate.model_dump(),
+                     "rules": self.gate.rules.as_dict()},
             "config": drift,
             "window": current.as_dict(),
             "last_check": None if last is None else {"at": last.at, "status": last.report.status,
