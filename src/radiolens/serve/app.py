@@ -16,6 +16,8 @@ from starlette.formparsers import MultiPartParser
 
 from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, RadiolensError, UnreadableImageError
+from radiolens.serve.audit import IntegrityCheckFailed
+from radiolens.serve.auth import LastAdminError
 from radiolens.serve.config import ServeSettings
 from radiolens.serve.hooks import PredictionHooks
 from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware
@@ -35,6 +37,8 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 def _status_for(exc: RadiolensError) -> int:
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, (IntegrityCheckFailed, LastAdminError)):  # stored state refuses the request
+        return 409
     if isinstance(exc, (NotDicomError, UnreadableImageError)):
         return 415
     if isinstance(exc, InputError):
