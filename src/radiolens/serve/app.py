@@ -20,7 +20,7 @@ from radiolens.serve.audit import IntegrityCheckFailed
 from radiolens.serve.auth import LastAdminError
 from radiolens.serve.config import ServeSettings
 from radiolens.serve.hooks import PredictionHooks
-from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware
+from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware, install_log_redaction
 from radiolens.serve.pool import InferencePool
 from radiolens.serve.routers import admin, health, monitoring, predictions
 from radiolens.serve.schemas import ADVISORY
@@ -48,6 +48,7 @@ def _status_for(exc: RadiolensError) -> int:
 
 def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) -> FastAPI:
     """Build the app. Loads the model, opens (and migrates) the database; ``hooks`` plug into predictions."""
+    install_log_redaction()  # before anything can log a request
     service = Service(settings, hooks)
 
     # Starlette spools multipart uploads above 1 MiB to a temporary file on disk; uploads are raw,
