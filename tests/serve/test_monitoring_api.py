@@ -115,7 +115,8 @@ def test_non_chest_upload_is_not_assessed_but_stored_and_audited(app_factory, re
         service = app.state.service
         with Session(service.engine) as s:
             rows = {r.prediction_id: r for r in s.scalars(select(MonitoringRecord))}
-            audit_rows = {a.prediction_id: json.loads(a.outputs_json) for a in s.scalars(select(AuditEntry))}
+            audit_rows = {a.prediction_id: json.loads(a.outputs_json)
+                          for a in s.scalars(select(AuditEntry).where(AuditEntry.event == "prediction"))}
         assert set(rows) == {body["id"], out["id"]}
         assert rows[out["id"]].status == "out_of_distribution" and rows[body["id"]].status == "ok"
         assert audit_rows[out["id"]]["status"] == "out_of_distribution"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
@@ -76,3 +77,57 @@ def test_serve_refuses_bad_setup_with_one_line(tmp_path, monkeypatch, bundle_pat
     r = runner.invoke(cli_app, ["serve", "--model", str(tmp_path / "missing.pt"), "--state-dir", str(tmp_path),
                                 "--db-url", "mysql://nope"])
     assert r.exit_code == 2 and "unsupported database backend" in r.output
+
+
+READ_ONLY = [["audit", "verify"], ["audit", "head"], ["audit", "export"], ["users", "list"],
+             ["users", "revoke", "0123456789abcdef"]]  # revoke changes only what exists: nothing to revoke
+
+
+def _one_line_error(r, needle: str) -> None:
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and (r.exception is None or isinstance(r.exception, SystemExit))
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.output
+
+
+def test_read_only_commands_never_create_a_store(tmp_path):
+    runner = CliRunner()
+    state = tmp_path / "state"
+    for cmd in READ_ONLY:  # a folder (and database) that does not exist
+        _one_line_error(runner.invoke(cli_app, [*cmd, "--state-dir", str(state)]), "no radiolens database")
+        assert not state.exists()  # nothing was created, not even the folder
+    state.mkdir()
+    (state / "radiolens.db").touch()  # an empty file, as an earlier version's read-only commands left behind
+    for cmd in READ_ONLY:
+        _one_line_error(runner.invoke(cli_app, [*cmd, "--state-dir", str(state)]), "no radiolens database")
+        assert (state / "radiolens.db").stat().st_size == 0
+    import sqlite3
+
+    (state / "radiolens.db").unlink()
+    with sqlite3.connect(state / "radiolens.db") as conn:  # some other SQLite database
+        conn.execute("CREATE TABLE t (x)")
+    for cmd in READ_ONLY:
+        _one_line_error(runner.invoke(cli_app, [*cmd, "--state-dir", str(state)]), "no radiolens schema")
+    # once initialised, the same commands work (an empty chain is a fresh install)
+    assert runner.invoke(cli_app, ["db", "upgrade", "--state-dir", str(tmp_path / "ok")]).exit_code == 0
+    r = runner.invoke(cli_app, ["audit", "verify", "--state-dir", str(tmp_path / "ok")])
+    assert r.exit_code == 0 and "audit chain OK: 0 rows" in r.output
+
+
+@pytest.mark.postgres
+def test_read_only_commands_refuse_a_missing_or_empty_postgres_store(pg_url):
+    runner = CliRunner()
+    for cmd in READ_ONLY:  # the database exists but was never initialised
+        _one_line_error(runner.invoke(cli_app, [*cmd, "--db-url", pg_url]), "no radiolens schema")
+    missing = pg_url.rsplit("/", 1)[0] + "/no_such_database"
+    for cmd in READ_ONLY:
+        r = runner.invoke(cli_app, [*cmd, "--db-url", missing])
+        _one_line_error(r, "cannot open the database")
+        assert "no_such_database" not in r.output and "127.0.0.1" not in r.output  # never the URL
+    from radiolens.serve.db import make_engine
+
+    engine = make_engine(pg_url)
+    with engine.connect() as conn:
+        tables = conn.exec_driver_sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").scalar()
+    engine.dispose()
+    assert tables == 0  # nothing was created

@@ -22,14 +22,27 @@ def _db_url(db_url: str | None, state_dir: Path) -> str:
     return ServeSettings(model_path=Path("."), db_url=url, state_dir=state_dir).resolved_db_url()
 
 
-def _engine(db_url: str | None, state_dir: Path, migrate: bool = True):
+def _engine(db_url: str | None, state_dir: Path):
+    """A migrated engine for a command that may create the store (``users create``)."""
     from radiolens.serve.db import make_engine, upgrade
 
     url = _db_url(db_url, state_dir)
     engine = make_engine(url)
-    if migrate:
-        upgrade(url, engine)
+    upgrade(url, engine)
     return engine
+
+
+def _existing(db_url: str | None, state_dir: Path, need_head: bool = False, writable: bool = False):
+    """An engine on a store that already exists and is initialised; never creates one (read-only commands, and
+    commands that change only what is there). Missing or uninitialised: one-line error, exit 2."""
+    from radiolens.serve.db import make_engine, open_existing
+
+    url = _db_url(db_url, state_dir)
+    engine = open_existing(url, need_head=need_head or writable)
+    if not writable:
+        return engine
+    engine.dispose()
+    return make_engine(url)
 
 
 def _backend(kind: str, onnx: Path | None) -> dict:
@@ -150,20 +163,26 @@ def register(app: typer.Typer) -> None:
     def users_create(
         role: str = typer.Option(..., help="clinician | auditor | admin"),
         label: str = typer.Option("", help="who holds the key (for admins; never written to the audit log)"),
+        expires_in: str = typer.Option(None, "--expires-in", help="key lifetime, e.g. 30d, 12h, 2w (m|h|d|w); "
+                                       "refused with 401 afterwards (default: never expires)"),
         db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     ) -> None:
         """Create a key and print it ONCE (only its hash is stored)."""
         from radiolens.serve import audit
-        from radiolens.serve.auth import create_key_audited
+        from radiolens.serve.auth import create_key_audited, parse_expiry
         from radiolens.serve.db import session_factory
 
+        lifetime = parse_expiry(expires_in)  # before anything is created
         engine = _engine(db_url, state_dir)
-        with audit.writer(session_factory(engine)) as s:  # audited as user 0, role "cli"
-            row, key = create_key_audited(s, role, label, audit.CLI_USER_ID, audit.CLI_ROLE)
-            user_id, key_id = row.id, row.key_id
-        engine.dispose()
-        typer.echo(f"user_id={user_id} key_id={key_id} role={role}", err=True)
+        try:
+            with audit.writer(session_factory(engine)) as s:  # audited as user 0, role "cli"
+                row, key = create_key_audited(s, role, label, audit.CLI_USER_ID, audit.CLI_ROLE, lifetime)
+                user_id, key_id, expires = row.id, row.key_id, row.expires_at
+        finally:
+            engine.dispose()
+        until = f" expires={expires.isoformat(timespec='seconds')}" if expires else ""
+        typer.echo(f"user_id={user_id} key_id={key_id} role={role}{until}", err=True)
         typer.echo("store this key now; it cannot be shown again:", err=True)
         typer.echo(key)
 
@@ -176,16 +195,18 @@ def register(app: typer.Typer) -> None:
         """List keys (never the keys themselves)."""
         from sqlalchemy.orm import Session
 
-        from radiolens.serve.auth import list_keys
+        from radiolens.serve.auth import key_status, list_keys
 
-        engine = _engine(db_url, state_dir)
-        with Session(engine) as s:
-            rows = list_keys(s)
-            typer.echo(f"{'user_id':>7}  {'key_id':16}  {'role':9}  {'status':8}  label")
-            for r in rows:
-                status = "revoked" if r.revoked_at else "active"
-                typer.echo(f"{r.id:>7}  {r.key_id:16}  {r.role:9}  {status:8}  {r.label}")
-        engine.dispose()
+        engine = _existing(db_url, state_dir, need_head=True)  # read-only: never creates a database
+        try:
+            with Session(engine) as s:
+                rows = list_keys(s)
+                typer.echo(f"{'user_id':>7}  {'key_id':16}  {'role':9}  {'status':8}  {'expires (UTC)':19}  label")
+                for r in rows:
+                    exp = r.expires_at.strftime("%Y-%m-%d %H:%M:%S") if r.expires_at else "never"
+                    typer.echo(f"{r.id:>7}  {r.key_id:16}  {r.role:9}  {key_status(r):8}  {exp:19}  {r.label}")
+        finally:
+            engine.dispose()
 
     @users.command("revoke")
     @friendly_errors
@@ -194,16 +215,18 @@ def register(app: typer.Typer) -> None:
         db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     ) -> None:
-        """Revoke a key; requests using it get 401 from then on."""
+        """Revoke a key; requests using it get 401 from then on. The last active admin key is never revoked."""
         from radiolens.serve import audit
         from radiolens.serve.auth import revoke_key_audited
         from radiolens.serve.db import session_factory
 
-        engine = _engine(db_url, state_dir)
-        with audit.writer(session_factory(engine)) as s:
-            row = revoke_key_audited(s, key_id, audit.CLI_USER_ID, audit.CLI_ROLE)
-            typer.echo(f"revoked key_id={row.key_id} (user_id={row.id})")
-        engine.dispose()
+        engine = _existing(db_url, state_dir, writable=True)  # nothing to revoke in a store that does not exist
+        try:
+            with audit.writer(session_factory(engine)) as s:
+                row = revoke_key_audited(s, key_id, audit.CLI_USER_ID, audit.CLI_ROLE)
+                typer.echo(f"revoked key_id={row.key_id} (user_id={row.id})")
+        finally:
+            engine.dispose()
 
     audit_app = typer.Typer(help="Check and export the hash-chained audit log.", no_args_is_help=True)
     app.add_typer(audit_app, name="audit")
@@ -216,14 +239,18 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
         expect_head: str = typer.Option(None, "--expect-head", help="SEQ:HASH recorded outside the database "
                                         "earlier (`radiolens audit head`); fail if the chain lacks it"),
+        artefacts: bool = typer.Option(True, "--artefacts/--no-artefacts", help="also check every stored image "
+                                       "and heatmap in STATE_DIR/artefacts against its chained sha256"),
     ) -> None:
-        """Recompute the hash chain; exit 1 if any row was edited or deleted."""
+        """Recompute the hash chain and check every stored result, feedback and artefact against it; exit 1 on
+        any mismatch (a row edited or deleted, a result or file changed)."""
         from radiolens.serve import audit
 
         expected = audit.parse_head(expect_head) if expect_head else None
-        engine = _engine(db_url, state_dir, migrate=False)
+        engine = _existing(db_url, state_dir)  # read-only: never creates a database
         try:
-            report = audit.verify(engine, expect_head=expected)
+            report = audit.verify(engine, expect_head=expected,
+                                  artefact_dir=state_dir / "artefacts" if artefacts else None)
         finally:
             engine.dispose()
         if as_json:
@@ -247,9 +274,9 @@ def register(app: typer.Typer) -> None:
         write-once store); `audit verify --expect-head SEQ:HASH` later proves history was not rewound."""
         from radiolens.serve import audit
 
-        engine = _engine(db_url, state_dir, migrate=False)
+        engine = _existing(db_url, state_dir)  # read-only: never creates a database
         try:
-            report = audit.verify(engine)
+            report = audit.verify(engine)  # the chain and the stored rows; `audit verify` also checks files
         finally:
             engine.dispose()
         if not report.ok:  # never anchor a chain that is already broken
@@ -271,7 +298,7 @@ def register(app: typer.Typer) -> None:
         """Export audit rows in a time range as JSON lines or CSV."""
         from radiolens.serve import audit
 
-        engine = _engine(db_url, state_dir, migrate=False)
+        engine = _existing(db_url, state_dir)  # read-only: never creates a database
         try:
             chunks = list(audit.export(engine, fmt, since, until))
         finally:

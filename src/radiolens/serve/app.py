@@ -17,10 +17,12 @@ from starlette.formparsers import MultiPartParser
 
 from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, RadiolensError, UnreadableImageError
+from radiolens.serve.audit import IntegrityCheckFailed
+from radiolens.serve.auth import LastAdminError
 from radiolens.serve.config import ServeSettings
 from radiolens.serve.error_actions import error_body
 from radiolens.serve.hooks import PredictionHooks
-from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware
+from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware, install_log_redaction
 from radiolens.serve.pool import InferencePool
 from radiolens.serve.routers import admin, health, monitoring, predictions
 from radiolens.serve.schemas import ADVISORY
@@ -39,6 +41,8 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 def _status_for(exc: RadiolensError) -> int:
     if isinstance(exc, NotFound):
         return 404
+    if isinstance(exc, (IntegrityCheckFailed, LastAdminError)):  # stored state refuses the request
+        return 409
     if isinstance(exc, (NotDicomError, UnreadableImageError)):
         return 415
     if isinstance(exc, InputError):
@@ -48,6 +52,7 @@ def _status_for(exc: RadiolensError) -> int:
 
 def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) -> FastAPI:
     """Build the app. Loads the model, opens (and migrates) the database; ``hooks`` plug into predictions."""
+    install_log_redaction()  # before anything can log a request
     service = Service(settings, hooks)
 
     # Starlette spools multipart uploads above 1 MiB to a temporary file on disk; uploads are raw,

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import heapq
 import io
+import itertools
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, select, text
@@ -28,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from radiolens.errors import InputError, RadiolensError
 from radiolens.serve.db import WRITE_LOCK
-from radiolens.serve.tables import AuditEntry, AuditHead
+from radiolens.serve.tables import AuditEntry, AuditHead, Feedback, Prediction
 
 GENESIS = "0" * 64
 _PG_LOCK_KEY = 7_260_511_001  # pg_advisory_xact_lock key reserved for audit appends
@@ -45,16 +48,28 @@ GUARD_TRIGGERS = {
 }
 #: serve.service.check_deid_secret's events (``audit_log.event`` is VARCHAR(16), which PostgreSQL enforces).
 DEID_KEY_SET, DEID_KEY_ROTATED = "deid_key_set", "deid_key_rotated"
+#: Every authenticated read (``outputs.resource`` says what was read); a refused key (401, never the key
+#: itself); a valid key with the wrong role (403); served data that no longer matches its chained row.
+READ, AUTH_FAILED, ACCESS_DENIED, INTEGRITY_FAILED = "read", "auth_failed", "access_denied", "integrity_fail"
 #: Audit events written by the service (the column is free text; these are the values it uses).
 EVENTS = ("prediction", "feedback", "key_created", "key_revoked",  # requests
+          READ, AUTH_FAILED, ACCESS_DENIED, INTEGRITY_FAILED,  # every other request, refusals, tampering
           "drift_alert", "drift_cleared",  # serve.monitoring
           DEID_KEY_SET, DEID_KEY_ROTATED)
+#: The stored artefacts of a prediction, ``<artefact_dir>/<prediction id>.<kind>.png``.
+ARTEFACT_KINDS = ("image", "heatmap")
 
 
 class AuditIntegrityError(RadiolensError):
     """The audit log cannot be appended to because its stored state was tampered with (e.g. no head)."""
 
     code = "audit_integrity"
+
+
+class IntegrityCheckFailed(RadiolensError):
+    """Stored data about to be served does not match what its chained audit row recorded: withheld."""
+
+    code = "integrity_check_failed"
 
 
 def utcnow() -> datetime:
@@ -110,20 +125,30 @@ class AuditEvent:
 CLI_USER_ID, CLI_ROLE = 0, "cli"
 
 
-def key_event(event: str, actor_user_id: int, actor_role: str, key_user_id: int, key_role: str) -> AuditEvent:
-    """An audit row for API-key management: who acted and which key (its user id and role), never the key
-    itself, its hash or its label (labels are free text an admin may fill with a person's name)."""
+def key_event(event: str, actor_user_id: int, actor_role: str, key_user_id: int, key_role: str,
+              expires_at: datetime | None = None) -> AuditEvent:
+    """An audit row for API-key management: who acted and which key (its user id and role, and expiry when it
+    has one), never the key itself, its hash or its label (labels are free text an admin may fill with a
+    person's name)."""
     if event not in ("key_created", "key_revoked"):
         raise ValueError(f"not a key event: {event}")
-    return AuditEvent(event, actor_user_id, actor_role, "", "", "", "",
-                      {"key_user_id": int(key_user_id), "key_role": key_role}, 0.0)
+    outputs: dict[str, Any] = {"key_user_id": int(key_user_id), "key_role": key_role}
+    if expires_at is not None:
+        outputs["expires_at"] = _iso(expires_at) + "Z"
+    return AuditEvent(event, actor_user_id, actor_role, "", "", "", "", outputs, 0.0)
+
+
+def lock_chain(session: Session) -> None:
+    """Take the chain's cross-process write lock for the rest of the caller's transaction (PostgreSQL advisory
+    lock; SQLite already holds ``BEGIN IMMEDIATE`` inside ``writer``). Re-entrant within a transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
 
 
 def append(session: Session, ev: AuditEvent) -> AuditEntry:
     """Add one chained row inside the caller's transaction (which must hold the write lock: see ``writer``)."""
     bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+    lock_chain(session)
     head = session.get(AuditHead, 1, with_for_update=bind.dialect.name == "postgresql")
     if head is None:  # migration 0003 seeds it; its absence means someone deleted it
         raise AuditIntegrityError("audit_head is missing: the audit log was tampered with "
@@ -214,8 +239,11 @@ def guard_problems(engine: Engine) -> list[str]:
             "`radiolens db upgrade` restores it after a fresh install)" for name in expected if name not in present]
 
 
-def verify(engine: Engine, max_problems: int = 50, expect_head: tuple[int, str] | str | None = None) -> VerifyReport:
-    """Walk the chain in sequence order, recomputing every hash; check the stored head and the guards.
+def verify(engine: Engine, max_problems: int = 50, expect_head: tuple[int, str] | str | None = None,
+           artefact_dir: Path | None = None) -> VerifyReport:
+    """Walk the chain in sequence order, recomputing every hash; check the stored head and the guards; check
+    every prediction's stored result, feedback and (given ``artefact_dir``) artefact files against its
+    chained rows.
 
     ``expect_head`` is a (seq, hash) recorded outside the database earlier (``radiolens audit head``): the
     chain must contain exactly that row, which catches history rewound to an earlier, consistent state.
@@ -256,6 +284,8 @@ def verify(engine: Engine, max_problems: int = 50, expect_head: tuple[int, str] 
         elif hash_at_expected != exp_hash:
             problems.append(f"row seq {exp_seq} does not match the externally recorded head hash "
                             "(history rewritten)")
+    if len(problems) < max_problems:
+        problems += _binding_problems(engine, artefact_dir, max_problems - len(problems))
     return VerifyReport(ok=not problems, rows=n, head_seq=last_seq, head_hash=prev_hash, problems=problems)
 
 
@@ -309,3 +339,148 @@ def export(engine: Engine, fmt: str, since: str | None = None, until: str | None
         d["outputs"] = canonical_json(d["outputs"])
         w.writerow(d)
         yield buf.getvalue()
+
+
+# ---------------------------------------------------------------------- served data bound to the chain
+# A prediction's stored result (``predictions.result_json``), its feedback rows and its artefact files are what
+# clinicians are shown; the tables and the folder are not append-only, so each is bound to the chained row
+# written with it: the prediction row's outputs hold ``result_sha256`` and the sha256 of every artefact, and a
+# feedback row's outputs hold the feedback's id, time and values. Every read re-checks these bindings before
+# serving (``check_prediction``) and ``verify`` checks them for every prediction.
+
+
+def sha256_hex(data: bytes | str) -> str:
+    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()
+
+
+def artefact_path(artefact_dir: Path, prediction_id: str, kind: str) -> Path:
+    return Path(artefact_dir) / f"{prediction_id}.{kind}.png"
+
+
+def served_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """What a prediction's chained row records about its result (also all that rows written before the
+    result hash existed record, so those are still checked field by field)."""
+    out = {"status": result["status"], "backend": result["model"]["backend"],
+           "probabilities": {p["name"]: p["probability"] for p in result["probabilities"]},
+           "decision": result["decision"]["label"], "review_flag": result["review"]["flag"],
+           "review_reason": result["review"]["reason"], "review_spread": result["review"]["spread"],
+           "heatmap": result.get("heatmap_url") is not None}
+    if result.get("monitoring"):
+        out["monitoring"] = result["monitoring"]
+    return out
+
+
+def prediction_outputs(result: dict[str, Any], result_json: str, artefacts: dict[str, bytes]) -> dict[str, Any]:
+    """The ``outputs`` of a prediction's chained row: the served fields, the sha256 of the stored result JSON
+    and of each stored artefact file."""
+    out = served_fields(result)
+    out["result_sha256"] = sha256_hex(result_json)
+    out["artefacts"] = {kind: sha256_hex(data) for kind, data in artefacts.items()}
+    return out
+
+
+def feedback_outputs(fb: Feedback) -> dict[str, Any]:
+    return {"agree": bool(fb.agree), "corrected_label": fb.corrected_label, "feedback_id": int(fb.id),
+            "created_at": _iso(fb.created_at)}
+
+
+@dataclass
+class Mismatch:
+    part: str  # "prediction" | "result" | "feedback" | "image" | "heatmap" | "chain"
+    detail: str
+
+
+def check_prediction(pred: Prediction | None, chained: list[AuditEntry], feedback: list[Feedback],
+                     artefact_dir: Path | None = None, kinds: Iterable[str] = ARTEFACT_KINDS,
+                     artefacts: dict[str, bytes] | None = None) -> list[Mismatch]:
+    """Compare one prediction's stored row, feedback rows and artefact files with its chained audit rows
+    (``chained``: its "prediction" and "feedback" rows in seq order; their own hashes are checked elsewhere).
+    Artefact bytes already read by the caller can be passed in ``artefacts`` (checked, not re-read), so what
+    is served is exactly what was checked."""
+    out: list[Mismatch] = []
+    rows = [r for r in chained if r.event == "prediction"]
+    fb_rows = [r for r in chained if r.event == "feedback"]
+    if pred is None:
+        return [Mismatch("prediction", "stored prediction row is missing (deleted)")] if rows else []
+    if len(rows) != 1:
+        return [Mismatch("prediction", "no chained prediction row (inserted outside the service)" if not rows
+                         else f"{len(rows)} chained prediction rows (forged)")]
+    row = rows[0]
+    outputs = json.loads(row.outputs_json)
+    if (pred.user_id, pred.model_sha256, pred.input_sha256, pred.study_ref) != \
+            (row.user_id, row.model_sha256, row.input_sha256, row.study_uid):
+        out.append(Mismatch("prediction", "user, model, input or study differ from the chained row"))
+    try:
+        result = json.loads(pred.result_json)
+        fields = served_fields(result)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        result, fields = None, None
+    if "result_sha256" in outputs:
+        if sha256_hex(pred.result_json) != outputs["result_sha256"]:
+            out.append(Mismatch("result", "stored result does not match its chained sha256"))
+    elif fields is None or any(fields.get(k) != v for k, v in outputs.items()):
+        out.append(Mismatch("result", "stored result differs from the chained outputs"))
+    if bool(pred.has_heatmap) != bool(outputs.get("heatmap")):
+        out.append(Mismatch("result", "stored heatmap flag differs from the chained outputs"))
+    if len(feedback) != len(fb_rows):
+        out.append(Mismatch("feedback", f"{len(feedback)} stored feedback rows, {len(fb_rows)} chained"))
+    else:
+        for fb, r in zip(feedback, fb_rows, strict=True):
+            want = json.loads(r.outputs_json)
+            have = feedback_outputs(fb)
+            if fb.user_id != r.user_id or any(have[k] != v for k, v in want.items() if k in have):
+                out.append(Mismatch("feedback", f"stored feedback {fb.id} differs from its chained row"))
+    bound = outputs.get("artefacts")
+    if bound is not None and (artefact_dir is not None or artefacts):
+        for kind in kinds:
+            if kind not in bound:
+                continue
+            data = (artefacts or {}).get(kind)
+            if data is None:
+                path = artefact_path(artefact_dir, pred.id, kind) if artefact_dir is not None else None
+                if path is None or not path.is_file():
+                    out.append(Mismatch(kind, f"{kind} file is missing"))
+                    continue
+                data = path.read_bytes()
+            if sha256_hex(data) != bound[kind]:
+                out.append(Mismatch(kind, f"{kind} file does not match its chained sha256 (replaced)"))
+    return out
+
+
+def row_is_chained(session: Session, row: AuditEntry) -> bool:
+    """The row's content matches its hash and the chain continues from it (the next row links to it, or the
+    head is it): editing a chained row and recomputing its hash breaks this until every later row and the head
+    are rewritten too, which ``verify --expect-head`` catches."""
+    if chain_hash(row.prev_hash, content_of(row)) != row.row_hash:
+        return False
+    nxt = session.get(AuditEntry, row.seq + 1)
+    if nxt is not None:
+        return nxt.prev_hash == row.row_hash
+    head = session.get(AuditHead, 1)
+    return head is not None and head.seq == row.seq and head.row_hash == row.row_hash
+
+
+def _binding_problems(engine: Engine, artefact_dir: Path | None, max_problems: int) -> list[str]:
+    """``check_prediction`` for every prediction: four id-sorted streams merged, one prediction at a time."""
+    problems: list[str] = []
+    with Session(engine) as s:
+        def stream(q, tag):
+            for item in s.scalars(q).yield_per(1000):
+                yield (item.id if tag == "p" else item.prediction_id), tag, item
+
+        preds = stream(select(Prediction).order_by(Prediction.id), "p")
+        chained = stream(select(AuditEntry).where(AuditEntry.event.in_(("prediction", "feedback")),
+                                                  AuditEntry.prediction_id != "")
+                         .order_by(AuditEntry.prediction_id, AuditEntry.seq), "a")
+        fbs = stream(select(Feedback).order_by(Feedback.prediction_id, Feedback.id), "f")
+        merged = heapq.merge(preds, chained, fbs, key=lambda t: t[0])
+        for pid, group in itertools.groupby(merged, key=lambda t: t[0]):
+            items = list(group)
+            pred = next((i for _, t, i in items if t == "p"), None)
+            rows = [i for _, t, i in items if t == "a"]
+            feedback = [i for _, t, i in items if t == "f"]
+            for m in check_prediction(pred, rows, feedback, artefact_dir):
+                problems.append(f"prediction {pid}: {m.detail}")
+            if len(problems) >= max_problems:
+                break
+    return problems

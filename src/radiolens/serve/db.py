@@ -15,7 +15,16 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WRITE_LOCK = "radiolens_write_lock"
 
 
-def make_engine(url: str) -> Engine:
+class StoreMissing(ConfigError):
+    """A read-only command was pointed at a database that does not exist or was never initialised."""
+
+    code = "store_missing"
+
+
+def make_engine(url: str, read_only: bool = False) -> Engine:
+    """``read_only``: never create anything. A SQLite file must already exist (``StoreMissing`` otherwise) and
+    is opened with ``mode=ro``; nothing is created for PostgreSQL either way (the server refuses unknown
+    databases)."""
     try:
         parsed = make_url(url)
     except Exception as exc:
@@ -24,10 +33,18 @@ def make_engine(url: str) -> Engine:
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         db = parsed.database
-        if db and db != ":memory:":
+        if read_only:
+            path = Path(db or "").expanduser()
+            if not db or db == ":memory:" or db.startswith("file:"):
+                raise ConfigError("a read-only command needs a SQLite database file")
+            if not path.is_file() or path.stat().st_size == 0:
+                raise StoreMissing(f"no radiolens database at {path}: nothing to read (give the --state-dir or "
+                                   "--db-url the service uses; `radiolens db upgrade` creates a new one)")
+            parsed = parsed.set(database=f"file:{path.resolve()}", query={**parsed.query, "mode": "ro", "uri": "true"})
+        elif db and db != ":memory:":
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
-        _sqlite_pragmas(engine)
+        _sqlite_pragmas(engine, wal=not read_only)
         return engine
     if backend == "postgresql":
         if parsed.drivername == "postgresql":  # default to psycopg 3, the driver we ship
@@ -36,14 +53,15 @@ def make_engine(url: str) -> Engine:
     raise ConfigError(f"unsupported database backend '{backend}' (use sqlite or postgresql)")
 
 
-def _sqlite_pragmas(engine: Engine) -> None:
+def _sqlite_pragmas(engine: Engine, wal: bool = True) -> None:
     # pysqlite's own transaction handling defers BEGIN and cannot do BEGIN IMMEDIATE, so we take it over
     # (the recipe from SQLAlchemy's SQLite dialect docs) and add WAL + foreign keys on every connection.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        if wal:  # a read-only connection cannot change the journal mode (radiolens databases are WAL already)
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
@@ -53,6 +71,31 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _on_begin(conn):
         immediate = conn.get_execution_options().get(WRITE_LOCK, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def open_existing(url: str, need_head: bool = False) -> Engine:
+    """A read-only engine on an initialised radiolens database, else a one-line ``StoreMissing``/``ConfigError``
+    (never a traceback, never the URL: it may hold a password). ``need_head``: the schema must be current."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.exc import DBAPIError
+
+    engine = make_engine(url, read_only=True)
+    try:
+        with engine.connect() as conn:
+            revision = MigrationContext.configure(conn).get_current_revision()
+    except DBAPIError as exc:
+        engine.dispose()
+        raise ConfigError(f"cannot open the database ({type(exc.orig).__name__}): is it reachable, and is it a "
+                          "radiolens database?") from None
+    if not revision:
+        engine.dispose()
+        raise StoreMissing("the database has no radiolens schema (empty or never initialised): nothing to read "
+                           "(wrong --state-dir or --db-url? `radiolens db upgrade` initialises a new one)")
+    if need_head and revision != head_revision():
+        engine.dispose()
+        raise ConfigError(f"the database schema is at revision {revision}, this radiolens needs "
+                          f"{head_revision()}: run `radiolens db upgrade`")
+    return engine
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

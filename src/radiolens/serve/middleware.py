@@ -1,5 +1,6 @@
-"""Pure-ASGI middleware: request size limit (413), per-request timeout (504), HTTP metrics, and PHI-safe
-handling of unexpected exceptions (500, type and route logged, no traceback).
+"""Pure-ASGI middleware: request size limit (413), per-request timeout (504), HTTP metrics, PHI-safe
+handling of unexpected exceptions (500, type and route logged, no traceback), and credentials kept out of
+every log line (``redact``, ``install_log_redaction``).
 
 Written as raw ASGI rather than BaseHTTPMiddleware so the size check sees the body as it streams in
 (before the multipart parser buffers it) and a timeout can still answer when the handler is stuck.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 
 import anyio
@@ -17,6 +19,72 @@ from radiolens.serve.error_actions import error_body
 from radiolens.serve.metrics import ServiceMetrics
 
 log = logging.getLogger("radiolens.serve")
+
+# Credentials must never reach a log line. The service only accepts a key in the Authorization (or X-API-Key)
+# header, but clients put keys in URLs anyway (``?api_key=...``, a key pasted into a path), and uvicorn's access
+# log prints the path with its query string. Three patterns (hand-written: no logging library knows our key
+# format): query parameters named like a credential, our key format anywhere, and "Bearer <token>".
+_CREDENTIAL_PARAM = re.compile(
+    r"(?i)((?:^|[?&;])(?:api[_-]?key|x[_-]api[_-]key|key|token|access[_-]?token|id[_-]?token|auth|authorization|"
+    r"bearer|password|passwd|pwd|secret|session)=)[^&;#\s\"']*")
+_API_KEY = re.compile(r"rlk_[A-Za-z0-9]+_[A-Za-z0-9_\-]+|rlk(?:_|%5[Ff])[A-Za-z0-9%_\-]{8,}")
+_BEARER = re.compile(r"(?i)(bearer(?:\s+|%20|\+))[^\s\"',&]+")
+REDACTED = "[REDACTED]"
+#: Loggers whose records are redacted: uvicorn's access and error logs and the service's own.
+REDACTED_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "radiolens", "radiolens.serve")
+
+
+def redact(text: str) -> str:
+    """``text`` with credential query values, API keys and bearer tokens replaced by ``[REDACTED]``."""
+    text = _API_KEY.sub("rlk_" + REDACTED, text)
+    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    return _CREDENTIAL_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Redacts a record's message and each argument in place, so formatters that read ``record.args`` as a
+    tuple (uvicorn's access formatter does) keep working and still print no credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(_redact_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+        return True
+
+
+def _redact_arg(value):
+    if isinstance(value, (int, float)) or value is None:
+        return value
+    text = value if isinstance(value, str) else str(value)
+    clean = redact(text)
+    return clean if clean != text or isinstance(value, str) else value
+
+
+def install_log_redaction() -> None:
+    """Add ``RedactingFilter`` to ``REDACTED_LOGGERS`` (idempotent). Logger filters survive uvicorn's
+    ``dictConfig`` (which replaces handlers), whichever of the two runs first."""
+    for name in REDACTED_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())
+
+
+def _redact_scope(scope) -> None:
+    # What uvicorn (and other ASGI servers) print in the access log is read from the scope after the response:
+    # rewrite it in place. No route reads a credential from the URL, so nothing the app needs is lost.
+    qs = scope.get("query_string") or b""
+    if qs:
+        clean = redact("?" + qs.decode("latin-1"))[1:].encode("latin-1")
+        if clean != qs:
+            scope["query_string"] = clean
+    path = scope.get("path") or ""
+    if "rlk" in path:
+        scope["path"] = redact(path)
+        if scope.get("raw_path"):
+            scope["raw_path"] = redact(scope["raw_path"].decode("latin-1")).encode("latin-1")
 
 
 def _json_message(status: int, code: str, message: str) -> tuple[dict, dict]:
@@ -34,6 +102,7 @@ class LimitsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        _redact_scope(scope)
         t0 = time.perf_counter()
         state = {"started": False, "status": 500, "too_large": False}
 

@@ -108,6 +108,8 @@ class Health(BaseModel):
 class KeyIn(BaseModel):
     role: Literal["clinician", "auditor", "admin"]
     label: str = Field(default="", max_length=128)
+    expires_in: str | None = Field(default=None, max_length=16, description="lifetime: a number and a unit "
+                                   "m|h|d|w (e.g. 30d); null or 'never': the key does not expire")
 
 
 class KeyOut(BaseModel):
@@ -117,6 +119,8 @@ class KeyOut(BaseModel):
     label: str
     created_at: datetime
     revoked_at: datetime | None
+    expires_at: datetime | None = Field(default=None, description="refused (401) from this time on; null: never")
+    status: Literal["active", "revoked", "expired"] = "active"
     api_key: str | None = Field(default=None, description="shown once, at creation")
 
 

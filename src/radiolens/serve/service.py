@@ -175,18 +175,15 @@ class Service:
         if heat_png is not None:
             written.append(self.artefact(pid, "heatmap"))
             self._write(written[1], heat_png)
-        outputs = {"status": result["status"], "backend": result["model"]["backend"],
-                   "probabilities": {p["name"]: p["probability"] for p in result["probabilities"]},
-                   "decision": result["decision"]["label"], "review_flag": result["review"]["flag"],
-                   "review_reason": result["review"]["reason"], "review_spread": result["review"]["spread"],
-                   "heatmap": heat_png is not None}
-        if result.get("monitoring"):
-            outputs["monitoring"] = result["monitoring"]
+        # The chained row binds what will be served: the result JSON and each artefact file, by sha256.
+        result_json = audit.canonical_json(result)
+        artefacts = {"image": image_png} | ({"heatmap": heat_png} if heat_png is not None else {})
+        outputs = audit.prediction_outputs(result, result_json, artefacts)
         try:
             with audit.writer(self.sessions) as s:
                 s.add(Prediction(id=pid, created_at=created, user_id=user_id, model_sha256=self.bundle.sha256,
                                  input_sha256=ing.input_sha256, study_ref=ing.study_ref,
-                                 result_json=audit.canonical_json(result), has_heatmap=heat_png is not None))
+                                 result_json=result_json, has_heatmap=heat_png is not None))
                 s.flush()
                 audit.append(s, audit.AuditEvent("prediction", user_id, role, pid, self.bundle.sha256,
                                                  ing.input_sha256, ing.study_ref, outputs, latency_ms))
@@ -209,16 +206,70 @@ class Service:
         return result
 
     # ------------------------------------------------------------------ reads and feedback
-    def get_prediction(self, prediction_id: str) -> dict[str, Any]:
-        self.artefact(prediction_id, "image")  # validates the id format
+    def audit_access(self, user_id: int, role: str, resource: str, event: str = audit.READ,
+                     prediction: Prediction | None = None, prediction_id: str = "", **details: Any) -> None:
+        """One chained row for a request that reads (or is refused): who, what (``resource`` and ``details``:
+        never PHI, never key material) and, for a prediction, which one. Committed before anything is served."""
+        ref = (prediction.id, prediction.model_sha256, prediction.input_sha256, prediction.study_ref) \
+            if prediction is not None else (prediction_id if _is_prediction_id(prediction_id) else "", "", "", "")
+        with audit.writer(self.sessions) as s:
+            audit.append(s, audit.AuditEvent(event, int(user_id), role, *ref, {"resource": resource, **details}, 0.0))
+
+    def _checked(self, prediction_id: str, user_id: int, role: str, resource: str,
+                 kinds: tuple[str, ...] = ()) -> tuple[Prediction, list[Feedback], dict[str, bytes], dict]:
+        """Load a prediction, its feedback and the requested artefacts, check them against the audit chain,
+        and audit the read; an unknown id is audited and 404, a failed check audited and refused."""
+        if not _is_prediction_id(prediction_id):
+            self.audit_access(user_id, role, resource, found=False)
+            raise NotFound("no such prediction")
         with Session(self.engine) as s:
-            row = s.get(Prediction, prediction_id)
-            if row is None:
-                raise NotFound("no such prediction")
-            result = json.loads(row.result_json)
-            fb = s.scalars(select(Feedback).where(Feedback.prediction_id == prediction_id).order_by(Feedback.id))
-            result["feedback"] = [_feedback_dict(f) for f in fb]
+            pred = s.get(Prediction, prediction_id)
+            chained = list(s.scalars(select(audit.AuditEntry)
+                                     .where(audit.AuditEntry.prediction_id == prediction_id,
+                                            audit.AuditEntry.event.in_(("prediction", "feedback")))
+                                     .order_by(audit.AuditEntry.seq)))
+            feedback = list(s.scalars(select(Feedback).where(Feedback.prediction_id == prediction_id)
+                                      .order_by(Feedback.id)))
+            unchained = [r.seq for r in chained if not audit.row_is_chained(s, r)]
+        if pred is None and not chained:
+            self.audit_access(user_id, role, resource, prediction_id=prediction_id, found=False)
+            raise NotFound("no such prediction")
+        bound = json.loads(chained[0].outputs_json).get("artefacts") if chained and \
+            chained[0].event == "prediction" else None
+        data: dict[str, bytes] = {}
+        for kind in kinds:
+            path = self.artefact(prediction_id, kind)
+            if path.is_file() and (bound is None or kind in bound):
+                data[kind] = path.read_bytes()
+        problems = audit.check_prediction(pred, chained, feedback, self.artefact_dir, kinds, data)
+        if unchained:
+            problems.append(audit.Mismatch("chain", "its audit rows are not intact in the chain"))
+        if problems:
+            parts = sorted({m.part for m in problems})
+            self.audit_access(user_id, role, resource, event=audit.INTEGRITY_FAILED, prediction=pred,
+                              prediction_id=prediction_id, failed=parts)
+            log.error("integrity check failed for prediction %s (%s): withheld", prediction_id, ", ".join(parts))
+            raise audit.IntegrityCheckFailed(
+                f"integrity check failed: the stored {', '.join(parts)} of prediction {prediction_id} "
+                "does not match the audit chain; withheld (an administrator should run `radiolens audit verify`)")
+        self.audit_access(user_id, role, resource, prediction=pred)
+        return pred, feedback, data, json.loads(chained[0].outputs_json)
+
+    def get_prediction(self, prediction_id: str, user_id: int = audit.CLI_USER_ID,
+                       role: str = audit.CLI_ROLE) -> dict[str, Any]:
+        """The stored result and feedback, after checking both against the audit chain; the read is audited."""
+        pred, feedback, _, _ = self._checked(prediction_id, user_id, role, "prediction")
+        result = json.loads(pred.result_json)
+        result["feedback"] = [_feedback_dict(f) for f in feedback]
         return result
+
+    def read_artefact(self, prediction_id: str, kind: str, user_id: int = audit.CLI_USER_ID,
+                      role: str = audit.CLI_ROLE) -> bytes:
+        """The artefact's bytes, checked against the sha256 its prediction's chained row holds; audited."""
+        _, _, data, _ = self._checked(prediction_id, user_id, role, kind, kinds=(kind,))
+        if kind not in data:  # none recorded (a heatmap that was not computed)
+            raise NotFound(f"no {kind} stored for this prediction")
+        return data[kind]
 
     def add_feedback(self, prediction_id: str, agree: bool, corrected_label: str | None, user_id: int,
                      role: str) -> dict[str, Any]:
@@ -239,8 +290,7 @@ class Service:
             s.add(fb)
             s.flush()
             audit.append(s, audit.AuditEvent("feedback", user_id, role, prediction_id, pred.model_sha256,
-                                             pred.input_sha256, pred.study_ref,
-                                             {"agree": agree, "corrected_label": corrected_label},
+                                             pred.input_sha256, pred.study_ref, audit.feedback_outputs(fb),
                                              (time.perf_counter() - t0) * 1000.0))
             out = _feedback_dict(fb)
         self.metrics.feedback.labels(str(agree).lower()).inc()
@@ -345,6 +395,10 @@ def onnx_backend(settings: ServeSettings, bundle: ModelBundle):
         log.warning("%s has no embedding output: the input gate and drift monitoring read the embedding with "
                     "PyTorch (one extra forward pass); re-export to avoid it", settings.onnx_path.name)
     return backend
+
+
+def _is_prediction_id(value: str) -> bool:
+    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
 def _feedback_dict(f: Feedback) -> dict[str, Any]:

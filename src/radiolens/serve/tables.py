@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -28,6 +28,7 @@ class ApiKey(Base):
     label: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # None: never
 
 
 class Prediction(Base):
@@ -58,6 +59,12 @@ class AuditEntry(Base):
     """Append-only, hash-chained. ``row_hash = sha256(prev_hash + canonical JSON of the content columns)``."""
 
     __tablename__ = "audit_log"
+    # Reads look up a prediction's chained rows; exactly one "prediction" row per prediction (migration 0005).
+    __table_args__ = (
+        Index("ix_audit_log_prediction_id", "prediction_id"),
+        Index("uq_audit_log_one_prediction_row", "prediction_id", unique=True,
+              sqlite_where=text("event = 'prediction'"), postgresql_where=text("event = 'prediction'")),
+    )
 
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                      autoincrement=False)

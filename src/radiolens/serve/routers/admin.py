@@ -9,18 +9,28 @@ from sqlalchemy.orm import Session
 
 from radiolens import __version__
 from radiolens.serve import audit
-from radiolens.serve.auth import Principal, Role, create_key_audited, list_keys, revoke_key_audited
+from radiolens.serve.auth import (
+    Principal,
+    Role,
+    create_key_audited,
+    key_status,
+    list_keys,
+    parse_expiry,
+    revoke_key_audited,
+)
 from radiolens.serve.deps import current_principal, get_service, require
 from radiolens.serve.schemas import AuditVerifyOut, ErrorResponse, KeyIn, KeyOut, WhoAmI
 from radiolens.serve.service import Service
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 _ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+_REVOKE_ERRORS = _ERRORS | {404: {"model": ErrorResponse},
+                            409: {"model": ErrorResponse, "description": "last_admin: the last active admin key"}}
 
 
 def _key_out(row, api_key: str | None = None) -> KeyOut:
     return KeyOut(id=row.id, key_id=row.key_id, role=row.role, label=row.label, created_at=row.created_at,
-                  revoked_at=row.revoked_at, api_key=api_key)
+                  revoked_at=row.revoked_at, expires_at=row.expires_at, status=key_status(row), api_key=api_key)
 
 
 class ServiceInfo(BaseModel):
@@ -39,30 +49,36 @@ def service_info(principal: Principal = Depends(require(Role.admin, Role.auditor
 
     with service.engine.connect() as conn:
         revision = MigrationContext.configure(conn).get_current_revision() or ""
+    service.audit_access(principal.user_id, principal.role.value, "service")
     return ServiceInfo(version=__version__, deid_secret_fingerprint=service.ingestor.secret_fingerprint,
                        database=service.engine.dialect.name, schema_revision=revision)
 
 
 @router.get("/me", response_model=WhoAmI, responses=_ERRORS)
-def me(principal: Principal = Depends(current_principal)) -> WhoAmI:
+def me(principal: Principal = Depends(current_principal), service: Service = Depends(get_service)) -> WhoAmI:
+    service.audit_access(principal.user_id, principal.role.value, "me")
     return WhoAmI(user_id=principal.user_id, role=principal.role.value)
 
 
 @router.get("/keys", response_model=list[KeyOut], responses=_ERRORS)
 def keys(principal: Principal = Depends(require(Role.admin)), service: Service = Depends(get_service)):
     with Session(service.engine) as s:
-        return [_key_out(r) for r in list_keys(s)]
+        out = [_key_out(r) for r in list_keys(s)]
+    service.audit_access(principal.user_id, principal.role.value, "keys", count=len(out))
+    return out
 
 
 @router.post("/keys", response_model=KeyOut, status_code=201, responses=_ERRORS)
 def new_key(body: KeyIn, principal: Principal = Depends(require(Role.admin)),
             service: Service = Depends(get_service)):
+    expires_in = parse_expiry(body.expires_in)
     with audit.writer(service.sessions) as s:  # the key and its audit row commit together
-        row, key = create_key_audited(s, body.role, body.label, principal.user_id, principal.role.value)
+        row, key = create_key_audited(s, body.role, body.label, principal.user_id, principal.role.value,
+                                      expires_in)
         return _key_out(row, key)
 
 
-@router.delete("/keys/{key_id}", response_model=KeyOut, responses=_ERRORS)
+@router.delete("/keys/{key_id}", response_model=KeyOut, responses=_REVOKE_ERRORS)
 def revoke_key(key_id: str, principal: Principal = Depends(require(Role.admin)),
                service: Service = Depends(get_service)):
     with audit.writer(service.sessions) as s:
@@ -75,6 +91,8 @@ def audit_export(since: str | None = Query(None, description="ISO 8601, inclusiv
                  fmt: str = Query("jsonl", pattern="^(jsonl|csv)$"),
                  principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
     chunks = list(audit.export(service.engine, fmt, since, until))  # materialised: errors become 4xx, not a cut stream
+    service.audit_access(principal.user_id, principal.role.value, "audit_export", since=since, until=until, fmt=fmt,
+                         rows=max(len(chunks) - (fmt == "csv"), 0))
     media = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
     return StreamingResponse(iter(chunks), media_type=media)
 
@@ -83,4 +101,6 @@ def audit_export(since: str | None = Query(None, description="ISO 8601, inclusiv
 def audit_verify(expect_head: str | None = Query(None, description="SEQ:HASH recorded outside the database "
                                                                   "earlier (`radiolens audit head`)"),
                  principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
-    return audit.verify(service.engine, expect_head=expect_head).as_dict()
+    report = audit.verify(service.engine, expect_head=expect_head, artefact_dir=service.artefact_dir)
+    service.audit_access(principal.user_id, principal.role.value, "audit_verify", ok=report.ok)
+    return report.as_dict()

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from radiolens.serve.auth import Role
+from radiolens.serve.auth import Principal, Role
 from radiolens.serve.deps import get_service, require
 from radiolens.serve.schemas import Health
 from radiolens.serve.service import Service
@@ -29,6 +29,8 @@ def readyz(service: Service = Depends(get_service)):
     return body if ready else JSONResponse(body.model_dump(), status_code=503)
 
 
-@router.get("/metrics", response_class=Response, dependencies=[Depends(require(Role.admin, Role.auditor))])
-def metrics(service: Service = Depends(get_service)) -> Response:
+@router.get("/metrics", response_class=Response)
+def metrics(principal: Principal = Depends(require(Role.admin, Role.auditor)),
+            service: Service = Depends(get_service)) -> Response:
+    service.audit_access(principal.user_id, principal.role.value, "metrics")
     return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)  # all workers' values merged

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter, Depends, Query
 
-from radiolens.serve.auth import Role
+from radiolens.serve.auth import Principal, Role
 from radiolens.serve.deps import get_service, require
 from radiolens.serve.schemas import ErrorResponse, MonitoringOut
 from radiolens.serve.service import Service
@@ -14,9 +14,12 @@ router = APIRouter(prefix="/v1", tags=["monitoring"])
 
 
 @router.get("/monitoring", response_model=MonitoringOut,
-            responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}},
-            dependencies=[Depends(require(Role.auditor, Role.admin))])
+            responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}})
 async def monitoring(refresh: bool = Query(False, description="run a drift check now (may raise or clear alerts)"),
+                     principal: Principal = Depends(require(Role.auditor, Role.admin)),
                      service: Service = Depends(get_service)) -> dict:
-    # DB reads and the statistics run off the event loop
-    return await anyio.to_thread.run_sync(service.monitor.status, refresh)
+    # DB reads, the statistics and the audit row run off the event loop
+    out = await anyio.to_thread.run_sync(service.monitor.status, refresh)
+    await anyio.to_thread.run_sync(lambda: service.audit_access(principal.user_id, principal.role.value,
+                                                                "monitoring", refresh=refresh))
+    return out

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 
 from radiolens.serve.auth import Principal, Role
 from radiolens.serve.deps import current_principal, get_service, require
 from radiolens.serve.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
-from radiolens.serve.service import NotFound, Service
+from radiolens.serve.service import Service
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
 _ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+           409: {"model": ErrorResponse, "description": "integrity_check_failed: the stored data no longer matches "
+                 "the audit chain and is withheld"},
            413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
            504: {"model": ErrorResponse}}
 _READERS = (Role.clinician, Role.auditor)
@@ -37,27 +38,26 @@ async def create_prediction(
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=_ERRORS)
 def get_prediction(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
                    service: Service = Depends(get_service)) -> dict:
-    return service.get_prediction(prediction_id)
+    # checked against the audit chain and audited before it is served (409 when it no longer matches)
+    return service.get_prediction(prediction_id, principal.user_id, principal.role.value)
 
 
-def _png(service: Service, prediction_id: str, kind: str) -> FileResponse:
-    service.get_prediction(prediction_id)  # 404 for unknown ids
-    path = service.artefact(prediction_id, kind)
-    if not path.is_file():
-        raise NotFound(f"no {kind} stored for this prediction")
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, no-store"})
+def _png(service: Service, principal: Principal, prediction_id: str, kind: str) -> Response:
+    # The bytes served are the bytes whose sha256 was checked (no second read of a file that may be swapped).
+    data = service.read_artefact(prediction_id, kind, principal.user_id, principal.role.value)
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, no-store"})
 
 
-@router.get("/predictions/{prediction_id}/heatmap.png", response_class=FileResponse, responses=_ERRORS)
+@router.get("/predictions/{prediction_id}/heatmap.png", response_class=Response, responses=_ERRORS)
 def get_heatmap(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
-                service: Service = Depends(get_service)) -> FileResponse:
-    return _png(service, prediction_id, "heatmap")
+                service: Service = Depends(get_service)) -> Response:
+    return _png(service, principal, prediction_id, "heatmap")
 
 
-@router.get("/predictions/{prediction_id}/image.png", response_class=FileResponse, responses=_ERRORS)
+@router.get("/predictions/{prediction_id}/image.png", response_class=Response, responses=_ERRORS)
 def get_image(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
-              service: Service = Depends(get_service)) -> FileResponse:
-    return _png(service, prediction_id, "image")
+              service: Service = Depends(get_service)) -> Response:
+    return _png(service, principal, prediction_id, "image")
 
 
 @router.post("/predictions/{prediction_id}/feedback", response_model=FeedbackOut, status_code=201,
@@ -71,6 +71,7 @@ def post_feedback(prediction_id: str, body: FeedbackIn, principal: Principal = D
 @router.get("/models", response_model=ModelsOut, responses=_ERRORS)
 def list_models(principal: Principal = Depends(current_principal), service: Service = Depends(get_service)):
     info = service.bundle.info
+    service.audit_access(principal.user_id, principal.role.value, "models")
     return ModelsOut(models=[ModelInfo(**service.model_ref(), class_names=list(info.class_names),
                                        negative_name=info.negative_name, thresholds=list(info.thresholds),
                                        temperature=float(info.temperature), input_size=info.input_size,
