@@ -109,7 +109,8 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(None, help="Only rows of this split (e.g. test)."),
         n_bootstrap: int = typer.Option(1000),
     ) -> None:
-        """Per-subgroup AUROC (95% CI), sensitivity, specificity, ECE, flags and equalized-odds gaps."""
+        """Per-subgroup AUROC (95% CI), sensitivity, specificity, ECE, equalized-odds gaps; flags groups where
+        the model does worse than overall (a group doing better is reported as a note)."""
         from radiolens.errors import ModelError
         from radiolens.evaluate.subgroups import audit_subgroups, subgroup_column, subgroup_table
         from radiolens.models.bundle import ModelBundle
@@ -134,6 +135,11 @@ def register(app: typer.Typer) -> None:
         o = audit["overall"]
         typer.echo(f"overall AUROC {o['auroc']:.3f} [{o['auroc_lower']:.3f}, {o['auroc_upper']:.3f}] n={o['n']}")
         for c, block in audit["columns"].items():
+            for r in block["groups"]:
+                for flag in r.get("flags", []):
+                    typer.echo(f"FLAGGED {c}={r['group']}: {flag}")
+                for note in r.get("notes", []):
+                    typer.echo(f"note {c}={r['group']}: {note}")
             typer.echo(f"{c}: equalized-odds difference {block['equalized_odds_difference']}")
 
     @app.command("triage-fit")
