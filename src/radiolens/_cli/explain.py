@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from radiolens._cli.common import friendly_errors
+
+#: CAM methods offered to users (the quality benchmark's "random" baseline is left out).
+USER_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "xgradcam")
 
 
 def _read_split(manifest: Path, split: str | None):
@@ -71,32 +75,64 @@ def register(app: typer.Typer) -> None:
     def explain_cmd(
         files: list[Path] = typer.Argument(..., help="Images (DICOM/PNG/JPEG/TIFF) to explain."),
         model: Path = typer.Option(..., "--model", "-m", help="Model bundle (.pt)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlay PNGs."),
-        method: str = typer.Option("gradcam", help="gradcam | gradcam++ | scorecam | eigencam"),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlay PNGs and index.csv."),
+        method: Literal[USER_METHODS] = typer.Option("gradcam", case_sensitive=False, help="CAM method."),
         class_name: list[str] = typer.Option(None, "--class", help="Class to explain (repeatable); binary models "
                                              "also accept the negative name. Default: every output."),
+        figure: bool = typer.Option(False, "--figure", help="Also write a side-by-side figure per overlay "
+                                    "(image beside overlay, colour bar, class, probability)."),
         filters: bool = typer.Option(False, "--filters", help="Also write first-layer filters and feature maps."),
     ) -> None:
-        """Class activation maps as overlay PNGs at the original image size (advisory only)."""
+        """Class activation maps as overlay PNGs of exactly each image's width x height (advisory only), and
+        index.csv mapping every output file to its input, class and model output."""
+        import csv
+
         from radiolens.explain.explainer import explain_pixels
-        from radiolens.explain.figures import save_feature_maps, save_filters, save_overlay
+        from radiolens.explain.figures import save_feature_maps, save_filters, save_overlay, save_overlay_figure
         from radiolens.io import read_image
-        from radiolens.models.bundle import ModelBundle
+        from radiolens.models.bundle import ModelBundle, file_sha256
 
         bundle = ModelBundle.load(model)
         out.mkdir(parents=True, exist_ok=True)
+        rows: list[dict] = []
+
+        def record(path: Path, kind: str, k: int | None = None, f: Path | None = None, e=None, size=None) -> None:
+            typer.echo(path)
+            rows.append({"output": path.name, "kind": kind, "input": "" if f is None else str(f),
+                         "input_position": "" if k is None else k,
+                         "input_sha256": "" if f is None else file_sha256(f),
+                         "class": "" if e is None else e.class_name,
+                         "model_output": "" if e is None else e.output_index,
+                         "negated_logit": "" if e is None else e.negative,
+                         "probability": "" if e is None else f"{e.probability:.6f}",
+                         "method": "" if e is None else method,
+                         "width": "" if size is None else size[1], "height": "" if size is None else size[0],
+                         "model_sha256": bundle.sha256})
+
         if filters:
-            typer.echo(save_filters(bundle.model, out / "filters.png"))
+            record(save_filters(bundle.model, out / "filters.png"), "filters")
+        tag = method.replace("++", "pp")
         for k, f in enumerate(files):
             pixels = read_image(f).first_frame()
-            stem = f"image{k:03d}"  # no user file names in outputs: they may carry patient identifiers
+            # outputs are named by position, never by the input's file name: names in DICOM trees often carry
+            # patient identifiers; index.csv maps each output back to the path given on the command line
+            stem = f"image{k:03d}"
             for e in explain_pixels(bundle, pixels, method, class_name or None):
                 safe = "".join(c if c.isalnum() else "_" for c in e.class_name)
-                typer.echo(save_overlay(pixels, e.heatmap, out / f"{stem}_{safe}_{method.replace('++', 'pp')}.png",
-                                        e.class_name, e.probability, method))
+                name = f"{stem}_{safe}_{tag}"
+                record(save_overlay(pixels, e.heatmap, out / f"{name}.png", e.class_name, e.probability, method),
+                       "overlay", k, f, e, pixels.shape)
+                if figure:
+                    record(save_overlay_figure(pixels, e.heatmap, out / f"{name}_figure.png", e.class_name,
+                                               e.probability, method), "figure", k, f, e)
             if filters:
-                typer.echo(save_feature_maps(bundle.model, bundle.preprocess(pixels)[None],
-                                             out / f"{stem}_feature_maps.png"))
+                record(save_feature_maps(bundle.model, bundle.preprocess(pixels)[None],
+                                         out / f"{stem}_feature_maps.png"), "feature_maps", k, f)
+        with open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        typer.echo(out / "index.csv")
 
     @app.command("audit-subgroups")
     @friendly_errors
