@@ -56,6 +56,18 @@ def test_cli_value_sets_equal_the_library_ones():
     assert common.ROLES == args(KeyIn.model_fields["role"].annotation) == tuple(r.value for r in Role)
     assert set(common.LOG_LEVELS) == set(uvicorn.config.LOG_LEVELS)
     assert set(USER_METHODS) == set(METHODS) - {"random"}
+    assert set(args(ServeSettings.model_fields["cam_method"].annotation)) == set(USER_METHODS)
+
+
+def test_service_settings_refuse_an_unknown_cam_method_at_start(tmp_path):
+    """The service's CAM method was a free string that failed only at the first heatmap."""
+    from pydantic import ValidationError
+
+    from radiolens.serve.config import ServeSettings
+
+    with pytest.raises(ValidationError, match="cam_method"):
+        ServeSettings(model_path=tmp_path / "m.pt", cam_method="grad-cam")
+    assert ServeSettings(model_path=tmp_path / "m.pt", cam_method="gradcam++").cam_method == "gradcam++"
 
 
 # (argv, the option Click must name). Every path here does not exist: had the command body run, the error would
