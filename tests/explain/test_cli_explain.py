@@ -113,3 +113,21 @@ def test_audit_subgroups_cli_on_nih_val(tmp_path, data_dir):
                                  "--n-bootstrap", "50", "--out", str(tmp_path / "a")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "a" / "subgroups.json").is_file() and "equalized-odds" in r.output
+
+
+def test_index_maps_what_was_written_when_a_later_input_is_unreadable(tmp_path, data_dir):
+    """The index is written as files appear: a run stopped by an unreadable second input (exit 2, one line)
+    still maps the first image's overlay, and the bad file's name reaches no output name."""
+    import csv
+
+    model = _bundle(tmp_path)
+    good = sorted((data_dir / "nih_chestxray14" / "images_64px").glob("*.png"))[0]
+    bad = tmp_path / "Doe_Jane_scan.png"
+    bad.write_bytes(b"not an image at all")
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["explain", str(good), str(bad), "--model", str(model), "--out", str(out)])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    rows = list(csv.DictReader(open(out / "index.csv", encoding="utf-8")))
+    assert [(row["output"], row["input"], row["kind"]) for row in rows] == [
+        ("image000_abnormal_gradcam.png", str(good), "overlay")]
+    assert sorted(p.name for p in out.iterdir()) == ["image000_abnormal_gradcam.png", "index.csv"]

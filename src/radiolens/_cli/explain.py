@@ -12,6 +12,9 @@ from radiolens._cli.common import friendly_errors
 
 #: CAM methods offered to users (the quality benchmark's "random" baseline is left out).
 USER_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "xgradcam")
+#: Columns of ``explain``'s index.csv: one row per file written.
+INDEX_COLUMNS = ["output", "kind", "input", "input_position", "input_sha256", "class", "model_output",
+                 "negated_logit", "probability", "method", "width", "height", "model_sha256"]
 
 
 def _read_split(manifest: Path, split: str | None):
@@ -94,44 +97,42 @@ def register(app: typer.Typer) -> None:
 
         bundle = ModelBundle.load(model)
         out.mkdir(parents=True, exist_ok=True)
-        rows: list[dict] = []
-
-        def record(path: Path, kind: str, k: int | None = None, f: Path | None = None, e=None, size=None) -> None:
-            typer.echo(path)
-            rows.append({"output": path.name, "kind": kind, "input": "" if f is None else str(f),
-                         "input_position": "" if k is None else k,
-                         "input_sha256": "" if f is None else file_sha256(f),
-                         "class": "" if e is None else e.class_name,
-                         "model_output": "" if e is None else e.output_index,
-                         "negated_logit": "" if e is None else e.negative,
-                         "probability": "" if e is None else f"{e.probability:.6f}",
-                         "method": "" if e is None else method,
-                         "width": "" if size is None else size[1], "height": "" if size is None else size[0],
-                         "model_sha256": bundle.sha256})
-
-        if filters:
-            record(save_filters(bundle.model, out / "filters.png"), "filters")
         tag = method.replace("++", "pp")
-        for k, f in enumerate(files):
-            pixels = read_image(f).first_frame()
-            # outputs are named by position, never by the input's file name: names in DICOM trees often carry
-            # patient identifiers; index.csv maps each output back to the path given on the command line
-            stem = f"image{k:03d}"
-            for e in explain_pixels(bundle, pixels, method, class_name or None):
-                safe = "".join(c if c.isalnum() else "_" for c in e.class_name)
-                name = f"{stem}_{safe}_{tag}"
-                record(save_overlay(pixels, e.heatmap, out / f"{name}.png", e.class_name, e.probability, method),
-                       "overlay", k, f, e, pixels.shape)
-                if figure:
-                    record(save_overlay_figure(pixels, e.heatmap, out / f"{name}_figure.png", e.class_name,
-                                               e.probability, method), "figure", k, f, e)
-            if filters:
-                record(save_feature_maps(bundle.model, bundle.preprocess(pixels)[None],
-                                         out / f"{stem}_feature_maps.png"), "feature_maps", k, f)
+        # index.csv is written row by row as files appear, so a run stopped by an unreadable image still maps
+        # every overlay it wrote
         with open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+            index = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS)
+            index.writeheader()
+
+            def record(path: Path, kind: str, source: dict | None = None, e=None, size=None) -> None:
+                typer.echo(path)
+                index.writerow({**dict.fromkeys(INDEX_COLUMNS, ""), "output": path.name, "kind": kind,
+                                "model_sha256": bundle.sha256, **(source or {}),
+                                **({} if e is None else {"class": e.class_name, "model_output": e.output_index,
+                                                         "negated_logit": e.negative, "method": method,
+                                                         "probability": f"{e.probability:.6f}"}),
+                                **({} if size is None else {"width": size[1], "height": size[0]})})
+                fh.flush()
+
+            if filters:
+                record(save_filters(bundle.model, out / "filters.png"), "filters")
+            for k, f in enumerate(files):
+                pixels = read_image(f).first_frame()
+                source = {"input": str(f), "input_position": k, "input_sha256": file_sha256(f)}
+                # outputs are named by position, never by the input's file name: names in DICOM trees often
+                # carry patient identifiers; index.csv maps each output back to the path given
+                stem = f"image{k:03d}"
+                for e in explain_pixels(bundle, pixels, method, class_name or None):
+                    safe = "".join(c if c.isalnum() else "_" for c in e.class_name)
+                    name = f"{stem}_{safe}_{tag}"
+                    record(save_overlay(pixels, e.heatmap, out / f"{name}.png", e.class_name, e.probability,
+                                        method), "overlay", source, e, pixels.shape)
+                    if figure:
+                        record(save_overlay_figure(pixels, e.heatmap, out / f"{name}_figure.png", e.class_name,
+                                                   e.probability, method), "figure", source, e)
+                if filters:
+                    record(save_feature_maps(bundle.model, bundle.preprocess(pixels)[None],
+                                             out / f"{stem}_feature_maps.png"), "feature_maps", source)
         typer.echo(out / "index.csv")
 
     @app.command("audit-subgroups")
