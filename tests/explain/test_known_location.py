@@ -99,9 +99,10 @@ def test_explain_cli_multilabel_per_class_overlays_on_nih_images(marker_model, m
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "o").glob("*.png"))
     assert names == [f"image{i:03d}_{m}_gradcam.png" for i in range(2) for m in MARKERS]
+    inputs = [marker_set.parent / row.path, full]
     for name in names:
-        with Image.open(tmp_path / "o" / name) as im:
-            assert im.size[0] > 300 and im.size[1] > 150  # image beside overlay, colour bar
+        with Image.open(tmp_path / "o" / name) as im, Image.open(inputs[int(name[5:8])]) as src:
+            assert im.size == src.size  # one overlay pixel per image pixel
     r = CliRunner().invoke(app, ["explain", str(full), "--model", str(marker_model), "--out", str(tmp_path / "p"),
                                  "--class", "stripes", "--method", "eigencam"])
     assert r.exit_code == 0, r.output

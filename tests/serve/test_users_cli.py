@@ -44,8 +44,9 @@ def test_users_lifecycle(tmp_path):
     engine.dispose()
     assert "revoked" in runner.invoke(cli_app, ["users", "list", "--state-dir", state]).output
 
-    bad = runner.invoke(cli_app, ["users", "create", "--role", "superuser", "--state-dir", state])
-    assert bad.exit_code == 2 and "unknown role" in bad.output
+    bad = runner.invoke(cli_app, ["users", "create", "--role", "superuser", "--state-dir", state],
+                        env={"COLUMNS": "200"})
+    assert bad.exit_code == 2 and "Invalid value for '--role'" in bad.output and "superuser" in bad.output
     missing = runner.invoke(cli_app, ["users", "revoke", "nosuchkey", "--state-dir", state])
     assert missing.exit_code == 2 and "no such key" in missing.output
     again = runner.invoke(cli_app, ["users", "revoke", key_id, "--state-dir", state])  # already revoked: no event

@@ -121,5 +121,7 @@ def test_train_flags_reach_the_run(pneumonia_tiny, tmp_path, tiny_config):
     assert info.training["optim"]["head_epochs"] == 1 and info.training["optim"]["unfreeze_blocks"] == 1
     assert info.training["augment"]["enabled"] is False
     assert info.training["label"]["columns"] == ["label"] and info.training["epochs_run"] == 2
-    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "bad"), "--task", "nonsense"])
-    assert res.exit_code == 2 and res.output.startswith("error: unknown task 'nonsense'")
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "bad"), "--task", "nonsense"],
+                        env={"COLUMNS": "200"})
+    assert res.exit_code == 2 and "Invalid value for '--task'" in res.output and "'nonsense'" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "bad").exists()

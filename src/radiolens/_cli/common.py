@@ -28,6 +28,38 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Fixed value sets of CLI options. Declared as ``Literal[...]`` annotations, Click refuses any other value while
+#: parsing, before a command's body runs (so before any model, image or manifest is read), with a one-line usage
+#: error and exit 2. They repeat library constants on purpose (importing those would pull torch into every CLI
+#: start); tests/test_cli_choices.py checks that each still equals its library counterpart.
+TASKS = ("binary", "multiclass", "multilabel")
+LOSSES = ("auto", "bce", "ce", "focal")
+SCHEDULERS = ("cosine", "plateau", "none")
+MANIFEST_KINDS = ("imagefolder", "kermany", "nih", "medmnist")
+EXPORT_FORMATS = ("onnx",)
+EXPORTERS = ("dynamo", "legacy")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+BACKENDS = ("torch", "torchscript", "onnx")
+SERVE_BACKENDS = ("torch", "onnx")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+ROLES = ("clinician", "auditor", "admin")
+AUDIT_FORMATS = ("jsonl", "csv")
+
+
+def operating_point_option(value: str | None) -> str | None:
+    """Click callback for ``--operating-point``: a malformed rule is a usage error at parse time (exit 2), not a
+    failure after the model has been trained or every image scored."""
+    if value is None:
+        return None
+    from radiolens.models.operating_point import OperatingPointError, parse_operating_point
+
+    try:
+        parse_operating_point(value)
+    except OperatingPointError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value.strip()
+
+
 def tidy_typer_help() -> None:
     """Plain help placeholders: no ``<bool>`` type on flags, ``FILES...`` rather than ``{files}...`` in usage.
 

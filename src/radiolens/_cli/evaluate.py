@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from radiolens._cli.common import friendly_errors
+from radiolens._cli.common import friendly_errors, operating_point_option
 
 
 def model_logits(bundle, manifest, label_spec, batch_size: int = 256, cache_dir=None):
@@ -108,7 +108,8 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option("test", help="Split to evaluate ('all' for every row)."),
         val_split: str | None = typer.Option("val", help="Split to fit temperature/thresholds on "
                                                          "('none': use the model's stored ones)."),
-        operating_point: str | None = typer.Option(None, help="youden | sensitivity:0.90 | specificity:0.95"),
+        operating_point: str | None = typer.Option(None, callback=operating_point_option,
+                                                   help="youden | sensitivity:0.90 | specificity:0.95"),
         n_bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% CIs."),
         label_column: list[str] | None = typer.Option(None, "--label-column", "-l",
                                                       help="Label column(s) if the model does not record them."),

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
 from radiolens._cli.common import friendly_errors
+
+#: CAM methods offered to users (the quality benchmark's "random" baseline is left out).
+USER_METHODS = ("gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "xgradcam")
+#: Columns of ``explain``'s index.csv: one row per file written.
+INDEX_COLUMNS = ["output", "kind", "input", "input_position", "input_sha256", "class", "model_output",
+                 "negated_logit", "probability", "method", "width", "height", "model_sha256"]
 
 
 def _read_split(manifest: Path, split: str | None):
@@ -71,32 +78,62 @@ def register(app: typer.Typer) -> None:
     def explain_cmd(
         files: list[Path] = typer.Argument(..., help="Images (DICOM/PNG/JPEG/TIFF) to explain."),
         model: Path = typer.Option(..., "--model", "-m", help="Model bundle (.pt)."),
-        out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlay PNGs."),
-        method: str = typer.Option("gradcam", help="gradcam | gradcam++ | scorecam | eigencam"),
+        out: Path = typer.Option(..., "--out", "-o", help="Output folder for overlay PNGs and index.csv."),
+        method: Literal[USER_METHODS] = typer.Option("gradcam", case_sensitive=False, help="CAM method."),
         class_name: list[str] = typer.Option(None, "--class", help="Class to explain (repeatable); binary models "
                                              "also accept the negative name. Default: every output."),
+        figure: bool = typer.Option(False, "--figure", help="Also write a side-by-side figure per overlay "
+                                    "(image beside overlay, colour bar, class, probability)."),
         filters: bool = typer.Option(False, "--filters", help="Also write first-layer filters and feature maps."),
     ) -> None:
-        """Class activation maps as overlay PNGs at the original image size (advisory only)."""
+        """Class activation maps as overlay PNGs of exactly each image's width x height (advisory only), and
+        index.csv mapping every output file to its input, class and model output."""
+        import csv
+
         from radiolens.explain.explainer import explain_pixels
-        from radiolens.explain.figures import save_feature_maps, save_filters, save_overlay
+        from radiolens.explain.figures import save_feature_maps, save_filters, save_overlay, save_overlay_figure
         from radiolens.io import read_image
-        from radiolens.models.bundle import ModelBundle
+        from radiolens.models.bundle import ModelBundle, file_sha256
 
         bundle = ModelBundle.load(model)
         out.mkdir(parents=True, exist_ok=True)
-        if filters:
-            typer.echo(save_filters(bundle.model, out / "filters.png"))
-        for k, f in enumerate(files):
-            pixels = read_image(f).first_frame()
-            stem = f"image{k:03d}"  # no user file names in outputs: they may carry patient identifiers
-            for e in explain_pixels(bundle, pixels, method, class_name or None):
-                safe = "".join(c if c.isalnum() else "_" for c in e.class_name)
-                typer.echo(save_overlay(pixels, e.heatmap, out / f"{stem}_{safe}_{method.replace('++', 'pp')}.png",
-                                        e.class_name, e.probability, method))
+        tag = method.replace("++", "pp")
+        # index.csv is written row by row as files appear, so a run stopped by an unreadable image still maps
+        # every overlay it wrote
+        with open(out / "index.csv", "w", newline="", encoding="utf-8") as fh:
+            index = csv.DictWriter(fh, fieldnames=INDEX_COLUMNS)
+            index.writeheader()
+
+            def record(path: Path, kind: str, source: dict | None = None, e=None, size=None) -> None:
+                typer.echo(path)
+                index.writerow({**dict.fromkeys(INDEX_COLUMNS, ""), "output": path.name, "kind": kind,
+                                "model_sha256": bundle.sha256, **(source or {}),
+                                **({} if e is None else {"class": e.class_name, "model_output": e.output_index,
+                                                         "negated_logit": e.negative, "method": method,
+                                                         "probability": f"{e.probability:.6f}"}),
+                                **({} if size is None else {"width": size[1], "height": size[0]})})
+                fh.flush()
+
             if filters:
-                typer.echo(save_feature_maps(bundle.model, bundle.preprocess(pixels)[None],
-                                             out / f"{stem}_feature_maps.png"))
+                record(save_filters(bundle.model, out / "filters.png"), "filters")
+            for k, f in enumerate(files):
+                pixels = read_image(f).first_frame()
+                source = {"input": str(f), "input_position": k, "input_sha256": file_sha256(f)}
+                # outputs are named by position, never by the input's file name: names in DICOM trees often
+                # carry patient identifiers; index.csv maps each output back to the path given
+                stem = f"image{k:03d}"
+                for e in explain_pixels(bundle, pixels, method, class_name or None):
+                    safe = "".join(c if c.isalnum() else "_" for c in e.class_name)
+                    name = f"{stem}_{safe}_{tag}"
+                    record(save_overlay(pixels, e.heatmap, out / f"{name}.png", e.class_name, e.probability,
+                                        method), "overlay", source, e, pixels.shape)
+                    if figure:
+                        record(save_overlay_figure(pixels, e.heatmap, out / f"{name}_figure.png", e.class_name,
+                                                   e.probability, method), "figure", source, e)
+                if filters:
+                    record(save_feature_maps(bundle.model, bundle.preprocess(pixels)[None],
+                                             out / f"{stem}_feature_maps.png"), "feature_maps", source)
+        typer.echo(out / "index.csv")
 
     @app.command("audit-subgroups")
     @friendly_errors
@@ -109,7 +146,8 @@ def register(app: typer.Typer) -> None:
         split: str = typer.Option(None, help="Only rows of this split (e.g. test)."),
         n_bootstrap: int = typer.Option(1000),
     ) -> None:
-        """Per-subgroup AUROC (95% CI), sensitivity, specificity, ECE, flags and equalized-odds gaps."""
+        """Per-subgroup AUROC (95% CI), sensitivity, specificity, ECE, equalized-odds gaps; flags groups where
+        the model does worse than overall (a group doing better is reported as a note)."""
         from radiolens.errors import ModelError
         from radiolens.evaluate.subgroups import audit_subgroups, subgroup_column, subgroup_table
         from radiolens.models.bundle import ModelBundle
@@ -134,6 +172,11 @@ def register(app: typer.Typer) -> None:
         o = audit["overall"]
         typer.echo(f"overall AUROC {o['auroc']:.3f} [{o['auroc_lower']:.3f}, {o['auroc_upper']:.3f}] n={o['n']}")
         for c, block in audit["columns"].items():
+            for r in block["groups"]:
+                for flag in r.get("flags", []):
+                    typer.echo(f"FLAGGED {c}={r['group']}: {flag}")
+                for note in r.get("notes", []):
+                    typer.echo(f"note {c}={r['group']}: {note}")
             typer.echo(f"{c}: equalized-odds difference {block['equalized_odds_difference']}")
 
     @app.command("triage-fit")

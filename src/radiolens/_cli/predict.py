@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import typer
 
-from radiolens._cli.common import friendly_errors
+from radiolens._cli.common import BACKENDS, CALIBRATION_METHODS, EXPORT_FORMATS, EXPORTERS, friendly_errors
 from radiolens.errors import ConfigError, InputError
 
 
@@ -32,7 +33,7 @@ def _write_json(path: Path | None, payload: dict) -> None:
 def export_cmd(
     model: Path = typer.Option(..., "--model", help="ModelBundle .pt file."),
     out: Path = typer.Option(..., "--out", help="Output .onnx file."),
-    fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    fmt: Literal[EXPORT_FORMATS] = typer.Option("onnx", "--format", help="Export format."),
     check_images: Path | None = typer.Option(
         None, "--check-images", help="Folder or manifest CSV of real images for the parity check "
         "(default: RADIOLENS_DATA_DIR)."),
@@ -40,7 +41,8 @@ def export_cmd(
     split: str | None = typer.Option(None, "--split", help="Manifest split to draw check images from."),
     tolerance: float = typer.Option(1e-4, "--tolerance", help="Max |probability difference| allowed."),
     opset: int = typer.Option(18, "--opset", min=17),
-    exporter: str = typer.Option("dynamo", "--exporter", help="dynamo (default, all registry models) or legacy."),
+    exporter: Literal[EXPORTERS] = typer.Option("dynamo", "--exporter", help="dynamo (all registry models) or "
+                                                "legacy TorchScript."),
     report: Path | None = typer.Option(None, "--report", help="Write the export report as JSON."),
 ) -> None:
     """Export a model to ONNX; refuses (exit 2, no file) if ONNX Runtime disagrees with PyTorch on real images."""
@@ -48,8 +50,6 @@ def export_cmd(
     from radiolens.models.export import export_onnx
     from radiolens.predict.sources import discover, load_preprocessed
 
-    if fmt.lower() != "onnx":
-        raise ConfigError(f"unsupported export format '{fmt}' (onnx)")
     if out.suffix.lower() != ".onnx":
         raise ConfigError("--out must end in .onnx")
     bundle = ModelBundle.load(model)
@@ -70,7 +70,7 @@ def quantize_cmd(
     calibration: Path = typer.Option(..., "--calibration", help="Folder or manifest CSV of validation images."),
     calibration_split: str | None = typer.Option(None, "--calibration-split"),
     calibration_count: int = typer.Option(128, "--calibration-count", min=1),
-    method: str = typer.Option("minmax", "--method", help="minmax | entropy | percentile"),
+    method: Literal[CALIBRATION_METHODS] = typer.Option("minmax", "--method", help="Calibration method."),
     eval_source: Path | None = typer.Option(None, "--eval", help="Labelled manifest CSV to compare fp32 vs int8."),
     eval_split: str | None = typer.Option(None, "--eval-split"),
     label_column: str = typer.Option("label_int", "--label-column"),
@@ -131,7 +131,7 @@ def predict_cmd(
     source: Path = typer.Argument(..., help="Folder (recursive), manifest CSV, DICOM tree or one image."),
     model: Path = typer.Option(..., "--model", help="ModelBundle .pt or exported .onnx."),
     out: Path = typer.Option(..., "--out", help="results.csv or results.parquet (appended to; re-runs resume)."),
-    backend: str | None = typer.Option(None, "--backend", help="torch | torchscript | onnx (default: by file)."),
+    backend: Literal[BACKENDS] | None = typer.Option(None, "--backend", help="Backend (default: by file)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     workers: int | None = typer.Option(None, "--workers", min=0, help="Decoding processes (default: 0 = in the main "
                                        "process on <= 2 cores, else cores, max 4)."),

@@ -6,10 +6,11 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Literal
 
 import typer
 
-from radiolens._cli.common import friendly_errors
+from radiolens._cli.common import AUDIT_FORMATS, LOG_LEVELS, ROLES, SERVE_BACKENDS, friendly_errors
 
 _DB_HELP = "SQLAlchemy URL (default: SQLite file radiolens.db in --state-dir); env RADIOLENS_DB_URL"
 _STATE_HELP = "folder for the SQLite DB and stored artefacts (heatmaps, de-identified display images)"
@@ -92,8 +93,8 @@ def register(app: typer.Typer) -> None:
         monitor_config: Path = typer.Option(None, "--monitor-config",
                                             help="monitoring YAML: input-gate rules and drift thresholds"),
         alert_webhook: str = typer.Option(None, "--alert-webhook", help="POST drift alerts (JSON) to this URL"),
-        backend: str = typer.Option("torch", "--backend", help="torch | onnx (ONNX Runtime runs --onnx; heatmaps "
-                                    "and MC-dropout stay on PyTorch)"),
+        backend: Literal[SERVE_BACKENDS] = typer.Option("torch", "--backend", help="onnx: ONNX Runtime runs "
+                                                        "--onnx; heatmaps and MC-dropout stay on PyTorch"),
         onnx: Path = typer.Option(None, "--onnx", help="an export of --model (`radiolens export`, fp32 or INT8)"),
         onnx_threads: int = typer.Option(None, "--onnx-threads", help="ONNX Runtime threads per process"),
         accept_new_deid_secret: bool = typer.Option(
@@ -102,7 +103,7 @@ def register(app: typer.Typer) -> None:
         ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="serve HTTPS with this private key (PEM); "
                                          "with --ssl-certfile. Usually TLS ends at a reverse proxy instead"),
         ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="certificate chain (PEM) for --ssl-keyfile"),
-        log_level: str = typer.Option("info", "--log-level"),
+        log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
         import uvicorn
@@ -161,7 +162,7 @@ def register(app: typer.Typer) -> None:
     @users.command("create")
     @friendly_errors
     def users_create(
-        role: str = typer.Option(..., help="clinician | auditor | admin"),
+        role: Literal[ROLES] = typer.Option(..., help="what the key may do"),
         label: str = typer.Option("", help="who holds the key (for admins; never written to the audit log)"),
         expires_in: str = typer.Option(None, "--expires-in", help="key lifetime, e.g. 30d, 12h, 2w (m|h|d|w); "
                                        "refused with 401 afterwards (default: never expires)"),
@@ -290,7 +291,7 @@ def register(app: typer.Typer) -> None:
     def audit_export(
         since: str = typer.Option(None, help="ISO 8601 start, inclusive (naive = UTC)"),
         until: str = typer.Option(None, help="ISO 8601 end, exclusive"),
-        fmt: str = typer.Option("jsonl", "--format", help="jsonl | csv"),
+        fmt: Literal[AUDIT_FORMATS] = typer.Option("jsonl", "--format", help="output format"),
         out: Path = typer.Option(None, "--out", help="file to write (default: stdout)"),
         db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),

@@ -14,7 +14,7 @@ from typing import Literal
 
 import typer
 
-from radiolens._cli.common import friendly_errors
+from radiolens._cli.common import LOSSES, MANIFEST_KINDS, SCHEDULERS, TASKS, friendly_errors, operating_point_option
 
 
 def run_training_job(cfg, out_dir: str | Path, echo=print) -> dict:
@@ -107,12 +107,12 @@ def register(app: typer.Typer) -> None:
         epochs: int | None = typer.Option(None, help="Maximum epochs (early stopping on val AUROC)."),
         batch_size: int | None = typer.Option(None),
         lr: float | None = typer.Option(None, help="Learning rate."),
-        loss: str | None = typer.Option(None, help="auto | bce | ce | focal"),
-        scheduler: str | None = typer.Option(None, help="cosine | plateau | none"),
+        loss: Literal[LOSSES] | None = typer.Option(None, help="Loss (auto: BCE with pos_weight / weighted CE)."),
+        scheduler: Literal[SCHEDULERS] | None = typer.Option(None, help="Learning-rate schedule."),
         weights: str | None = typer.Option(None, metavar="PATH|imagenet",
                                            help="Pretrained RGB weights: a local file, or 'imagenet' to download "
                                                 "them through timm/torchvision (online only)."),
-        task: str | None = typer.Option(None, help="binary | multiclass | multilabel (overrides data.label)."),
+        task: Literal[TASKS] | None = typer.Option(None, help="Task (overrides data.label)."),
         label_column: list[str] | None = typer.Option(None, "--label-column", "-l", metavar="COLUMN",
                                                       help="Label column(s); repeat for multi-label."),
         positive: str | None = typer.Option(None, help="binary: the positive label value."),
@@ -125,7 +125,8 @@ def register(app: typer.Typer) -> None:
                                             help="Anatomically plausible augmentation (config default: on)."),
         seed: int | None = typer.Option(None),
         threads: int | None = typer.Option(None, help="CPU threads for torch."),
-        operating_point: str | None = typer.Option(None, help="youden | sensitivity:0.90 | specificity:0.95"),
+        operating_point: str | None = typer.Option(None, callback=operating_point_option,
+                                                   help="youden | sensitivity:0.90 | specificity:0.95"),
         n_bootstrap: int | None = typer.Option(None, help="Bootstrap resamples for the CIs."),
         mlflow: bool | None = typer.Option(None, "--mlflow/--no-mlflow", help="Track to <out>/mlflow.db."),
         progress: bool | None = typer.Option(None, "--progress/--no-progress"),
@@ -190,7 +191,7 @@ def register(app: typer.Typer) -> None:
     @app.command("make-manifest")
     @friendly_errors
     def make_manifest_cmd(
-        kind: str = typer.Argument(..., help="imagefolder | kermany | nih | medmnist"),
+        kind: Literal[MANIFEST_KINDS] = typer.Argument(..., help="Source layout."),
         source: str = typer.Argument(..., help="Folder (imagefolder/kermany/nih images), or a MedMNIST flag."),
         out: Path = typer.Option(..., "--out", "-o", help="Manifest CSV to write (medmnist: a folder)."),
         data_entry: Path | None = typer.Option(None, help="nih: Data_Entry_2017*.csv (or a manifest with "
@@ -210,10 +211,8 @@ def register(app: typer.Typer) -> None:
             if data_entry is None:
                 raise ConfigError("nih needs --data-entry Data_Entry_2017.csv")
             m = builders.from_nih(data_entry, source, out)
-        elif kind == "medmnist":
+        else:  # medmnist (Click has refused any other kind)
             m = builders.from_medmnist(source, root, out)
-        else:
-            raise ConfigError(f"unknown manifest kind '{kind}' (imagefolder, kermany, nih, medmnist)")
         where = out / "manifest.csv" if kind == "medmnist" else out
         splits = m.frame["split"].value_counts().to_dict() if "split" in m.frame.columns else {}
         typer.echo(f"{where}: {len(m)} images, {m.frame['patient_id'].nunique()} patients"
@@ -224,7 +223,7 @@ def register(app: typer.Typer) -> None:
     def split_cmd(
         manifest: Path = typer.Argument(..., help="Manifest CSV."),
         out: Path = typer.Option(..., "--out", "-o", help="Manifest CSV to write with a split/fold column."),
-        task: str = typer.Option("binary", help="binary | multiclass | multilabel (for stratification)."),
+        task: Literal[TASKS] = typer.Option("binary", help="Task (for stratification)."),
         label_column: list[str] = typer.Option(..., "--label-column", "-l", help="Label column(s)."),
         positive: str = typer.Option("1", help="binary: the positive label value."),
         negative: list[str] | None = typer.Option(None, help="binary: the negative label value(s); any other "
@@ -242,7 +241,7 @@ def register(app: typer.Typer) -> None:
         from radiolens.errors import ConfigError
 
         try:
-            spec = LabelSpec(task=_task(task), columns=list(label_column), positive=positive,
+            spec = LabelSpec(task=task, columns=list(label_column), positive=positive,
                              negative=list(negative) if negative else None)
         except ValueError as exc:
             raise ConfigError(str(exc).splitlines()[-1]) from exc
@@ -267,17 +266,10 @@ def _label_overrides(task: str | None, columns: list[str] | None, positive: str 
                  "data.label.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None}
     clear: list[str] = []
     if task is not None:
-        out["data.label.task"] = _task(task)
+        out["data.label.task"] = task
         if task != "binary":
             clear += [k for k in ("data.label.negative", "data.label.positive_name") if out.get(k) is None]
         if task != "multiclass" and classes is None:
             clear.append("data.label.classes")
     return out, clear
 
-
-def _task(value: str) -> Literal["binary", "multiclass", "multilabel"]:
-    from radiolens.errors import ConfigError
-
-    if value not in ("binary", "multiclass", "multilabel"):
-        raise ConfigError(f"unknown task '{value}' (binary, multiclass, multilabel)")
-    return value  # type: ignore[return-value]

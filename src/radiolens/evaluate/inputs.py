@@ -9,6 +9,10 @@ from typing import Literal
 import numpy as np
 
 from radiolens.errors import InputError
+from radiolens.models.operating_point import OperatingPointError, parse_operating_point
+
+__all__ = ["EvaluationInputError", "LabelValueError", "LengthMismatchError", "NonFiniteError", "OperatingPointError",
+           "ShapeError", "Split", "check_split", "check_task", "parse_operating_point"]
 
 Task = Literal["binary", "multiclass", "multilabel"]
 TASKS: tuple[str, ...] = ("binary", "multiclass", "multilabel")
@@ -36,10 +40,6 @@ class LabelValueError(EvaluationInputError):
     """Targets outside the task's label set (e.g. a 2 in binary targets)."""
 
     code = "bad_label_values"
-
-
-class OperatingPointError(EvaluationInputError):
-    code = "bad_operating_point"
 
 
 @dataclass(frozen=True)
@@ -120,21 +120,3 @@ def check_split(task: Task, n_classes: int, logits, targets, which: str) -> Spli
         if tg.min() < 0 or tg.max() >= n_classes:
             raise LabelValueError(f"{which} targets must be class indices in 0..{n_classes - 1}")
     return Split(logits=lg, targets=tg)
-
-
-def parse_operating_point(rule: str) -> tuple[str, float | None]:
-    """``"youden"`` -> ("youden", None); ``"sensitivity:0.90"`` / ``"specificity:0.95"`` -> (kind, target)."""
-    text = str(rule).strip().lower()
-    if text == "youden":
-        return "youden", None
-    kind, sep, value = text.partition(":")
-    if sep and kind in ("sensitivity", "specificity"):
-        try:
-            target = float(value)
-        except ValueError:
-            target = float("nan")
-        if not 0.0 < target <= 1.0:
-            raise OperatingPointError(f"operating point '{rule}': the target must be a number in (0, 1]")
-        return kind, target
-    raise OperatingPointError(
-        f"unknown operating point '{rule}': use 'youden', 'sensitivity:0.90' or 'specificity:0.95'")

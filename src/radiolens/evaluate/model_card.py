@@ -127,6 +127,11 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
         raise InputError(f"{triage_json.name} was fitted on another model (sha256 {fitted_on[:12]}... is not this "
                          f"bundle's {bundle.sha256[:12]}...)")
     evaluation = _evaluation_summary(ev_raw)
+    subgroups = _read_json(subgroups_json, "subgroups")
+    if subgroups:
+        from radiolens.evaluate.subgroups import rejudge
+
+        subgroups = rejudge(subgroups)  # an older audit file also flagged groups doing better than overall
     card = {
         "model": {"name": info.name, "arch": info.arch, "task": info.task, "classes": info.class_names,
                   "version": info.version, "radiolens_version": info.radiolens_version, "sha256": bundle.sha256,
@@ -140,7 +145,7 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
                           "manifest_name": manifest.name if manifest else None},
         "evaluation": evaluation,
         "calibration": _calibration_summary(ev_raw),
-        "subgroups": _read_json(subgroups_json, "subgroups"),
+        "subgroups": subgroups,
         "triage": triage or info.triage or None,
         "quantization": quantization_summary(quantization, bundle.sha256) if quantization else None,
         "limitations": limitations or DEFAULT_LIMITATIONS,

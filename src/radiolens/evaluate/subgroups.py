@@ -1,10 +1,14 @@
 """Subgroup (bias) audit: does the model work equally across age band, sex, view and site?
 
 Per subgroup: AUROC with bootstrap 95 % CI, sensitivity / specificity at the operating threshold, ECE. A
-subgroup is flagged when its AUROC is more than ``max_drop`` below the overall value or its CI excludes the
-overall AUROC. Equalized-odds difference (largest TPR gap and FPR gap between judged groups) is computed from
-the same confusion matrices (scikit-learn, via ``binary_rates``) rather than adding fairlearn: it is two
-max-minus-min differences over numbers we already have. Groups too small to judge are reported, not hidden.
+subgroup is flagged only when the model does WORSE there: its AUROC is more than ``max_drop`` below the overall
+value, or its whole CI lies below the overall AUROC. A group that does better (CI wholly above overall) is not a
+bias finding against that group; it is reported under ``notes`` as information (it usually means another group
+is dragging the overall value down, which that group's own flag shows).
+
+Equalized-odds difference (largest TPR gap and FPR gap between judged groups) is computed from the same
+confusion matrices (scikit-learn, via ``binary_rates``) rather than adding fairlearn: it is two max-minus-min
+differences over numbers we already have. Groups too small to judge are reported, not hidden.
 """
 
 from __future__ import annotations
@@ -53,6 +57,41 @@ def _metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int, seed: 
             "ece": float(expected_calibration_error(y, p)) if len(y) else None}
 
 
+def judge_group(row: dict, overall_auroc: float | None, max_drop: float) -> tuple[list[str], list[str]]:
+    """(flags, notes) for one judged group: flags name underperformance only (AUROC more than ``max_drop``
+    below ``overall_auroc``, or the whole 95 % CI below it); a CI wholly above overall becomes a note."""
+    flags: list[str] = []
+    notes: list[str] = []
+    auc = row.get("auroc")
+    if overall_auroc is None or auc is None:
+        return flags, notes
+    if auc < overall_auroc - max_drop:
+        flags.append(f"AUROC {auc:.3f} is more than {max_drop} below overall {overall_auroc:.3f}")
+    lo, hi = row.get("auroc_lower"), row.get("auroc_upper")
+    if lo is None or hi is None:
+        return flags, notes
+    ci = f"95% CI [{lo:.3f}, {hi:.3f}]"
+    if hi < overall_auroc:
+        flags.append(f"{ci} lies below overall {overall_auroc:.3f}")
+    elif lo > overall_auroc:
+        notes.append(f"performs better than overall: {ci} lies above overall {overall_auroc:.3f} (information, "
+                     "not a bias finding)")
+    return flags, notes
+
+
+def rejudge(audit: dict) -> dict:
+    """The audit with every judged group's status, flags and notes derived again from its stored numbers, so a
+    file written by an older version (which also flagged groups doing better than overall) reads correctly."""
+    overall = (audit.get("overall") or {}).get("auroc")
+    max_drop = audit.get("max_drop", 0.05)
+    for block in (audit.get("columns") or {}).values():
+        for row in block.get("groups", []):
+            if row.get("status") in ("ok", "flagged"):
+                flags, notes = judge_group(row, overall, max_drop)
+                row.update(status="flagged" if flags else "ok", flags=flags, notes=notes)
+    return audit
+
+
 def audit_subgroups(y: np.ndarray, p: np.ndarray, frame: pd.DataFrame, columns: list[str], threshold: float = 0.5,
                     *, max_drop: float = 0.05, min_cases: int = 30, min_positives: int = 5,
                     n_bootstrap: int = 1000, seed: int = 0,
@@ -89,17 +128,8 @@ def audit_subgroups(y: np.ndarray, p: np.ndarray, frame: pd.DataFrame, columns: 
                 rows.append(row)
                 continue
             row.update(_metrics(yg, pg, threshold, n_bootstrap, seed))
-            flags = []
-            if overall["auroc"] is not None and row["auroc"] is not None:
-                if row["auroc"] < overall["auroc"] - max_drop:
-                    flags.append(f"AUROC {row['auroc']:.3f} is more than {max_drop} below overall "
-                                 f"{overall['auroc']:.3f}")
-                lo, hi = row["auroc_lower"], row["auroc_upper"]
-                if lo is not None and not (lo <= overall["auroc"] <= hi):
-                    flags.append(f"95% CI [{row['auroc_lower']:.3f}, {row['auroc_upper']:.3f}] excludes overall "
-                                 f"{overall['auroc']:.3f}")
-            row["status"] = "flagged" if flags else "ok"
-            row["flags"] = flags
+            flags, notes = judge_group(row, overall["auroc"], max_drop)
+            row.update(status="flagged" if flags else "ok", flags=flags, notes=notes)
             rows.append(row)
         missing = int(values.isna().sum())
         judged = [r for r in rows if r["status"] != "too small to judge"]
@@ -118,6 +148,6 @@ def subgroup_table(audit: dict) -> pd.DataFrame:
     recs = []
     for col, block in audit["columns"].items():
         for r in block["groups"]:
-            recs.append({"column": col, **{k: v for k, v in r.items() if k != "flags"},
-                         "flags": "; ".join(r.get("flags", []))})
+            recs.append({"column": col, **{k: v for k, v in r.items() if k not in ("flags", "notes")},
+                         "flags": "; ".join(r.get("flags", [])), "notes": "; ".join(r.get("notes", []))})
     return pd.DataFrame(recs)

@@ -17,6 +17,8 @@ class Explanation:
     probability: float
     heatmap: np.ndarray  # (H, W) at the ORIGINAL image size, [0, 1]
     method: str
+    output_index: int = 0  # the model output the map explains
+    negative: bool = False  # binary only: the negative class, through the negated logit of output 0
 
 
 def explain_pixels(bundle: ModelBundle, pixels: np.ndarray, method: str = "gradcam",
@@ -32,20 +34,23 @@ def explain_pixels(bundle: ModelBundle, pixels: np.ndarray, method: str = "gradc
             classes = [info.class_names[int(np.argmax(probs))]]
         else:
             classes = list(info.class_names)
-    targets, names, ps = [], [], []
+    targets, names, ps, where = [], [], [], []
     for name in classes:
         if info.task == "binary" and name == info.negative_name:
             targets.append(cam_target(0, negative=True))
             names.append(name)
             ps.append(1.0 - float(probs[0]))
+            where.append((0, True))
         elif name in info.class_names:
             k = info.class_names.index(name)
             targets.append(cam_target(k))
             names.append(name)
             ps.append(float(probs[k]))
+            where.append((k, False))
         else:
             valid = info.class_names + ([info.negative_name] if info.task == "binary" else [])
             raise InputError(f"unknown class '{name}'; this model has: {', '.join(valid)}")
     maps = compute_cams(bundle.model, x, targets, method, arch=info.arch)
     size = pixels.shape[-2:]
-    return [Explanation(n, p, upsample_map(m, size), method) for n, p, m in zip(names, ps, maps, strict=True)]
+    return [Explanation(n, p, upsample_map(m, size), method, k, neg)
+            for n, p, m, (k, neg) in zip(names, ps, maps, where, strict=True)]

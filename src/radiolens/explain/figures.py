@@ -1,4 +1,5 @@
-"""Overlay PNGs (windowed image beside the heatmap, colour bar, class and probability) and filter grids."""
+"""Overlay PNGs at the image's own size, optional side-by-side figures (image beside the heatmap, colour bar,
+class and probability), and first-layer filter / feature-map grids."""
 
 from __future__ import annotations
 
@@ -18,14 +19,51 @@ def _plt():
     return plt
 
 
-def save_overlay(pixels: np.ndarray, heat: np.ndarray, path: str | Path, class_name: str, probability: float,
-                 method: str) -> Path:
-    """``pixels`` (H, W) windowed [0, 1]; ``heat`` (H, W) at the same (original) size."""
+ADVISORY = "Advisory only: where the model looked, not a diagnosis"
+
+
+def _check_same_size(pixels: np.ndarray, heat: np.ndarray) -> None:
     if np.shape(heat) != np.shape(pixels):
         from radiolens.errors import InputError
 
-        # matplotlib would stretch a smaller map over the image without complaint, misplacing the evidence
+        # a smaller map stretched over the image without complaint would misplace the evidence
         raise InputError(f"heatmap {np.shape(heat)} and image {np.shape(pixels)} differ in size")
+
+
+def overlay_rgb(pixels: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """(H, W) windowed [0, 1] image and (H, W) map in [0, 1] -> (H, W, 3) uint8: the grey image with the map's
+    jet colours blended in at ``alpha``, pixel for pixel (no figure, no resampling)."""
+    import matplotlib
+
+    _check_same_size(pixels, heat)
+    grey = np.clip(np.asarray(pixels, dtype=np.float32), 0.0, 1.0)[..., None]
+    colour = matplotlib.colormaps["jet"](np.clip(np.asarray(heat, dtype=np.float32), 0.0, 1.0))[..., :3]
+    blend = (1.0 - alpha) * grey + alpha * colour
+    return np.clip(np.rint(blend * 255.0), 0, 255).astype(np.uint8)
+
+
+def save_overlay(pixels: np.ndarray, heat: np.ndarray, path: str | Path, class_name: str, probability: float,
+                 method: str) -> Path:
+    """The overlay as a PNG of exactly the image's width x height (one output pixel per image pixel), so it
+    can be laid over the original in a viewer. Class, probability, method and the advisory line go into the
+    PNG's text chunks (nothing is drawn over the image)."""
+    from PIL import Image, PngImagePlugin
+
+    meta = PngImagePlugin.PngInfo()
+    for key, value in (("radiolens:class", class_name), ("radiolens:probability", f"{probability:.6f}"),
+                       ("radiolens:method", method), ("Comment", ADVISORY)):
+        meta.add_text(key, value)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay_rgb(pixels, heat), mode="RGB").save(path, pnginfo=meta)
+    return path
+
+
+def save_overlay_figure(pixels: np.ndarray, heat: np.ndarray, path: str | Path, class_name: str,
+                        probability: float, method: str) -> Path:
+    """A side-by-side figure for reading (windowed image beside the overlay, colour bar, class and probability,
+    advisory line); its size is the figure's, not the image's."""
+    _check_same_size(pixels, heat)
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(8.5, 4.2))
     axes[0].imshow(pixels, cmap="gray", vmin=0, vmax=1)
@@ -36,7 +74,7 @@ def save_overlay(pixels: np.ndarray, heat: np.ndarray, path: str | Path, class_n
     for ax in axes:
         ax.axis("off")
     fig.colorbar(im, ax=axes[1], fraction=0.046, pad=0.04, label="relative importance")
-    fig.suptitle("Advisory only: where the model looked, not a diagnosis", fontsize=8)
+    fig.suptitle(ADVISORY, fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")

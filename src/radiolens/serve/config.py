@@ -35,7 +35,8 @@ class ServeSettings(BaseModel):
     request_timeout_s: float = Field(default=60.0, gt=0)
     inference_workers: int = Field(default=2, ge=1, le=64)
     heatmaps: bool = True
-    cam_method: str = "gradcam"
+    # checked at start-up, not at the first heatmap (explain.cam.METHODS less the benchmark-only "random")
+    cam_method: Literal["gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "xgradcam"] = "gradcam"
     auto_migrate: bool = True  # run ``alembic upgrade head`` when the app is created
     display_max_side: int = Field(default=1024, ge=64, le=4096)  # size of the de-identified display copy
     near_threshold_margin: float = Field(default=0.1, ge=0.0, le=0.5)  # fallback triage rule only

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from radiolens.data.manifest import LabelSpec
 from radiolens.data.transforms import AugmentConfig
 from radiolens.errors import ConfigError
+from radiolens.models.operating_point import OperatingPointError, parse_operating_point
 from radiolens.models.registry import available_models
 
 
@@ -23,7 +24,7 @@ class DataConfig(BaseModel):
     manifest: str | None = None
     medmnist: str | None = None  # a MedMNIST flag, e.g. "pneumoniamnist": built into <out>/data/
     medmnist_root: str | None = None  # default: $RADIOLENS_DATA_DIR/medmnist, else ~/.medmnist (download)
-    medmnist_size: int = 28
+    medmnist_size: Literal[28, 64, 128, 224] = 28  # the image sizes MedMNIST publishes
     label: LabelSpec
     train_split: str = "train"
     val_split: str = "val"
@@ -36,6 +37,17 @@ class DataConfig(BaseModel):
     fold: int | None = Field(None, ge=0)
     fold_column: str = "fold"
     cache_dir: str | None = None  # decoded-image cache shared between runs (default: none)
+
+    @field_validator("medmnist")
+    @classmethod
+    def _known_flag(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from medmnist import INFO
+
+        if v not in INFO:
+            raise ValueError(f"unknown MedMNIST flag '{v}' (e.g. pneumoniamnist, chestmnist)")
+        return v
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -84,8 +96,17 @@ class OptimConfig(BaseModel):
 class EvalConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    operating_point: str = "youden"
+    operating_point: str = "youden"  # youden | sensitivity:<target> | specificity:<target>, target in (0, 1]
     n_bootstrap: int = Field(1000, ge=0)
+
+    @field_validator("operating_point")
+    @classmethod
+    def _rule(cls, v: str) -> str:
+        try:
+            parse_operating_point(v)
+        except OperatingPointError as exc:  # checked here, when the config is read, not after training
+            raise ValueError(str(exc)) from None
+        return v.strip()
 
 
 class TrainConfig(BaseModel):
