@@ -69,6 +69,7 @@ from pydicom.uid import (
 
 from radiolens import __version__ as _radiolens_version
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
+from radiolens.io import vocab
 
 SECRET_ENV = "RADIOLENS_DEID_SECRET"
 #: Or a file holding it (e.g. a container secret mount); surrounding whitespace is ignored.
@@ -203,8 +204,9 @@ class Deidentifier:
             "study_instance_uid": str(clean.get("StudyInstanceUID", "")),
             "series_instance_uid": str(clean.get("SeriesInstanceUID", "")),
             "patient_pseudonym": pseudonym,
-            "modality": str(clean.get("Modality", "") or ""),
-            "burned_in_annotation": burned,
+            # coded (radiolens.io.vocab): free text typed into these elements must not reach the report
+            "modality": vocab.modality(clean.get("Modality")) or "",
+            "burned_in_annotation": "absent" if burned == "absent" else vocab.burned_in(burned),
             "date_shift_option": self.shift_dates,
             "retained": sorted(pydicom.datadict.keyword_for_tag(t) for t in RETAINED if t in clean),
             "profile": _profile_codes(self.shift_dates),
