@@ -15,7 +15,8 @@
 #   RADIOLENS_DEMO_EPOCHS   training epochs (default 5: ~2-3 min on 2 CPU cores; the config's 15 epochs,
 #                           the benchmark target setting, take ~7.5 min; see docs/training.md)
 #   RADIOLENS_DEMO_BOOTSTRAP  bootstrap resamples for the CIs (default 1000)
-#   RADIOLENS_DEID_SECRET   project secret for de-identification (default: a demo-only value)
+#   RADIOLENS_DEID_SECRET_FILE  file holding the de-identification secret, mode 0600 (or RADIOLENS_DEID_SECRET;
+#                           default: a random secret generated once into $OUT/deid-secret, mode 0600)
 #   RADIOLENS_CMD           the radiolens command (default: .venv/bin/radiolens, else radiolens on PATH)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,7 +33,6 @@ fi
 OUT="${RADIOLENS_DEMO_OUT:-out/demo}"
 EPOCHS="${RADIOLENS_DEMO_EPOCHS:-5}"
 BOOTSTRAP="${RADIOLENS_DEMO_BOOTSTRAP:-1000}"
-export RADIOLENS_DEID_SECRET="${RADIOLENS_DEID_SECRET:-demo-secret-change-me}"
 if [ -n "${RADIOLENS_CMD:-}" ]; then
   RL="$RADIOLENS_CMD"
 elif [ -x "$REPO/.venv/bin/radiolens" ]; then
@@ -49,6 +49,16 @@ PY="$(dirname "$(command -v "$RL")")/python"
 
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
+if [ -z "${RADIOLENS_DEID_SECRET:-}" ] && [ -z "${RADIOLENS_DEID_SECRET_FILE:-}" ]; then
+  # A random secret of this output folder, kept for reruns (same remapped UIDs), readable by you only: a
+  # published demo value would let anyone recompute the remapped UIDs and pseudonyms.
+  RADIOLENS_DEID_SECRET_FILE="$OUT/deid-secret"
+  if [ ! -s "$RADIOLENS_DEID_SECRET_FILE" ]; then
+    (umask 077 && "$PY" -c 'import secrets; print(secrets.token_hex(32))' > "$RADIOLENS_DEID_SECRET_FILE")
+  fi
+  chmod 600 "$RADIOLENS_DEID_SECRET_FILE"
+  export RADIOLENS_DEID_SECRET_FILE
+fi
 rm -rf "$OUT/deid" "$OUT/deid-reviewed" "$OUT/previews"  # a rerun starts from empty output folders
 start=$SECONDS
 step() { echo; echo "== $1  (t=$((SECONDS - start)) s)"; }

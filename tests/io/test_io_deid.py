@@ -171,6 +171,7 @@ def test_secret_floor_and_file_are_shared_with_the_service(monkeypatch, tmp_path
     Deidentifier("sixteen-chars!!!")
     secret_file = tmp_path / "deid-secret"
     secret_file.write_text("  from-a-mounted-secret-file \n", encoding="utf-8")
+    secret_file.chmod(0o600)  # a secret file others can read is refused (tests/serve/test_state_permissions.py)
     monkeypatch.setenv(SECRET_FILE_ENV, str(secret_file))
     assert Deidentifier("").remap_uid("1.2.3") == Deidentifier("from-a-mounted-secret-file").remap_uid("1.2.3")
     monkeypatch.setenv(SECRET_ENV, "a-different-secret-value")

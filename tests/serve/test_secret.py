@@ -44,6 +44,7 @@ def test_short_secret_refused(clean_env, tmp_path):
 def test_secret_from_file(clean_env, tmp_path):
     f = tmp_path / "deid.secret"
     f.write_text(SECRET + "\n")  # as `echo ... > file` writes it
+    f.chmod(0o600)  # a secret file others can read is refused (test_state_permissions.py)
     clean_env.setenv(DEID_SECRET_FILE_ENV, str(f))
     assert ServeSettings(model_path=tmp_path).resolved_secret() == SECRET
     clean_env.setenv(DEID_SECRET_ENV, SECRET)  # both set and equal: fine
@@ -87,6 +88,7 @@ def test_serve_cli_hands_workers_the_secret_separately(clean_env, tmp_path, bund
     clean_env.setattr(uvicorn, "run", fake_run)
     f = tmp_path / "deid.secret"
     f.write_text(SECRET)
+    f.chmod(0o600)
     clean_env.setenv(DEID_SECRET_FILE_ENV, str(f))
     r = CliRunner().invoke(cli_app, ["serve", "--model", str(bundle_path), "--state-dir", str(tmp_path / "st")])
     assert r.exit_code == 0, r.output

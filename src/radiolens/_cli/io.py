@@ -52,20 +52,28 @@ def preview_cmd(
 
 
 def deid_cmd(
+    ctx: typer.Context,
     sources: list[Path] = typer.Argument(..., help="DICOM files or folders (searched recursively), then OUT.",
                                          metavar="IN..."),
     out: Path = typer.Argument(..., help="Output folder (must not be inside an input folder).", metavar="OUT"),
     secret: str | None = typer.Option(None, "--secret", envvar="RADIOLENS_DEID_SECRET", show_envvar=True,
                                       help="HMAC key for UIDs, pseudonyms and date shifts (required, at least 16 "
-                                           "bytes; or RADIOLENS_DEID_SECRET_FILE naming a file that holds it)."),
+                                           "bytes). Prefer RADIOLENS_DEID_SECRET_FILE naming a file only you can "
+                                           "read (mode 0600): a value typed here is visible to other users (ps)."),
     shift_dates: bool = typer.Option(False, "--shift-dates", help="Keep dates, shifted by a per-patient offset."),
     allow_burned_in: bool = typer.Option(False, "--allow-burned-in",
                                          help="Also process files that may have burned-in text (check pixels!)."),
 ) -> None:
     """De-identify DICOM (PS3.15 Annex E basic profile + retain patient characteristics); writes a report."""
-    from radiolens.io.deid import Deidentifier, deidentify_tree, write_reports
+    from radiolens.io.deid import Deidentifier, deidentify_tree, load_secret, write_reports
 
-    deid = Deidentifier(secret or "", shift_dates=shift_dates, allow_burned_in=allow_burned_in)
+    # --secret on the command line is visible to other local users (ps): warned; a published demo value: warned;
+    # a secret file others can read: refused.
+    # compared by name: Typer may bring its own copy of click, whose ParameterSource is another enum class
+    typed = getattr(ctx.get_parameter_source("secret"), "name", "") == "COMMANDLINE"
+    secret = load_secret(secret, on_command_line=typed, public="warn",
+                         warn=lambda msg: typer.echo(f"warning: {msg}", err=True))
+    deid = Deidentifier(secret, shift_dates=shift_dates, allow_burned_in=allow_burned_in)
     for src in sources:
         if not src.exists():
             raise InputError(f"{src.name}: no such file or folder")

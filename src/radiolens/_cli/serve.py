@@ -28,6 +28,10 @@ def _engine(db_url: str | None, state_dir: Path):
     from radiolens.serve.db import make_engine, upgrade
 
     url = _db_url(db_url, state_dir)
+    if not (db_url or os.environ.get("RADIOLENS_DB_URL")):  # the state folder's own SQLite database
+        from radiolens.serve.state import secure_state_dir
+
+        secure_state_dir(state_dir)
     engine = make_engine(url)
     upgrade(url, engine)
     return engine
@@ -103,9 +107,24 @@ def register(app: typer.Typer) -> None:
         ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="serve HTTPS with this private key (PEM); "
                                          "with --ssl-certfile. Usually TLS ends at a reverse proxy instead"),
         ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="certificate chain (PEM) for --ssl-keyfile"),
+        insecure_demo_secret: bool = typer.Option(
+            False, "--insecure-demo-secret", help="accept a de-identification secret published in radiolens' demo "
+            "script or docs (a throw-away demo only: anyone can recompute remapped UIDs made with it)"),
         log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
+        from radiolens.serve.state import private_umask
+
+        # Everything this run creates (database, WAL, images, heatmaps, metrics files; workers inherit the umask)
+        # is private to the service user; the state folder itself is created 0700 or tightened.
+        with private_umask():
+            _serve(model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
+                   no_heatmaps, mc_passes, monitor_config, alert_webhook, backend, onnx, onnx_threads,
+                   accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile, ssl_certfile)
+
+    def _serve(model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
+               no_heatmaps, mc_passes, monitor_config, alert_webhook, backend, onnx, onnx_threads,
+               accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile, ssl_certfile) -> None:
         import uvicorn
 
         from radiolens.errors import ConfigError
@@ -128,13 +147,23 @@ def register(app: typer.Typer) -> None:
                                  request_timeout_s=timeout_s, inference_workers=inference_workers,
                                  heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
                                  monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
-                                 onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret)
+                                 onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
+                                 insecure_demo_secret=insecure_demo_secret)
         if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
             from radiolens.models.bundle import ModelBundle
             from radiolens.serve.service import onnx_backend
 
             onnx_backend(settings, ModelBundle.load(model))
-        secret = settings.resolved_secret()  # fail early, before uvicorn starts, when it is missing or short
+        # fail early, before uvicorn starts, when it is missing, short, a published demo value or in a file others
+        # can read
+        secret = settings.resolved_secret()
+        from radiolens.io.deid import PUBLIC_SECRETS
+        from radiolens.serve.state import secure_state_dir
+
+        if secret.strip().lower() in PUBLIC_SECRETS:
+            typer.echo("warning: --insecure-demo-secret: serving with a published de-identification secret; never "
+                       "upload real patient data to this instance", err=True)
+        secure_state_dir(state_dir)
         upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
         # Also once, here: a secret other than the database's is refused before uvicorn starts (one line, exit 2),
         # and an accepted rotation is done and audited by this process only; workers then find it unchanged.

@@ -58,6 +58,7 @@ import copy
 import datetime as _dt
 import hashlib
 import hmac
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -79,6 +80,7 @@ from pydicom.valuerep import validate_value
 
 from radiolens import __version__ as _radiolens_version
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
+from radiolens.io import vocab
 from radiolens.io.deid_pixels import strip_stream_metadata
 
 SECRET_ENV = "RADIOLENS_DEID_SECRET"
@@ -149,14 +151,28 @@ _MAX_LEN = {"SH": 16, "AE": 16, "CS": 16, "LO": 64}
 _BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"}
 
 
+#: Secrets printed in radiolens' own demo script and documentation (now or in earlier versions): anyone can read
+#: them, so UIDs remapped and pseudonyms made with one can be recomputed by anyone holding the original data.
+PUBLIC_SECRETS = frozenset({"demo-secret-change-me", "a long random project secret"})
+
+
 def secret_from_env() -> str:
-    """``RADIOLENS_DEID_SECRET``, or the contents of ``RADIOLENS_DEID_SECRET_FILE``; "" when neither is set."""
+    """``RADIOLENS_DEID_SECRET``, or the contents of ``RADIOLENS_DEID_SECRET_FILE``; "" when neither is set.
+
+    The file must be private to its owner (like ssh's private keys): one that group or others may read or
+    write is refused with a ``ConfigError``, before it is read.
+    """
     value = os.environ.get(SECRET_ENV, "")
     path = os.environ.get(SECRET_FILE_ENV, "")
     if not path:
         return value
     try:
-        from_file = Path(path).expanduser().read_text(encoding="utf-8").strip()
+        file = Path(path).expanduser()
+        mode = file.stat().st_mode & 0o777
+        if os.name == "posix" and mode & 0o077:
+            raise ConfigError(f"{SECRET_FILE_ENV}: permissions {mode:04o} for {file} are too open: the secret "
+                              f"file must not be accessible by group or others; run `chmod 600 {file}`")
+        from_file = file.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{SECRET_FILE_ENV}: cannot read the secret file ({type(exc).__name__})") from exc
     if value and value != from_file:
@@ -176,6 +192,36 @@ def resolve_secret(secret: str | bytes | None) -> bytes:
         raise ConfigError(f"the de-identification secret is shorter than {MIN_SECRET_BYTES} bytes; use a long "
                           "random one, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
     return key
+
+
+def load_secret(value: str | None = None, *, on_command_line: bool = False, public: str = "warn",
+                warn=None) -> str:
+    """THE secret loader of ``radiolens deid`` and the service: ``value`` (an option or setting) or else the
+    environment / secret file (:func:`secret_from_env`, which refuses a file others can read), then:
+
+    * shorter than :data:`MIN_SECRET_BYTES`, or absent: ``ConfigError``;
+    * one of :data:`PUBLIC_SECRETS`: ``ConfigError`` with ``public="refuse"`` (the service, unless started with
+      ``--insecure-demo-secret``), a warning with ``public="warn"`` (``radiolens deid``);
+    * ``on_command_line``: a warning (command lines are visible to every local user in ``ps`` and stay in
+      shell history).
+
+    ``warn`` receives each warning (default: the ``radiolens.deid`` logger). No message quotes the secret.
+    """
+    if public not in ("warn", "refuse"):
+        raise ValueError("public must be 'warn' or 'refuse'")
+    say = warn or logging.getLogger("radiolens.deid").warning
+    secret = value or secret_from_env()
+    resolve_secret(secret)  # absent / too short
+    if on_command_line:
+        say(f"the de-identification secret was given on the command line, where other local users can read it "
+            f"(ps, /proc, shell history); use {SECRET_FILE_ENV} (a file only you can read) or {SECRET_ENV}")
+    if secret.strip().lower() in PUBLIC_SECRETS:
+        msg = ("the de-identification secret is a published demo value: anyone can recompute the remapped UIDs "
+               "and pseudonyms; generate a private one, e.g. python -c 'import secrets; print(secrets.token_hex(32))'")
+        if public == "refuse":
+            raise ConfigError(msg + " (or, for a throw-away demo only, start with --insecure-demo-secret)")
+        say(msg)
+    return secret
 
 
 class Deidentifier:
@@ -256,8 +302,9 @@ class Deidentifier:
             "study_instance_uid": str(clean.get("StudyInstanceUID", "")),
             "series_instance_uid": str(clean.get("SeriesInstanceUID", "")),
             "patient_pseudonym": pseudonym,
-            "modality": str(clean.get("Modality", "") or ""),
-            "burned_in_annotation": burned,
+            # coded (radiolens.io.vocab): free text typed into these elements must not reach the report
+            "modality": vocab.modality(clean.get("Modality")) or "",
+            "burned_in_annotation": "absent" if burned == "absent" else vocab.burned_in(burned),
             "date_shift_option": self.shift_dates,
             "retained": sorted(pydicom.datadict.keyword_for_tag(t) for t in RETAINED if t in clean),
             "profile": _profile_codes(self.shift_dates),

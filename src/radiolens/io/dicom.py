@@ -18,7 +18,7 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import AllTransferSyntaxes, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from radiolens.errors import (
     ImageDimensionError,
@@ -29,6 +29,7 @@ from radiolens.errors import (
     UnreadableImageError,
     UnsupportedTransferSyntaxError,
 )
+from radiolens.io import vocab
 from radiolens.io.image import ImageMeta, RadioImage, Window
 from radiolens.io.limits import check_dimensions
 from radiolens.io.windowing import apply_window, percentile_window
@@ -183,7 +184,7 @@ def _decode(ds: Dataset, name: str, frames: Frames) -> np.ndarray:
             arr = _decode_pixels(ds, ts, index)
     except NotImplementedError as exc:
         raise UnsupportedTransferSyntaxError(
-            f"{name}: transfer syntax {ts.name if ts else 'unknown'} is not supported (no installed decoder; "
+            f"{name}: transfer syntax {_ts_label(ts)} is not supported (no installed decoder; "
             "radiolens decodes uncompressed, RLE, JPEG, JPEG-LS and JPEG 2000)") from exc
     except (ValueError, EOFError) as exc:
         msg = str(exc).lower()
@@ -194,11 +195,11 @@ def _decode(ds: Dataset, name: str, frames: Frames) -> np.ndarray:
     except RuntimeError as exc:
         if "raised by all available plugins" in str(exc):  # decoders exist and all failed: a corrupt stream
             raise UnreadableImageError(f"{name}: compressed pixel data could not be decoded by any installed "
-                                       f"decoder ({ts.name if ts else 'unknown'}; corrupt stream?)") from exc
+                                       f"decoder ({_ts_label(ts)}; corrupt stream?)") from exc
         if "no" in str(exc).lower() and ("handler" in str(exc).lower() or "plugin" in str(exc).lower()
                                          or "decoder" in str(exc).lower()):
             raise UnsupportedTransferSyntaxError(
-                f"{name}: no decoder available for transfer syntax {ts.name if ts else 'unknown'}") from exc
+                f"{name}: no decoder available for transfer syntax {_ts_label(ts)}") from exc
         raise UnreadableImageError(f"{name}: pixel data could not be decoded ({type(exc).__name__})") from exc
     except Exception as exc:
         raise UnreadableImageError(f"{name}: pixel data could not be decoded ({type(exc).__name__})") from exc
@@ -223,6 +224,16 @@ def _decode_pixels(ds: Dataset, ts: object, index: int | None) -> np.ndarray:
         except Exception:  # any refusal: fall back to every installed decoder, below
             pass
     return pixel_array(ds, index=index) if index is not None else ds.pixel_array
+
+
+def _ts_label(ts: object) -> str:
+    """A transfer syntax for an error message: its standard name, or its UID when it is a well-formed UID;
+    never the raw value otherwise (any text can be written into the element, and messages reach responses)."""
+    if ts is None:
+        return "unknown"
+    if str(ts) in AllTransferSyntaxes:
+        return ts.name  # type: ignore[attr-defined]
+    return vocab.uid(ts) or "(not a UID)"
 
 
 def _palette(raw: np.ndarray, ds: Dataset, name: str) -> np.ndarray:

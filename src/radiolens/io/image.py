@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from radiolens.io.vocab import CODERS
+
 
 @dataclass(frozen=True)
 class Window:
@@ -23,7 +25,12 @@ class Window:
 
 @dataclass
 class ImageMeta:
-    """Header facts later stages need. No patient identity is kept here except age and sex (for audits)."""
+    """Header facts later stages need. No patient identity is kept here except age and sex (for audits).
+
+    Header values are coded on construction (:mod:`radiolens.io.vocab`): a value outside its closed
+    vocabulary reads as ``OTHER``, a malformed UID as ``None``, so no free text typed into a header reaches
+    a stored record, a response or a log through this type.
+    """
 
     source_format: str  # "dicom" | "png" | "jpeg" | "tiff"
     modality: str | None = None
@@ -46,6 +53,10 @@ class ImageMeta:
     window_used: Window | None = None
     window_source: str | None = None  # "header" | "voi_lut" | "percentile" | "override" | "full_range"
     extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, code in CODERS.items():
+            setattr(self, name, code(getattr(self, name)))
 
 
 @dataclass

@@ -40,6 +40,22 @@ class GateConfig(BaseModel):
     aspect_margin: float = Field(default=1.5, ge=1)
     #: Fewest bits stored accepted (a 1-bit mask is not a radiograph). None: the fewest among the baseline.
     min_bits_stored: int | None = Field(default=None, ge=1)
+    @field_validator("allowed_modalities", "allowed_body_parts", "allowed_photometric")
+    @classmethod
+    def _in_vocabulary(cls, values: list[str], info) -> list[str]:
+        # Header values are compared as codes of radiolens.io.vocab (anything else reads as OTHER), so a value
+        # outside the vocabulary could never match: refuse it here rather than reject every such image.
+        from radiolens.io import vocab
+
+        allowed = {"allowed_modalities": vocab.MODALITIES, "allowed_body_parts": vocab.BODY_PARTS,
+                   "allowed_photometric": vocab.PHOTOMETRIC}[info.field_name] | {vocab.OTHER}
+        codes = [str(v).strip().upper() for v in values]
+        unknown = [v for v in codes if v not in allowed]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not in the vocabulary header values are coded to (see "
+                             "radiolens.io.vocab); values outside it read as OTHER")
+        return codes
+
     #: Fraction of held-in validation images the learned score may reject (sets its threshold).
     target_false_rejection: float = Field(default=0.02, gt=0, lt=0.5)
     #: Dimensions the model embedding is reduced to (PCA) before its Gaussian density is fitted.

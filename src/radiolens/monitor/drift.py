@@ -25,7 +25,7 @@ from scipy import stats as sps
 
 from radiolens.monitor.config import DriftConfig
 from radiolens.monitor.gate import OK
-from radiolens.monitor.observe import HEADER_FIELDS, IMAGE_STATS
+from radiolens.monitor.observe import HEADER_FIELDS, IMAGE_STATS, header_code
 from radiolens.monitor.profile import MonitoringProfile
 
 OK_STATUS, DRIFT, INSUFFICIENT = "ok", "drift", "insufficient_data"
@@ -191,8 +191,8 @@ def evaluate_window(profile: MonitoringProfile, window: list[dict[str, Any]], cf
 
     # categorical header fields and the pooled intensity histogram: PSI
     for fname in HEADER_FIELDS:
-        ref = [o["header"].get(fname, "(none)") for o in ref_all]
-        cur = [o["header"].get(fname, "(none)") for o in window]
+        ref = [header_code(fname, o["header"].get(fname)) for o in ref_all]
+        cur = [header_code(fname, o["header"].get(fname)) for o in window]
         value = psi_categorical(ref, cur)
         new = sorted(set(cur) - set(ref))
         status = DRIFT if value > cfg.psi_threshold else OK_STATUS

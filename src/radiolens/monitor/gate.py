@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from radiolens.errors import ConfigError, InputError
+from radiolens.io import vocab
 from radiolens.io.image import ImageMeta
 from radiolens.monitor.config import GateConfig
 
@@ -219,14 +220,15 @@ def header_problems(meta: ImageMeta, height: int, width: int, rules: HeaderRules
     if isinstance(rules, GateConfig):
         rules = header_rules(rules)
     problems: list[str] = []
-    modality = (meta.modality or "").strip().upper()
+    # Coded values only (radiolens.io.vocab): these reasons reach responses, results files and the audit log.
+    modality = vocab.modality(meta.modality) or ""
     if meta.source_format == "dicom" and modality and modality not in rules.allowed_modalities:
         problems.append(f"modality {modality} is not a projection radiograph "
                         f"(accepted: {', '.join(rules.allowed_modalities)})")
-    body = (meta.body_part or "").strip().upper()
+    body = vocab.body_part(meta.body_part) or ""
     if body and body not in rules.allowed_body_parts:
         problems.append(f"body part {body} is not chest")
-    photometric = (meta.photometric_interpretation or "").strip().upper()
+    photometric = vocab.photometric(meta.photometric_interpretation) or ""
     if meta.source_format == "dicom" and photometric and photometric not in rules.allowed_photometric:
         problems.append(f"photometric interpretation {photometric} is a colour image, not a radiograph")
     chroma = meta.extra.get("chroma") if isinstance(meta.extra, dict) else None

@@ -3,7 +3,8 @@ projected model embedding. The same function serves the validation baseline and 
 so the two are comparable by construction.
 
 Only categorical acquisition facts are kept from the header (modality, view, manufacturer, body part,
-photometric interpretation, file format): nothing that identifies a patient.
+photometric interpretation, file format), each as a code of its closed vocabulary (:mod:`radiolens.io.vocab`;
+anything else is ``OTHER``): free text typed into a header never reaches a monitoring record.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from radiolens.io import vocab
 from radiolens.io.image import ImageMeta, RadioImage
 
 #: Per-image scalar statistics compared by the Kolmogorov-Smirnov test.
@@ -52,17 +54,32 @@ def intensity_histogram(image: RadioImage) -> list[float]:
     return (hist / max(hist.sum(), 1.0)).round(6).tolist()
 
 
-def _category(value: object) -> str:
-    text = str(value).strip().upper() if value is not None else ""
-    return text[:64] if text else _NONE
+_SOURCE_FORMATS = frozenset({"DICOM", "PNG", "JPEG", "TIFF"})
+
+
+def _category(value: str | None) -> str:
+    return value if value else _NONE
+
+
+_HEADER_CODERS = {"source_format": lambda v: vocab.coded(v, _SOURCE_FORMATS), "modality": vocab.modality,
+                  "view_position": vocab.view_position, "manufacturer": vocab.manufacturer,
+                  "body_part": vocab.body_part, "photometric": vocab.photometric}
+
+
+def header_code(field_name: str, value: object) -> str:
+    """A stored header category as its code: records and baselines written before header values were coded
+    may hold free text, which must not be compared, shown or alerted on as it is."""
+    if value is None or value == _NONE:
+        return _NONE
+    return _category(_HEADER_CODERS[field_name](value))
 
 
 def header_fields(meta: ImageMeta) -> dict[str, str]:
-    return {
-        "source_format": _category(meta.source_format), "modality": _category(meta.modality),
-        "view_position": _category(meta.view_position), "manufacturer": _category(meta.manufacturer),
-        "body_part": _category(meta.body_part), "photometric": _category(meta.photometric_interpretation),
-    }
+    # Coded again here (ImageMeta codes on construction, but its fields can be reassigned afterwards).
+    values = {"source_format": meta.source_format, "modality": meta.modality, "view_position": meta.view_position,
+              "manufacturer": meta.manufacturer, "body_part": meta.body_part,
+              "photometric": meta.photometric_interpretation}
+    return {name: header_code(name, value) for name, value in values.items()}
 
 
 def observation(image: RadioImage, probabilities: np.ndarray, projection: np.ndarray | None,

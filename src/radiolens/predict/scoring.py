@@ -229,7 +229,8 @@ class Scorer:
             score = ""
             if self.gate is not None and rec.meta is not None:
                 verdict = self.gate.check(rec.meta, rec.height, rec.width, None if embs is None else embs[j:j + 1])
-                score = "" if verdict.ood_score is None else round(float(verdict.ood_score), 4)
+                # text, as every non-probability column (the Parquet schema types it string; CSV has no types)
+                score = "" if verdict.ood_score is None else str(round(float(verdict.ood_score), 4))
                 if not verdict.passed:  # as the service: no probabilities for an image the model is not for
                     refused += 1
                     flagged += 1

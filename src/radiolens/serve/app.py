@@ -139,7 +139,14 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` worker processes: settings come from ``RADIOLENS_SERVE_SETTINGS``."""
+    """Factory for ``uvicorn --factory`` worker processes: settings come from ``RADIOLENS_SERVE_SETTINGS``.
+
+    A worker process is the service: whatever it creates (SQLite WAL files, metrics files) is private to it."""
+    import os
+
+    from radiolens.serve.state import PRIVATE_UMASK
+
+    os.umask(PRIVATE_UMASK)
     return create_app(ServeSettings.from_env())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Literal
@@ -10,9 +11,10 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from radiolens.errors import ConfigError
-from radiolens.io.deid import SECRET_ENV, SECRET_FILE_ENV, resolve_secret, secret_from_env
+from radiolens.io.deid import SECRET_ENV, SECRET_FILE_ENV, load_secret, secret_from_env
 from radiolens.monitor.config import MonitorConfig
 
+_log = logging.getLogger("radiolens.serve")
 #: Environment variable carrying a JSON ``ServeSettings`` to uvicorn worker processes (``--workers > 1``).
 SETTINGS_ENV = "RADIOLENS_SERVE_SETTINGS"
 #: The de-identification secret comes from the io layer's variables (or a file), so it never has to appear on a
@@ -31,6 +33,9 @@ class ServeSettings(BaseModel):
     #: Start once with a secret other than the one the database was used with, on purpose: the stored
     #: fingerprint is replaced and a ``deid_key_rotated`` audit row written (otherwise such a start is refused).
     accept_new_deid_secret: bool = False
+    #: Accept a de-identification secret published in radiolens' demo script or docs (``PUBLIC_SECRETS``):
+    #: for a throw-away demo only, never with real data (anyone could recompute the remapped UIDs).
+    insecure_demo_secret: bool = False
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
     inference_workers: int = Field(default=2, ge=1, le=64)
@@ -65,13 +70,14 @@ class ServeSettings(BaseModel):
         return f"sqlite:///{(self.state_dir / 'radiolens.db').resolve()}"
 
     def resolved_secret(self) -> str:
-        secret = self.deid_secret or secret_from_env()
+        secret = self.deid_secret or secret_from_env()  # a secret file others can read is refused here
         if not secret:
             raise ConfigError(f"a de-identification secret is required: set {DEID_SECRET_ENV} or "
                               f"{DEID_SECRET_FILE_ENV} (keep it stable: it makes remapped study UIDs consistent "
                               "across restarts)")
-        resolve_secret(secret)  # the io layer's length rule
-        return secret
+        # the io layer's rules: length, and a published demo value refused unless insecure_demo_secret
+        return load_secret(secret, public="warn" if self.insecure_demo_secret else "refuse",
+                           warn=_log.warning)
 
     def to_env(self) -> str:
         """Settings for worker processes, WITHOUT the secret (env dumps and crash reports show this variable)."""

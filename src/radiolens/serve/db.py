@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -42,7 +43,7 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
                                    "--db-url the service uses; `radiolens db upgrade` creates a new one)")
             parsed = parsed.set(database=f"file:{path.resolve()}", query={**parsed.query, "mode": "ro", "uri": "true"})
         elif db and db != ":memory:":
-            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(db).expanduser())
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
         _sqlite_pragmas(engine, wal=not read_only)
         return engine
@@ -51,6 +52,19 @@ def make_engine(url: str, read_only: bool = False) -> Engine:
             parsed = parsed.set(drivername="postgresql+psycopg")
         return create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
     raise ConfigError(f"unsupported database backend '{backend}' (use sqlite or postgresql)")
+
+
+def _private_sqlite_file(path: Path) -> None:
+    """Create a new database file 0600 before SQLite does (it would use 0644 under the usual umask); SQLite
+    gives its WAL and SHM files the database file's mode, so they are private too. An empty file is a valid
+    empty SQLite database. Existing files keep their mode (the service's state folder is tightened as a whole)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError:  # e.g. a read-only folder: let SQLite report it when it connects
+        pass
 
 
 def _sqlite_pragmas(engine: Engine, wal: bool = True) -> None:

@@ -130,7 +130,7 @@ class MultiprocessMetrics:
         if self.path or self.workers <= 1:
             return self
         base = self.state_dir / self.SUBDIR
-        base.mkdir(parents=True, exist_ok=True)
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
         for old in base.iterdir():  # folders of earlier runs that ended without cleaning up (killed)
             pid = _as_pid(old.name.split("-")[0])
             if old.is_dir() and pid is not None and not _alive(pid):

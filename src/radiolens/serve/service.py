@@ -30,6 +30,7 @@ from radiolens.serve.inference import Inference, Predictor, display_png, heatmap
 from radiolens.serve.ingest import Ingestor
 from radiolens.serve.metrics import ServiceMetrics
 from radiolens.serve.monitoring import SYSTEM_ROLE, SYSTEM_USER, ServiceMonitor
+from radiolens.serve.state import private_dir, secure_state_dir, write_private
 from radiolens.serve.tables import Feedback, Prediction, ServiceState
 
 log = logging.getLogger("radiolens.serve")
@@ -51,9 +52,8 @@ class Service:
         self.onnx = onnx_backend(settings, self.bundle) if settings.backend == "onnx" else None
         self.predictor = Predictor(self.bundle, settings.cam_method, settings.near_threshold_margin,
                                    settings.mc_dropout_passes, onnx=self.onnx)
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self.artefact_dir = settings.state_dir / "artefacts"
-        self.artefact_dir.mkdir(parents=True, exist_ok=True)
+        secure_state_dir(settings.state_dir)  # 0700 / 0600: de-identified images and the audit database
+        self.artefact_dir = private_dir(settings.state_dir / "artefacts")
         self.ingestor = Ingestor(settings.resolved_secret())
         self.db_url = settings.resolved_db_url()
         self.engine = make_engine(self.db_url)
@@ -122,9 +122,7 @@ class Service:
         return self.artefact_dir / f"{prediction_id}.{kind}.png"
 
     def _write(self, path: Path, data: bytes) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        write_private(path, data)
 
     # ------------------------------------------------------------------ prediction
     def predict(self, data: bytes, content_type: str | None, user_id: int, role: str,
