@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radiolens.errors import InputError
+from radiolens.serve.params import ascii_id
 from radiolens.serve.tables import ApiKey
 
 PREFIX = "rlk"
@@ -87,8 +88,9 @@ def revoke_key(session: Session, key_id_or_id: str) -> tuple[ApiKey, bool]:
 
     q = select(ApiKey).where(ApiKey.key_id == key_id_or_id)
     row = session.scalar(q)
-    if row is None and key_id_or_id.isdigit():
-        row = session.get(ApiKey, int(key_id_or_id))
+    user_id = ascii_id(key_id_or_id)  # None for non-ASCII digits or beyond int64 (the driver would overflow)
+    if row is None and user_id is not None:
+        row = session.get(ApiKey, user_id)
     if row is None:
         raise InputError("no such key (give the key id shown by `radiolens users list`)")
     if row.revoked_at is not None:

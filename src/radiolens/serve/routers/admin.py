@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -11,6 +14,7 @@ from radiolens import __version__
 from radiolens.serve import audit
 from radiolens.serve.auth import Principal, Role, create_key_audited, list_keys, revoke_key_audited
 from radiolens.serve.deps import current_principal, get_service, require
+from radiolens.serve.params import HEAD_PATTERN, KeyRef
 from radiolens.serve.schemas import AuditVerifyOut, ErrorResponse, KeyIn, KeyOut, WhoAmI
 from radiolens.serve.service import Service
 
@@ -63,16 +67,16 @@ def new_key(body: KeyIn, principal: Principal = Depends(require(Role.admin)),
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, responses=_ERRORS)
-def revoke_key(key_id: str, principal: Principal = Depends(require(Role.admin)),
+def revoke_key(key_id: KeyRef, principal: Principal = Depends(require(Role.admin)),
                service: Service = Depends(get_service)):
     with audit.writer(service.sessions) as s:
         return _key_out(revoke_key_audited(s, key_id, principal.user_id, principal.role.value))
 
 
 @router.get("/audit", responses=_ERRORS, response_class=StreamingResponse)
-def audit_export(since: str | None = Query(None, description="ISO 8601, inclusive (naive = UTC)"),
-                 until: str | None = Query(None, description="ISO 8601, exclusive"),
-                 fmt: str = Query("jsonl", pattern="^(jsonl|csv)$"),
+def audit_export(since: datetime | None = Query(None, description="ISO 8601, inclusive (naive = UTC)"),
+                 until: datetime | None = Query(None, description="ISO 8601, exclusive (naive = UTC)"),
+                 fmt: Literal["jsonl", "csv"] = Query("jsonl"),
                  principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
     chunks = list(audit.export(service.engine, fmt, since, until))  # materialised: errors become 4xx, not a cut stream
     media = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
@@ -80,7 +84,8 @@ def audit_export(since: str | None = Query(None, description="ISO 8601, inclusiv
 
 
 @router.get("/audit/verify", response_model=AuditVerifyOut, responses=_ERRORS)
-def audit_verify(expect_head: str | None = Query(None, description="SEQ:HASH recorded outside the database "
-                                                                  "earlier (`radiolens audit head`)"),
+def audit_verify(expect_head: str | None = Query(None, pattern=HEAD_PATTERN, max_length=83,
+                                                 description="SEQ:HASH recorded outside the database "
+                                                 "earlier (`radiolens audit head`)"),
                  principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
     return audit.verify(service.engine, expect_head=expect_head).as_dict()

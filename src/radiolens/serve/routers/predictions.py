@@ -7,6 +7,7 @@ from fastapi.responses import FileResponse
 
 from radiolens.serve.auth import Principal, Role
 from radiolens.serve.deps import current_principal, get_service, require
+from radiolens.serve.params import PredictionId
 from radiolens.serve.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
 from radiolens.serve.service import NotFound, Service
 
@@ -35,7 +36,7 @@ async def create_prediction(
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=_ERRORS)
-def get_prediction(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+def get_prediction(prediction_id: PredictionId, principal: Principal = Depends(require(*_READERS)),
                    service: Service = Depends(get_service)) -> dict:
     return service.get_prediction(prediction_id)
 
@@ -49,20 +50,21 @@ def _png(service: Service, prediction_id: str, kind: str) -> FileResponse:
 
 
 @router.get("/predictions/{prediction_id}/heatmap.png", response_class=FileResponse, responses=_ERRORS)
-def get_heatmap(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+def get_heatmap(prediction_id: PredictionId, principal: Principal = Depends(require(*_READERS)),
                 service: Service = Depends(get_service)) -> FileResponse:
     return _png(service, prediction_id, "heatmap")
 
 
 @router.get("/predictions/{prediction_id}/image.png", response_class=FileResponse, responses=_ERRORS)
-def get_image(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+def get_image(prediction_id: PredictionId, principal: Principal = Depends(require(*_READERS)),
               service: Service = Depends(get_service)) -> FileResponse:
     return _png(service, prediction_id, "image")
 
 
 @router.post("/predictions/{prediction_id}/feedback", response_model=FeedbackOut, status_code=201,
              responses=_ERRORS)
-def post_feedback(prediction_id: str, body: FeedbackIn, principal: Principal = Depends(require(Role.clinician)),
+def post_feedback(prediction_id: PredictionId, body: FeedbackIn,
+                  principal: Principal = Depends(require(Role.clinician)),
                   service: Service = Depends(get_service)) -> dict:
     return service.add_feedback(prediction_id, body.agree, body.corrected_label, principal.user_id,
                                 principal.role.value)
