@@ -16,7 +16,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radiolens.errors import InputError
+from radiolens.errors import InputError, NotFoundError
 from radiolens.serve.params import ascii_id
 from radiolens.serve.tables import ApiKey
 
@@ -92,7 +92,7 @@ def revoke_key(session: Session, key_id_or_id: str) -> tuple[ApiKey, bool]:
     if row is None and user_id is not None:
         row = session.get(ApiKey, user_id)
     if row is None:
-        raise InputError("no such key (give the key id shown by `radiolens users list`)")
+        raise NotFoundError("no such key (give the key id shown by `radiolens users list`)")
     if row.revoked_at is not None:
         return row, False
     row.revoked_at = utcnow()

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path
+from pydantic import BeforeValidator
 
 from radiolens.errors import InputError
 
@@ -30,6 +31,18 @@ KeyRef = Annotated[str, Path(pattern=KEY_REF_PATTERN, min_length=1, max_length=1
                              description="key id (16 hex digits) or user id, from `radiolens users list`")]
 
 _ASCII_ID_RE = re.compile(ASCII_ID)
+_ISO_DATE_START = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _iso_text_only(value: object) -> object:
+    # pydantic would also take a number of seconds since 1970 ("0.5"), which the schema (date-time) does not allow
+    if isinstance(value, str) and not _ISO_DATE_START.match(value):
+        raise ValueError("expected an ISO 8601 date-time such as 2024-05-01T00:00:00Z (naive = UTC)")
+    return value
+
+
+#: A query date-time: documented as ``format: date-time``; a naive value is taken as UTC.
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_text_only)]
 
 
 def ascii_id(value: str) -> int | None:

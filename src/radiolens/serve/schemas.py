@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+#: A date-time answered with its offset (RFC 3339): SQLite hands back naive UTC values.
+UtcDateTime = Annotated[datetime, AfterValidator(lambda d: d if d.tzinfo else d.replace(tzinfo=UTC))]
 
 ADVISORY = "Advisory only - not a diagnosis. For review by a qualified reader."
 
@@ -56,7 +59,7 @@ class PredictionOut(BaseModel):
     status: Literal["ok", "out_of_distribution"] = Field(
         default="ok", description="out_of_distribution: the input gate found the image outside what the model was "
         "trained on; probabilities are withheld (empty), the decision is 'not assessed' and review is flagged")
-    created_at: datetime
+    created_at: UtcDateTime
     model: ModelRef
     probabilities: list[ClassProbability] = Field(description="empty when status is not ok")
     decision: Decision
@@ -81,7 +84,7 @@ class FeedbackIn(BaseModel):
 class FeedbackOut(BaseModel):
     id: int
     prediction_id: str
-    created_at: datetime
+    created_at: UtcDateTime
     agree: bool
     corrected_label: str | None
 
@@ -114,8 +117,8 @@ class KeyOut(BaseModel):
     key_id: str
     role: str
     label: str
-    created_at: datetime
-    revoked_at: datetime | None
+    created_at: UtcDateTime
+    revoked_at: UtcDateTime | None
     api_key: str | None = Field(default=None, description="shown once, at creation")
 
 

@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from radiolens.errors import ConfigError, InputError
+from radiolens.errors import ConfigError, InputError, NotFoundError
 from radiolens.models.bundle import ModelBundle
 from radiolens.serve import audit
 from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, ServeSettings
@@ -38,8 +38,8 @@ log = logging.getLogger("radiolens.serve")
 NOT_ASSESSED = "not assessed"
 
 
-class NotFound(InputError):
-    code = "not_found"
+class NotFound(NotFoundError):
+    pass
 
 
 class Service:
@@ -220,14 +220,19 @@ class Service:
             result["feedback"] = [_feedback_dict(f) for f in fb]
         return result
 
-    def add_feedback(self, prediction_id: str, agree: bool, corrected_label: str | None, user_id: int,
-                     role: str) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        self.artefact(prediction_id, "image")
+    def feedback_labels(self) -> list[str]:
+        """What ``corrected_label`` may be for the served model."""
         info = self.bundle.info
         allowed = list(info.class_names) + ([info.negative_name] if info.task == "binary" else [])
         if info.task == "multilabel":
             allowed.append("no finding")
+        return allowed
+
+    def add_feedback(self, prediction_id: str, agree: bool, corrected_label: str | None, user_id: int,
+                     role: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.artefact(prediction_id, "image")
+        allowed = self.feedback_labels()
         if corrected_label is not None and corrected_label not in allowed:
             raise InputError(f"corrected_label must be one of: {', '.join(allowed)}")
         with audit.writer(self.sessions) as s:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter, Depends, Query
@@ -14,12 +13,12 @@ from radiolens import __version__
 from radiolens.serve import audit
 from radiolens.serve.auth import Principal, Role, create_key_audited, list_keys, revoke_key_audited
 from radiolens.serve.deps import current_principal, get_service, require
-from radiolens.serve.params import HEAD_PATTERN, KeyRef
+from radiolens.serve.params import HEAD_PATTERN, IsoDateTime, KeyRef
 from radiolens.serve.schemas import AuditVerifyOut, ErrorResponse, KeyIn, KeyOut, WhoAmI
 from radiolens.serve.service import Service
 
 router = APIRouter(prefix="/v1", tags=["admin"])
-_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 422)}
 
 
 def _key_out(row, api_key: str | None = None) -> KeyOut:
@@ -74,8 +73,8 @@ def revoke_key(key_id: KeyRef, principal: Principal = Depends(require(Role.admin
 
 
 @router.get("/audit", responses=_ERRORS, response_class=StreamingResponse)
-def audit_export(since: datetime | None = Query(None, description="ISO 8601, inclusive (naive = UTC)"),
-                 until: datetime | None = Query(None, description="ISO 8601, exclusive (naive = UTC)"),
+def audit_export(since: IsoDateTime | None = Query(None, description="ISO 8601, inclusive (naive = UTC)"),
+                 until: IsoDateTime | None = Query(None, description="ISO 8601, exclusive (naive = UTC)"),
                  fmt: Literal["jsonl", "csv"] = Query("jsonl"),
                  principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
     chunks = list(audit.export(service.engine, fmt, since, until))  # materialised: errors become 4xx, not a cut stream

@@ -13,9 +13,7 @@ from radiolens.serve.service import NotFound, Service
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
-_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-           413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-           504: {"model": ErrorResponse}}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 503, 504)}
 _READERS = (Role.clinician, Role.auditor)
 
 
