@@ -127,10 +127,12 @@ def check_padding(ds: Dataset, name: str, file_bytes: int) -> None:
                                        "or appended bytes)")
         last = tag
     try:
-        rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        bits = int(ds.get("BitsAllocated", 8) or 8)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings about a bad value quote it (PHI)
+            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            bits = int(ds.get("BitsAllocated", 8) or 8)
     except (TypeError, ValueError):
         return  # reported by the decoder
     allowed = stored_pixel_bytes(max(rows, 0), max(cols, 0), max(frames, 1), max(samples, 1), bits) \
@@ -221,10 +223,15 @@ def _stream_size(head: bytes) -> tuple[int, int] | None:
     (Pillow, pylibjpeg, GDCM) for its header without decoding."""
     if not head.startswith(b"\xff\xd8"):
         j2k = head.find(b"\xff\x4f\xff\x51")  # SOC + SIZ (raw codestream, or inside a JP2 box)
-        if j2k >= 0 and len(head) >= j2k + 24:
-            x, y, x0, y0 = (int.from_bytes(head[j2k + o:j2k + o + 4], "big") for o in (8, 12, 16, 20))
-            return max(y - y0, 0), max(x - x0, 0)
-        return None
+        if j2k < 0 or len(head) < j2k + 24:
+            return None
+        rsiz = int.from_bytes(head[j2k + 6:j2k + 8], "big")
+        x, y, x0, y0 = (int.from_bytes(head[j2k + o:j2k + o + 4], "big") for o in (8, 12, 16, 20))
+        # Rsiz bits 12-13 are unused by every profile (Part 1, broadcast, IMF, HTJ2K, Part 2): set, the marker
+        # segment is not a real SIZ (pydicom-data has a stream with a sequence delimiter written over it).
+        if rsiz & 0x3000 or x0 >= x or y0 >= y:
+            return None
+        return y - y0, x - x0
     pos = 2
     sof = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7}
     while pos + 4 <= len(head):
