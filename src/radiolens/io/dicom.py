@@ -67,6 +67,9 @@ def read_dicom_dataset(path: str | Path, *, stop_before_pixels: bool = False) ->
     try:
         with open(path, "rb") as fh:
             guard_deflated(fh, name)
+            size = Path(path).stat().st_size
+            if size > MAX_HEADER_BYTES:
+                precheck_size(fh.read(MAX_HEADER_BYTES), size, name, force=True)
     except OSError as exc:
         raise UnreadableImageError(f"{name}: file could not be read") from exc
     with warnings.catch_warnings(record=True) as caught:
@@ -116,12 +119,31 @@ def guard_deflated(fp, name: str) -> None:
         fp.seek(start)
 
 
-def check_padding(ds: Dataset, name: str, file_bytes: int) -> None:
+def precheck_size(head: bytes | memoryview, total: int, name: str, force: bool = False) -> None:
+    """Before the full parse: the header alone (read from at most MAX_HEADER_BYTES) says how large the pixel
+    data can be, and a file much larger than that is refused unparsed. pydicom reads padding of zeros as
+    millions of empty elements (20 MB took over a minute), so it must be refused before pydicom sees it."""
+    if total <= MAX_HEADER_BYTES:
+        return
+    import io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warnings can quote element values (PHI)
+        try:
+            ds = pydicom.dcmread(io.BytesIO(bytes(head[:MAX_HEADER_BYTES])), stop_before_pixels=True, force=force)
+        except Exception:  # the full read reports it
+            return
+        if "Rows" not in ds:
+            return
+        check_padding(ds, name, total, check_order=False)
+
+
+def check_padding(ds: Dataset, name: str, file_bytes: int, check_order: bool = True) -> None:
     """Refuse bytes a DICOM file holds beyond its data set: elements after the pixel data that break the tag
     order (padding or appended garbage that pydicom parsed as elements), or a file larger than its pixel data
     plus a header allowance (a tiny image padded to 60 MB, whatever the padding looks like)."""
     last = None
-    for tag in ds.keys():
+    for tag in ds.keys() if check_order else ():
         if last is not None and tag <= last:
             raise UnreadableImageError(f"{name}: data beyond the end of the DICOM data set (trailing padding "
                                        "or appended bytes)")

@@ -23,7 +23,7 @@ MAX_PIXELS = 40_000_000
 #: inflate to (with MAX_HEADER_BYTES for everything else).
 MAX_PIXEL_BYTES = 256 * 1024 * 1024
 #: Bytes a file may hold beyond its pixel data (header, overlays, icon images) before it counts as padding.
-MAX_HEADER_BYTES = 8 * 1024 * 1024
+MAX_HEADER_BYTES = 4 * 1024 * 1024
 
 
 def check_dimensions(name: str, rows: int, cols: int, frames: int = 1, samples: int = 1, *, bits: int = 8,

@@ -18,7 +18,7 @@ from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, NotFoundError, RadiolensError, UnreadableImageError
 from radiolens.serve.config import ServeSettings
 from radiolens.serve.hooks import PredictionHooks
-from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware
+from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware, UploadAdmission
 from radiolens.serve.pool import InferencePool
 from radiolens.serve.routers import admin, health, monitoring, predictions
 from radiolens.serve.schemas import ADVISORY
@@ -141,7 +141,9 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     def _viewer():
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
 
-    app.add_middleware(SafeErrorsMiddleware)  # added first = inside LimitsMiddleware (its 500s are counted)
+    app.add_middleware(UploadAdmission, max_pending=settings.max_pending_uploads,
+                       retry_after_s=settings.retry_after_s)  # innermost: its 503s are counted by the metrics
+    app.add_middleware(SafeErrorsMiddleware)  # added before = inside LimitsMiddleware (its 500s are counted)
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_upload_bytes,
                        timeout_s=settings.request_timeout_s, metrics=service.metrics)
     return app

@@ -85,11 +85,12 @@ class Ingestor:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
-        from radiolens.io.dicom import check_padding, dicom_to_image, guard_deflated
+        from radiolens.io.dicom import check_padding, dicom_to_image, guard_deflated, precheck_size
 
         has_magic = data[128:132] == _DICOM_MAGIC
         stream = io.BytesIO(data)
         guard_deflated(stream, "upload")  # a deflate bomb is refused before pydicom inflates it
+        precheck_size(memoryview(data), len(data), "upload", force=not has_magic)  # padding, before parsing it
         try:
             with warnings.catch_warnings():
                 # pydicom warnings can quote element values (PHI): never let them reach a log.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import FileResponse
 
@@ -28,9 +30,15 @@ async def create_prediction(
     data = await file.read()
     await file.close()
     # Off the event loop on the app's bounded pool (serve/pool.py): at most ``inference_workers`` at once.
-    # On a timeout a queued job is cancelled; a running one finishes, stores and audits, holding its thread.
-    return await request.app.state.inference_pool.run(service.predict, data, file.content_type,
-                                                      principal.user_id, principal.role.value, heatmap)
+    # On a timeout (504) a queued job is cancelled, and a running one stops at its next step without storing
+    # anything (``abandon``): the client was told it failed, so no result of it may exist.
+    abandon = threading.Event()
+    try:
+        return await request.app.state.inference_pool.run(service.predict, data, file.content_type,
+                                                          principal.user_id, principal.role.value, heatmap, abandon)
+    except BaseException:
+        abandon.set()
+        raise
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=_ERRORS)
