@@ -25,8 +25,7 @@ _ROLE_OF = {r"^/v1/(predictions|models|me)": "clinician", r"^/v1/(audit|monitori
 # An upload is schema-valid whatever its bytes (format: binary), and only a decodable radiograph can be
 # accepted: for the upload, "valid data accepted" means not 5xx, and a refusal is one of the documented 4xx.
 _UPLOAD_CONFIG = """[[operations]]
-include-path = "/v1/predictions"
-include-method = "POST"
+include-name = "POST /v1/predictions"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "413", "415", "422", "503", "504"]
 headers = {{ Authorization = "Bearer {key}" }}
 
@@ -45,10 +44,13 @@ def _keys_out_of_reach(app) -> dict[str, str]:
         return {role: create_key(s, role, label=f"schemathesis {role}")[1] for role in set(_ROLE_OF.values())}
 
 
-def run_schemathesis(url: str, keys: dict[str, str], workdir: Path, max_examples: int,
-                     phases: str) -> tuple[int, str, dict]:
+def run_schemathesis(url: str, keys: dict[str, str], workdir: Path, max_examples: int, phases: str,
+                     prediction_id: str) -> tuple[int, str, dict]:
     cfg = workdir / "schemathesis.toml"
-    cfg.write_text(_UPLOAD_CONFIG.format(key=keys["clinician"])  # first: the first matching entry applies
+    # a stored prediction, so the operations on one reach past their 404
+    known = (f'[[operations]]\ninclude-path-regex = "^/v1/predictions/"\nparameters = {{ prediction_id = '
+             f'"{prediction_id}" }}\nheaders = {{ Authorization = "Bearer {keys["clinician"]}" }}\n\n')
+    cfg.write_text(_UPLOAD_CONFIG.format(key=keys["clinician"]) + known  # the first matching entry applies
                    + "".join(f'[[operations]]\ninclude-path-regex = "{rx}"\n'
                              f'headers = {{ Authorization = "Bearer {keys[role]}" }}\n\n'
                              for rx, role in _ROLE_OF.items()))
@@ -73,9 +75,15 @@ def _summary(output: str) -> str:
     pytest.param(8, "examples,coverage,fuzzing", id="fast"),
     pytest.param(60, "examples,coverage,fuzzing,stateful", id="thorough", marks=pytest.mark.slow),
 ])
-def test_schemathesis_checks_all(live, tmp_path, max_examples, phases):
-    srv, _ = live(mc_dropout_passes=0, heatmaps=False)
+def test_schemathesis_checks_all(live, tmp_path, kermany_samples, max_examples, phases):
+    import httpx
+
+    srv, _ = live(mc_dropout_passes=0)
     keys = _keys_out_of_reach(srv.server.config.app)
-    rc, output, _report = run_schemathesis(srv.url, keys, tmp_path, max_examples, phases)
+    made = httpx.post(f"{srv.url}/v1/predictions", headers={"Authorization": f"Bearer {keys['clinician']}"},
+                      files={"file": ("u", kermany_samples[0][0].read_bytes())}, timeout=60)
+    assert made.status_code == 201, made.text
+    rc, output, _report = run_schemathesis(srv.url, keys, tmp_path, max_examples, phases, made.json()["id"])
     print(_summary(output))
     assert rc == 0, output[-6000:]
+    assert re.search(r"Test cases:\s+(\d+) generated, \1 passed", output), _summary(output)

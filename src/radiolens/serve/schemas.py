@@ -77,7 +77,7 @@ class PredictionOut(BaseModel):
 
 
 class FeedbackIn(BaseModel):
-    agree: bool
+    agree: bool = Field(strict=True)  # JSON true/false only (lax mode also took 0, 1, "yes")
     corrected_label: str | None = Field(default=None, max_length=128)
 
 
