@@ -21,6 +21,12 @@ class InputError(RadiolensError):
     code = "bad_input"
 
 
+class NotFoundError(InputError):
+    """What the request names does not exist (HTTP 404)."""
+
+    code = "not_found"
+
+
 class NotDicomError(InputError):
     code = "not_dicom"
 

@@ -196,10 +196,12 @@ class LiveServer:
     def __init__(self, app):
         import uvicorn
 
+        from radiolens.serve.server import HeaderTimeoutH11Protocol
+
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    lifespan="on"))
+                                                    lifespan="on", http=HeaderTimeoutH11Protocol))  # as `serve`
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:

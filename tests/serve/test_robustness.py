@@ -66,18 +66,20 @@ def test_pool_stays_bounded_after_timeouts(live, kermany_samples):
     finally:
         gate.release.set()
     _until(lambda: app.state.inference_pool.running == 0, "the held jobs to finish")
-    # The two jobs whose clients got a 504 still finished and were audited; nothing else ran.
+    # The two jobs whose clients got a 504 stopped at their next step: nothing stored, nothing audited (the
+    # clients were told the request failed); nothing else ran.
     engine = app.state.service.engine
     report = audit.verify(engine)
-    assert report.ok and report.rows == START_ROWS + 2, report
+    assert report.ok and report.rows == START_ROWS, report
+    assert not list(app.state.service.artefact_dir.iterdir())
     assert _post(srv, keys, data).status_code == 201  # the pool is free again
     assert gate.peak == 2 and app.state.inference_pool.peak_running == 2
-    assert audit.verify(engine).rows == START_ROWS + 3
+    assert audit.verify(engine).rows == START_ROWS + 1
 
 
 def test_shutdown_waits_for_a_timed_out_job(live, kermany_samples):
     """The client got a 504, the job is still running when the server is told to stop: the lifespan drain
-    waits for it, so its audit row is written before the process would exit."""
+    waits for it to stop (abandoned: nothing stored) before the process would exit."""
     from radiolens.serve.db import make_engine
 
     gate = Concurrency()
@@ -99,7 +101,8 @@ def test_shutdown_waits_for_a_timed_out_job(live, kermany_samples):
         report = audit.verify(engine)
     finally:
         engine.dispose()
-    assert report.ok and report.rows == START_ROWS + 1
+    assert report.ok and report.rows == START_ROWS
+    assert not list(app.state.service.artefact_dir.iterdir())
 
 
 class _Collect(logging.Handler):

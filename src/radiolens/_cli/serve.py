@@ -77,6 +77,21 @@ def _monitor_settings(path: Path | None, webhook: str | None):
     return cfg
 
 
+def _settings(**values):
+    """ServeSettings from options; an out-of-range value is one line (option name and bound), no traceback."""
+    from pydantic import ValidationError
+
+    from radiolens.errors import ConfigError
+    from radiolens.serve.config import ServeSettings
+
+    try:
+        return ServeSettings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = "--" + "-".join(str(x) for x in err.get("loc", ())).replace("_", "-")
+        raise ConfigError(f"{where}: {err.get('msg', 'invalid value')}") from None
+
+
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the main app."""
 
@@ -92,6 +107,10 @@ def register(app: typer.Typer) -> None:
         inference_workers: int = typer.Option(2, "--inference-workers", help="concurrent inferences per process"),
         max_upload_mb: float = typer.Option(64.0, "--max-upload-mb", help="request size limit (413 above)"),
         timeout_s: float = typer.Option(60.0, "--timeout", help="per-request timeout in seconds (504 above)"),
+        max_pending_uploads: int = typer.Option(6, "--max-pending-uploads", help="uploads in progress per process "
+                                                "(received, queued or predicted); 503 + Retry-After above"),
+        header_timeout_s: float = typer.Option(10.0, "--header-timeout", help="seconds a connection has to send "
+                                               "a complete request head (closed after)"),
         no_heatmaps: bool = typer.Option(False, "--no-heatmaps", help="never compute Grad-CAM overlays"),
         mc_passes: int = typer.Option(8, "--mc-passes", help="MC-dropout passes for the review spread (0 = off)"),
         monitor_config: Path = typer.Option(None, "--monitor-config",
@@ -113,18 +132,18 @@ def register(app: typer.Typer) -> None:
         log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
+        options = dict(locals())
         from radiolens.serve.state import private_umask
 
         # Everything this run creates (database, WAL, images, heatmaps, metrics files; workers inherit the umask)
         # is private to the service user; the state folder itself is created 0700 or tightened.
         with private_umask():
-            _serve(model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
-                   no_heatmaps, mc_passes, monitor_config, alert_webhook, backend, onnx, onnx_threads,
-                   accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile, ssl_certfile)
+            _serve(**options)
 
-    def _serve(model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
-               no_heatmaps, mc_passes, monitor_config, alert_webhook, backend, onnx, onnx_threads,
-               accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile, ssl_certfile) -> None:
+    def _serve(*, model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
+               max_pending_uploads, header_timeout_s, no_heatmaps, mc_passes, monitor_config, alert_webhook,
+               backend, onnx, onnx_threads, accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile,
+               ssl_certfile) -> None:
         import uvicorn
 
         from radiolens.errors import ConfigError
@@ -135,16 +154,17 @@ def register(app: typer.Typer) -> None:
         for opt, path in (("--ssl-keyfile", ssl_keyfile), ("--ssl-certfile", ssl_certfile)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"{opt}: file not found: {path.name}")
-        from radiolens.serve.config import ServeSettings, secret_fingerprint
+        from radiolens.serve.config import secret_fingerprint
         from radiolens.serve.db import make_engine, session_factory, upgrade
         from radiolens.serve.metrics import MultiprocessMetrics
 
         # --workers > 1: one shared Prometheus folder for this run, set in the environment before uvicorn starts
         # the workers, so /metrics answers for all of them whichever worker takes the scrape.
         metrics_dir = MultiprocessMetrics(state_dir, workers)  # a bad PROMETHEUS_MULTIPROC_DIR fails here
-        settings = ServeSettings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
+        settings = _settings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
                                  state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                                  request_timeout_s=timeout_s, inference_workers=inference_workers,
+                                 max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
                                  heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
                                  monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
                                  onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
@@ -179,9 +199,12 @@ def register(app: typer.Typer) -> None:
         os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
         typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} ({outcome} for this database; "
                    "record it: a change means study refs no longer match earlier ones)", err=True)
+        from radiolens.serve.server import HEADER_TIMEOUT_ENV, HeaderTimeoutH11Protocol
+
+        os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # read by the protocol in every worker
         with metrics_dir:
             uvicorn.run("radiolens.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level=log_level, timeout_graceful_shutdown=120,
+                        log_level=log_level, timeout_graceful_shutdown=120, http=HeaderTimeoutH11Protocol,
                         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
                         ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
 

@@ -18,7 +18,13 @@ import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
-from pydicom.uid import AllTransferSyntaxes, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import (
+    AllTransferSyntaxes,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 
 from radiolens.errors import (
     ImageDimensionError,
@@ -31,7 +37,12 @@ from radiolens.errors import (
 )
 from radiolens.io import vocab
 from radiolens.io.image import ImageMeta, RadioImage, Window
-from radiolens.io.limits import check_dimensions
+from radiolens.io.limits import (
+    MAX_HEADER_BYTES,
+    check_dimensions,
+    check_inflated_size,
+    stored_pixel_bytes,
+)
 from radiolens.io.windowing import apply_window, percentile_window
 
 Frames = Literal["first", "all"]
@@ -55,6 +66,14 @@ def read_dicom_dataset(path: str | Path, *, stop_before_pixels: bool = False) ->
     name = Path(path).name
     if not Path(path).exists():
         raise UnreadableImageError(f"{name}: file not found")
+    try:
+        with open(path, "rb") as fh:
+            guard_deflated(fh, name)
+            size = Path(path).stat().st_size
+            if size > MAX_HEADER_BYTES:
+                precheck_size(fh.read(MAX_HEADER_BYTES), size, name, force=True)
+    except OSError as exc:
+        raise UnreadableImageError(f"{name}: file could not be read") from exc
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -81,6 +100,70 @@ def read_dicom_dataset(path: str | Path, *, stop_before_pixels: bool = False) ->
         raise TruncatedFileError(f"{name}: DICOM file is truncated ({len(last.value)} of {length} bytes "
                                  f"of the last element)")
     return ds
+
+
+def guard_deflated(fp, name: str) -> None:
+    """For a Deflated Explicit VR Little Endian file, refuse a data set that inflates beyond the limit before
+    pydicom inflates it (in one ``zlib.decompress`` call, unbounded). ``fp`` is left where it was."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    start = fp.tell()
+    try:
+        read_preamble(fp, True)
+        ts = _read_file_meta_info(fp).get("TransferSyntaxUID")
+    except Exception:  # not DICOM, or a broken meta group: the reader reports it
+        fp.seek(start)
+        return
+    try:
+        if ts == DeflatedExplicitVRLittleEndian:
+            check_inflated_size(fp, name)
+    finally:
+        fp.seek(start)
+
+
+def precheck_size(head: bytes | memoryview, total: int, name: str, force: bool = False) -> None:
+    """Before the full parse: the header alone (read from at most MAX_HEADER_BYTES) says how large the pixel
+    data can be, and a file much larger than that is refused unparsed. pydicom reads padding of zeros as
+    millions of empty elements (20 MB took over a minute), so it must be refused before pydicom sees it."""
+    if total <= MAX_HEADER_BYTES:
+        return
+    import io
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warnings can quote element values (PHI)
+        try:
+            ds = pydicom.dcmread(io.BytesIO(bytes(head[:MAX_HEADER_BYTES])), stop_before_pixels=True, force=force)
+        except Exception:  # the full read reports it
+            return
+        if "Rows" not in ds:
+            return
+        check_padding(ds, name, total, check_order=False)
+
+
+def check_padding(ds: Dataset, name: str, file_bytes: int, check_order: bool = True) -> None:
+    """Refuse bytes a DICOM file holds beyond its data set: elements after the pixel data that break the tag
+    order (padding or appended garbage that pydicom parsed as elements), or a file larger than its pixel data
+    plus a header allowance (a tiny image padded to 60 MB, whatever the padding looks like)."""
+    last = None
+    for tag in ds.keys() if check_order else ():
+        if last is not None and tag <= last:
+            raise UnreadableImageError(f"{name}: data beyond the end of the DICOM data set (trailing padding "
+                                       "or appended bytes)")
+        last = tag
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings about a bad value quote it (PHI)
+            rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+            frames = int(ds.get("NumberOfFrames", 1) or 1)
+            samples = int(ds.get("SamplesPerPixel", 1) or 1)
+            bits = int(ds.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError):
+        return  # reported by the decoder
+    allowed = stored_pixel_bytes(max(rows, 0), max(cols, 0), max(frames, 1), max(samples, 1), bits) \
+        + MAX_HEADER_BYTES
+    if file_bytes > allowed:
+        raise UnreadableImageError(f"{name}: file is {file_bytes:,} bytes but its image needs at most "
+                                   f"{allowed:,} (padding or data beyond the image)")
 
 
 def _forced_read(path: str | Path, name: str, stop_before_pixels: bool) -> Dataset:
@@ -122,7 +205,13 @@ def _checked_dicom_to_image(ds: Dataset, name: str, window: Window | None, frame
         samples = int(ds.get("SamplesPerPixel", 1) or 1)
     except (TypeError, ValueError) as exc:
         raise UnreadableImageError(f"{name}: malformed image dimensions in the DICOM header") from exc
-    check_dimensions(name, rows, cols, n_frames, samples)
+    try:
+        bits = int(ds.get("BitsAllocated", 8) or 8)
+    except (TypeError, ValueError) as exc:
+        raise UnreadableImageError(f"{name}: malformed BitsAllocated in the DICOM header") from exc
+    check_dimensions(name, rows, cols, n_frames, samples, bits=bits,
+                     decoded_frames=1 if frames == "first" else n_frames)
+    _check_encapsulated_size(ds, name, rows, cols)
 
     try:
         return _dicom_to_image(ds, name, window, frames, n_frames, samples)
@@ -130,6 +219,59 @@ def _checked_dicom_to_image(ds: Dataset, name: str, window: Window | None, frame
         raise
     except Exception as exc:  # malformed values (e.g. a bad VR) must still fail typed, never a traceback
         raise UnreadableImageError(f"{name}: malformed DICOM data set ({type(exc).__name__})") from exc
+
+
+def _check_encapsulated_size(ds: Dataset, name: str, rows: int, cols: int) -> None:
+    """A compressed frame declares its own size (JPEG SOF, JPEG 2000 SIZ), and decoders allocate what it says,
+    not what Rows/Columns say: refuse a stream declaring more pixels than the header before decoding it."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is None or not getattr(ts, "is_encapsulated", False) or "PixelData" not in ds:
+        return
+    from pydicom.encaps import generate_frames
+
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        first = next(generate_frames(ds.PixelData, number_of_frames=frames), b"")
+    except Exception:  # malformed encapsulation: the decoder reports it
+        return
+    declared = _stream_size(bytes(first[:65536]))
+    if declared is not None and declared[0] * declared[1] > rows * cols:
+        raise ImageDimensionError(f"{name}: compressed frame declares {declared[0]}x{declared[1]} pixels, more "
+                                  f"than the header's {rows}x{cols} (decompression bomb?)")
+
+
+def _stream_size(head: bytes) -> tuple[int, int] | None:
+    """(rows, columns) declared by a JPEG / JPEG-LS (SOF marker) or JPEG 2000 (SIZ marker) stream head.
+
+    Hand-written: reading two integers from a marker segment is simpler than asking each decoder library
+    (Pillow, pylibjpeg, GDCM) for its header without decoding."""
+    if not head.startswith(b"\xff\xd8"):
+        j2k = head.find(b"\xff\x4f\xff\x51")  # SOC + SIZ (raw codestream, or inside a JP2 box)
+        if j2k < 0 or len(head) < j2k + 24:
+            return None
+        rsiz = int.from_bytes(head[j2k + 6:j2k + 8], "big")
+        x, y, x0, y0 = (int.from_bytes(head[j2k + o:j2k + o + 4], "big") for o in (8, 12, 16, 20))
+        # Rsiz bits 12-13 are unused by every profile (Part 1, broadcast, IMF, HTJ2K, Part 2): set, the marker
+        # segment is not a real SIZ (pydicom-data has a stream with a sequence delimiter written over it).
+        if rsiz & 0x3000 or x0 >= x or y0 >= y:
+            return None
+        return y - y0, x - x0
+    pos = 2
+    sof = {*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xCC), *range(0xCD, 0xD0), 0xF7}
+    while pos + 4 <= len(head):
+        if head[pos] != 0xFF:
+            return None
+        marker = head[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(head[pos + 2:pos + 4], "big")
+        if marker in sof and pos + 9 <= len(head):
+            return int.from_bytes(head[pos + 5:pos + 7], "big"), int.from_bytes(head[pos + 7:pos + 9], "big")
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        pos += 2 + length
+    return None
 
 
 def _dicom_to_image(ds: Dataset, name: str, window: Window | None, frames: Frames, n_frames: int,
@@ -170,6 +312,8 @@ def _dicom_to_image(ds: Dataset, name: str, window: Window | None, frames: Frame
 def read_dicom(path: str | Path, *, window: Window | None = None, frames: Frames = "first") -> RadioImage:
     name = Path(path).name
     ds = read_dicom_dataset(path)
+    if any(tag in ds for tag in _PIXEL_TAGS):
+        check_padding(ds, name, Path(path).stat().st_size)
     return dicom_to_image(ds, name=name, window=window, frames=frames)
 
 

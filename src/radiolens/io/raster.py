@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 
 from radiolens.errors import ImageDimensionError, UnreadableImageError
 from radiolens.io.image import ImageMeta, RadioImage, Window
-from radiolens.io.limits import MAX_PIXELS, check_dimensions
+from radiolens.io.limits import MAX_HEADER_BYTES, MAX_PIXELS, check_dimensions
 from radiolens.io.windowing import linear_window
 
 # Pillow's DEBUG log quotes the metadata it parses (EXIF values, PNG text chunks), which can be PHI. Raise its
@@ -121,13 +121,28 @@ def _chroma(rgb: Image.Image) -> float:
     return float((small.max(axis=-1) - small.min(axis=-1)).mean() / 255.0)
 
 
+# Bits per sample of Pillow modes wider than 8 (everything else is 8 or 1 bit per sample).
+_PIL_BITS = {"I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+
+
+def _check_raster_size(source: Path | io.BytesIO, name: str, raw_bytes: int) -> None:
+    """A compressed image is not larger than its raw pixels plus metadata: anything beyond is padding or
+    appended data (Pillow and tifffile read past it), refused like padded DICOM."""
+    size = source.getbuffer().nbytes if isinstance(source, io.BytesIO) else Path(source).stat().st_size
+    if size > raw_bytes + MAX_HEADER_BYTES:
+        raise ImageDimensionError(f"{name}: file is {size:,} bytes, far more than its {raw_bytes:,} bytes of "
+                                  "pixels (padding or appended data)")
+
+
 def _read_pil(path: Path | io.BytesIO, name: str) -> tuple[np.ndarray, float | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as im:
                 w, h = im.size
-                check_dimensions(name, h, w)
+                bands = len(im.getbands())  # before load(): from the header
+                check_dimensions(name, h, w, samples=bands, bits=_PIL_BITS.get(im.mode, 8))
+                _check_raster_size(path, name, h * w * bands * max(1, _PIL_BITS.get(im.mode, 8) // 8))
                 im.load()
                 chroma = None
                 if im.mode in ("P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "LA", "1"):
@@ -163,8 +178,13 @@ def _read_tiff(path: Path | io.BytesIO, name: str) -> np.ndarray:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
             shape = page.shape
-            h, w = int(shape[0]), int(shape[1]) if len(shape) > 1 else 0
-            check_dimensions(name, h, w)
+            if len(shape) not in (2, 3):
+                raise ImageDimensionError(f"{name}: unsupported TIFF layout {shape}")
+            h, w = int(shape[0]), int(shape[1])
+            samples = int(shape[2]) if len(shape) == 3 else 1
+            bits = 8 * int(np.dtype(page.dtype).itemsize) if page.dtype is not None else 8
+            check_dimensions(name, h, w, samples=samples, bits=bits)
+            _check_raster_size(path, name, h * w * samples * bits // 8)
             arr = page.asarray()
     except ImageDimensionError:
         raise

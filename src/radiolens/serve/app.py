@@ -16,13 +16,13 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartParser
 
 from radiolens import __version__
-from radiolens.errors import InputError, NotDicomError, RadiolensError, UnreadableImageError
+from radiolens.errors import InputError, NotDicomError, NotFoundError, RadiolensError, UnreadableImageError
 from radiolens.serve.audit import IntegrityCheckFailed
 from radiolens.serve.auth import LastAdminError
 from radiolens.serve.config import ServeSettings
 from radiolens.serve.error_actions import error_body
 from radiolens.serve.hooks import PredictionHooks
-from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware, install_log_redaction
+from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware, UploadAdmission, install_log_redaction
 from radiolens.serve.pool import InferencePool
 from radiolens.serve.routers import admin, health, monitoring, predictions
 from radiolens.serve.schemas import ADVISORY
@@ -39,7 +39,7 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 
 
 def _status_for(exc: RadiolensError) -> int:
-    if isinstance(exc, NotFound):
+    if isinstance(exc, (NotFound, NotFoundError)):
         return 404
     if isinstance(exc, (IntegrityCheckFailed, LastAdminError)):  # stored state refuses the request
         return 409
@@ -48,6 +48,34 @@ def _status_for(exc: RadiolensError) -> int:
     if isinstance(exc, InputError):
         return 422
     return 500
+
+
+def _allowed_methods(app: FastAPI, scope) -> str:
+    """Methods some route accepts on this path (asked of the routes themselves: included routers wrap theirs)."""
+    from starlette.routing import Match
+
+    methods = set()
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            methods.add(method)
+    return ", ".join(sorted(methods))
+
+
+def _document_label_choices(app: FastAPI, labels: list[str]) -> None:
+    """The labels a reader may correct to depend on the served model: put them in the OpenAPI schema as an enum,
+    so clients (and schema-driven tests) see exactly what the server accepts."""
+    default_openapi = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = default_openapi()
+            prop = schema.get("components", {}).get("schemas", {}).get("FeedbackIn", {}).get("properties", {})
+            if "corrected_label" in prop:
+                prop["corrected_label"]["anyOf"] = [{"type": "string", "enum": labels}, {"type": "null"}]
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) -> FastAPI:
@@ -90,8 +118,11 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     @app.exception_handler(HTTPException)  # Starlette's: also the router's own 404/405, not only FastAPI's
     async def _http_error(request: Request, exc: HTTPException):
         codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first matching route's methods; a path with a GET
+            headers["Allow"] = _allowed_methods(app, request.scope) or headers.get("Allow", "")  # and a POST route
         return _error(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
-                      headers=getattr(exc, "headers", None))
+                      headers=headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
@@ -107,6 +138,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
         log.error("unexpected %s on %s", type(exc).__name__, request.url.path)
         return _error(500, "internal_error", "internal server error")
 
+    _document_label_choices(app, service.feedback_labels())
     app.include_router(health.router)
     app.include_router(predictions.router)
     app.include_router(admin.router)
@@ -131,7 +163,9 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
         # ReDoc's bundle loads its logo from cdn.redoc.ly (no option turns that off): one docs page, Swagger UI.
         return RedirectResponse("docs")
 
-    app.add_middleware(SafeErrorsMiddleware)  # added first = inside LimitsMiddleware (its 500s are counted)
+    app.add_middleware(UploadAdmission, max_pending=settings.max_pending_uploads,
+                       retry_after_s=settings.retry_after_s)  # innermost: its 503s are counted by the metrics
+    app.add_middleware(SafeErrorsMiddleware)  # added before = inside LimitsMiddleware (its 500s are counted)
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_upload_bytes,
                        timeout_s=settings.request_timeout_s, metrics=service.metrics)
     app.add_middleware(SecurityHeadersMiddleware)  # outermost: also on the limits middleware's 413/504 answers

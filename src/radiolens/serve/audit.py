@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from radiolens.errors import InputError, RadiolensError
 from radiolens.serve.db import WRITE_LOCK
+from radiolens.serve.params import ascii_id, parse_time
 from radiolens.serve.tables import AuditEntry, AuditHead, Feedback, Prediction
 
 GENESIS = "0" * 64
@@ -213,10 +214,11 @@ def parse_head(value: str) -> tuple[int, str]:
     """``"SEQ:HASH"`` (as printed by ``radiolens audit head``) -> (seq, hash); InputError when malformed."""
     seq, sep, digest = value.strip().partition(":")
     digest = digest.lower()
-    if not sep or not seq.isdigit() or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    number = ascii_id(seq)  # ASCII digits within int64 (str.isdigit also accepts superscripts and the like)
+    if not sep or number is None or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise InputError("expected head must be SEQ:HASH (a sequence number, a colon and 64 hex digits), "
                          "as printed by `radiolens audit head`")
-    return int(seq), digest
+    return number, digest
 
 
 def guard_problems(engine: Engine) -> list[str]:
@@ -289,17 +291,12 @@ def verify(engine: Engine, max_problems: int = 50, expect_head: tuple[int, str] 
     return VerifyReport(ok=not problems, rows=n, head_seq=last_seq, head_hash=prev_hash, problems=problems)
 
 
-def _parse_time(value: str | None, what: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        dt = datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise InputError(f"--{what}: not an ISO 8601 date/time: {value!r}") from exc
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+def _parse_time(value: str | datetime | None, what: str) -> datetime | None:
+    return parse_time(value, what)  # bounded: serve.params
 
 
-def rows_between(engine: Engine, since: str | None = None, until: str | None = None) -> Iterator[dict[str, Any]]:
+def rows_between(engine: Engine, since: str | datetime | None = None,
+                 until: str | datetime | None = None) -> Iterator[dict[str, Any]]:
     """Audit rows with ``since <= created_at < until`` (ISO 8601; naive means UTC), oldest first."""
     lo, hi = _parse_time(since, "since"), _parse_time(until, "until")
     q = select(AuditEntry).order_by(AuditEntry.seq)
@@ -319,7 +316,8 @@ def rows_between(engine: Engine, since: str | None = None, until: str | None = N
             yield d
 
 
-def export(engine: Engine, fmt: str, since: str | None = None, until: str | None = None) -> Iterator[str]:
+def export(engine: Engine, fmt: str, since: str | datetime | None = None,
+           until: str | datetime | None = None) -> Iterator[str]:
     """JSON lines or CSV (outputs as a JSON string column), one chunk per row."""
     if fmt == "jsonl":
         for d in rows_between(engine, since, until):

@@ -18,7 +18,8 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from radiolens.errors import InputError
+from radiolens.errors import InputError, NotFoundError
+from radiolens.serve.params import ascii_id
 from radiolens.serve.tables import ApiKey
 
 PREFIX = "rlk"
@@ -167,10 +168,11 @@ def revoke_key(session: Session, key_id_or_id: str) -> tuple[ApiKey, bool]:
     lock_chain(session)
     q = select(ApiKey).where(ApiKey.key_id == key_id_or_id)
     row = session.scalar(q)
-    if row is None and key_id_or_id.isdigit():
-        row = session.get(ApiKey, int(key_id_or_id))
+    user_id = ascii_id(key_id_or_id)  # None for non-ASCII digits or beyond int64 (the driver would overflow)
+    if row is None and user_id is not None:
+        row = session.get(ApiKey, user_id)
     if row is None:
-        raise InputError("no such key (give the key id shown by `radiolens users list`)")
+        raise NotFoundError("no such key (give the key id shown by `radiolens users list`)")
     if row.revoked_at is not None:
         return row, False
     now = utcnow()

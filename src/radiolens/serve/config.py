@@ -38,6 +38,13 @@ class ServeSettings(BaseModel):
     insecure_demo_secret: bool = False
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
+    #: Uploads being received, waiting for the inference pool or predicted, per process; more are answered 503
+    #: with Retry-After before their body is read (each holds up to max_upload_bytes in memory).
+    max_pending_uploads: int = Field(default=6, ge=1, le=1024)
+    retry_after_s: int = Field(default=5, ge=1, le=3600)  # the Retry-After of that 503
+    #: A connection must send a complete request head within this time (of connecting, or of its previous
+    #: response), else it is closed: slow or stalled clients cannot hold connections (serve/server.py).
+    header_timeout_s: float = Field(default=10.0, gt=0, le=300)
     inference_workers: int = Field(default=2, ge=1, le=64)
     heatmaps: bool = True
     # checked at start-up, not at the first heatmap (explain.cam.METHODS less the benchmark-only "random")

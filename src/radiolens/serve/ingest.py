@@ -85,14 +85,17 @@ class Ingestor:
         import pydicom
         from pydicom.errors import InvalidDicomError
 
-        from radiolens.io.dicom import dicom_to_image
+        from radiolens.io.dicom import check_padding, dicom_to_image, guard_deflated, precheck_size
 
         has_magic = data[128:132] == _DICOM_MAGIC
+        stream = io.BytesIO(data)
+        guard_deflated(stream, "upload")  # a deflate bomb is refused before pydicom inflates it
+        precheck_size(memoryview(data), len(data), "upload", force=not has_magic)  # padding, before parsing it
         try:
             with warnings.catch_warnings():
                 # pydicom warnings can quote element values (PHI): never let them reach a log.
                 warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(io.BytesIO(data), force=not has_magic)
+                ds = pydicom.dcmread(stream, force=not has_magic)
         except NotDicomError:
             raise
         except InvalidDicomError as exc:
@@ -107,6 +110,7 @@ class Ingestor:
             raise NotDicomError("upload: not a DICOM file")
         if "SOPClassUID" not in ds and "PixelData" not in ds and "StudyInstanceUID" not in ds:
             raise NotDicomError("upload: not a DICOM file")
+        check_padding(ds, "upload", len(data))  # before de-identification: nothing beyond the image is kept
         clean, report = self._deid.deidentify_dataset(ds)
         del ds  # the identified dataset goes no further than this line
         with warnings.catch_warnings():

@@ -1,6 +1,6 @@
-"""Pure-ASGI middleware: request size limit (413), per-request timeout (504), HTTP metrics, PHI-safe
-handling of unexpected exceptions (500, type and route logged, no traceback), and credentials kept out of
-every log line (``redact``, ``install_log_redaction``).
+"""Pure-ASGI middleware: request size limit (413), per-request timeout (504), HTTP metrics, a bound on uploads
+in progress (503), PHI-safe handling of unexpected exceptions (500, type and route logged, no traceback), and
+credentials kept out of every log line (``redact``, ``install_log_redaction``).
 
 Written as raw ASGI rather than BaseHTTPMiddleware so the size check sees the body as it streams in
 (before the multipart parser buffers it) and a timeout can still answer when the handler is stuck.
@@ -169,6 +169,39 @@ class LimitsMiddleware:
 
 class _TooLarge(Exception):
     pass
+
+
+class UploadAdmission:
+    """At most ``max_pending`` uploads (POST to one of ``paths``) in the app at once, from the first byte of
+    their body to their response; more are answered 503 with Retry-After before their body is read, so waiting
+    uploads cannot pile up in memory (12 clients x 60 MB waiting for the pool cost 700 MB). One event loop per
+    process runs this, so a plain counter is exact."""
+
+    def __init__(self, app, max_pending: int, retry_after_s: int, paths: tuple[str, ...] = ("/v1/predictions",)):
+        self.app, self.max_pending, self.retry_after, self.paths = app, max_pending, retry_after_s, paths
+        self.pending = 0
+        self.peak = 0  # high-water mark, for tests and diagnostics
+        self.refused = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if self.pending >= self.max_pending:
+            self.refused += 1
+            start, body = _json_message(503, "overloaded", f"{self.pending} uploads are already in progress; "
+                                        f"retry in {self.retry_after} s")
+            start["headers"].append((b"retry-after", str(self.retry_after).encode()))
+            start["headers"].append((b"connection", b"close"))  # the unread body is not waited for
+            await send(start)
+            await send(body)
+            return
+        self.pending += 1
+        self.peak = max(self.peak, self.pending)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.pending -= 1
 
 
 class SafeErrorsMiddleware:

@@ -4,8 +4,9 @@
 request times out although the thread keeps running, so after a few 504s more than ``workers`` inferences
 ran at once (and memory/CPU were no longer bounded). Here the threads ARE the slots: a
 ``ThreadPoolExecutor(max_workers=workers)`` owned by the app. A request that times out while its job is
-still queued cancels the job (it never runs, nothing is stored); a job already running finishes, stores and
-audits its result (the client got a 504, the audit log still has the row) while still holding its thread.
+still queued cancels the job (it never runs, nothing is stored); a job already running keeps its thread
+until its current step ends, then stops without storing anything (the handler sets the job's ``abandon``
+event, ``Service.predict`` checks it between steps).
 """
 
 from __future__ import annotations

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
+
+#: A date-time answered with its offset (RFC 3339): SQLite hands back naive UTC values.
+UtcDateTime = Annotated[datetime, AfterValidator(lambda d: d if d.tzinfo else d.replace(tzinfo=UTC))]
 
 ADVISORY = "Advisory only - not a diagnosis. For review by a qualified reader."
 
@@ -57,7 +60,7 @@ class PredictionOut(BaseModel):
     status: Literal["ok", "out_of_distribution"] = Field(
         default="ok", description="out_of_distribution: the input gate found the image outside what the model was "
         "trained on; probabilities are withheld (empty), the decision is 'not assessed' and review is flagged")
-    created_at: datetime
+    created_at: UtcDateTime
     model: ModelRef
     probabilities: list[ClassProbability] = Field(description="empty when status is not ok")
     decision: Decision
@@ -75,14 +78,14 @@ class PredictionOut(BaseModel):
 
 
 class FeedbackIn(BaseModel):
-    agree: bool
+    agree: bool = Field(strict=True)  # JSON true/false only (lax mode also took 0, 1, "yes")
     corrected_label: str | None = Field(default=None, max_length=128)
 
 
 class FeedbackOut(BaseModel):
     id: int
     prediction_id: str
-    created_at: datetime
+    created_at: UtcDateTime
     agree: bool
     corrected_label: str | None
 
@@ -117,9 +120,9 @@ class KeyOut(BaseModel):
     key_id: str
     role: str
     label: str
-    created_at: datetime
-    revoked_at: datetime | None
-    expires_at: datetime | None = Field(default=None, description="refused (401) from this time on; null: never")
+    created_at: UtcDateTime
+    revoked_at: UtcDateTime | None
+    expires_at: UtcDateTime | None = Field(default=None, description="refused (401) from this time on; null: never")
     status: Literal["active", "revoked", "expired"] = "active"
     api_key: str | None = Field(default=None, description="shown once, at creation")
 

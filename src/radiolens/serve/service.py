@@ -20,7 +20,7 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from radiolens.errors import ConfigError, InputError
+from radiolens.errors import ConfigError, InputError, NotFoundError
 from radiolens.models.bundle import ModelBundle
 from radiolens.serve import audit
 from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, ServeSettings
@@ -39,8 +39,12 @@ log = logging.getLogger("radiolens.serve")
 NOT_ASSESSED = "not assessed"
 
 
-class NotFound(InputError):
-    code = "not_found"
+class NotFound(NotFoundError):
+    pass
+
+
+class Abandoned(Exception):
+    """The request of a prediction timed out (its client got a 504): the work stopped, nothing was stored."""
 
 
 class Service:
@@ -126,12 +130,13 @@ class Service:
 
     # ------------------------------------------------------------------ prediction
     def predict(self, data: bytes, content_type: str | None, user_id: int, role: str,
-                heatmap: bool = True) -> dict[str, Any]:
+                heatmap: bool = True, abandon: threading.Event | None = None) -> dict[str, Any]:
+        """``abandon`` set (the request timed out): stop at the next step, store and audit nothing."""
         with self._cv:
             self._in_flight += 1
         self.metrics.in_flight.inc()
         try:
-            return self._predict(data, content_type, user_id, role, heatmap)
+            return self._predict(data, content_type, user_id, role, heatmap, abandon or threading.Event())
         finally:
             self.metrics.in_flight.dec()
             with self._cv:
@@ -139,23 +144,33 @@ class Service:
                 self._cv.notify_all()
 
     def _predict(self, data: bytes, content_type: str | None, user_id: int, role: str,
-                 heatmap: bool) -> dict[str, Any]:
+                 heatmap: bool, abandon: threading.Event) -> dict[str, Any]:
+        def step() -> None:
+            if abandon.is_set():
+                log.info("prediction abandoned: its request timed out; nothing stored")
+                raise Abandoned()
+
         t0 = time.perf_counter()
+        step()
         ing = self.ingestor.ingest(data, content_type)
         del data
+        step()
         pid = uuid.uuid4().hex
         ctx = PredictionContext(prediction_id=pid, bundle=self.bundle, image=ing.image,
                                 source_format=ing.source_format, study_ref=ing.study_ref,
                                 input_sha256=ing.input_sha256, user_id=user_id, role=role)
         for gate in self.hooks.input_gates:
             gate(ctx)
+        step()
         want_heat = heatmap and self.settings.heatmaps
         inf = self.predictor.run(ing.image, heatmap=False)
+        step()
         ctx.probabilities, ctx.embedding = inf.probabilities, inf.embedding
         for inference_hook in self.hooks.inference_hooks:
             inference_hook(ctx)
         if want_heat and ctx.status == "ok":  # no heatmap for an output that is withheld
             inf.heatmap = self.predictor.heatmap(ing.image, inf.target_index)
+        step()
         image_png, size = display_png(ing.image.pixels, self.settings.display_max_side)
         heat_png = heatmap_png(inf.heatmap, size) if inf.heatmap is not None else None
         created = audit.utcnow()
@@ -166,6 +181,7 @@ class Service:
         result = json.loads(audit.canonical_json(result))  # plain JSON types from here on (hooks may add numpy)
         self.metrics.inference_seconds.labels(str(want_heat).lower()).observe(latency_ms / 1000.0)
 
+        step()  # the last point of return: from here on the prediction is stored and audited
         # Artefacts first (opaque names), then the DB rows: an audited prediction always has its artefacts,
         # and a failed transaction removes them again (a crash in between leaves at most an orphan file).
         written = [self.artefact(pid, "image")]
@@ -269,14 +285,19 @@ class Service:
             raise NotFound(f"no {kind} stored for this prediction")
         return data[kind]
 
-    def add_feedback(self, prediction_id: str, agree: bool, corrected_label: str | None, user_id: int,
-                     role: str) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        self.artefact(prediction_id, "image")
+    def feedback_labels(self) -> list[str]:
+        """What ``corrected_label`` may be for the served model."""
         info = self.bundle.info
         allowed = list(info.class_names) + ([info.negative_name] if info.task == "binary" else [])
         if info.task == "multilabel":
             allowed.append("no finding")
+        return allowed
+
+    def add_feedback(self, prediction_id: str, agree: bool, corrected_label: str | None, user_id: int,
+                     role: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        self.artefact(prediction_id, "image")
+        allowed = self.feedback_labels()
         if corrected_label is not None and corrected_label not in allowed:
             raise InputError(f"corrected_label must be one of: {', '.join(allowed)}")
         with audit.writer(self.sessions) as s:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
@@ -19,13 +21,13 @@ from radiolens.serve.auth import (
     revoke_key_audited,
 )
 from radiolens.serve.deps import current_principal, get_service, require
+from radiolens.serve.params import HEAD_PATTERN, IsoDateTime, KeyRef
 from radiolens.serve.schemas import AuditVerifyOut, ErrorResponse, KeyIn, KeyOut, WhoAmI
 from radiolens.serve.service import Service
 
 router = APIRouter(prefix="/v1", tags=["admin"])
-_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}}
-_REVOKE_ERRORS = _ERRORS | {404: {"model": ErrorResponse},
-                            409: {"model": ErrorResponse, "description": "last_admin: the last active admin key"}}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 422)}
+_REVOKE_ERRORS = _ERRORS | {409: {"model": ErrorResponse, "description": "last_admin: the last active admin key"}}
 
 
 def _key_out(row, api_key: str | None = None) -> KeyOut:
@@ -79,16 +81,16 @@ def new_key(body: KeyIn, principal: Principal = Depends(require(Role.admin)),
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut, responses=_REVOKE_ERRORS)
-def revoke_key(key_id: str, principal: Principal = Depends(require(Role.admin)),
+def revoke_key(key_id: KeyRef, principal: Principal = Depends(require(Role.admin)),
                service: Service = Depends(get_service)):
     with audit.writer(service.sessions) as s:
         return _key_out(revoke_key_audited(s, key_id, principal.user_id, principal.role.value))
 
 
 @router.get("/audit", responses=_ERRORS, response_class=StreamingResponse)
-def audit_export(since: str | None = Query(None, description="ISO 8601, inclusive (naive = UTC)"),
-                 until: str | None = Query(None, description="ISO 8601, exclusive"),
-                 fmt: str = Query("jsonl", pattern="^(jsonl|csv)$"),
+def audit_export(since: IsoDateTime | None = Query(None, description="ISO 8601, inclusive (naive = UTC)"),
+                 until: IsoDateTime | None = Query(None, description="ISO 8601, exclusive (naive = UTC)"),
+                 fmt: Literal["jsonl", "csv"] = Query("jsonl"),
                  principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
     chunks = list(audit.export(service.engine, fmt, since, until))  # materialised: errors become 4xx, not a cut stream
     service.audit_access(principal.user_id, principal.role.value, "audit_export", since=since, until=until, fmt=fmt,
@@ -98,8 +100,9 @@ def audit_export(since: str | None = Query(None, description="ISO 8601, inclusiv
 
 
 @router.get("/audit/verify", response_model=AuditVerifyOut, responses=_ERRORS)
-def audit_verify(expect_head: str | None = Query(None, description="SEQ:HASH recorded outside the database "
-                                                                  "earlier (`radiolens audit head`)"),
+def audit_verify(expect_head: str | None = Query(None, pattern=HEAD_PATTERN, max_length=83,
+                                                 description="SEQ:HASH recorded outside the database "
+                                                 "earlier (`radiolens audit head`)"),
                  principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
     report = audit.verify(service.engine, expect_head=expect_head, artefact_dir=service.artefact_dir)
     service.audit_access(principal.user_id, principal.role.value, "audit_verify", ok=report.ok)

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import threading
+
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 
 from radiolens.serve.auth import Principal, Role
 from radiolens.serve.deps import current_principal, get_service, require
+from radiolens.serve.params import PredictionId
 from radiolens.serve.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
 from radiolens.serve.service import Service
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
-_ERRORS = {401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-           409: {"model": ErrorResponse, "description": "integrity_check_failed: the stored data no longer matches "
-                 "the audit chain and is withheld"},
-           413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-           504: {"model": ErrorResponse}}
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 503, 504)} | {
+    409: {"model": ErrorResponse, "description": "integrity_check_failed: the stored data no longer matches "
+          "the audit chain and is withheld"}}
 _READERS = (Role.clinician, Role.auditor)
 
 
@@ -30,13 +31,19 @@ async def create_prediction(
     data = await file.read()
     await file.close()
     # Off the event loop on the app's bounded pool (serve/pool.py): at most ``inference_workers`` at once.
-    # On a timeout a queued job is cancelled; a running one finishes, stores and audits, holding its thread.
-    return await request.app.state.inference_pool.run(service.predict, data, file.content_type,
-                                                      principal.user_id, principal.role.value, heatmap)
+    # On a timeout (504) a queued job is cancelled, and a running one stops at its next step without storing
+    # anything (``abandon``): the client was told it failed, so no result of it may exist.
+    abandon = threading.Event()
+    try:
+        return await request.app.state.inference_pool.run(service.predict, data, file.content_type,
+                                                          principal.user_id, principal.role.value, heatmap, abandon)
+    except BaseException:
+        abandon.set()
+        raise
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=_ERRORS)
-def get_prediction(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+def get_prediction(prediction_id: PredictionId, principal: Principal = Depends(require(*_READERS)),
                    service: Service = Depends(get_service)) -> dict:
     # checked against the audit chain and audited before it is served (409 when it no longer matches)
     return service.get_prediction(prediction_id, principal.user_id, principal.role.value)
@@ -49,20 +56,21 @@ def _png(service: Service, principal: Principal, prediction_id: str, kind: str) 
 
 
 @router.get("/predictions/{prediction_id}/heatmap.png", response_class=Response, responses=_ERRORS)
-def get_heatmap(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+def get_heatmap(prediction_id: PredictionId, principal: Principal = Depends(require(*_READERS)),
                 service: Service = Depends(get_service)) -> Response:
     return _png(service, principal, prediction_id, "heatmap")
 
 
 @router.get("/predictions/{prediction_id}/image.png", response_class=Response, responses=_ERRORS)
-def get_image(prediction_id: str, principal: Principal = Depends(require(*_READERS)),
+def get_image(prediction_id: PredictionId, principal: Principal = Depends(require(*_READERS)),
               service: Service = Depends(get_service)) -> Response:
     return _png(service, principal, prediction_id, "image")
 
 
 @router.post("/predictions/{prediction_id}/feedback", response_model=FeedbackOut, status_code=201,
              responses=_ERRORS)
-def post_feedback(prediction_id: str, body: FeedbackIn, principal: Principal = Depends(require(Role.clinician)),
+def post_feedback(prediction_id: PredictionId, body: FeedbackIn,
+                  principal: Principal = Depends(require(Role.clinician)),
                   service: Service = Depends(get_service)) -> dict:
     return service.add_feedback(prediction_id, body.agree, body.corrected_label, principal.user_id,
                                 principal.role.value)
