@@ -192,6 +192,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_ready(url: str, proc, timeout_s: float, why=lambda: "server did not become ready") -> None:
+    """Poll ``url``/readyz until it answers 200; fail (with ``why()``) if ``proc`` exits or time runs out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, why()
+        time.sleep(0.3)
+
+
 class LiveServer:
     def __init__(self, app):
         import uvicorn

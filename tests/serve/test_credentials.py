@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
-from tests.serve.conftest import SECRET, free_port
+from tests.serve.conftest import SECRET, free_port, wait_until_ready
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
@@ -42,15 +42,7 @@ def test_keys_in_urls_and_headers_never_reach_the_log(bundle_path, tmp_path):
                                 env=env, stdout=log_file, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-                time.sleep(0.3)
+            wait_until_ready(url, proc, 120, why=log_path.read_text)
             bearer = {"Authorization": f"Bearer {key}"}
             statuses = [
                 httpx.get(f"{url}/v1/me?api_key={key}").status_code,  # a key in the query: not accepted

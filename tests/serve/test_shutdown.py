@@ -9,10 +9,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
-from tests.serve.conftest import SECRET, free_port
+from tests.serve.conftest import SECRET, free_port, wait_until_ready
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
@@ -31,15 +30,7 @@ def test_sigterm_loses_no_audit_row(bundle_path, tmp_path, kermany_samples, siim
                              "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.3)
+        wait_until_ready(url, proc, 90)
 
         uploads = [siim_dicom.read_bytes()] * 6 + [p.read_bytes() for p, _ in kermany_samples]
 
@@ -53,7 +44,11 @@ def test_sigterm_loses_no_audit_row(bundle_path, tmp_path, kermany_samples, siim
 
         with cf.ThreadPoolExecutor(len(uploads)) as pool:
             futures = [pool.submit(one, d) for d in uploads]
-            time.sleep(0.8)  # requests are being served now
+            # SIGTERM once the first prediction is answered, so the others are in flight (a fixed sleep was too
+            # short on a loaded machine: every request was still connecting and got refused)
+            for done in cf.as_completed(futures, timeout=120):
+                if done.result()[0] == 201:
+                    break
             proc.send_signal(signal.SIGTERM)
             results = [f.result() for f in futures]
         rc = proc.wait(timeout=120)
