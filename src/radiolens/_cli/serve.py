@@ -132,7 +132,7 @@ def register(app: typer.Typer) -> None:
         log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
-        options = dict(locals())
+        options = {k: v for k, v in locals().items() if not k.startswith("_")}  # the options (not closures)
         from radiolens.serve.state import private_umask
 
         # Everything this run creates (database, WAL, images, heatmaps, metrics files; workers inherit the umask)
