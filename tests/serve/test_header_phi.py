@@ -88,9 +88,15 @@ def test_header_free_text_never_stored_logged_or_audited(live, monitored_bundle,
                                                   "consecutive": 1}})
     state = tmp_path / "state"
     srv, keys = live(model_path=monitored_bundle, monitor=cfg, state_dir=state)
-    uploads = [_planted(siim_dicom, HEADER_PHI), _planted(siim_dicom, HEADER_PHI_B, BodyPartExamined="CHEST",
-                                                          Modality="CR")]
-    responses: list[bytes] = []
+    # free text in BurnedInAnnotation is not a single NO: refused (pixels may show text), quoting none of it
+    refused = httpx.post(f"{srv.url}/v1/predictions", headers=keys.h("clinician"),
+                         files={"file": ("upload.dcm", _planted(siim_dicom, HEADER_PHI), "application/dicom")},
+                         timeout=60)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "burned_in_annotation", refused.text
+    header_phi_a = {k: v for k, v in HEADER_PHI.items() if k != "BurnedInAnnotation"}
+    uploads = [_planted(siim_dicom, header_phi_a), _planted(siim_dicom, HEADER_PHI_B, BodyPartExamined="CHEST",
+                                                            Modality="CR")]
+    responses: list[bytes] = [refused.content]
     statuses = []
     for i in range(6):
         r = httpx.post(f"{srv.url}/v1/predictions", headers=keys.h("clinician"),
@@ -127,7 +133,7 @@ def test_header_free_text_never_stored_logged_or_audited(live, monitored_bundle,
     blobs.update({f"<response {i}>": b for i, b in enumerate(responses)})
     assert not _leaks(blobs), _leaks(blobs)
     # variant A is refused by the header rules: the reasons name the coded values, not the planted text
-    first = json.loads(responses[0])
+    first = json.loads(responses[1])  # responses[0] is the refusal above
     assert statuses[0] == "out_of_distribution"
     reasons = " ".join(first["monitoring"]["gate"]["reasons"])
     assert f"modality {vocab.OTHER}" in reasons and f"body part {vocab.OTHER}" in reasons, reasons

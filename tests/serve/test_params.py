@@ -30,7 +30,8 @@ def test_hostile_parameter_values_are_4xx_or_clamped(client):
         for param in ("since", "until"):
             r = client.get("/v1/audit", params={param: value}, headers=auditor)
             assert r.status_code == 200, (param, value, r.text)
-            rows = [json.loads(line) for line in r.text.splitlines()]
+            # (each export is itself audited as a read: count the other rows)
+            rows = [row for line in r.text.splitlines() if (row := json.loads(line))["event"] != "read"]
             # a bound before year 1 UTC selects everything as a lower bound, nothing as an upper one; and back
             expected = START_ROWS if (param == "since") == value.startswith("0001") else 0
             assert len(rows) == expected, (param, value, rows)

@@ -225,7 +225,11 @@ def _check_encapsulated_size(ds: Dataset, name: str, rows: int, cols: int) -> No
     """A compressed frame declares its own size (JPEG SOF, JPEG 2000 SIZ), and decoders allocate what it says,
     not what Rows/Columns say: refuse a stream declaring more pixels than the header before decoding it."""
     ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if ts is None or not getattr(ts, "is_encapsulated", False) or "PixelData" not in ds:
+    try:
+        encapsulated = ts is not None and ts.is_encapsulated
+    except ValueError:  # not a transfer syntax pydicom knows: the reader refuses it (unsupported_transfer_syntax)
+        return
+    if not encapsulated or "PixelData" not in ds:
         return
     from pydicom.encaps import generate_frames
 

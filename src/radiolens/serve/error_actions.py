@@ -44,6 +44,12 @@ ACTIONS: dict[str, str] = {
     "timeout": "The service is busy: wait a minute and try again; " + _ADMIN + ".",
     "internal_error": "Try again; " + _ADMIN + " (the service log records what failed).",
     "http_error": "Try again; " + _ADMIN + ".",
+    "overloaded": "The service is busy with other studies: wait a few seconds and try again; " + _ADMIN + ".",
+    "integrity_check_failed": "Do not rely on this result: its stored data no longer matches the audit log, so it "
+                              "is withheld. Analyse the study again and tell your radiolens administrator (the "
+                              "audit log records the failed check).",
+    "last_admin": "Create another admin key first, then revoke this one (at least one admin key must stay "
+                  "active).",
 }
 
 #: Server-side faults (configuration, model) answer 500 with their code but this action, never their message.

@@ -93,7 +93,8 @@ def audit_export(since: IsoDateTime | None = Query(None, description="ISO 8601, 
                  fmt: Literal["jsonl", "csv"] = Query("jsonl"),
                  principal: Principal = Depends(require(Role.auditor)), service: Service = Depends(get_service)):
     chunks = list(audit.export(service.engine, fmt, since, until))  # materialised: errors become 4xx, not a cut stream
-    service.audit_access(principal.user_id, principal.role.value, "audit_export", since=since, until=until, fmt=fmt,
+    window = {"since": since.isoformat() if since else None, "until": until.isoformat() if until else None}
+    service.audit_access(principal.user_id, principal.role.value, "audit_export", **window, fmt=fmt,
                          rows=max(len(chunks) - (fmt == "csv"), 0))
     media = "application/x-ndjson" if fmt == "jsonl" else "text/csv"
     return StreamingResponse(iter(chunks), media_type=media)
