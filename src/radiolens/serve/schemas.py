@@ -111,8 +111,11 @@ class Health(BaseModel):
 class KeyIn(BaseModel):
     role: Literal["clinician", "auditor", "admin"]
     label: str = Field(default="", max_length=128)
-    expires_in: str | None = Field(default=None, max_length=16, description="lifetime: a number and a unit "
-                                   "m|h|d|w (e.g. 30d); null or 'never': the key does not expire")
+    # The pattern admits only lifetimes within auth.MAX_EXPIRY (at most 999 d, 99 w, 9999 h or 999999 m), so
+    # every value the schema allows is accepted; the CLI's --expires-in goes up to the full 3660 days.
+    expires_in: str | None = Field(default=None, pattern=r"^(never|[1-9][0-9]{0,5}m|[1-9][0-9]{0,3}h|[1-9][0-9]{0,2}d"
+                                   r"|[1-9][0-9]?w)$", description="lifetime: a number and a unit m|h|d|w "
+                                   "(e.g. 30d); null or 'never': the key does not expire")
 
 
 class KeyOut(BaseModel):
