@@ -1,6 +1,6 @@
 """Graceful shutdown: ``radiolens serve`` in a subprocess, requests in flight, SIGTERM, no audit row lost.
 
-Runs by default (7.4 s under the CPU lock on the 2-core build machine, most of it the subprocess importing torch)."""
+Runs by default (7.4 s on 2 otherwise quiet cores, most of it the subprocess importing torch)."""
 
 from __future__ import annotations
 
