@@ -10,6 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiolens.errors import ConfigError
+from radiolens.serve.state import PRIVATE_DIR, PRIVATE_FILE
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: Execution option asking SQLite for ``BEGIN IMMEDIATE`` (take the write lock up front: single writer).
@@ -58,9 +59,9 @@ def _private_sqlite_file(path: Path) -> None:
     """Create a new database file 0600 before SQLite does (it would use 0644 under the usual umask); SQLite
     gives its WAL and SHM files the database file's mode, so they are private too. An empty file is a valid
     empty SQLite database. Existing files keep their mode (the service's state folder is tightened as a whole)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
     try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE))
     except FileExistsError:
         pass
     except OSError:  # e.g. a read-only folder: let SQLite report it when it connects

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 
+from radiolens.serve.state import private_dir
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 log = logging.getLogger("radiolens.serve")
@@ -129,8 +131,7 @@ class MultiprocessMetrics:
     def __enter__(self) -> MultiprocessMetrics:
         if self.path or self.workers <= 1:
             return self
-        base = self.state_dir / self.SUBDIR
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        base = private_dir(self.state_dir / self.SUBDIR)
         for old in base.iterdir():  # folders of earlier runs that ended without cleaning up (killed)
             pid = _as_pid(old.name.split("-")[0])
             if old.is_dir() and pid is not None and not _alive(pid):

@@ -23,6 +23,11 @@ INT64_MAX = 2**63 - 1
 ASCII_ID = r"[0-9]{1,18}"
 KEY_REF_PATTERN = rf"^(?:[0-9a-f]{{16}}|{ASCII_ID})$"  # a key id (16 hex digits) or a user id
 PREDICTION_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+def is_prediction_id(value: str) -> bool:
+    """The form of a prediction id (the path parameter's schema, for callers that do not go through it)."""
+    return re.fullmatch(PREDICTION_ID_PATTERN, value) is not None
 HEAD_PATTERN = rf"^{ASCII_ID}:[0-9a-fA-F]{{64}}$"  # SEQ:HASH, as printed by `radiolens audit head`
 
 PredictionId = Annotated[str, Path(pattern=PREDICTION_ID_PATTERN, min_length=32, max_length=32,

@@ -30,6 +30,7 @@ from radiolens.serve.inference import Inference, Predictor, display_png, heatmap
 from radiolens.serve.ingest import Ingestor
 from radiolens.serve.metrics import ServiceMetrics
 from radiolens.serve.monitoring import SYSTEM_ROLE, SYSTEM_USER, ServiceMonitor
+from radiolens.serve.params import is_prediction_id
 from radiolens.serve.state import private_dir, secure_state_dir, write_private
 from radiolens.serve.tables import Feedback, Prediction, ServiceState
 
@@ -225,7 +226,7 @@ class Service:
         """One chained row for a request that reads (or is refused): who, what (``resource`` and ``details``:
         never PHI, never key material) and, for a prediction, which one. Committed before anything is served."""
         ref = (prediction.id, prediction.model_sha256, prediction.input_sha256, prediction.study_ref) \
-            if prediction is not None else (prediction_id if _is_prediction_id(prediction_id) else "", "", "", "")
+            if prediction is not None else (prediction_id if is_prediction_id(prediction_id) else "", "", "", "")
         with audit.writer(self.sessions) as s:
             audit.append(s, audit.AuditEvent(event, int(user_id), role, *ref, {"resource": resource, **details}, 0.0))
 
@@ -233,7 +234,7 @@ class Service:
                  kinds: tuple[str, ...] = ()) -> tuple[Prediction, list[Feedback], dict[str, bytes], dict]:
         """Load a prediction, its feedback and the requested artefacts, check them against the audit chain,
         and audit the read; an unknown id is audited and 404, a failed check audited and refused."""
-        if not _is_prediction_id(prediction_id):
+        if not is_prediction_id(prediction_id):
             self.audit_access(user_id, role, resource, found=False)
             raise NotFound("no such prediction")
         with Session(self.engine) as s:
@@ -414,10 +415,6 @@ def onnx_backend(settings: ServeSettings, bundle: ModelBundle):
         log.warning("%s has no embedding output: the input gate and drift monitoring read the embedding with "
                     "PyTorch (one extra forward pass); re-export to avoid it", settings.onnx_path.name)
     return backend
-
-
-def _is_prediction_id(value: str) -> bool:
-    return len(value) == 32 and all(c in "0123456789abcdef" for c in value)
 
 
 def _feedback_dict(f: Feedback) -> dict[str, Any]:
