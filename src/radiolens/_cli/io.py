@@ -33,13 +33,16 @@ def preview_cmd(
     all_frames: bool = typer.Option(False, "--all-frames", help="One PNG per frame of multi-frame files."),
 ) -> None:
     """Render display-ready PNG previews; names are content hashes or remapped UIDs, never patient data."""
+    from radiolens.io import formats
     from radiolens.io.deid import iter_input_files
-    from radiolens.io.preview import is_image_candidate, render_preview
+    from radiolens.io.preview import render_preview
 
     window = _window(window_center, window_width)
     failed = written = 0
     for item in files:
-        paths = iter_input_files(item, keep=is_image_candidate) if item.is_dir() else [item]
+        # any format of the table, or no suffix (an unrecognised extension-less file is reported, not skipped)
+        paths = iter_input_files(item, keep=lambda p: formats.is_candidate(p, keep_unrecognised=True)) \
+            if item.is_dir() else [item]
         for path in paths:
             try:
                 written += len(render_preview(path, out, window=window, all_frames=all_frames))

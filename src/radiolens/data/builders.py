@@ -14,8 +14,7 @@ import pandas as pd
 
 from radiolens.data.manifest import Manifest, manifest_from_frame
 from radiolens.errors import ConfigError, ManifestError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff")
+from radiolens.io import formats
 
 NIH_FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
@@ -50,7 +49,8 @@ def _relative_or_absolute(path: Path, base: Path) -> str:
 
 
 def _images_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Image files under a folder, by the format table's candidate test (as scoring walks folders)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and formats.is_candidate(p))
 
 
 # ---------------------------------------------------------------------------- ImageFolder

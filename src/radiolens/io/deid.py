@@ -80,8 +80,9 @@ from pydicom.valuerep import validate_value
 
 from radiolens import __version__ as _radiolens_version
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
-from radiolens.io import vocab
+from radiolens.io import formats, vocab
 from radiolens.io.deid_pixels import strip_stream_metadata
+from radiolens.io.writers.dicom import dicom_file_name, write_dicom
 
 SECRET_ENV = "RADIOLENS_DEID_SECRET"
 #: Or a file holding it (e.g. a container secret mount); surrounding whitespace is ignored.
@@ -324,17 +325,7 @@ class Deidentifier:
             raise BurnedInAnnotationError(f"{src.name}: {exc}") from None
         if dst.is_dir():
             dst = dst / output_name(clean)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(dst.name + ".part")
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                clean.save_as(tmp, enforce_file_format=True)
-        except Exception as exc:
-            tmp.unlink(missing_ok=True)
-            raise InputError(f"{src.name}: de-identified data set could not be written ({type(exc).__name__})") \
-                from None
-        os.replace(tmp, dst)
+        write_dicom(clean, dst, name=src.name)
         report["output"] = dst.name
         return report
 
@@ -548,7 +539,7 @@ def _file_meta(clean: Dataset, original: Dataset) -> FileMetaDataset:
 
 def output_name(clean: Dataset) -> str:
     """File name from the remapped SOP Instance UID: unique, stable, PHI-free."""
-    return f"{clean.SOPInstanceUID}.dcm"
+    return dicom_file_name(clean)
 
 
 # -- folders --------------------------------------------------------------------------------------------------
@@ -569,13 +560,6 @@ def iter_input_files(src: Path, *, keep=None) -> list[Path]:
                   and (keep is None or keep(p)))
 
 
-def is_dicom_candidate(path: Path) -> bool:
-    """In folder scans: DICOM magic, a DICOM suffix, or no suffix at all (common in PACS exports)."""
-    from radiolens.io.reader import looks_like_dicom
-
-    return path.suffix == "" or looks_like_dicom(path)
-
-
 def deidentify_tree(src: str | Path, out_dir: str | Path, deid: Deidentifier,
                     on_error=None) -> list[dict]:
     """De-identify a file or folder into ``out_dir``; one PHI-free report row per input file.
@@ -587,7 +571,10 @@ def deidentify_tree(src: str | Path, out_dir: str | Path, deid: Deidentifier,
     src, out_dir = Path(src).resolve(), Path(out_dir).resolve()
     if out_dir == src or (src.is_dir() and src in out_dir.parents):
         raise ConfigError("the output folder must not be inside the input folder (inputs are never modified)")
-    files = iter_input_files(src, keep=is_dicom_candidate)
+    # DICOM by the format table, or no suffix at all (PACS exports): an extension-less file that is not DICOM
+    # gets an error row rather than being skipped unseen.
+    files = iter_input_files(src, keep=lambda p: formats.is_candidate(p, (formats.DICOM.name,),
+                                                                      keep_unrecognised=True))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     written: set[str] = set()

@@ -20,6 +20,7 @@ from pydicom.encaps import encapsulate, encapsulate_extended, generate_frames, p
 from pydicom.uid import UID, RLELossless
 
 from radiolens.errors import InputError
+from radiolens.io.formats import JPEG_SOI
 
 #: JPEG (ITU T.81) processes: baseline, extended, lossless, and the retired process UIDs.
 _JPEG = frozenset({f"1.2.840.10008.1.2.4.{n}" for n in range(50, 67)} | {"1.2.840.10008.1.2.4.70"})
@@ -95,9 +96,9 @@ def _kept_app(marker: int, payload: bytes, jpeg_ls: bool) -> bytes | None:
 
 def _clean_jpeg(frame: bytes, jpeg_ls: bool) -> tuple[bytes, int]:
     n = len(frame)
-    if frame[:2] != b"\xff\xd8":
+    if frame[:2] != JPEG_SOI:
         raise StreamError("compressed frame is not a JPEG stream (no SOI marker)")
-    out, i, removed = bytearray(b"\xff\xd8"), 2, 0
+    out, i, removed = bytearray(JPEG_SOI), 2, 0
     while True:
         if i >= n or frame[i] != 0xFF:
             raise StreamError("JPEG stream is malformed (expected a marker)")

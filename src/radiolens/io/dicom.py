@@ -7,11 +7,15 @@ inversion last. Inverting before the VOI transform is a classic bug that makes a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
+import os
 import re
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -36,6 +40,7 @@ from radiolens.errors import (
     UnsupportedTransferSyntaxError,
 )
 from radiolens.io import vocab
+from radiolens.io.formats import JPEG_SOI, UPLOAD_NAME, Frames, Source
 from radiolens.io.image import ImageMeta, RadioImage, Window
 from radiolens.io.limits import (
     MAX_HEADER_BYTES,
@@ -45,42 +50,72 @@ from radiolens.io.limits import (
 )
 from radiolens.io.windowing import apply_window, percentile_window
 
-Frames = Literal["first", "all"]
-
 # pydicom also *logs* its validation warnings, quoting element values (names, IDs): PHI must not reach logs.
 logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 
 
-def read_dicom_dataset(path: str | Path, *, stop_before_pixels: bool = False) -> Dataset:
-    """Open a DICOM file or raise a typed error.
+def read_dicom_dataset(source: Source, *, name: str | None = None, stop_before_pixels: bool = False) -> Dataset:
+    """Open a DICOM file, or DICOM bytes in memory, or raise a typed error; both run the same checks.
 
     Files without the 128-byte preamble / file meta (old ACR-NEMA style exports, e.g. pydicom-data's
     OT-PAL-8-face.dcm) are accepted only when a forced parse yields a plausible image data set (SOP Class
     UID, or Pixel Data with Rows); the transfer syntax is then taken from the encoding pydicom detected.
     Truncation is detected three ways, because pydicom reports it inconsistently: a warning about reaching
     the end of file, a last element shorter than its declared length, or an empty data set after a valid
-    preamble.
+    preamble. ``name`` is what error messages say: the file name by default, "upload" for bytes.
     """
-    name = Path(path).name
-    if not Path(path).exists():
-        raise UnreadableImageError(f"{name}: file not found")
-    try:
-        with open(path, "rb") as fh:
+    name = source_name(source, name)
+    with _binary(source, name) as (fh, size):
+        try:
             guard_deflated(fh, name)
-            size = Path(path).stat().st_size
             if size > MAX_HEADER_BYTES:
                 precheck_size(fh.read(MAX_HEADER_BYTES), size, name, force=True)
+                fh.seek(0)
+        except OSError as exc:
+            raise UnreadableImageError(f"{name}: file could not be read") from exc
+        ds = _parse(fh, name, stop_before_pixels)
+    return ds
+
+
+def source_name(source: Source, name: str | None = None) -> str:
+    """What errors call a source: ``name`` when given, else a path's file name, else "upload" for bytes."""
+    if name:
+        return name
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return UPLOAD_NAME
+    return Path(source).name
+
+
+@contextlib.contextmanager
+def _binary(source: Source, name: str) -> Iterator[tuple[BinaryIO, int]]:
+    """A seekable binary stream over a path or bytes, and its size in bytes."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        yield io.BytesIO(data), len(data)
+        return
+    path = Path(source)
+    if not path.exists():
+        raise UnreadableImageError(f"{name}: file not found")
+    try:
+        fh = open(path, "rb")
+        size = os.fstat(fh.fileno()).st_size
     except OSError as exc:
         raise UnreadableImageError(f"{name}: file could not be read") from exc
+    with fh:
+        yield fh, size
+
+
+def _parse(fh: BinaryIO, name: str, stop_before_pixels: bool) -> Dataset:
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always")  # recorded, never shown: pydicom warnings can quote values (PHI)
         try:
             try:
-                ds = pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+                ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels)
             except InvalidDicomError:
-                ds = _forced_read(path, name, stop_before_pixels)
+                fh.seek(0)
+                ds = _forced_read(fh, name, stop_before_pixels)
         except (NotDicomError, UnreadableImageError):
             raise
         except InvalidDicomError as exc:
@@ -99,6 +134,18 @@ def read_dicom_dataset(path: str | Path, *, stop_before_pixels: bool = False) ->
             and len(last.value) < length:
         raise TruncatedFileError(f"{name}: DICOM file is truncated ({len(last.value)} of {length} bytes "
                                  f"of the last element)")
+    return ds
+
+
+def open_checked_dataset(source: Source, *, name: str | None = None) -> Dataset:
+    """:func:`read_dicom_dataset` plus the padding check for data sets with pixel data: the whole checked
+    read, before anything (decoding, de-identification) uses the data set."""
+    name = source_name(source, name)
+    ds = read_dicom_dataset(source, name=name)
+    if any(tag in ds for tag in _PIXEL_TAGS):
+        size = len(source) if isinstance(source, (bytes, bytearray)) else \
+            memoryview(source).nbytes if isinstance(source, memoryview) else Path(source).stat().st_size
+        check_padding(ds, name, size)
     return ds
 
 
@@ -166,9 +213,9 @@ def check_padding(ds: Dataset, name: str, file_bytes: int, check_order: bool = T
                                    f"{allowed:,} (padding or data beyond the image)")
 
 
-def _forced_read(path: str | Path, name: str, stop_before_pixels: bool) -> Dataset:
+def _forced_read(fh: BinaryIO, name: str, stop_before_pixels: bool) -> Dataset:
     try:
-        ds = pydicom.dcmread(str(path), force=True, stop_before_pixels=stop_before_pixels)
+        ds = pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels)
     except Exception as exc:
         raise NotDicomError(f"{name}: not a DICOM file") from exc
     plausible = len(ds) > 0 and ("SOPClassUID" in ds or ("PixelData" in ds and "Rows" in ds))
@@ -249,7 +296,7 @@ def _stream_size(head: bytes) -> tuple[int, int] | None:
 
     Hand-written: reading two integers from a marker segment is simpler than asking each decoder library
     (Pillow, pylibjpeg, GDCM) for its header without decoding."""
-    if not head.startswith(b"\xff\xd8"):
+    if not head.startswith(JPEG_SOI):
         j2k = head.find(b"\xff\x4f\xff\x51")  # SOC + SIZ (raw codestream, or inside a JP2 box)
         if j2k < 0 or len(head) < j2k + 24:
             return None
@@ -313,12 +360,11 @@ def _dicom_to_image(ds: Dataset, name: str, window: Window | None, frames: Frame
     return RadioImage(pixels=np.ascontiguousarray(out, dtype=np.float32), meta=meta)
 
 
-def read_dicom(path: str | Path, *, window: Window | None = None, frames: Frames = "first") -> RadioImage:
-    name = Path(path).name
-    ds = read_dicom_dataset(path)
-    if any(tag in ds for tag in _PIXEL_TAGS):
-        check_padding(ds, name, Path(path).stat().st_size)
-    return dicom_to_image(ds, name=name, window=window, frames=frames)
+def read_dicom(source: Source, *, name: str | None = None, window: Window | None = None,
+               frames: Frames = "first") -> RadioImage:
+    """A DICOM file or DICOM bytes -> :class:`RadioImage`, through every check of :func:`open_checked_dataset`."""
+    name = source_name(source, name)
+    return dicom_to_image(open_checked_dataset(source, name=name), name=name, window=window, frames=frames)
 
 
 def _decode(ds: Dataset, name: str, frames: Frames) -> np.ndarray:

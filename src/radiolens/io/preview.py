@@ -11,18 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
-from radiolens.io.dicom import Frames
+from radiolens.io import formats
+from radiolens.io.formats import Frames, read_image
 from radiolens.io.image import RadioImage, Window
-from radiolens.io.raster import RASTER_SUFFIXES
-from radiolens.io.reader import looks_like_dicom, read_image
-
-
-def is_image_candidate(path: Path) -> bool:
-    """In folder scans: raster suffixes, DICOM magic/suffix, or no suffix (reports and notes are skipped)."""
-    return path.suffix.lower() in RASTER_SUFFIXES or path.suffix == "" or looks_like_dicom(path)
+from radiolens.io.writers.preview import write_preview_png
 
 
 def preview_stem(path: Path, image: RadioImage, deidentified: bool) -> str:
@@ -33,10 +25,6 @@ def preview_stem(path: Path, image: RadioImage, deidentified: bool) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return "img-" + digest.hexdigest()[:16]
-
-
-def _to_png(frame: np.ndarray, dst: Path) -> None:
-    Image.fromarray(np.clip(np.rint(frame * 255.0), 0, 255).astype(np.uint8), mode="L").save(dst, optimize=False)
 
 
 def render_preview(path: str | Path, out_dir: str | Path, *, window: Window | None = None,
@@ -51,11 +39,11 @@ def render_preview(path: str | Path, out_dir: str | Path, *, window: Window | No
     written = []
     if image.pixels.ndim == 3:
         for i, frame in enumerate(image.pixels):
-            dst = out_dir / f"{stem}_f{i:04d}.png"
-            _to_png(frame, dst)
+            dst = out_dir / f"{stem}_f{i:04d}{formats.PNG.suffix}"
+            write_preview_png(frame, dst)
             written.append(dst)
     else:
-        dst = out_dir / f"{stem}.png"
-        _to_png(image.pixels, dst)
+        dst = out_dir / f"{stem}{formats.PNG.suffix}"
+        write_preview_png(image.pixels, dst)
         written.append(dst)
     return written

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from radiolens.errors import ImageDimensionError, UnreadableImageError
+from radiolens.io import formats
+from radiolens.io.formats import UPLOAD_NAME
 from radiolens.io.image import ImageMeta, RadioImage, Window
 from radiolens.io.limits import MAX_HEADER_BYTES, MAX_PIXELS, check_dimensions
 from radiolens.io.windowing import linear_window
@@ -25,9 +27,6 @@ from radiolens.io.windowing import linear_window
 _PIL_LOGGER = logging.getLogger("PIL")
 if _PIL_LOGGER.level == logging.NOTSET:
     _PIL_LOGGER.setLevel(logging.INFO)
-
-RASTER_SUFFIXES = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".tif": "tiff", ".tiff": "tiff"}
-
 
 def _grey(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 3:
@@ -42,26 +41,6 @@ def _grey(arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _sniff_bytes(head: bytes) -> str:
-    """Format from the first bytes ("raster" when none matches)."""
-    if head.startswith(b"\x89PNG"):
-        return "png"
-    if head.startswith(b"\xff\xd8"):
-        return "jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    return "raster"
-
-
-def _sniff(path: Path) -> str:
-    """Format of a file from its magic bytes ("raster" when none matches)."""
-    try:
-        with open(path, "rb") as fh:
-            return _sniff_bytes(fh.read(8))
-    except OSError:
-        return "raster"
-
-
 def _peak(dtype: np.dtype) -> float:
     if np.issubdtype(dtype, np.integer):
         return float(np.iinfo(dtype).max)
@@ -69,22 +48,32 @@ def _peak(dtype: np.dtype) -> float:
 
 
 def read_raster(path: str | Path, *, window: Window | None = None) -> RadioImage:
-    path = Path(path)
-    # content first: real data sets hold PNG files named .jpg (covid_figure1 has five); the suffix only
-    # decides when the magic bytes are not recognised
-    fmt = _sniff(path)
-    if fmt == "raster":
-        fmt = RASTER_SUFFIXES.get(path.suffix.lower(), "raster")
-    return _decode(path, path.name, fmt, window)
+    """A PNG, JPEG or TIFF file -> :class:`RadioImage` (format from :func:`radiolens.io.formats.format_of`:
+    content first, since real data sets hold PNG files named .jpg; covid_figure1 has five)."""
+    return decode_raster(Path(path), window=window)
 
 
-def read_raster_bytes(data: bytes, *, name: str = "upload", window: Window | None = None) -> RadioImage:
+def read_raster_bytes(data: bytes, *, name: str = UPLOAD_NAME, window: Window | None = None) -> RadioImage:
     """The same image from bytes in memory (an HTTP upload), so the raw file, metadata and all, never has to
     be written to disk. ``name`` is what error messages call it: pass a neutral one, never a file name."""
-    fmt = _sniff_bytes(bytes(data[:8]))
-    if fmt == "raster":
-        raise UnreadableImageError(f"{name}: not a PNG, JPEG or TIFF image")
-    return _decode(io.BytesIO(data), name, fmt, window)
+    return decode_raster(bytes(data), name=name, window=window)
+
+
+def decode_raster(source: Path | bytes, *, name: str | None = None, fmt: str | None = None,
+                  window: Window | None = None) -> RadioImage:
+    """The raster reader of the format table, for a path or bytes. ``fmt`` ("png", "jpeg", "tiff") when the
+    caller already knows it; otherwise it is sniffed. Bytes must carry their magic; a file whose magic
+    nothing recognises is handed to Pillow by its suffix (or as "raster": any format Pillow reads)."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = name or UPLOAD_NAME
+        fmt = fmt or formats.sniff(data)
+        if fmt not in formats.RASTER:
+            raise UnreadableImageError(f"{label}: not a PNG, JPEG or TIFF image")
+        return _decode(io.BytesIO(data), label, fmt, window)
+    path = Path(source)
+    fmt = fmt or formats.format_of(path)
+    return _decode(path, name or path.name, fmt if fmt in formats.RASTER else "raster", window)
 
 
 def _decode(source: Path | io.BytesIO, name: str, fmt: str, window: Window | None) -> RadioImage:

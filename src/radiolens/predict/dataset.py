@@ -12,8 +12,8 @@ import numpy as np
 import torch.utils.data
 
 from radiolens.errors import RadiolensError, UnreadableImageError
+from radiolens.io.formats import read_image
 from radiolens.io.image import ImageMeta
-from radiolens.io.reader import read_image
 from radiolens.models.backends import preprocess
 from radiolens.models.bundle import BundleInfo
 from radiolens.predict.sources import ScoreItem

@@ -14,14 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from radiolens.errors import InputError, ManifestError, RadiolensError
-from radiolens.io.reader import looks_like_dicom, read_image
+from radiolens.io import formats
+from radiolens.io.formats import read_image
 from radiolens.models.backends import preprocess
 from radiolens.models.bundle import BundleInfo
-
-IMAGE_SUFFIXES = {".dcm", ".dicom", ".dic", ".png", ".jpg", ".jpeg", ".tif", ".tiff"}
-# Files that are never images even without a suffix filter (sidecars, manifests, our own outputs).
-_NEVER = {".csv", ".parquet", ".md", ".txt", ".json", ".yaml", ".yml", ".onnx", ".pt", ".npz", ".npy", ".zip",
-          ".py", ".html", ".log", ".partial", ".tmp"}
 
 
 @dataclass(frozen=True)
@@ -30,15 +26,6 @@ class ScoreItem:
     path: Path
     label: float | None = None
     group: str = ""  # e.g. patient pseudonym from a manifest, used only to keep splits disjoint
-
-
-def _is_candidate(path: Path) -> bool:
-    suffix = path.suffix.lower()
-    if suffix in IMAGE_SUFFIXES:
-        return True
-    if suffix in _NEVER or path.name.startswith("."):
-        return False
-    return suffix == "" and looks_like_dicom(path)  # extension-less DICOM (DICM magic at byte 128)
 
 
 def discover(source: str | Path, *, split: str | None = None, label_column: str | None = None,
@@ -50,7 +37,7 @@ def discover(source: str | Path, *, split: str | None = None, label_column: str 
     if source.is_file():
         if source.suffix.lower() == ".csv":
             return read_manifest(source, split=split, label_column=label_column)
-        if _is_candidate(source):
+        if formats.is_candidate(source):
             return [ScoreItem(source.name, source)]
         raise InputError(f"{source.name}: neither an image, a manifest .csv nor a folder")
     excluded = {p.resolve() for p in exclude}
@@ -58,7 +45,7 @@ def discover(source: str | Path, *, split: str | None = None, label_column: str 
     for path in sorted(source.rglob("*")):
         if any(part.startswith(".") for part in path.relative_to(source).parts):
             continue
-        if path.is_file() and path.resolve() not in excluded and _is_candidate(path):
+        if path.is_file() and path.resolve() not in excluded and formats.is_candidate(path):
             items.append(ScoreItem(path.relative_to(source).as_posix(), path))
     if not items:
         raise InputError(f"{source.name}: no DICOM/PNG/JPEG/TIFF files found")
