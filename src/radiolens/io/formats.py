@@ -199,8 +199,9 @@ def read_image(source: Source, *, content_type: str | None = None, name: str | N
     """Read a DICOM, PNG, JPEG or TIFF radiograph, from a path or from bytes, into a :class:`RadioImage`.
 
     The format comes from :func:`format_of` (path) or :func:`format_of_bytes` (bytes, with ``content_type``
-    as the hint); when nothing decides, DICOM without preamble is tried, then the raster decoders. Bytes are
-    never written to disk. ``name`` is what error messages call the source: the file name for a path, and
+    as the hint); when nothing decides, a forced DICOM parse is tried (it accepts only a plausible image data
+    set). Formats outside the table are refused, never handed to another decoder. Bytes are never written to
+    disk. ``name`` is what error messages call the source: the file name for a path, and
     :data:`UPLOAD_NAME` for bytes (an upload's own name can be PHI). Raises a subclass of
     :class:`radiolens.errors.InputError` for anything unusable.
     """
@@ -224,7 +225,7 @@ def read_image(source: Source, *, content_type: str | None = None, name: str | N
         return _read_dicom(src, label, window, frames)
     if fmt in RASTER:
         return _read_raster(src, label, fmt, window)
-    try:  # DICOM without preamble or suffix is common in PACS exports; then whatever Pillow knows
+    try:  # DICOM without preamble or suffix that the heuristic missed (a forced parse decides)
         return _read_dicom(src, label, window, frames)
-    except NotDicomError:  # only "not DICOM" falls through; a truncated DICOM must say so, not "bad PNG"
-        return _read_raster(src, label, None, window)
+    except NotDicomError:  # only "not DICOM" is replaced; a truncated DICOM must say so
+        raise UnreadableImageError(f"{label}: not a DICOM, PNG, JPEG or TIFF image") from None

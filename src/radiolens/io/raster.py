@@ -62,18 +62,19 @@ def read_raster_bytes(data: bytes, *, name: str = UPLOAD_NAME, window: Window | 
 def decode_raster(source: Path | bytes, *, name: str | None = None, fmt: str | None = None,
                   window: Window | None = None) -> RadioImage:
     """The raster reader of the format table, for a path or bytes. ``fmt`` ("png", "jpeg", "tiff") when the
-    caller already knows it; otherwise it is sniffed. Bytes must carry their magic; a file whose magic
-    nothing recognises is handed to Pillow by its suffix (or as "raster": any format Pillow reads)."""
+    caller already knows it; otherwise the table decides (a file by magic, then suffix; bytes by magic).
+    Only the table's formats are decoded, each by its own decoder: Pillow is never left to pick one of its
+    other plugins (some run external programs) for a file the table does not know."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        label = name or UPLOAD_NAME
-        fmt = fmt or formats.sniff(data)
-        if fmt not in formats.RASTER:
-            raise UnreadableImageError(f"{label}: not a PNG, JPEG or TIFF image")
-        return _decode(io.BytesIO(data), label, fmt, window)
-    path = Path(source)
-    fmt = fmt or formats.format_of(path)
-    return _decode(path, name or path.name, fmt if fmt in formats.RASTER else "raster", window)
+        label, fmt = name or UPLOAD_NAME, fmt or formats.sniff(data)
+        src: Path | io.BytesIO = io.BytesIO(data)
+    else:
+        src = Path(source)
+        label, fmt = name or src.name, fmt or formats.format_of(src)
+    if fmt not in formats.RASTER:
+        raise UnreadableImageError(f"{label}: not a PNG, JPEG or TIFF image")
+    return _decode(src, label, fmt, window)
 
 
 def _decode(source: Path | io.BytesIO, name: str, fmt: str, window: Window | None) -> RadioImage:
@@ -81,7 +82,7 @@ def _decode(source: Path | io.BytesIO, name: str, fmt: str, window: Window | Non
     if fmt == "tiff":
         arr = _read_tiff(source, name)
     else:
-        arr, chroma = _read_pil(source, name)
+        arr, chroma = _read_pil(source, name, fmt)
     peak = _peak(arr.dtype)
     values = _grey(arr.astype(np.float32)) if arr.ndim == 3 else arr.astype(np.float32)
     if window is not None:
@@ -123,11 +124,15 @@ def _check_raster_size(source: Path | io.BytesIO, name: str, raw_bytes: int) -> 
                                   "pixels (padding or appended data)")
 
 
-def _read_pil(path: Path | io.BytesIO, name: str) -> tuple[np.ndarray, float | None]:
+# The table's raster formats Pillow decodes, by Pillow's plugin names.
+_PIL_PLUGINS = {"png": "PNG", "jpeg": "JPEG"}
+
+
+def _read_pil(path: Path | io.BytesIO, name: str, fmt: str) -> tuple[np.ndarray, float | None]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(path, formats=[_PIL_PLUGINS[fmt]]) as im:
                 w, h = im.size
                 bands = len(im.getbands())  # before load(): from the header
                 check_dimensions(name, h, w, samples=bands, bits=_PIL_BITS.get(im.mode, 8))
