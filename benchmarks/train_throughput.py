@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from radiolens.models.registry import MODELS, available_models, create_model
+from radiolens.models.registry import available_models, create_model, get_architecture
 
 
 def _rate(step, batch: int, min_seconds: float, min_steps: int, device: str, repeats: int = 3
@@ -53,7 +53,7 @@ def main() -> None:
     print("| model | input | params (M) | train img/s (wall) | train img/s (CPU-time, 2 threads) | "
           "inference img/s (wall) | inference img/s (CPU-time) |\n|---|---|---|---|---|---|---|")
     for name in available_models():
-        size = MODELS[name].default_input_size
+        size = get_architecture(name).default_input_size
         n_params, train_ips, train_cpu, infer_ips, infer_cpu = _measure(name, size, args, device)
         print(f"| {name} | {size} | {n_params:.1f} | {train_ips:.1f} | {train_cpu:.1f} | {infer_ips:.1f} | "
               f"{infer_cpu:.1f} |", flush=True)

@@ -21,7 +21,7 @@ from radiolens.models.export import (
     info_from_json,
     read_metadata,
 )
-from radiolens.models.registry import MODELS, create_model
+from radiolens.models.registry import available_models, create_model, get_architecture
 from radiolens.predict.sources import discover, load_preprocessed
 
 
@@ -33,7 +33,7 @@ def _real_items(data_dir: Path):
 
 def _bundle(arch: str = "small_cnn", size: int | None = None, seed: int = 0) -> ModelBundle:
     torch.manual_seed(seed)
-    size = size or MODELS[arch].default_input_size
+    size = size or get_architecture(arch).default_input_size
     info = BundleInfo(arch=arch, task="binary", class_names=["pneumonia"], input_size=(size, size),
                       temperature=1.3, thresholds=[0.42])
     return ModelBundle(info, create_model(arch, 1))
@@ -165,7 +165,7 @@ def test_cli_export_rejects_unknown_format(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", sorted(MODELS))
+@pytest.mark.parametrize("arch", available_models())
 def test_every_registry_model_exports_with_parity(arch, tmp_path, data_dir):
     bundle = _bundle(arch)
     batch, _ = load_preprocessed(_real_items(data_dir), bundle.info, limit=4)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from radiolens.cli import app
 from radiolens.errors import WeightsUnavailableError
 from radiolens.models.bundle import ModelBundle
-from radiolens.models.registry import MODELS, available_models, create_model
+from radiolens.models.registry import available_models, create_model, get_architecture
 
 runner = CliRunner()
 RADIOLENS = str(Path(sys.executable).parent / "radiolens")
@@ -37,7 +37,8 @@ def test_models_lists_the_registry():
     assert lines[0].split()[:4] == ["name", "source", "input", "pretrained"]
     rows = {ln.split()[0]: ln.split() for ln in lines[1:]}
     assert sorted(rows) == available_models()
-    for name, spec in MODELS.items():
+    for name in available_models():
+        spec = get_architecture(name)
         assert rows[name][1] == spec.source and rows[name][2] == str(spec.default_input_size)
         assert (rows[name][4] == "none") == (spec.source == "custom")
 

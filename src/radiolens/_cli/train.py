@@ -160,11 +160,11 @@ def register(app: typer.Typer) -> None:
     @friendly_errors
     def models_cmd() -> None:
         """List the model registry: name, source library, default input size, pretrained weights."""
-        from radiolens.models.registry import MODELS, available_models, has_pretrained
+        from radiolens.models.registry import available_models, get_architecture
 
-        rows = [(n, MODELS[n].source, f"{MODELS[n].default_input_size} px",
-                 "imagenet / file" if has_pretrained(n) else "none", MODELS[n].description)
-                for n in available_models()]
+        archs = [get_architecture(n) for n in available_models()]
+        rows = [(a.name, a.source, f"{a.default_input_size} px", "imagenet / file" if a.has_pretrained else "none",
+                 a.description) for a in archs]
         head = ("name", "source", "input", "pretrained", "description")
         widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
         for r in [head, *rows]:

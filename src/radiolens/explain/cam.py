@@ -1,9 +1,9 @@
 """Class activation maps through the ``grad-cam`` package (pytorch-grad-cam).
 
-The package does the CAM maths; this module only knows which layer of each registry architecture to
-hook, which target to back-propagate for binary / multi-label / multi-class heads, and how to always
-release the hooks (the package's own context manager silently swallows ``IndexError``, so it is not
-used here).
+The package does the CAM maths; the layer to hook comes from the architecture's record
+(:attr:`radiolens.models.architecture.Architecture.cam_layer`). This module knows which target to
+back-propagate for binary / multi-label / multi-class heads, and how to always release the hooks (the
+package's own context manager silently swallows ``IndexError``, so it is not used here).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from radiolens.errors import InputError, ModelError
+from radiolens.models.registry import available_models, get_architecture
 
 #: CAM method name (CLI spelling) -> pytorch_grad_cam class name.
 METHODS: dict[str, str] = {
@@ -29,40 +30,18 @@ METHODS: dict[str, str] = {
     "random": "RandomCAM",  # a baseline for the quality benchmark, not for users
 }
 
-#: Per-architecture target layer (dotted module path). Chosen so the map is the last spatial feature map
-#: *after* its activation: DenseNet's and EfficientNet's final norm layers carry the (in-place) activation,
-#: VGG's and AlexNet's last modules before the head are pools / 1x1 "conv-as-linear" layers that give a
-#: degenerate 1-cell map, so the last conv block's ReLU is used instead.
-TARGET_LAYERS: dict[str, str] = {
-    "lenet5": "features.4",
-    "small_cnn": "features.2.5",
-    "resnet18": "layer4",
-    "resnet50": "layer4",
-    "densenet121": "features.norm5",
-    "efficientnet_b0": "bn2",
-    "vgg16": "features.29",
-    "alexnet": "features.11",
-    "googlenet": "inception5b",
-}
-
-
-def _get_submodule(model: nn.Module, dotted: str) -> nn.Module | None:
-    try:
-        return model.get_submodule(dotted)
-    except AttributeError:
-        return None
-
 
 def find_target_layer(model: nn.Module, arch: str | None = None) -> nn.Module:
-    """The layer whose activations the CAM weighs: the registry's choice for ``arch``, else the last conv.
+    """The layer whose activations the CAM weighs: ``arch``'s record's CAM layer, else the last conv.
 
     Falls back to the last ``Conv2d`` for models outside the registry (or when the named module is missing,
     e.g. a modified architecture), which is the textbook choice.
     """
-    if arch is not None and arch in TARGET_LAYERS:
-        layer = _get_submodule(model, TARGET_LAYERS[arch])
-        if layer is not None:
-            return layer
+    if arch is not None and arch in available_models():
+        try:
+            return get_architecture(arch).cam_target_layer(model)
+        except ModelError:
+            pass
     last = None
     for module in model.modules():
         if isinstance(module, nn.Conv2d):

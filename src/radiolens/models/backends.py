@@ -100,7 +100,7 @@ class TorchBackend(_Common):
         from radiolens.models.embedding import EmbeddingTap
 
         if getattr(self, "_tap", None) is None:
-            self._tap = EmbeddingTap(self.model, self.info.num_outputs)
+            self._tap = EmbeddingTap(self.model, self.info.num_outputs, self.info.arch)
         logits, emb = self._tap(torch.from_numpy(self._check(batch, self.info)))
         return logits.float().numpy(), emb.numpy()
 

@@ -1,8 +1,8 @@
 """The model's own feature embedding (the input of its final classifier layer), for every registry model.
 
 Monitoring needs it twice: the out-of-distribution score of the input gate and the embedding-level drift
-test. Reading it from the layer that feeds the logits works for timm, torchvision and the custom nets alike,
-so no architecture needs its own code.
+test. It is read from the layer that feeds the logits: the architecture record's ``classifier`` when the
+architecture is known, else the last linear layer of the logits' width, so no architecture needs its own code.
 
 The tap is a permanent forward pre-hook that stores the captured tensor in thread-local storage: the service
 runs forward passes on one shared model from several worker threads, and a hook registered per call would
@@ -17,10 +17,19 @@ import torch
 from torch import nn
 
 from radiolens.errors import ModelError
+from radiolens.models.registry import available_models, get_architecture
 
 
-def classifier_layer(model: nn.Module, num_outputs: int) -> nn.Linear:
-    """The last ``nn.Linear`` with ``num_outputs`` outputs: the layer that produces the logits."""
+def classifier_layer(model: nn.Module, num_outputs: int, arch: str | None = None) -> nn.Linear:
+    """The layer that produces the logits: ``arch``'s record's classifier, else the last ``nn.Linear`` with
+    ``num_outputs`` outputs (models outside the registry, or a record that does not fit a modified model)."""
+    if arch is not None and arch in available_models():
+        try:
+            layer = get_architecture(arch).classifier_layer(model)
+        except ModelError:
+            layer = None
+        if layer is not None and layer.out_features == num_outputs:
+            return layer
     found = [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_outputs]
     if not found:
         raise ModelError(f"no final linear layer with {num_outputs} outputs: cannot read the model's embedding")
@@ -30,9 +39,9 @@ def classifier_layer(model: nn.Module, num_outputs: int) -> nn.Linear:
 class EmbeddingTap:
     """``tap(x) -> (logits, embedding)`` in one forward pass; the hook stays on the model until ``close``."""
 
-    def __init__(self, model: nn.Module, num_outputs: int):
+    def __init__(self, model: nn.Module, num_outputs: int, arch: str | None = None):
         self.model = model
-        self.layer = classifier_layer(model, num_outputs)
+        self.layer = classifier_layer(model, num_outputs, arch)
         self.dim = int(self.layer.in_features)
         self._local = threading.local()
         self._handle = self.layer.register_forward_pre_hook(self._capture)

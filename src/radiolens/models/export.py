@@ -6,7 +6,7 @@ differently is worse than one that fails to export. The BundleInfo travels insid
 (``metadata_props``) so a deployment needs only that one file.
 
 Exporter choice (measured on every registry model, torch 2.14): the dynamo exporter
-(``torch.onnx.export(dynamo=True)``, needs ``onnxscript``) exports all nine registry architectures; the
+(``torch.onnx.export(dynamo=True)``, needs ``onnxscript``) exports all nine built-in architectures; the
 legacy TorchScript exporter fails on ``lenet5`` (adaptive pooling with a non-divisor output size). Dynamo
 is therefore the default; ``exporter="legacy"`` remains for graphs dynamo cannot capture.
 """
@@ -128,17 +128,18 @@ class LogitsAndEmbedding(torch.nn.Module):
     """The model as ``(logits, embedding)``: its classifier layer applied to what feeds it.
 
     Split (not hooked) so the exported graph has the embedding as a real output; valid because every registry
-    model ends in that linear layer, which ``export_onnx`` checks numerically before exporting.
+    model ends in that linear layer (its record's ``classifier``), which ``export_onnx`` checks numerically
+    before exporting.
     """
 
-    def __init__(self, model: torch.nn.Module, num_outputs: int):
+    def __init__(self, model: torch.nn.Module, num_outputs: int, arch: str | None = None):
         import copy
 
         from radiolens.models.embedding import classifier_layer
 
         super().__init__()
         self.body = copy.deepcopy(model).eval()
-        self.head = classifier_layer(self.body, num_outputs)
+        self.head = classifier_layer(self.body, num_outputs, arch)
         for module in self.body.modules():
             for name, child in module.named_children():
                 if child is self.head:
@@ -152,7 +153,7 @@ class LogitsAndEmbedding(torch.nn.Module):
 def _with_embedding(bundle: ModelBundle, example: torch.Tensor) -> torch.nn.Module | None:
     """The two-output wrapper when it reproduces the model's logits exactly; None otherwise."""
     try:
-        wrapped = LogitsAndEmbedding(bundle.model, bundle.info.num_outputs)
+        wrapped = LogitsAndEmbedding(bundle.model, bundle.info.num_outputs, bundle.info.arch)
         with torch.inference_mode():
             same = torch.allclose(wrapped(example)[0], bundle.model(example), rtol=1e-5, atol=1e-6)
     except (ModelError, RuntimeError):

@@ -142,7 +142,7 @@ def model_outputs(bundle: ModelBundle, tap: EmbeddingTap, images: Sequence[Radio
 def batched_outputs(bundle: ModelBundle, images: Iterable[RadioImage],
                     batch_size: int = 32) -> Iterator[tuple[list[RadioImage], np.ndarray, np.ndarray]]:
     """(images, probabilities, embeddings) one batch at a time, pulling images lazily from ``images``."""
-    tap = EmbeddingTap(bundle.model, bundle.info.num_outputs)
+    tap = EmbeddingTap(bundle.model, bundle.info.num_outputs, bundle.info.arch)
     try:
         it = iter(images)
         while batch := list(islice(it, batch_size)):

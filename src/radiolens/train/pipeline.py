@@ -26,7 +26,7 @@ from radiolens.data.splits import assign_splits, check_ready_for_training, fold_
 from radiolens.data.transforms import build_augmentation
 from radiolens.errors import ConfigError
 from radiolens.models.bundle import BundleInfo, ModelBundle
-from radiolens.models.registry import MODELS, create_model
+from radiolens.models.registry import create_model, get_architecture
 from radiolens.settings import data_dir
 from radiolens.train.config import TrainConfig
 from radiolens.train.losses import make_loss
@@ -106,7 +106,7 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
     manifest.save(out_dir / "manifest_used.csv")  # absolute paths: usable from anywhere
 
     arch = cfg.model.arch
-    size = cfg.model.input_size or MODELS[arch].default_input_size
+    size = cfg.model.input_size or get_architecture(arch).default_input_size
     # the model first: a weights problem (offline 'imagenet', a missing file) fails before decoding starts;
     # nothing below draws random numbers before training, so the seeded initial weights are unchanged
     L.seed_everything(cfg.seed, workers=True, verbose=False)
