@@ -70,5 +70,5 @@ def test_no_module_imports_a_higher_or_sibling_layer():
 
 
 def test_the_check_sees_a_violation(tmp_path):
-    tree = ast.parse("def f():\n    from radiolens.serve.app import create_app\n")
+    tree = ast.parse("def f():\n    from radiolens.serve.http.app import create_app\n")
     assert _imported(tree) == [(2, "serve")] and LAYERS["serve"] > LAYERS["io"]

@@ -11,7 +11,7 @@ import pytest
 from tests.serve.conftest import dataset_without_pixels
 
 import radiolens.errors
-from radiolens.serve.error_actions import ACTIONS, action_for
+from radiolens.serve.http.error_actions import ACTIONS, action_for
 
 CLI_FLAG = re.compile(r"(^|\s)--[a-z]")
 
@@ -105,7 +105,8 @@ def _codes(module) -> set[str]:
 
 def test_every_input_error_code_has_its_own_action():
     """A new error type without an entry would fall back to a generic action: fail here instead."""
-    from radiolens.serve import audit, auth, service
+    from radiolens.serve import service
+    from radiolens.serve.store import audit, auth
 
     # inputs of CLI commands only (manifests, `monitor baseline`), never an HTTP answer
     cli_only = {radiolens.errors.ManifestError.code, radiolens.errors.DataLeakageError.code,

@@ -15,7 +15,7 @@ import time
 
 import anyio
 
-from radiolens.serve.error_actions import error_body
+from radiolens.serve.http.error_actions import error_body
 from radiolens.serve.metrics import ServiceMetrics
 
 log = logging.getLogger("radiolens.serve")

@@ -6,11 +6,11 @@ import threading
 
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 
-from radiolens.serve.auth import Principal, Role
-from radiolens.serve.deps import current_principal, get_service, require
+from radiolens.serve.http.deps import current_principal, get_service, require
+from radiolens.serve.http.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
 from radiolens.serve.params import PredictionId
-from radiolens.serve.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
 from radiolens.serve.service import Service
+from radiolens.serve.store.auth import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 

@@ -30,9 +30,9 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from radiolens.errors import InputError, RadiolensError
-from radiolens.serve.db import WRITE_LOCK
 from radiolens.serve.params import ascii_id, parse_time
-from radiolens.serve.tables import AuditEntry, AuditHead, Feedback, Prediction
+from radiolens.serve.store.db import WRITE_LOCK
+from radiolens.serve.store.tables import AuditEntry, AuditHead, Feedback, Prediction
 
 GENESIS = "0" * 64
 _PG_LOCK_KEY = 7_260_511_001  # pg_advisory_xact_lock key reserved for audit appends
