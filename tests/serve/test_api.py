@@ -11,7 +11,7 @@ import pytest
 from tests.serve.conftest import SECRET, START_ROWS, dataset_without_pixels, decode_png
 
 from radiolens.errors import InputError
-from radiolens.serve.hooks import PredictionHooks
+from radiolens.serve.runtime.hooks import PredictionHooks
 
 
 def _upload(client, keys, data: bytes, name="upload.dcm", ctype="application/dicom", **params):

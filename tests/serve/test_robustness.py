@@ -12,7 +12,7 @@ import httpx
 import pytest
 from tests.serve.conftest import PHI, START_ROWS
 
-from radiolens.serve.hooks import PredictionHooks
+from radiolens.serve.runtime.hooks import PredictionHooks
 from radiolens.serve.store import audit
 
 

@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
             if path is not None and not path.is_file():
                 raise ConfigError(f"{opt}: file not found: {path.name}")
         from radiolens.serve.config import secret_fingerprint
-        from radiolens.serve.metrics import MultiprocessMetrics
+        from radiolens.serve.runtime.metrics import MultiprocessMetrics
         from radiolens.serve.store.db import make_engine, session_factory, upgrade
 
         # --workers > 1: one shared Prometheus folder for this run, set in the environment before uvicorn starts
@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                                  insecure_demo_secret=insecure_demo_secret)
         if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
             from radiolens.models.bundle import ModelBundle
-            from radiolens.serve.service import onnx_backend
+            from radiolens.serve.runtime.service import onnx_backend
 
             onnx_backend(settings, ModelBundle.load(model))
         # fail early, before uvicorn starts, when it is missing, short, a published demo value or in a file others
@@ -187,7 +187,7 @@ def register(app: typer.Typer) -> None:
         upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
         # Also once, here: a secret other than the database's is refused before uvicorn starts (one line, exit 2),
         # and an accepted rotation is done and audited by this process only; workers then find it unchanged.
-        from radiolens.serve.service import check_deid_secret
+        from radiolens.serve.runtime.service import check_deid_secret
 
         engine = make_engine(settings.resolved_db_url())
         try:

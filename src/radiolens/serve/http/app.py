@@ -18,7 +18,6 @@ from starlette.formparsers import MultiPartParser
 from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, NotFoundError, RadiolensError, UnreadableImageError
 from radiolens.serve.config import ServeSettings
-from radiolens.serve.hooks import PredictionHooks
 from radiolens.serve.http.error_actions import error_body
 from radiolens.serve.http.middleware import (
     LimitsMiddleware,
@@ -29,8 +28,9 @@ from radiolens.serve.http.middleware import (
 from radiolens.serve.http.routers import admin, health, monitoring, predictions
 from radiolens.serve.http.schemas import ADVISORY
 from radiolens.serve.http.security import SecurityHeadersMiddleware
-from radiolens.serve.pool import InferencePool
-from radiolens.serve.service import NotFound, Service
+from radiolens.serve.runtime.hooks import PredictionHooks
+from radiolens.serve.runtime.pool import InferencePool
+from radiolens.serve.runtime.service import NotFound, Service
 from radiolens.serve.store.audit import IntegrityCheckFailed
 from radiolens.serve.store.auth import LastAdminError
 

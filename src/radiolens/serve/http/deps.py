@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from radiolens.serve.service import Service
+from radiolens.serve.runtime.service import Service
 from radiolens.serve.store import audit
 from radiolens.serve.store.auth import AuthFailure, Principal, Role, check_key
 

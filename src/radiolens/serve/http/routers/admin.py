@@ -13,7 +13,7 @@ from radiolens import __version__
 from radiolens.serve.http.deps import current_principal, get_service, require
 from radiolens.serve.http.schemas import AuditVerifyOut, ErrorResponse, KeyIn, KeyOut, WhoAmI
 from radiolens.serve.params import HEAD_PATTERN, IsoDateTime, KeyRef
-from radiolens.serve.service import Service
+from radiolens.serve.runtime.service import Service
 from radiolens.serve.store import audit
 from radiolens.serve.store.auth import (
     Principal,

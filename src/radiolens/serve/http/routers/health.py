@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from radiolens.serve.http.deps import get_service, require
 from radiolens.serve.http.schemas import Health
-from radiolens.serve.service import Service
+from radiolens.serve.runtime.service import Service
 from radiolens.serve.store.auth import Principal, Role
 
 router = APIRouter(tags=["health"])

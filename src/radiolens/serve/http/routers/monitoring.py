@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query
 
 from radiolens.serve.http.deps import get_service, require
 from radiolens.serve.http.schemas import ErrorResponse, MonitoringOut
-from radiolens.serve.service import Service
+from radiolens.serve.runtime.service import Service
 from radiolens.serve.store.auth import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
