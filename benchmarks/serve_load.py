@@ -187,8 +187,8 @@ def main() -> None:
     from typer.testing import CliRunner
 
     from radiolens.cli import app as cli_app
-    from radiolens.serve import audit
-    from radiolens.serve.db import make_engine
+    from radiolens.serve.store import audit
+    from radiolens.serve.store.db import make_engine
 
     with tempfile.TemporaryDirectory(prefix="radiolens-bench-") as tmp:
         tmp = Path(tmp)

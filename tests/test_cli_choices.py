@@ -38,9 +38,9 @@ def test_cli_value_sets_equal_the_library_ones():
     from radiolens.models.backends import BackendKind
     from radiolens.models.export import Exporter
     from radiolens.models.quantize import CalibrationMethod
-    from radiolens.serve.auth import Role
     from radiolens.serve.config import ServeSettings
-    from radiolens.serve.schemas import KeyIn
+    from radiolens.serve.http.schemas import KeyIn
+    from radiolens.serve.store.auth import Role
     from radiolens.train.config import OptimConfig
 
     def args(annotation) -> tuple:

@@ -70,5 +70,78 @@ def test_no_module_imports_a_higher_or_sibling_layer():
 
 
 def test_the_check_sees_a_violation(tmp_path):
-    tree = ast.parse("def f():\n    from radiolens.serve.app import create_app\n")
+    tree = ast.parse("def f():\n    from radiolens.serve.http.app import create_app\n")
     assert _imported(tree) == [(2, "serve")] and LAYERS["serve"] > LAYERS["io"]
+
+
+#: Inside ``serve``, the same rule one level down. ``config`` (the settings) and ``params`` (bounded ids and
+#: times, used by the store, the service and the routers alike) sit below the three sub-packages.
+SERVE_LAYERS = {
+    "config": 0, "params": 0,
+    "store": 1,  # database, tables, migrations, audit chain, API keys, state folder
+    "runtime": 2,  # the service's life cycle, ingest, inference, hooks, pool, metrics, monitoring
+    "http": 3,  # app, routers, schemas, middleware, viewer, server
+}
+SERVE = ROOT / "serve"
+
+
+def _serve_part(path: Path) -> str:
+    return path.relative_to(SERVE).parts[0].removesuffix(".py")
+
+
+def _serve_imported(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, part of ``serve``) for every import of ``radiolens.serve.<part>``, lazy ones included."""
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "radiolens.serve":
+                out += [(node.lineno, a.name) for a in node.names]
+            elif node.module.startswith("radiolens.serve."):
+                out.append((node.lineno, node.module.split(".")[2]))
+        elif isinstance(node, ast.Import):
+            out += [(node.lineno, a.name.split(".")[2]) for a in node.names if a.name.startswith("radiolens.serve.")]
+    return out
+
+
+def _serve_violations(part: str, tree: ast.AST) -> list[tuple[int, str]]:
+    return [(line, name) for line, name in _serve_imported(tree)
+            if name != part and (name not in SERVE_LAYERS or SERVE_LAYERS[name] >= SERVE_LAYERS[part])]
+
+
+def test_every_serve_module_is_in_the_serve_table():
+    parts = {_serve_part(p) for p in SERVE.rglob("*.py")} - {"__init__"}
+    assert parts <= set(SERVE_LAYERS), f"add to SERVE_LAYERS: {sorted(parts - set(SERVE_LAYERS))}"
+
+
+def test_store_runtime_http_import_only_downwards():
+    """``store`` imports neither ``runtime`` nor ``http``; ``runtime`` does not import ``http``."""
+    bad = []
+    for path in sorted(SERVE.rglob("*.py")):
+        if path == SERVE / "__init__.py":
+            continue  # the package's front door, checked below
+        part = _serve_part(path)
+        for line, name in _serve_violations(part, ast.parse(path.read_text(encoding="utf-8"))):
+            bad.append(f"serve/{path.relative_to(SERVE)}:{line} {part} (level {SERVE_LAYERS[part]}) imports "
+                       f"serve.{name} (level {SERVE_LAYERS.get(name, '?')})")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_serve_check_sees_a_violation():
+    tree = ast.parse("def f():\n    from radiolens.serve.http.app import create_app\n"
+                     "from radiolens.serve import service\nimport radiolens.serve.store.db\n")
+    assert _serve_imported(tree) == [(3, "service"), (4, "store"), (2, "http")]
+    assert _serve_violations("store", tree) == [(3, "service"), (2, "http")]
+    assert _serve_violations("runtime", tree) == [(3, "service"), (2, "http")]  # "service" is no part name
+    assert _serve_violations("http", tree) == [(3, "service")]
+
+
+def test_serve_init_modules_stay_minimal():
+    """``import radiolens.serve`` (or one sub-package) loads the settings and nothing else: the CLI's db/users/audit
+    commands import ``serve.store`` without FastAPI, torch or a model."""
+    init = ast.parse((SERVE / "__init__.py").read_text(encoding="utf-8"))
+    assert [n.module for n in init.body if isinstance(n, (ast.Import, ast.ImportFrom))] == ["radiolens.serve.config"]
+    assert {name for _, name in _serve_imported(init)} == {"config", "http"}  # create_app: a lazy import
+    assert {type(n) for n in init.body} <= {ast.Expr, ast.ImportFrom, ast.Assign, ast.FunctionDef}
+    for sub in ("store", "runtime", "http"):
+        body = ast.parse((SERVE / sub / "__init__.py").read_text(encoding="utf-8")).body
+        assert len(body) == 1 and isinstance(body[0], ast.Expr), f"serve/{sub}/__init__.py holds a docstring only"

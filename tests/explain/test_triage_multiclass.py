@@ -91,7 +91,7 @@ def test_triage_fit_cli_on_a_real_three_class_model(three_class_model, kermany_3
     # Batch scoring and the service apply the stored rule to predicted-normal cases.
     from radiolens.models.backends import load_backend
     from radiolens.predict import PredictConfig, Scorer
-    from radiolens.serve.inference import Predictor
+    from radiolens.serve.runtime.inference import Predictor
 
     scorer = Scorer(load_backend(model), PredictConfig(workers=0, progress=False))
     predictor = Predictor(bundle, "gradcam", 0.1, 0)

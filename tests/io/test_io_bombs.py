@@ -30,7 +30,7 @@ _PROBE = r"""
 import json, resource, sys
 from pathlib import Path
 from radiolens.io import read_image
-from radiolens.serve.ingest import Ingestor
+from radiolens.serve.runtime.ingest import Ingestor
 
 path, warm, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
 ingestor = Ingestor("probe-deid-secret-0123456789abcdef")

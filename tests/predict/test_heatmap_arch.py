@@ -14,7 +14,7 @@ from radiolens.models.bundle import BundleInfo, ModelBundle
 from radiolens.models.registry import create_model
 from radiolens.predict import PredictConfig, Scorer, discover
 from radiolens.predict.heatmaps import heatmap_array
-from radiolens.serve.inference import Predictor
+from radiolens.serve.runtime.inference import Predictor
 
 SIZE = 128  # 4x4 cells in vgg16's last block: enough spatial detail, seconds of CPU
 

@@ -21,7 +21,7 @@ from radiolens.models.registry import create_model
 from radiolens.predict import PredictConfig, Scorer, discover
 from radiolens.predict.results import ResultsMismatchError
 from radiolens.predict.sources import load_preprocessed
-from radiolens.serve.inference import Predictor
+from radiolens.serve.runtime.inference import Predictor
 
 CFG = {"workers": 0, "progress": False}
 

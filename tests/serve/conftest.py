@@ -136,7 +136,7 @@ class Keys:
 def make_keys(app) -> Keys:
     from sqlalchemy.orm import Session
 
-    from radiolens.serve.auth import create_key
+    from radiolens.serve.store.auth import create_key
 
     out = {}
     with Session(app.state.service.engine) as s, s.begin():
@@ -211,7 +211,7 @@ class LiveServer:
     def __init__(self, app):
         import uvicorn
 
-        from radiolens.serve.server import HeaderTimeoutH11Protocol
+        from radiolens.serve.http.server import HeaderTimeoutH11Protocol
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"

@@ -13,8 +13,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.routing import Mount, Route
 
-from radiolens.serve import audit
-from radiolens.serve.auth import create_key
+from radiolens.serve.store import audit
+from radiolens.serve.store.auth import create_key
 
 #: Routes that need no key (liveness, readiness, the viewer shell and the API schema): nothing to audit.
 ANONYMOUS = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/"), ("GET", "/viewer/"), ("GET", "/openapi.json"),

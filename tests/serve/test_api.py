@@ -11,7 +11,7 @@ import pytest
 from tests.serve.conftest import SECRET, START_ROWS, dataset_without_pixels, decode_png
 
 from radiolens.errors import InputError
-from radiolens.serve.hooks import PredictionHooks
+from radiolens.serve.runtime.hooks import PredictionHooks
 
 
 def _upload(client, keys, data: bytes, name="upload.dcm", ctype="application/dicom", **params):
@@ -230,7 +230,7 @@ def test_timeout_504_over_http(live, kermany_samples):
 
 
 def test_concurrent_requests_over_http(live, kermany_samples, siim_dicom):
-    from radiolens.serve import audit
+    from radiolens.serve.store import audit
 
     uploads = [p.read_bytes() for p, _ in kermany_samples] + [siim_dicom.read_bytes()] * 4
     # all 8 admitted at once (the default bound of 6 would answer two with 503: tests/serve/test_uploads.py)
@@ -273,7 +273,7 @@ def test_burned_in_annotation_refused(client, siim_dicom):
     ds.save_as(buf)
     r = _upload(client, client.keys, buf.getvalue())
     assert r.status_code == 422 and r.json()["error"]["code"] == "burned_in_annotation"
-    from radiolens.serve import audit
+    from radiolens.serve.store import audit
 
     assert audit.verify(client.app_.state.service.engine).rows == START_ROWS  # refused uploads leave no row
 

@@ -11,7 +11,7 @@ from tests.serve.conftest import START_ROWS
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
-from radiolens.serve import audit
+from radiolens.serve.store import audit
 
 
 def _populate(client, kermany_samples, n=3):
@@ -200,7 +200,7 @@ def test_two_sqlite_engines_do_not_fork_the_chain(client):
     """Two engines stand in for two worker processes: BEGIN IMMEDIATE serialises their appends."""
     from sqlalchemy.orm import sessionmaker
 
-    from radiolens.serve.db import WRITE_LOCK, make_engine
+    from radiolens.serve.store.db import WRITE_LOCK, make_engine
 
     url = client.app_.state.service.db_url
     engines = [make_engine(url), make_engine(url)]
@@ -228,7 +228,7 @@ def test_two_sqlite_engines_do_not_fork_the_chain(client):
 
 # ---------------------------------------------------------------------- integrity guards (migration 0003)
 def test_fresh_database_has_a_genesis_head(tmp_path):
-    from radiolens.serve.db import make_engine, upgrade
+    from radiolens.serve.store.db import make_engine, upgrade
 
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     upgrade(url)  # migrated only: the service has not started (it would register the secret's fingerprint)
@@ -345,8 +345,8 @@ def test_upgrade_from_0002_keeps_existing_chain(tmp_path):
     from alembic import command
     from sqlalchemy.orm import sessionmaker
 
-    from radiolens.serve.db import alembic_config, head_revision, make_engine, upgrade
-    from radiolens.serve.tables import AuditEntry, AuditHead
+    from radiolens.serve.store.db import alembic_config, head_revision, make_engine, upgrade
+    from radiolens.serve.store.tables import AuditEntry, AuditHead
 
     for n_rows in (0, 3):
         url = f"sqlite:///{tmp_path / f'old{n_rows}.db'}"

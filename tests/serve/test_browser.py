@@ -109,7 +109,7 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from radiolens.serve.tables import Feedback
+    from radiolens.serve.store.tables import Feedback
 
     with Session(srv.server.config.app.state.service.engine) as s:
         fb = s.scalars(select(Feedback)).all()

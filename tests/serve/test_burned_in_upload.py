@@ -36,7 +36,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_possibly_burned_in_uploads_are_refused(client, siim_original, case, tmp_path):
-    from radiolens.serve import audit
+    from radiolens.serve.store import audit
 
     data = _variant(siim_original, **CASES[case])
     artefacts = client.app_.state.service.artefact_dir

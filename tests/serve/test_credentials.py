@@ -18,10 +18,10 @@ from tests.serve.conftest import SECRET, free_port, wait_until_ready
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
-from radiolens.serve import audit
-from radiolens.serve import auth as auth_mod
-from radiolens.serve.auth import LastAdminError, create_key, revoke_key_audited
-from radiolens.serve.db import WRITE_LOCK, make_engine, session_factory, upgrade
+from radiolens.serve.store import audit
+from radiolens.serve.store import auth as auth_mod
+from radiolens.serve.store.auth import LastAdminError, create_key, revoke_key_audited
+from radiolens.serve.store.db import WRITE_LOCK, make_engine, session_factory, upgrade
 
 
 def _cli_key(state, role: str, *extra: str) -> str:
@@ -72,7 +72,7 @@ def test_redaction_filter_keeps_uvicorn_access_format():
 
     from uvicorn.logging import AccessFormatter
 
-    from radiolens.serve.middleware import RedactingFilter
+    from radiolens.serve.http.middleware import RedactingFilter
 
     rec = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
                             ("127.0.0.1:5", "GET", "/v1/me?api_key=rlk_0a1b2c3d4e5f6a7b_S3cr3t-value_x", "1.1", 401),

@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
 from radiolens.errors import ConfigError
-from radiolens.serve import audit
-from radiolens.serve import service as service_mod
 from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, SETTINGS_ENV, secret_fingerprint
-from radiolens.serve.db import make_engine, session_factory, upgrade
-from radiolens.serve.service import DEID_REGISTERED, DEID_ROTATED, Service, check_deid_secret
-from radiolens.serve.tables import Base, ServiceState
+from radiolens.serve.runtime import service as service_mod
+from radiolens.serve.runtime.service import DEID_REGISTERED, DEID_ROTATED, Service, check_deid_secret
+from radiolens.serve.store import audit
+from radiolens.serve.store.db import make_engine, session_factory, upgrade
+from radiolens.serve.store.tables import Base, ServiceState
 
 OTHER = "a-different-deid-secret-4417-planted"
 FP, FP_OTHER = secret_fingerprint(SECRET), secret_fingerprint(OTHER)

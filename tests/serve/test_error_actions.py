@@ -11,7 +11,7 @@ import pytest
 from tests.serve.conftest import dataset_without_pixels
 
 import radiolens.errors
-from radiolens.serve.error_actions import ACTIONS, action_for
+from radiolens.serve.http.error_actions import ACTIONS, action_for
 
 CLI_FLAG = re.compile(r"(^|\s)--[a-z]")
 
@@ -85,7 +85,7 @@ def test_server_faults_are_actionable_without_internals(app_factory, siim_dicom)
     from fastapi.testclient import TestClient
 
     from radiolens.errors import ModelError
-    from radiolens.serve.hooks import PredictionHooks
+    from radiolens.serve.runtime.hooks import PredictionHooks
 
     def broken(ctx):
         raise ModelError("/secret/path/model.pt: layer conv1 shape mismatch")
@@ -105,7 +105,8 @@ def _codes(module) -> set[str]:
 
 def test_every_input_error_code_has_its_own_action():
     """A new error type without an entry would fall back to a generic action: fail here instead."""
-    from radiolens.serve import audit, auth, service
+    from radiolens.serve.runtime import service
+    from radiolens.serve.store import audit, auth
 
     # inputs of CLI commands only (manifests, `monitor baseline`), never an HTTP answer
     cli_only = {radiolens.errors.ManifestError.code, radiolens.errors.DataLeakageError.code,

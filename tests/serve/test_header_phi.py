@@ -141,7 +141,7 @@ def test_header_free_text_never_stored_logged_or_audited(live, monitored_bundle,
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from radiolens.serve.tables import MonitoringRecord
+    from radiolens.serve.store.tables import MonitoringRecord
 
     with Session(service.engine) as s:
         headers = [json.loads(r.record_json)["header"] for r in s.scalars(select(MonitoringRecord))]

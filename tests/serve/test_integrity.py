@@ -19,8 +19,8 @@ from tests.serve.test_audit import _tamper
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
-from radiolens.serve import audit
-from radiolens.serve.tables import AuditEntry
+from radiolens.serve.store import audit
+from radiolens.serve.store.tables import AuditEntry
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -11,7 +11,7 @@ import torch
 from radiolens.io.image import ImageMeta, RadioImage
 from radiolens.models.bundle import BundleInfo, ModelBundle
 from radiolens.models.registry import create_model
-from radiolens.serve.inference import Predictor
+from radiolens.serve.runtime.inference import Predictor
 
 
 def _image(seed: int = 0) -> RadioImage:

@@ -23,7 +23,7 @@ from tests.serve.conftest import SECRET, free_port
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
-from radiolens.serve.metrics import MULTIPROC_ENV, MultiprocessMetrics
+from radiolens.serve.runtime.metrics import MULTIPROC_ENV, MultiprocessMetrics
 
 PRED = "radiolens_predictions_total"
 
@@ -230,8 +230,8 @@ _WORKERS = textwrap.dedent("""
     from radiolens.models.bundle import ModelBundle
     from radiolens.monitor import MonitorConfig
     from radiolens.monitor.drift import SignalResult, WindowReport
-    from radiolens.serve.metrics import ServiceMetrics
-    from radiolens.serve.monitoring import ServiceMonitor
+    from radiolens.serve.runtime.metrics import ServiceMetrics
+    from radiolens.serve.runtime.monitoring import ServiceMonitor
 
     bundle = ModelBundle.load(sys.argv[1])
 

@@ -6,9 +6,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from radiolens.serve.audit import GENESIS, GUARD_TRIGGERS
-from radiolens.serve.db import head_revision, make_engine, upgrade
-from radiolens.serve.tables import Base
+from radiolens.serve.store.audit import GENESIS, GUARD_TRIGGERS
+from radiolens.serve.store.db import head_revision, make_engine, upgrade
+from radiolens.serve.store.tables import Base
 
 
 def test_migrations_match_orm_and_enable_wal(tmp_path):
@@ -43,10 +43,10 @@ def test_upgrade_0004_to_0005_keeps_keys_and_checks_older_predictions(any_db):
     from sqlalchemy import inspect, text
     from sqlalchemy.orm import Session, sessionmaker
 
-    from radiolens.serve import audit
-    from radiolens.serve.auth import authenticate
-    from radiolens.serve.db import alembic_config
-    from radiolens.serve.tables import Prediction
+    from radiolens.serve.store import audit
+    from radiolens.serve.store.auth import authenticate
+    from radiolens.serve.store.db import alembic_config
+    from radiolens.serve.store.tables import Prediction
 
     engine = make_engine(any_db)
     cfg = alembic_config(any_db)

@@ -21,7 +21,7 @@ from radiolens.cli import app as cli_app
 from radiolens.io import read_image
 from radiolens.models.bundle import ModelBundle
 from radiolens.monitor import MonitorConfig, build_profile, register
-from radiolens.serve.tables import AuditEntry, MonitoringRecord
+from radiolens.serve.store.tables import AuditEntry, MonitoringRecord
 
 pytestmark = pytest.mark.realdata
 

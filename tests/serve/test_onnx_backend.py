@@ -22,7 +22,7 @@ from radiolens.models.bundle import ModelBundle
 from radiolens.models.export import export_onnx
 from radiolens.models.quantize import quantize_onnx
 from radiolens.monitor import build_profile, register
-from radiolens.serve.tables import AuditEntry
+from radiolens.serve.store.tables import AuditEntry
 
 pytestmark = pytest.mark.realdata
 

@@ -22,8 +22,8 @@ from tests.serve.test_audit import (
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
-from radiolens.serve import audit
-from radiolens.serve.db import head_revision, make_engine
+from radiolens.serve.store import audit
+from radiolens.serve.store.db import head_revision, make_engine
 
 pytestmark = pytest.mark.postgres
 
@@ -38,7 +38,7 @@ def test_migrations_and_cli_on_postgres(pg_url):
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from radiolens.serve.tables import Base
+    from radiolens.serve.store.tables import Base
 
     engine = make_engine(pg_url)
     with engine.connect() as conn:

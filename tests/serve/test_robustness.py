@@ -12,8 +12,8 @@ import httpx
 import pytest
 from tests.serve.conftest import PHI, START_ROWS
 
-from radiolens.serve import audit
-from radiolens.serve.hooks import PredictionHooks
+from radiolens.serve.runtime.hooks import PredictionHooks
+from radiolens.serve.store import audit
 
 
 class Concurrency:
@@ -80,7 +80,7 @@ def test_pool_stays_bounded_after_timeouts(live, kermany_samples):
 def test_shutdown_waits_for_a_timed_out_job(live, kermany_samples):
     """The client got a 504, the job is still running when the server is told to stop: the lifespan drain
     waits for it to stop (abandoned: nothing stored) before the process would exit."""
-    from radiolens.serve.db import make_engine
+    from radiolens.serve.store.db import make_engine
 
     gate = Concurrency()
     srv, keys = live(PredictionHooks(input_gates=[gate]), request_timeout_s=0.5)
@@ -135,7 +135,7 @@ def test_unexpected_error_is_500_json_and_logs_no_phi(live, kermany_samples, cap
     finally:
         for lg in watched:
             lg.removeHandler(collect)
-    from radiolens.serve.error_actions import ACTIONS
+    from radiolens.serve.http.error_actions import ACTIONS
 
     assert r.status_code == 500 and r.json() == {"error": {"code": "internal_error", "message": "internal server error",
                                                            "action": ACTIONS["internal_error"]}}

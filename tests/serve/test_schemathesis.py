@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from radiolens.serve.auth import create_key
-from radiolens.serve.tables import ApiKey
+from radiolens.serve.store.auth import create_key
+from radiolens.serve.store.tables import ApiKey
 
 # Operations by the role that may call them (path regex -> role).
 _ROLE_OF = {r"^/v1/(predictions|models|me)": "clinician", r"^/v1/(audit|monitoring|service)|^/metrics": "auditor",
@@ -35,7 +35,7 @@ headers = {{ Authorization = "Bearer {key}" }}
 def _keys_out_of_reach(app) -> dict[str, str]:
     """Keys whose user ids are far from the small ids the fuzzer tries on ``DELETE /v1/keys/{id}`` (it would
     otherwise revoke the keys it is testing with, and every later request would be a 401)."""
-    from radiolens.serve.audit import utcnow
+    from radiolens.serve.store.audit import utcnow
 
     with Session(app.state.service.engine) as s, s.begin():
         s.add(ApiKey(id=7 * 10**16, key_id="f" * 16, key_hash="x", role="clinician", label="placeholder",

@@ -14,7 +14,7 @@ from tests.serve.test_browser import (  # noqa: F401 - browser: the shared Chrom
     browser,
 )
 
-from radiolens.serve.security import HSTS_MAX_AGE_S
+from radiolens.serve.http.security import HSTS_MAX_AGE_S
 
 
 def _csp(headers) -> dict[str, list[str]]:

@@ -15,8 +15,8 @@ from tests.serve.conftest import SECRET, free_port, wait_until_ready
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
-from radiolens.serve import audit
-from radiolens.serve.db import make_engine
+from radiolens.serve.store import audit
+from radiolens.serve.store.db import make_engine
 
 
 def test_sigterm_loses_no_audit_row(bundle_path, tmp_path, kermany_samples, siim_dicom):

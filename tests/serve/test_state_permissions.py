@@ -84,7 +84,7 @@ def test_world_readable_state_of_an_earlier_run_is_tightened(live, phi_dicom_byt
 
 
 def test_state_owned_by_another_user_is_refused(tmp_path, monkeypatch):
-    from radiolens.serve.state import secure_state_dir
+    from radiolens.serve.store.state import secure_state_dir
 
     state = tmp_path / "state"
     state.mkdir()

@@ -15,7 +15,7 @@ from tests.serve.conftest import SECRET, free_port
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
-from radiolens.serve.security import HSTS_MAX_AGE_S
+from radiolens.serve.http.security import HSTS_MAX_AGE_S
 
 
 def _self_signed(tmp_path):

@@ -17,10 +17,10 @@ from tests.serve.conftest import START_ROWS
 from tests.serve.test_robustness import Concurrency, _post, _until
 from typer.testing import CliRunner
 
-from radiolens.serve import audit
-from radiolens.serve.hooks import PredictionHooks
-from radiolens.serve.middleware import UploadAdmission
-from radiolens.serve.server import HeaderTimeoutH11Protocol
+from radiolens.serve.http.middleware import UploadAdmission
+from radiolens.serve.http.server import HeaderTimeoutH11Protocol
+from radiolens.serve.runtime.hooks import PredictionHooks
+from radiolens.serve.store import audit
 
 
 def _admission(app) -> UploadAdmission:

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
-from radiolens.serve.db import head_revision
+from radiolens.serve.store.db import head_revision
 
 
 def test_users_lifecycle(tmp_path):
@@ -32,8 +32,8 @@ def test_users_lifecycle(tmp_path):
 
     from sqlalchemy.orm import Session
 
-    from radiolens.serve.auth import authenticate
-    from radiolens.serve.db import make_engine
+    from radiolens.serve.store.auth import authenticate
+    from radiolens.serve.store.db import make_engine
 
     engine = make_engine(f"sqlite:///{tmp_path / 'state' / 'radiolens.db'}")
     with Session(engine) as s:
@@ -125,7 +125,7 @@ def test_read_only_commands_refuse_a_missing_or_empty_postgres_store(pg_url):
         r = runner.invoke(cli_app, [*cmd, "--db-url", missing])
         _one_line_error(r, "cannot open the database")
         assert "no_such_database" not in r.output and "127.0.0.1" not in r.output  # never the URL
-    from radiolens.serve.db import make_engine
+    from radiolens.serve.store.db import make_engine
 
     engine = make_engine(pg_url)
     with engine.connect() as conn:

@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
         from radiolens._cli.serve import _engine
         from radiolens.models.bundle import ModelBundle
         from radiolens.monitor.drift import evaluate_window
-        from radiolens.serve.monitoring import alert_events, stored_observations
+        from radiolens.serve.runtime.monitoring import alert_events, stored_observations
 
         bundle = ModelBundle.load(model)
         profile = _profile_or_fail(bundle, model)
@@ -183,7 +183,7 @@ def register(app: typer.Typer) -> None:
         from radiolens.models.bundle import ModelBundle
         from radiolens.monitor.profile import MonitoringProfile
         from radiolens.monitor.report import build_report, write_report
-        from radiolens.serve.monitoring import alert_events, stored_observations
+        from radiolens.serve.runtime.monitoring import alert_events, stored_observations
 
         bundle = ModelBundle.load(model)
         profile = MonitoringProfile.from_bundle(bundle)

@@ -25,11 +25,11 @@ def _db_url(db_url: str | None, state_dir: Path) -> str:
 
 def _engine(db_url: str | None, state_dir: Path):
     """A migrated engine for a command that may create the store (``users create``)."""
-    from radiolens.serve.db import make_engine, upgrade
+    from radiolens.serve.store.db import make_engine, upgrade
 
     url = _db_url(db_url, state_dir)
     if not (db_url or os.environ.get("RADIOLENS_DB_URL")):  # the state folder's own SQLite database
-        from radiolens.serve.state import secure_state_dir
+        from radiolens.serve.store.state import secure_state_dir
 
         secure_state_dir(state_dir)
     engine = make_engine(url)
@@ -40,7 +40,7 @@ def _engine(db_url: str | None, state_dir: Path):
 def _existing(db_url: str | None, state_dir: Path, need_head: bool = False, writable: bool = False):
     """An engine on a store that already exists and is initialised; never creates one (read-only commands, and
     commands that change only what is there). Missing or uninitialised: one-line error, exit 2."""
-    from radiolens.serve.db import make_engine, open_existing
+    from radiolens.serve.store.db import make_engine, open_existing
 
     url = _db_url(db_url, state_dir)
     engine = open_existing(url, need_head=need_head or writable)
@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the inference API and web viewer (advisory only: never a diagnosis)."""
         options = {k: v for k, v in locals().items() if not k.startswith("_")}  # the options (not closures)
-        from radiolens.serve.state import private_umask
+        from radiolens.serve.store.state import private_umask
 
         # Everything this run creates (database, WAL, images, heatmaps, metrics files; workers inherit the umask)
         # is private to the service user; the state folder itself is created 0700 or tightened.
@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from radiolens.errors import ConfigError
-        from radiolens.serve import audit
+        from radiolens.serve.store import audit
 
         if (ssl_keyfile is None) != (ssl_certfile is None):
             raise ConfigError("--ssl-keyfile and --ssl-certfile go together (HTTPS needs both)")
@@ -155,8 +155,8 @@ def register(app: typer.Typer) -> None:
             if path is not None and not path.is_file():
                 raise ConfigError(f"{opt}: file not found: {path.name}")
         from radiolens.serve.config import secret_fingerprint
-        from radiolens.serve.db import make_engine, session_factory, upgrade
-        from radiolens.serve.metrics import MultiprocessMetrics
+        from radiolens.serve.runtime.metrics import MultiprocessMetrics
+        from radiolens.serve.store.db import make_engine, session_factory, upgrade
 
         # --workers > 1: one shared Prometheus folder for this run, set in the environment before uvicorn starts
         # the workers, so /metrics answers for all of them whichever worker takes the scrape.
@@ -171,14 +171,14 @@ def register(app: typer.Typer) -> None:
                                  insecure_demo_secret=insecure_demo_secret)
         if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
             from radiolens.models.bundle import ModelBundle
-            from radiolens.serve.service import onnx_backend
+            from radiolens.serve.runtime.service import onnx_backend
 
             onnx_backend(settings, ModelBundle.load(model))
         # fail early, before uvicorn starts, when it is missing, short, a published demo value or in a file others
         # can read
         secret = settings.resolved_secret()
         from radiolens.io.deid import PUBLIC_SECRETS
-        from radiolens.serve.state import secure_state_dir
+        from radiolens.serve.store.state import secure_state_dir
 
         if secret.strip().lower() in PUBLIC_SECRETS:
             typer.echo("warning: --insecure-demo-secret: serving with a published de-identification secret; never "
@@ -187,7 +187,7 @@ def register(app: typer.Typer) -> None:
         upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
         # Also once, here: a secret other than the database's is refused before uvicorn starts (one line, exit 2),
         # and an accepted rotation is done and audited by this process only; workers then find it unchanged.
-        from radiolens.serve.service import check_deid_secret
+        from radiolens.serve.runtime.service import check_deid_secret
 
         engine = make_engine(settings.resolved_db_url())
         try:
@@ -199,11 +199,11 @@ def register(app: typer.Typer) -> None:
         os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
         typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} ({outcome} for this database; "
                    "record it: a change means study refs no longer match earlier ones)", err=True)
-        from radiolens.serve.server import HEADER_TIMEOUT_ENV, HeaderTimeoutH11Protocol
+        from radiolens.serve.http.server import HEADER_TIMEOUT_ENV, HeaderTimeoutH11Protocol
 
         os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # read by the protocol in every worker
         with metrics_dir:
-            uvicorn.run("radiolens.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+            uvicorn.run("radiolens.serve.http.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                         log_level=log_level, timeout_graceful_shutdown=120, http=HeaderTimeoutH11Protocol,
                         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
                         ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
@@ -222,9 +222,9 @@ def register(app: typer.Typer) -> None:
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     ) -> None:
         """Create a key and print it ONCE (only its hash is stored)."""
-        from radiolens.serve import audit
-        from radiolens.serve.auth import create_key_audited, parse_expiry
-        from radiolens.serve.db import session_factory
+        from radiolens.serve.store import audit
+        from radiolens.serve.store.auth import create_key_audited, parse_expiry
+        from radiolens.serve.store.db import session_factory
 
         lifetime = parse_expiry(expires_in)  # before anything is created
         engine = _engine(db_url, state_dir)
@@ -248,7 +248,7 @@ def register(app: typer.Typer) -> None:
         """List keys (never the keys themselves)."""
         from sqlalchemy.orm import Session
 
-        from radiolens.serve.auth import key_status, list_keys
+        from radiolens.serve.store.auth import key_status, list_keys
 
         engine = _existing(db_url, state_dir, need_head=True)  # read-only: never creates a database
         try:
@@ -269,9 +269,9 @@ def register(app: typer.Typer) -> None:
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     ) -> None:
         """Revoke a key; requests using it get 401 from then on. The last active admin key is never revoked."""
-        from radiolens.serve import audit
-        from radiolens.serve.auth import revoke_key_audited
-        from radiolens.serve.db import session_factory
+        from radiolens.serve.store import audit
+        from radiolens.serve.store.auth import revoke_key_audited
+        from radiolens.serve.store.db import session_factory
 
         engine = _existing(db_url, state_dir, writable=True)  # nothing to revoke in a store that does not exist
         try:
@@ -297,7 +297,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Recompute the hash chain and check every stored result, feedback and artefact against it; exit 1 on
         any mismatch (a row edited or deleted, a result or file changed)."""
-        from radiolens.serve import audit
+        from radiolens.serve.store import audit
 
         expected = audit.parse_head(expect_head) if expect_head else None
         engine = _existing(db_url, state_dir)  # read-only: never creates a database
@@ -325,7 +325,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the verified chain head as SEQ:HASH, to record OUTSIDE the database (e.g. a daily ticket or
         write-once store); `audit verify --expect-head SEQ:HASH` later proves history was not rewound."""
-        from radiolens.serve import audit
+        from radiolens.serve.store import audit
 
         engine = _existing(db_url, state_dir)  # read-only: never creates a database
         try:
@@ -349,7 +349,7 @@ def register(app: typer.Typer) -> None:
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     ) -> None:
         """Export audit rows in a time range as JSON lines or CSV."""
-        from radiolens.serve import audit
+        from radiolens.serve.store import audit
 
         engine = _existing(db_url, state_dir)  # read-only: never creates a database
         try:
@@ -372,7 +372,7 @@ def register(app: typer.Typer) -> None:
         state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     ) -> None:
         """Apply the Alembic migrations shipped in the package (idempotent)."""
-        from radiolens.serve.db import upgrade
+        from radiolens.serve.store.db import upgrade
 
         rev = upgrade(_db_url(db_url, state_dir))
         typer.echo(f"database at revision {rev}")

@@ -9,6 +9,6 @@ __all__ = ["ServeSettings", "create_app"]
 
 
 def create_app(settings: ServeSettings, hooks=None):
-    from radiolens.serve.app import create_app as _create
+    from radiolens.serve.http.app import create_app as _create
 
     return _create(settings, hooks)

@@ -43,7 +43,7 @@ class ServeSettings(BaseModel):
     max_pending_uploads: int = Field(default=6, ge=1, le=1024)
     retry_after_s: int = Field(default=5, ge=1, le=3600)  # the Retry-After of that 503
     #: A connection must send a complete request head within this time (of connecting, or of its previous
-    #: response), else it is closed: slow or stalled clients cannot hold connections (serve/server.py).
+    #: response), else it is closed: slow or stalled clients cannot hold connections (serve/http/server.py).
     header_timeout_s: float = Field(default=10.0, gt=0, le=300)
     inference_workers: int = Field(default=2, ge=1, le=64)
     heatmaps: bool = True

@@ -22,17 +22,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radiolens.errors import ConfigError, InputError, NotFoundError
 from radiolens.models.bundle import ModelBundle
-from radiolens.serve import audit
 from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, ServeSettings
-from radiolens.serve.db import make_engine, session_factory, upgrade
-from radiolens.serve.hooks import PredictionContext, PredictionHooks
-from radiolens.serve.inference import Inference, Predictor, display_png, heatmap_png
-from radiolens.serve.ingest import Ingestor
-from radiolens.serve.metrics import ServiceMetrics
-from radiolens.serve.monitoring import SYSTEM_ROLE, SYSTEM_USER, ServiceMonitor
 from radiolens.serve.params import is_prediction_id
-from radiolens.serve.state import private_dir, secure_state_dir, write_private
-from radiolens.serve.tables import Feedback, Prediction, ServiceState
+from radiolens.serve.runtime.hooks import PredictionContext, PredictionHooks
+from radiolens.serve.runtime.inference import Inference, Predictor, display_png, heatmap_png
+from radiolens.serve.runtime.ingest import Ingestor
+from radiolens.serve.runtime.metrics import ServiceMetrics
+from radiolens.serve.runtime.monitoring import SYSTEM_ROLE, SYSTEM_USER, ServiceMonitor
+from radiolens.serve.store import audit
+from radiolens.serve.store.db import make_engine, session_factory, upgrade
+from radiolens.serve.store.state import private_dir, secure_state_dir, write_private
+from radiolens.serve.store.tables import Feedback, Prediction, ServiceState
 
 log = logging.getLogger("radiolens.serve")
 

@@ -17,17 +17,22 @@ from starlette.formparsers import MultiPartParser
 
 from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, NotFoundError, RadiolensError, UnreadableImageError
-from radiolens.serve.audit import IntegrityCheckFailed
-from radiolens.serve.auth import LastAdminError
 from radiolens.serve.config import ServeSettings
-from radiolens.serve.error_actions import error_body
-from radiolens.serve.hooks import PredictionHooks
-from radiolens.serve.middleware import LimitsMiddleware, SafeErrorsMiddleware, UploadAdmission, install_log_redaction
-from radiolens.serve.pool import InferencePool
-from radiolens.serve.routers import admin, health, monitoring, predictions
-from radiolens.serve.schemas import ADVISORY
-from radiolens.serve.security import SecurityHeadersMiddleware
-from radiolens.serve.service import NotFound, Service
+from radiolens.serve.http.error_actions import error_body
+from radiolens.serve.http.middleware import (
+    LimitsMiddleware,
+    SafeErrorsMiddleware,
+    UploadAdmission,
+    install_log_redaction,
+)
+from radiolens.serve.http.routers import admin, health, monitoring, predictions
+from radiolens.serve.http.schemas import ADVISORY
+from radiolens.serve.http.security import SecurityHeadersMiddleware
+from radiolens.serve.runtime.hooks import PredictionHooks
+from radiolens.serve.runtime.pool import InferencePool
+from radiolens.serve.runtime.service import NotFound, Service
+from radiolens.serve.store.audit import IntegrityCheckFailed
+from radiolens.serve.store.auth import LastAdminError
 
 log = logging.getLogger("radiolens.serve")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -178,7 +183,7 @@ def app_from_env() -> FastAPI:
     A worker process is the service: whatever it creates (SQLite WAL files, metrics files) is private to it."""
     import os
 
-    from radiolens.serve.state import PRIVATE_UMASK
+    from radiolens.serve.store.state import PRIVATE_UMASK
 
     os.umask(PRIVATE_UMASK)
     return create_app(ServeSettings.from_env())

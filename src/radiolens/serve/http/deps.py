@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import Depends, HTTPException, Request
 from sqlalchemy.orm import Session
 
-from radiolens.serve import audit
-from radiolens.serve.auth import AuthFailure, Principal, Role, check_key
-from radiolens.serve.service import Service
+from radiolens.serve.runtime.service import Service
+from radiolens.serve.store import audit
+from radiolens.serve.store.auth import AuthFailure, Principal, Role, check_key
 
 _REFUSED = {"missing": "missing credentials: send 'Authorization: Bearer <api key>'",
             "expired": "API key expired: ask an administrator for a new one"}

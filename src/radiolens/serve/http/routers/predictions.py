@@ -6,11 +6,11 @@ import threading
 
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 
-from radiolens.serve.auth import Principal, Role
-from radiolens.serve.deps import current_principal, get_service, require
+from radiolens.serve.http.deps import current_principal, get_service, require
+from radiolens.serve.http.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
 from radiolens.serve.params import PredictionId
-from radiolens.serve.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
-from radiolens.serve.service import Service
+from radiolens.serve.runtime.service import Service
+from radiolens.serve.store.auth import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
@@ -30,7 +30,7 @@ async def create_prediction(
 ) -> dict:
     data = await file.read()
     await file.close()
-    # Off the event loop on the app's bounded pool (serve/pool.py): at most ``inference_workers`` at once.
+    # Off the event loop on the app's bounded pool (serve/runtime/pool.py): at most ``inference_workers`` at once.
     # On a timeout (504) a queued job is cancelled, and a running one stops at its next step without storing
     # anything (``abandon``): the client was told it failed, so no result of it may exist.
     abandon = threading.Event()

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from radiolens.serve.auth import Principal, Role
-from radiolens.serve.deps import get_service, require
-from radiolens.serve.schemas import Health
-from radiolens.serve.service import Service
+from radiolens.serve.http.deps import get_service, require
+from radiolens.serve.http.schemas import Health
+from radiolens.serve.runtime.service import Service
+from radiolens.serve.store.auth import Principal, Role
 
 router = APIRouter(tags=["health"])
 

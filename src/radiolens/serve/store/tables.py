@@ -1,6 +1,6 @@
 """Database tables of the service. Nothing here may hold PHI: users are opaque ids, studies are remapped UIDs.
 
-The schema itself is created by the Alembic migrations in ``serve/migrations``; these classes describe it
+The schema itself is created by the Alembic migrations in ``serve/store/migrations``; these classes describe it
 for the ORM and must match the latest revision (a test compares them).
 """
 

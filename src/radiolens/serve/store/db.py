@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiolens.errors import ConfigError
-from radiolens.serve.state import PRIVATE_DIR, PRIVATE_FILE
+from radiolens.serve.store.state import PRIVATE_DIR, PRIVATE_FILE
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: Execution option asking SQLite for ``BEGIN IMMEDIATE`` (take the write lock up front: single writer).

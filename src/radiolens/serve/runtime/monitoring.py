@@ -39,12 +39,12 @@ from radiolens.monitor import (
 from radiolens.monitor.drift import INSUFFICIENT
 from radiolens.monitor.profile import assess
 from radiolens.monitor.report import StoredObservation
-from radiolens.serve import audit
-from radiolens.serve.hooks import PredictionContext, PredictionHooks
-from radiolens.serve.tables import AuditEntry, Feedback, MonitoringRecord
+from radiolens.serve.runtime.hooks import PredictionContext, PredictionHooks
+from radiolens.serve.store import audit
+from radiolens.serve.store.tables import AuditEntry, Feedback, MonitoringRecord
 
 if TYPE_CHECKING:
-    from radiolens.serve.service import Service
+    from radiolens.serve.runtime.service import Service
 
 log = logging.getLogger("radiolens.serve")
 SYSTEM_USER, SYSTEM_ROLE = 0, "system"

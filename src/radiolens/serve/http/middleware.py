@@ -15,8 +15,8 @@ import time
 
 import anyio
 
-from radiolens.serve.error_actions import error_body
-from radiolens.serve.metrics import ServiceMetrics
+from radiolens.serve.http.error_actions import error_body
+from radiolens.serve.runtime.metrics import ServiceMetrics
 
 log = logging.getLogger("radiolens.serve")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import anyio
 from fastapi import APIRouter, Depends, Query
 
-from radiolens.serve.auth import Principal, Role
-from radiolens.serve.deps import get_service, require
-from radiolens.serve.schemas import ErrorResponse, MonitoringOut
-from radiolens.serve.service import Service
+from radiolens.serve.http.deps import get_service, require
+from radiolens.serve.http.schemas import ErrorResponse, MonitoringOut
+from radiolens.serve.runtime.service import Service
+from radiolens.serve.store.auth import Principal, Role
 
 router = APIRouter(prefix="/v1", tags=["monitoring"])
 

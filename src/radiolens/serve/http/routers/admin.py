@@ -10,8 +10,12 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from radiolens import __version__
-from radiolens.serve import audit
-from radiolens.serve.auth import (
+from radiolens.serve.http.deps import current_principal, get_service, require
+from radiolens.serve.http.schemas import AuditVerifyOut, ErrorResponse, KeyIn, KeyOut, WhoAmI
+from radiolens.serve.params import HEAD_PATTERN, IsoDateTime, KeyRef
+from radiolens.serve.runtime.service import Service
+from radiolens.serve.store import audit
+from radiolens.serve.store.auth import (
     Principal,
     Role,
     create_key_audited,
@@ -20,10 +24,6 @@ from radiolens.serve.auth import (
     parse_expiry,
     revoke_key_audited,
 )
-from radiolens.serve.deps import current_principal, get_service, require
-from radiolens.serve.params import HEAD_PATTERN, IsoDateTime, KeyRef
-from radiolens.serve.schemas import AuditVerifyOut, ErrorResponse, KeyIn, KeyOut, WhoAmI
-from radiolens.serve.service import Service
 
 router = APIRouter(prefix="/v1", tags=["admin"])
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 422)}

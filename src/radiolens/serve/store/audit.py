@@ -30,9 +30,9 @@ from sqlalchemy import Engine, select, text
 from sqlalchemy.orm import Session
 
 from radiolens.errors import InputError, RadiolensError
-from radiolens.serve.db import WRITE_LOCK
 from radiolens.serve.params import ascii_id, parse_time
-from radiolens.serve.tables import AuditEntry, AuditHead, Feedback, Prediction
+from radiolens.serve.store.db import WRITE_LOCK
+from radiolens.serve.store.tables import AuditEntry, AuditHead, Feedback, Prediction
 
 GENESIS = "0" * 64
 _PG_LOCK_KEY = 7_260_511_001  # pg_advisory_xact_lock key reserved for audit appends
@@ -47,7 +47,7 @@ GUARD_TRIGGERS = {
     "postgresql": ("audit_log_no_change", "audit_log_extend_only", "audit_log_no_truncate", "audit_head_guard",
                    "audit_head_no_truncate"),
 }
-#: serve.service.check_deid_secret's events (``audit_log.event`` is VARCHAR(16), which PostgreSQL enforces).
+#: serve.runtime.service.check_deid_secret's events (``audit_log.event`` is VARCHAR(16), which PostgreSQL enforces).
 DEID_KEY_SET, DEID_KEY_ROTATED = "deid_key_set", "deid_key_rotated"
 #: Every authenticated read (``outputs.resource`` says what was read); a refused key (401, never the key
 #: itself); a valid key with the wrong role (403); served data that no longer matches its chained row.
@@ -55,7 +55,7 @@ READ, AUTH_FAILED, ACCESS_DENIED, INTEGRITY_FAILED = "read", "auth_failed", "acc
 #: Audit events written by the service (the column is free text; these are the values it uses).
 EVENTS = ("prediction", "feedback", "key_created", "key_revoked",  # requests
           READ, AUTH_FAILED, ACCESS_DENIED, INTEGRITY_FAILED,  # every other request, refusals, tampering
-          "drift_alert", "drift_cleared",  # serve.monitoring
+          "drift_alert", "drift_cleared",  # serve.runtime.monitoring
           DEID_KEY_SET, DEID_KEY_ROTATED)
 #: The stored artefacts of a prediction, ``<artefact_dir>/<prediction id>.<kind>.png``.
 ARTEFACT_KINDS = ("image", "heatmap")

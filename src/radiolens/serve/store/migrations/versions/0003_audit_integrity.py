@@ -31,7 +31,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-GENESIS = "0" * 64  # same value as radiolens.serve.audit.GENESIS (migrations must not import app code)
+GENESIS = "0" * 64  # same value as radiolens.serve.store.audit.GENESIS (migrations must not import app code)
 
 _SEED = ("INSERT INTO audit_head (id, seq, row_hash) "
          f"SELECT 1, 0, '{GENESIS}' WHERE NOT EXISTS (SELECT 1 FROM audit_head)")

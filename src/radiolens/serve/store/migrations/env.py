@@ -1,11 +1,11 @@
-"""Alembic environment: uses the connection handed over by ``radiolens.serve.db.upgrade`` when there is one."""
+"""Alembic environment: uses the connection handed over by ``radiolens.serve.store.db.upgrade`` when there is one."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from radiolens.serve.tables import Base
+from radiolens.serve.store.tables import Base
 
 config = context.config
 target_metadata = Base.metadata

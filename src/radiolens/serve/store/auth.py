@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from radiolens.errors import InputError, NotFoundError
 from radiolens.serve.params import ascii_id
-from radiolens.serve.tables import ApiKey
+from radiolens.serve.store.tables import ApiKey
 
 PREFIX = "rlk"
 #: Longest expiry ``--expires-in`` / ``expires_in`` accepts (a typo such as 3000d should not mean "never").
@@ -99,7 +99,7 @@ def create_key(session: Session, role: str | Role, label: str = "",
                expires_in: timedelta | None = None) -> tuple[ApiKey, str]:
     """Create and persist a key; returns the row and the full key (the only time it exists in clear).
     ``expires_in``: the key is refused (401, audited) from ``now + expires_in`` on; None: never expires."""
-    from radiolens.serve.audit import utcnow
+    from radiolens.serve.store.audit import utcnow
 
     role = parse_role(str(role))
     if len(label) > 128:
@@ -163,7 +163,7 @@ def revoke_key(session: Session, key_id_or_id: str) -> tuple[ApiKey, bool]:
     ``audit.writer`` transaction: the chain's write lock (SQLite ``BEGIN IMMEDIATE``, PostgreSQL advisory
     lock) is taken before the admins are counted, so two concurrent revocations of the last two admin keys
     are serialised and the second one sees the first."""
-    from radiolens.serve.audit import lock_chain, utcnow
+    from radiolens.serve.store.audit import lock_chain, utcnow
 
     lock_chain(session)
     q = select(ApiKey).where(ApiKey.key_id == key_id_or_id)
@@ -193,7 +193,7 @@ def active_admins(session: Session, now: datetime | None = None) -> list[ApiKey]
 def create_key_audited(session: Session, role: str | Role, label: str, actor_user_id: int,
                        actor_role: str, expires_in: timedelta | None = None) -> tuple[ApiKey, str]:
     """``create_key`` plus its audit row, in the caller's ``audit.writer`` transaction."""
-    from radiolens.serve import audit
+    from radiolens.serve.store import audit
 
     row, key = create_key(session, role, label, expires_in)
     audit.append(session, audit.key_event("key_created", actor_user_id, actor_role, row.id, row.role,
@@ -203,7 +203,7 @@ def create_key_audited(session: Session, role: str | Role, label: str, actor_use
 
 def revoke_key_audited(session: Session, key_id_or_id: str, actor_user_id: int, actor_role: str) -> ApiKey:
     """``revoke`` plus its audit row (only when the key was active), in the caller's ``audit.writer``."""
-    from radiolens.serve import audit
+    from radiolens.serve.store import audit
 
     row, changed = revoke_key(session, key_id_or_id)
     if changed:
