@@ -164,7 +164,7 @@ def test_the_service_ingest_gets_every_truncation_check(siim):
     """The upload path now runs the io reader's checks. A cut inside a header element parses with pydicom
     alone (what the service's own parse did) into a non-empty data set, which it then reported as
     "no pixel data"; it is now refused as truncated, as a file is."""
-    from radiolens.serve.ingest import Ingestor
+    from radiolens.serve.runtime.ingest import Ingestor
 
     ds = pydicom.dcmread(siim)
     ds.BurnedInAnnotation = "NO"  # reviewed, as the service requires
