@@ -10,7 +10,7 @@ from typing import Literal
 import typer
 
 from radiolens._cli.common import CALIBRATION_METHODS, EXPORT_FORMATS, EXPORTERS, friendly_errors
-from radiolens.errors import ConfigError, InputError
+from radiolens.errors import ConfigError
 
 
 def models_cmd() -> None:
@@ -97,43 +97,22 @@ def quantize_cmd(
     When --eval draws from the same manifest and split as --calibration, the images are split into two
     patient-disjoint halves (by the manifest's patient_id) so the model is never evaluated on its calibration set.
     """
-    import numpy as np
-
-    from radiolens.models.backends import OnnxBackend
-    from radiolens.models.bundle import file_sha256
-    from radiolens.models.export import SOURCE_SHA_KEY, read_metadata
-    from radiolens.models.quantize import compare_int8, quantize_onnx, record_in_metadata
-    from radiolens.predict.sources import discover, group_half, load_preprocessed
+    from radiolens.predict.quantization import QuantizeOptions, quantize_on_images
 
     if out.suffix.lower() != ".onnx":
         raise ConfigError("--out must end in .onnx")
-    info = OnnxBackend(model, threads=1).info
-    cal_items = discover(calibration, split=calibration_split)
-    same = eval_source is not None and eval_source.resolve() == calibration.resolve() and \
-        eval_split == calibration_split
-    if same:
-        cal_items = [it for it in cal_items if group_half(it) == 0]
-    cal, _ = load_preprocessed(cal_items, info, limit=calibration_count)
-    qrep = quantize_onnx(model, out, cal, method=method)  # type: ignore[arg-type]
-    typer.echo(f"quantized {model.name} -> {out} ({qrep.size_mb_fp32:.1f} MB -> {qrep.size_mb_int8:.1f} MB, "
-               f"{qrep.n_calibration} calibration images, {qrep.method})")
-    payload: dict = {"quantization": qrep.to_dict(), "model": info.name, "arch": info.arch}
-    if eval_source is not None:
-        ev_items = discover(eval_source, split=eval_split, label_column=label_column)
-        if same:
-            ev_items = [it for it in ev_items if group_half(it) == 1]
-        images, used = load_preprocessed(ev_items, info, limit=eval_count)
-        labels = np.asarray([it.label for it in used])
-        if len(set(labels.tolist())) < 2:
-            raise InputError("the evaluation images need both positive and negative labels for AUROC")
-        cmp = compare_int8(model, out, images, labels, threads=threads)
-        source_sha = read_metadata(model).get(SOURCE_SHA_KEY, "")
-        # Hashes pin the numbers to the files (the model card checks source_sha256 against its .pt); the int8
-        # file's own hash can only be taken after its metadata is final, so it goes into the report only.
-        cmp = {**cmp, "calibration_images": qrep.n_calibration, "method": qrep.method,
-               "fp32_onnx_sha256": file_sha256(model), "source_sha256": source_sha}
-        record_in_metadata(out, "int8_vs_fp32", cmp)
-        payload["comparison"] = {**cmp, "int8_onnx_sha256": file_sha256(out)}
+    options = QuantizeOptions(calibration=calibration, calibration_split=calibration_split,
+                              calibration_count=calibration_count, method=method, eval_source=eval_source,
+                              eval_split=eval_split, label_column=label_column, eval_count=eval_count,
+                              threads=threads)
+
+    def said(qrep) -> None:
+        typer.echo(f"quantized {model.name} -> {out} ({qrep.size_mb_fp32:.1f} MB -> {qrep.size_mb_int8:.1f} MB, "
+                   f"{qrep.n_calibration} calibration images, {qrep.method})")
+
+    payload = quantize_on_images(model, out, options, on_quantized=said)
+    cmp = payload.get("comparison")
+    if cmp is not None:
         typer.echo(f"AUROC fp32 {cmp['auroc_fp32']:.4f} -> int8 {cmp['auroc_int8']:.4f} "
                    f"(change {cmp['auroc_change']:+.4f}) on {cmp['n_eval_images']} images; "
                    f"model-stage speed-up x{cmp['speedup_int8']:.2f} "
