@@ -26,18 +26,6 @@ def models_cmd() -> None:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
 
 
-def _check_source(check_images: Path | None) -> Path:
-    if check_images is not None:
-        return check_images
-    from radiolens.settings import data_dir
-
-    root = data_dir(required=False)
-    if root is None:
-        raise ConfigError("the parity check needs real images: give --check-images DIR_OR_MANIFEST "
-                          "(or set RADIOLENS_DATA_DIR)")
-    return root
-
-
 def _write_json(path: Path | None, payload: dict) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,21 +49,19 @@ def export_cmd(
 ) -> None:
     """Export a model to ONNX; refuses (exit 2, no file) if ONNX Runtime disagrees with PyTorch on real images."""
     from radiolens.models.bundle import ModelBundle
-    from radiolens.models.export import export_onnx
-    from radiolens.predict.sources import discover, load_preprocessed
+    from radiolens.predict.onnx_conversion import ExportCheck, export_on_images
 
     if out.suffix.lower() != ".onnx":
         raise ConfigError("--out must end in .onnx")
     bundle = ModelBundle.load(model)
-    items = discover(_check_source(check_images), split=split)
-    batch, used = load_preprocessed(items, bundle.info, limit=check_count)
-    result = export_onnx(bundle, out, batch, opset=opset, tolerance=tolerance, exporter=exporter)  # type: ignore[arg-type]
+    check = ExportCheck(images=check_images, count=check_count, split=split, tolerance=tolerance)
+    result, used = export_on_images(bundle, out, check, opset=opset, exporter=exporter)
     p = result.parity
     typer.echo(f"exported {bundle.info.arch} -> {out} ({result.size_mb:.1f} MB, {result.exporter} exporter, "
                f"opset {result.opset}, {result.seconds:.1f} s)")
     typer.echo(f"parity on {p.n_images} real images: max |dp| = {p.max_abs_diff_prob:.2e}, "
                f"max |dlogit| = {p.max_abs_diff_logit:.2e} (tolerance {p.tolerance:g}): OK")
-    _write_json(report, {**result.to_dict(), "check_images": [it.key for it in used]})
+    _write_json(report, {**result.to_dict(), "check_images": used})
 
 
 def quantize_cmd(
@@ -97,7 +83,7 @@ def quantize_cmd(
     When --eval draws from the same manifest and split as --calibration, the images are split into two
     patient-disjoint halves (by the manifest's patient_id) so the model is never evaluated on its calibration set.
     """
-    from radiolens.predict.quantization import QuantizeOptions, quantize_on_images
+    from radiolens.predict.onnx_conversion import QuantizeOptions, quantize_on_images
 
     if out.suffix.lower() != ".onnx":
         raise ConfigError("--out must end in .onnx")

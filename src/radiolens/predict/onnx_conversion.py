@@ -1,4 +1,9 @@
-"""Static INT8 quantization of an exported model on real images: the job behind ``radiolens quantize``.
+"""ONNX export and static INT8 quantization checked on real images: the jobs behind ``radiolens export`` and
+``radiolens quantize``.
+
+The export is refused (no file) when ONNX Runtime disagrees with PyTorch on real images
+(:func:`radiolens.models.export.export_onnx`); the check images come from a folder or manifest, by default the
+data folder (``RADIOLENS_DATA_DIR``).
 
 Calibration and evaluation images come from a folder or manifest (:mod:`radiolens.predict.sources`). When
 both come from the same manifest and split, they are split into two patient-disjoint halves (by the
@@ -16,12 +21,45 @@ from typing import Any
 
 import numpy as np
 
-from radiolens.errors import InputError
+from radiolens.errors import ConfigError, InputError
 from radiolens.models.backends import OnnxBackend
-from radiolens.models.bundle import file_sha256
-from radiolens.models.export import SOURCE_SHA_KEY, read_metadata
+from radiolens.models.bundle import ModelBundle, file_sha256
+from radiolens.models.export import SOURCE_SHA_KEY, ExportReport, export_onnx, read_metadata
 from radiolens.models.quantize import QuantizeReport, compare_int8, quantize_onnx, record_in_metadata
 from radiolens.predict.sources import discover, group_half, load_preprocessed
+
+
+@dataclass
+class ExportCheck:
+    images: Path | None = None  #: folder or manifest CSV of real images (None: the data folder)
+    count: int = 32
+    split: str | None = None  #: manifest split to draw them from
+    tolerance: float = 1e-4  #: max |probability difference| allowed
+
+
+def check_image_source(images: Path | None) -> Path:
+    """``images``, or the data folder when None; neither is a ``ConfigError`` (a parity check needs images)."""
+    if images is not None:
+        return images
+    from radiolens.settings import data_dir
+
+    root = data_dir(required=False)
+    if root is None:
+        raise ConfigError("the parity check needs real images: give --check-images DIR_OR_MANIFEST "
+                          "(or set RADIOLENS_DATA_DIR)")
+    return root
+
+
+def export_on_images(bundle: ModelBundle, out: Path, check: ExportCheck | None = None, *, opset: int = 18,
+                     exporter: str = "dynamo") -> tuple[ExportReport, list[str]]:
+    """Export ``bundle`` to ONNX at ``out`` after the parity check on real images -> (result, keys of the images
+    checked)."""
+    check = check or ExportCheck()
+    items = discover(check_image_source(check.images), split=check.split)
+    batch, used = load_preprocessed(items, bundle.info, limit=check.count)
+    result = export_onnx(bundle, out, batch, opset=opset, tolerance=check.tolerance,
+                         exporter=exporter)  # type: ignore[arg-type]
+    return result, [it.key for it in used]
 
 
 @dataclass
