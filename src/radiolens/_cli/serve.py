@@ -205,7 +205,7 @@ def _serve(*, model, host, port, db_url, state_dir, workers, inference_workers, 
                     ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
 
 
-def users_create(
+def users_create_cmd(
     role: Literal[ROLES] = typer.Option(..., help="what the key may do"),
     label: str = typer.Option("", help="who holds the key (for admins; never written to the audit log)"),
     expires_in: str = typer.Option(None, "--expires-in", help="key lifetime, e.g. 30d, 12h, 2w (m|h|d|w); "
@@ -231,7 +231,7 @@ def users_create(
     typer.echo("store this key now; it cannot be shown again:", err=True)
     typer.echo(key)
 
-def users_list(
+def users_list_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
@@ -251,7 +251,7 @@ def users_list(
     finally:
         engine.dispose()
 
-def users_revoke(
+def users_revoke_cmd(
     key_id: str = typer.Argument(..., help="key id (or user id) from `radiolens users list`"),
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
@@ -270,7 +270,7 @@ def users_revoke(
         engine.dispose()
 
 
-def audit_verify(
+def audit_verify_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
@@ -301,7 +301,7 @@ def audit_verify(
     if not report.ok:
         raise typer.Exit(1)
 
-def audit_head(
+def audit_head_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
@@ -320,7 +320,7 @@ def audit_head(
         raise typer.Exit(1)
     typer.echo(f"{report.head_seq}:{report.head_hash}")
 
-def audit_export(
+def audit_export_cmd(
     since: str = typer.Option(None, help="ISO 8601 start, inclusive (naive = UTC)"),
     until: str = typer.Option(None, help="ISO 8601 end, exclusive"),
     fmt: Literal[AUDIT_FORMATS] = typer.Option("jsonl", "--format", help="output format"),
@@ -343,7 +343,7 @@ def audit_export(
         sys.stdout.write("".join(chunks))
 
 
-def db_upgrade(
+def db_upgrade_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
@@ -359,14 +359,14 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(friendly_errors(serve_cmd))
     users = typer.Typer(help="Manage API keys (users) of the service.", no_args_is_help=True)
     app.add_typer(users, name="users")
-    users.command("create")(friendly_errors(users_create))
-    users.command("list")(friendly_errors(users_list))
-    users.command("revoke")(friendly_errors(users_revoke))
+    users.command("create")(friendly_errors(users_create_cmd))
+    users.command("list")(friendly_errors(users_list_cmd))
+    users.command("revoke")(friendly_errors(users_revoke_cmd))
     audit_app = typer.Typer(help="Check and export the hash-chained audit log.", no_args_is_help=True)
     app.add_typer(audit_app, name="audit")
-    audit_app.command("verify")(friendly_errors(audit_verify))
-    audit_app.command("head")(friendly_errors(audit_head))
-    audit_app.command("export")(friendly_errors(audit_export))
+    audit_app.command("verify")(friendly_errors(audit_verify_cmd))
+    audit_app.command("head")(friendly_errors(audit_head_cmd))
+    audit_app.command("export")(friendly_errors(audit_export_cmd))
     db_app = typer.Typer(help="Service database maintenance.", no_args_is_help=True)
     app.add_typer(db_app, name="db")
-    db_app.command("upgrade")(friendly_errors(db_upgrade))
+    db_app.command("upgrade")(friendly_errors(db_upgrade_cmd))
