@@ -23,13 +23,13 @@ def load_average() -> str:
 
 
 def run_job(config: Path, out: Path, overrides: dict | None = None, clear: tuple[str, ...] = ()) -> dict:
-    from radiolens._cli.train import run_training_job
     from radiolens.train.config import load_config
+    from radiolens.train.job import run_training_job
 
     cfg = load_config(config, {"progress_bar": False, **(overrides or {})}, clear)
     load_before = load_average()
     t0 = time.perf_counter()
-    summary = run_training_job(cfg, out)
+    summary = run_training_job(cfg, out).to_dict()
     summary["wall_s"] = time.perf_counter() - t0
     summary["load_before"], summary["load_after"] = load_before, load_average()
     summary["cfg"] = cfg

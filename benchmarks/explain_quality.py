@@ -105,9 +105,9 @@ def print_tables(df: pd.DataFrame) -> None:
 
 def planted_marker_model(data: Path, out: Path, size: int, epochs: int, augment: bool, arch: str = "small_cnn",
                          input_size: int | None = None) -> tuple[ModelBundle, Path]:
-    from radiolens._cli.train import run_training_job
     from radiolens.explain.quality import write_marker_set
     from radiolens.train.config import config_from_dict
+    from radiolens.train.job import run_training_job
 
     manifest = write_marker_set(data / "nih_chestxray14" / "manifest.csv", out / "data", ("checker",), size=size,
                                 seed=0)
@@ -120,7 +120,7 @@ def planted_marker_model(data: Path, out: Path, size: int, epochs: int, augment:
         "mlflow": False, "progress_bar": False, "num_threads": 2}
     summary = run_training_job(config_from_dict(cfg), out / "model", echo=lambda *a: None)
     print(f"trained planted-marker {arch} @ {input_size or size} px (augmentation {'on' if augment else 'off'}) in "
-          f"{summary['timings_s']['job_total_s']} s: {out / 'model' / 'model.pt'}")
+          f"{summary.timings_s['job_total_s']} s: {out / 'model' / 'model.pt'}")
     return ModelBundle.load(out / "model" / "model.pt"), manifest
 
 

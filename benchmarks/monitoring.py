@@ -46,8 +46,8 @@ def kermany_split(data: Path, out: Path, seed: int = 0) -> Path:
 
 
 def train(manifest: Path, out: Path) -> Path:
-    from radiolens._cli.train import run_training_job
     from radiolens.train.config import load_config
+    from radiolens.train.job import run_training_job
 
     cfg = load_config(Path(__file__).parents[1] / "configs" / "kermany_binary.yaml",
                       {"progress_bar": False, "mlflow": False, "data.manifest": str(manifest),
@@ -56,8 +56,8 @@ def train(manifest: Path, out: Path) -> Path:
     t0 = time.perf_counter()
     summary = run_training_job(cfg, out, echo=lambda *a: None)
     print(f"trained {cfg.model.arch} at {cfg.model.input_size} px in {time.perf_counter() - t0:.0f} s; "
-          f"held-in test AUROC {summary['headline'].get('auroc_macro', summary['headline'])}")
-    return Path(summary["model"])
+          f"held-in test AUROC {summary.headline.get('auroc_macro', summary.headline)}")
+    return Path(summary.model)
 
 
 def rows_of(manifest: Path, split: str) -> list[dict]:

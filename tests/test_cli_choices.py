@@ -33,6 +33,7 @@ def test_cli_value_sets_equal_the_library_ones():
 
     from radiolens._cli import common
     from radiolens._cli.explain import USER_METHODS
+    from radiolens.data.builders import MANIFEST_KINDS
     from radiolens.data.manifest import Task
     from radiolens.explain.cam import METHODS
     from radiolens.models.backends import BackendKind
@@ -47,6 +48,7 @@ def test_cli_value_sets_equal_the_library_ones():
         return typing.get_args(annotation)
 
     assert common.TASKS == args(Task)
+    assert common.MANIFEST_KINDS == MANIFEST_KINDS
     assert common.LOSSES == args(OptimConfig.model_fields["loss"].annotation)
     assert common.SCHEDULERS == args(OptimConfig.model_fields["scheduler"].annotation)
     assert common.EXPORTERS == args(Exporter)

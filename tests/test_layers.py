@@ -18,12 +18,15 @@ LAYERS = {
     "io": 2,
     "data": 3,
     "models": 4,
-    "train": 5, "evaluate": 5, "explain": 5,
-    "monitor": 6,
-    "predict": 7,
-    "serve": 8,
-    "_cli": 9,
-    "cli": 10,
+    "evaluate": 5,
+    # a training job ends in an evaluated bundle, and triage / subgroup audits score with the evaluator's
+    # operating points and figures: both sit above evaluate
+    "train": 6, "explain": 6,
+    "monitor": 7,
+    "predict": 8,
+    "serve": 9,
+    "_cli": 10,
+    "cli": 11,
 }
 ROOT = Path(radiolens.__file__).parent
 

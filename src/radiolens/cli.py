@@ -1,13 +1,16 @@
-"""The ``radiolens`` command. Thin: each layer registers its own commands from ``radiolens._cli``."""
+"""The ``radiolens`` command. Thin: each ``radiolens._cli.<package>`` module holds the commands that drive
+``radiolens.<package>`` as plain functions and adds them in its ``register(app)``, in layer order."""
 
 from __future__ import annotations
 
 import typer
 
 from radiolens import __version__
+from radiolens._cli import data as _data
 from radiolens._cli import evaluate as _evaluate
 from radiolens._cli import explain as _explain
 from radiolens._cli import io as _io
+from radiolens._cli import models as _models
 from radiolens._cli import monitor as _monitor
 from radiolens._cli import predict as _predict
 from radiolens._cli import serve as _serve
@@ -38,7 +41,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """radiolens command-line interface."""
 
 
-for _module in (_io, _train, _evaluate, _explain, _predict, _serve, _monitor):
+for _module in (_io, _data, _models, _train, _evaluate, _explain, _monitor, _predict, _serve):
     _module.register(app)
 
 if __name__ == "__main__":

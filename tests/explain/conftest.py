@@ -16,9 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from radiolens._cli.train import run_training_job
 from radiolens.explain.quality import write_marker_set
 from radiolens.train.config import config_from_dict
+from radiolens.train.job import run_training_job
 
 MARKERS = ("checker", "stripes")
 

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from radiolens._cli.train import run_training_job
 from radiolens.cli import app
 from radiolens.errors import InputError
 from radiolens.explain.triage import TriageRule, decision_errors, fit_triage_rule, risk_coverage
 from radiolens.io import read_image
 from radiolens.models.bundle import ModelBundle
 from radiolens.train.config import config_from_dict
+from radiolens.train.job import run_training_job
 
 CLASSES = ["normal", "bacterial", "viral"]
 

@@ -93,18 +93,17 @@ def test_imagenet_weights_offline_torchvision_and_custom(tmp_path, monkeypatch):
 
 
 def test_label_flags_build_the_label_spec(pneumonia_tiny, tmp_path, tiny_config):
-    from radiolens._cli.train import _label_overrides
-    from radiolens.train.config import load_config
+    from radiolens.train.config import label_overrides, load_config
 
     raw = tiny_config(pneumonia_tiny)
     raw["data"]["label"].update(negative="normal", positive_name="pneumonia")
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
-    over, clear = _label_overrides("multiclass", ["label"], None, None, "normal, pneumonia")
+    over, clear = label_overrides("multiclass", ["label"], None, None, "normal, pneumonia")
     label = load_config(path, over, tuple(clear)).data.label
     assert label.task == "multiclass" and label.classes == ["normal", "pneumonia"]
     assert label.negative is None and label.positive_name is None  # binary-only keys dropped
-    over, clear = _label_overrides(None, None, "pneumonia", ["normal"], None)
+    over, clear = label_overrides(None, None, "pneumonia", ["normal"], None)
     label = load_config(path, over, tuple(clear)).data.label
     assert label.task == "binary" and label.negative == ["normal"]
 

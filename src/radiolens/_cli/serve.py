@@ -92,287 +92,281 @@ def _settings(**values):
         raise ConfigError(f"{where}: {err.get('msg', 'invalid value')}") from None
 
 
+def serve_cmd(
+    model: Path = typer.Option(..., "--model", help="ModelBundle .pt file"),
+    host: str = typer.Option("127.0.0.1", help="bind address"),
+    port: int = typer.Option(8000, help="TCP port"),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+    workers: int = typer.Option(1, help="uvicorn worker processes"),
+    inference_workers: int = typer.Option(2, "--inference-workers", help="concurrent inferences per process"),
+    max_upload_mb: float = typer.Option(64.0, "--max-upload-mb", help="request size limit (413 above)"),
+    timeout_s: float = typer.Option(60.0, "--timeout", help="per-request timeout in seconds (504 above)"),
+    max_pending_uploads: int = typer.Option(6, "--max-pending-uploads", help="uploads in progress per process "
+                                            "(received, queued or predicted); 503 + Retry-After above"),
+    header_timeout_s: float = typer.Option(10.0, "--header-timeout", help="seconds a connection has to send "
+                                           "a complete request head (closed after)"),
+    no_heatmaps: bool = typer.Option(False, "--no-heatmaps", help="never compute Grad-CAM overlays"),
+    mc_passes: int = typer.Option(8, "--mc-passes", help="MC-dropout passes for the review spread (0 = off)"),
+    monitor_config: Path = typer.Option(None, "--monitor-config",
+                                        help="monitoring YAML: input-gate rules and drift thresholds"),
+    alert_webhook: str = typer.Option(None, "--alert-webhook", help="POST drift alerts (JSON) to this URL"),
+    backend: Literal[SERVE_BACKENDS] = typer.Option("torch", "--backend", help="onnx: ONNX Runtime runs "
+                                                    "--onnx; heatmaps and MC-dropout stay on PyTorch"),
+    onnx: Path = typer.Option(None, "--onnx", help="an export of --model (`radiolens export`, fp32 or INT8)"),
+    onnx_threads: int = typer.Option(None, "--onnx-threads", help="ONNX Runtime threads per process"),
+    accept_new_deid_secret: bool = typer.Option(
+        False, "--accept-new-deid-secret", help="start with a de-identification secret other than the one "
+        "this database was used with, on purpose (audited; study refs from now on do not match earlier ones)"),
+    ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="serve HTTPS with this private key (PEM); "
+                                     "with --ssl-certfile. Usually TLS ends at a reverse proxy instead"),
+    ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="certificate chain (PEM) for --ssl-keyfile"),
+    insecure_demo_secret: bool = typer.Option(
+        False, "--insecure-demo-secret", help="accept a de-identification secret published in radiolens' demo "
+        "script or docs (a throw-away demo only: anyone can recompute remapped UIDs made with it)"),
+    log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
+) -> None:
+    """Run the inference API and web viewer (advisory only: never a diagnosis)."""
+    options = {k: v for k, v in locals().items() if not k.startswith("_")}  # the options
+    from radiolens.serve.store.state import private_umask
+
+    # Everything this run creates (database, WAL, images, heatmaps, metrics files; workers inherit the umask)
+    # is private to the service user; the state folder itself is created 0700 or tightened.
+    with private_umask():
+        _serve(**options)
+
+
+def _serve(*, model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
+           max_pending_uploads, header_timeout_s, no_heatmaps, mc_passes, monitor_config, alert_webhook,
+           backend, onnx, onnx_threads, accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile,
+           ssl_certfile) -> None:
+    import uvicorn
+
+    from radiolens.errors import ConfigError
+    from radiolens.serve.store import audit
+
+    if (ssl_keyfile is None) != (ssl_certfile is None):
+        raise ConfigError("--ssl-keyfile and --ssl-certfile go together (HTTPS needs both)")
+    for opt, path in (("--ssl-keyfile", ssl_keyfile), ("--ssl-certfile", ssl_certfile)):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"{opt}: file not found: {path.name}")
+    from radiolens.serve.config import secret_fingerprint
+    from radiolens.serve.runtime.metrics import MultiprocessMetrics
+    from radiolens.serve.store.db import make_engine, session_factory, upgrade
+
+    # --workers > 1: one shared Prometheus folder for this run, set in the environment before uvicorn starts
+    # the workers, so /metrics answers for all of them whichever worker takes the scrape.
+    metrics_dir = MultiprocessMetrics(state_dir, workers)  # a bad PROMETHEUS_MULTIPROC_DIR fails here
+    settings = _settings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
+                             state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                             request_timeout_s=timeout_s, inference_workers=inference_workers,
+                             max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
+                             heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
+                             monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
+                             onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
+                             insecure_demo_secret=insecure_demo_secret)
+    if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
+        from radiolens.models.bundle import ModelBundle
+        from radiolens.serve.runtime.service import onnx_backend
+
+        onnx_backend(settings, ModelBundle.load(model))
+    # fail early, before uvicorn starts, when it is missing, short, a published demo value or in a file others
+    # can read
+    secret = settings.resolved_secret()
+    from radiolens.io.deid import PUBLIC_SECRETS
+    from radiolens.serve.store.state import secure_state_dir
+
+    if secret.strip().lower() in PUBLIC_SECRETS:
+        typer.echo("warning: --insecure-demo-secret: serving with a published de-identification secret; never "
+                   "upload real patient data to this instance", err=True)
+    secure_state_dir(state_dir)
+    upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
+    # Also once, here: a secret other than the database's is refused before uvicorn starts (one line, exit 2),
+    # and an accepted rotation is done and audited by this process only; workers then find it unchanged.
+    from radiolens.serve.runtime.service import check_deid_secret
+
+    engine = make_engine(settings.resolved_db_url())
+    try:
+        outcome = check_deid_secret(session_factory(engine), secret_fingerprint(secret),
+                                    settings.accept_new_deid_secret, actor=(audit.CLI_USER_ID, audit.CLI_ROLE))
+    finally:
+        engine.dispose()
+    settings = settings.model_copy(update={"accept_new_deid_secret": False})
+    os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
+    typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} ({outcome} for this database; "
+               "record it: a change means study refs no longer match earlier ones)", err=True)
+    from radiolens.serve.http.server import HEADER_TIMEOUT_ENV, HeaderTimeoutH11Protocol
+
+    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # read by the protocol in every worker
+    with metrics_dir:
+        uvicorn.run("radiolens.serve.http.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                    log_level=log_level, timeout_graceful_shutdown=120, http=HeaderTimeoutH11Protocol,
+                    ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+                    ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
+
+
+def users_create_cmd(
+    role: Literal[ROLES] = typer.Option(..., help="what the key may do"),
+    label: str = typer.Option("", help="who holds the key (for admins; never written to the audit log)"),
+    expires_in: str = typer.Option(None, "--expires-in", help="key lifetime, e.g. 30d, 12h, 2w (m|h|d|w); "
+                                   "refused with 401 afterwards (default: never expires)"),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Create a key and print it ONCE (only its hash is stored)."""
+    from radiolens.serve.store import audit
+    from radiolens.serve.store.auth import create_key_audited, parse_expiry
+    from radiolens.serve.store.db import session_factory
+
+    lifetime = parse_expiry(expires_in)  # before anything is created
+    engine = _engine(db_url, state_dir)
+    try:
+        with audit.writer(session_factory(engine)) as s:  # audited as user 0, role "cli"
+            row, key = create_key_audited(s, role, label, audit.CLI_USER_ID, audit.CLI_ROLE, lifetime)
+            user_id, key_id, expires = row.id, row.key_id, row.expires_at
+    finally:
+        engine.dispose()
+    until = f" expires={expires.isoformat(timespec='seconds')}" if expires else ""
+    typer.echo(f"user_id={user_id} key_id={key_id} role={role}{until}", err=True)
+    typer.echo("store this key now; it cannot be shown again:", err=True)
+    typer.echo(key)
+
+def users_list_cmd(
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """List keys (never the keys themselves)."""
+    from sqlalchemy.orm import Session
+
+    from radiolens.serve.store.auth import key_status, list_keys
+
+    engine = _existing(db_url, state_dir, need_head=True)  # read-only: never creates a database
+    try:
+        with Session(engine) as s:
+            rows = list_keys(s)
+            typer.echo(f"{'user_id':>7}  {'key_id':16}  {'role':9}  {'status':8}  {'expires (UTC)':19}  label")
+            for r in rows:
+                exp = r.expires_at.strftime("%Y-%m-%d %H:%M:%S") if r.expires_at else "never"
+                typer.echo(f"{r.id:>7}  {r.key_id:16}  {r.role:9}  {key_status(r):8}  {exp:19}  {r.label}")
+    finally:
+        engine.dispose()
+
+def users_revoke_cmd(
+    key_id: str = typer.Argument(..., help="key id (or user id) from `radiolens users list`"),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Revoke a key; requests using it get 401 from then on. The last active admin key is never revoked."""
+    from radiolens.serve.store import audit
+    from radiolens.serve.store.auth import revoke_key_audited
+    from radiolens.serve.store.db import session_factory
+
+    engine = _existing(db_url, state_dir, writable=True)  # nothing to revoke in a store that does not exist
+    try:
+        with audit.writer(session_factory(engine)) as s:
+            row = revoke_key_audited(s, key_id, audit.CLI_USER_ID, audit.CLI_ROLE)
+            typer.echo(f"revoked key_id={row.key_id} (user_id={row.id})")
+    finally:
+        engine.dispose()
+
+
+def audit_verify_cmd(
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+    expect_head: str = typer.Option(None, "--expect-head", help="SEQ:HASH recorded outside the database "
+                                    "earlier (`radiolens audit head`); fail if the chain lacks it"),
+    artefacts: bool = typer.Option(True, "--artefacts/--no-artefacts", help="also check every stored image "
+                                   "and heatmap in STATE_DIR/artefacts against its chained sha256"),
+) -> None:
+    """Recompute the hash chain and check every stored result, feedback and artefact against it; exit 1 on
+    any mismatch (a row edited or deleted, a result or file changed)."""
+    from radiolens.serve.store import audit
+
+    expected = audit.parse_head(expect_head) if expect_head else None
+    engine = _existing(db_url, state_dir)  # read-only: never creates a database
+    try:
+        report = audit.verify(engine, expect_head=expected,
+                              artefact_dir=state_dir / "artefacts" if artefacts else None)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        state = "OK" if report.ok else "BROKEN"
+        typer.echo(f"audit chain {state}: {report.rows} rows, head seq {report.head_seq}, "
+                   f"head hash {report.head_hash}")
+        for p in report.problems:
+            typer.echo(f"  - {p}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+def audit_head_cmd(
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Print the verified chain head as SEQ:HASH, to record OUTSIDE the database (e.g. a daily ticket or
+    write-once store); `audit verify --expect-head SEQ:HASH` later proves history was not rewound."""
+    from radiolens.serve.store import audit
+
+    engine = _existing(db_url, state_dir)  # read-only: never creates a database
+    try:
+        report = audit.verify(engine)  # the chain and the stored rows; `audit verify` also checks files
+    finally:
+        engine.dispose()
+    if not report.ok:  # never anchor a chain that is already broken
+        typer.echo(f"error: audit chain BROKEN ({len(report.problems)} problems; run `radiolens audit verify`)",
+                   err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{report.head_seq}:{report.head_hash}")
+
+def audit_export_cmd(
+    since: str = typer.Option(None, help="ISO 8601 start, inclusive (naive = UTC)"),
+    until: str = typer.Option(None, help="ISO 8601 end, exclusive"),
+    fmt: Literal[AUDIT_FORMATS] = typer.Option("jsonl", "--format", help="output format"),
+    out: Path = typer.Option(None, "--out", help="file to write (default: stdout)"),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Export audit rows in a time range as JSON lines or CSV."""
+    from radiolens.serve.store import audit
+
+    engine = _existing(db_url, state_dir)  # read-only: never creates a database
+    try:
+        chunks = list(audit.export(engine, fmt, since, until))
+    finally:
+        engine.dispose()
+    if out:
+        out.write_text("".join(chunks))
+        typer.echo(f"wrote {max(len(chunks) - (fmt == 'csv'), 0)} rows to {out.name}", err=True)
+    else:
+        sys.stdout.write("".join(chunks))
+
+
+def db_upgrade_cmd(
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Apply the Alembic migrations shipped in the package (idempotent)."""
+    from radiolens.serve.store.db import upgrade
+
+    rev = upgrade(_db_url(db_url, state_dir))
+    typer.echo(f"database at revision {rev}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add this layer's commands to the main app."""
-
-    @app.command("serve")
-    @friendly_errors
-    def serve(
-        model: Path = typer.Option(..., "--model", help="ModelBundle .pt file"),
-        host: str = typer.Option("127.0.0.1", help="bind address"),
-        port: int = typer.Option(8000, help="TCP port"),
-        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
-        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
-        workers: int = typer.Option(1, help="uvicorn worker processes"),
-        inference_workers: int = typer.Option(2, "--inference-workers", help="concurrent inferences per process"),
-        max_upload_mb: float = typer.Option(64.0, "--max-upload-mb", help="request size limit (413 above)"),
-        timeout_s: float = typer.Option(60.0, "--timeout", help="per-request timeout in seconds (504 above)"),
-        max_pending_uploads: int = typer.Option(6, "--max-pending-uploads", help="uploads in progress per process "
-                                                "(received, queued or predicted); 503 + Retry-After above"),
-        header_timeout_s: float = typer.Option(10.0, "--header-timeout", help="seconds a connection has to send "
-                                               "a complete request head (closed after)"),
-        no_heatmaps: bool = typer.Option(False, "--no-heatmaps", help="never compute Grad-CAM overlays"),
-        mc_passes: int = typer.Option(8, "--mc-passes", help="MC-dropout passes for the review spread (0 = off)"),
-        monitor_config: Path = typer.Option(None, "--monitor-config",
-                                            help="monitoring YAML: input-gate rules and drift thresholds"),
-        alert_webhook: str = typer.Option(None, "--alert-webhook", help="POST drift alerts (JSON) to this URL"),
-        backend: Literal[SERVE_BACKENDS] = typer.Option("torch", "--backend", help="onnx: ONNX Runtime runs "
-                                                        "--onnx; heatmaps and MC-dropout stay on PyTorch"),
-        onnx: Path = typer.Option(None, "--onnx", help="an export of --model (`radiolens export`, fp32 or INT8)"),
-        onnx_threads: int = typer.Option(None, "--onnx-threads", help="ONNX Runtime threads per process"),
-        accept_new_deid_secret: bool = typer.Option(
-            False, "--accept-new-deid-secret", help="start with a de-identification secret other than the one "
-            "this database was used with, on purpose (audited; study refs from now on do not match earlier ones)"),
-        ssl_keyfile: Path = typer.Option(None, "--ssl-keyfile", help="serve HTTPS with this private key (PEM); "
-                                         "with --ssl-certfile. Usually TLS ends at a reverse proxy instead"),
-        ssl_certfile: Path = typer.Option(None, "--ssl-certfile", help="certificate chain (PEM) for --ssl-keyfile"),
-        insecure_demo_secret: bool = typer.Option(
-            False, "--insecure-demo-secret", help="accept a de-identification secret published in radiolens' demo "
-            "script or docs (a throw-away demo only: anyone can recompute remapped UIDs made with it)"),
-        log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
-    ) -> None:
-        """Run the inference API and web viewer (advisory only: never a diagnosis)."""
-        options = {k: v for k, v in locals().items() if not k.startswith("_")}  # the options (not closures)
-        from radiolens.serve.store.state import private_umask
-
-        # Everything this run creates (database, WAL, images, heatmaps, metrics files; workers inherit the umask)
-        # is private to the service user; the state folder itself is created 0700 or tightened.
-        with private_umask():
-            _serve(**options)
-
-    def _serve(*, model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
-               max_pending_uploads, header_timeout_s, no_heatmaps, mc_passes, monitor_config, alert_webhook,
-               backend, onnx, onnx_threads, accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile,
-               ssl_certfile) -> None:
-        import uvicorn
-
-        from radiolens.errors import ConfigError
-        from radiolens.serve.store import audit
-
-        if (ssl_keyfile is None) != (ssl_certfile is None):
-            raise ConfigError("--ssl-keyfile and --ssl-certfile go together (HTTPS needs both)")
-        for opt, path in (("--ssl-keyfile", ssl_keyfile), ("--ssl-certfile", ssl_certfile)):
-            if path is not None and not path.is_file():
-                raise ConfigError(f"{opt}: file not found: {path.name}")
-        from radiolens.serve.config import secret_fingerprint
-        from radiolens.serve.runtime.metrics import MultiprocessMetrics
-        from radiolens.serve.store.db import make_engine, session_factory, upgrade
-
-        # --workers > 1: one shared Prometheus folder for this run, set in the environment before uvicorn starts
-        # the workers, so /metrics answers for all of them whichever worker takes the scrape.
-        metrics_dir = MultiprocessMetrics(state_dir, workers)  # a bad PROMETHEUS_MULTIPROC_DIR fails here
-        settings = _settings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
-                                 state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                                 request_timeout_s=timeout_s, inference_workers=inference_workers,
-                                 max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
-                                 heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
-                                 monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
-                                 onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
-                                 insecure_demo_secret=insecure_demo_secret)
-        if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
-            from radiolens.models.bundle import ModelBundle
-            from radiolens.serve.runtime.service import onnx_backend
-
-            onnx_backend(settings, ModelBundle.load(model))
-        # fail early, before uvicorn starts, when it is missing, short, a published demo value or in a file others
-        # can read
-        secret = settings.resolved_secret()
-        from radiolens.io.deid import PUBLIC_SECRETS
-        from radiolens.serve.store.state import secure_state_dir
-
-        if secret.strip().lower() in PUBLIC_SECRETS:
-            typer.echo("warning: --insecure-demo-secret: serving with a published de-identification secret; never "
-                       "upload real patient data to this instance", err=True)
-        secure_state_dir(state_dir)
-        upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
-        # Also once, here: a secret other than the database's is refused before uvicorn starts (one line, exit 2),
-        # and an accepted rotation is done and audited by this process only; workers then find it unchanged.
-        from radiolens.serve.runtime.service import check_deid_secret
-
-        engine = make_engine(settings.resolved_db_url())
-        try:
-            outcome = check_deid_secret(session_factory(engine), secret_fingerprint(secret),
-                                        settings.accept_new_deid_secret, actor=(audit.CLI_USER_ID, audit.CLI_ROLE))
-        finally:
-            engine.dispose()
-        settings = settings.model_copy(update={"accept_new_deid_secret": False})
-        os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
-        typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} ({outcome} for this database; "
-                   "record it: a change means study refs no longer match earlier ones)", err=True)
-        from radiolens.serve.http.server import HEADER_TIMEOUT_ENV, HeaderTimeoutH11Protocol
-
-        os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # read by the protocol in every worker
-        with metrics_dir:
-            uvicorn.run("radiolens.serve.http.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                        log_level=log_level, timeout_graceful_shutdown=120, http=HeaderTimeoutH11Protocol,
-                        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
-                        ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
-
+    """Add this layer's commands to the main app: ``serve`` and the ``users``, ``audit`` and ``db`` groups."""
+    app.command("serve")(friendly_errors(serve_cmd))
     users = typer.Typer(help="Manage API keys (users) of the service.", no_args_is_help=True)
     app.add_typer(users, name="users")
-
-    @users.command("create")
-    @friendly_errors
-    def users_create(
-        role: Literal[ROLES] = typer.Option(..., help="what the key may do"),
-        label: str = typer.Option("", help="who holds the key (for admins; never written to the audit log)"),
-        expires_in: str = typer.Option(None, "--expires-in", help="key lifetime, e.g. 30d, 12h, 2w (m|h|d|w); "
-                                       "refused with 401 afterwards (default: never expires)"),
-        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
-        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
-    ) -> None:
-        """Create a key and print it ONCE (only its hash is stored)."""
-        from radiolens.serve.store import audit
-        from radiolens.serve.store.auth import create_key_audited, parse_expiry
-        from radiolens.serve.store.db import session_factory
-
-        lifetime = parse_expiry(expires_in)  # before anything is created
-        engine = _engine(db_url, state_dir)
-        try:
-            with audit.writer(session_factory(engine)) as s:  # audited as user 0, role "cli"
-                row, key = create_key_audited(s, role, label, audit.CLI_USER_ID, audit.CLI_ROLE, lifetime)
-                user_id, key_id, expires = row.id, row.key_id, row.expires_at
-        finally:
-            engine.dispose()
-        until = f" expires={expires.isoformat(timespec='seconds')}" if expires else ""
-        typer.echo(f"user_id={user_id} key_id={key_id} role={role}{until}", err=True)
-        typer.echo("store this key now; it cannot be shown again:", err=True)
-        typer.echo(key)
-
-    @users.command("list")
-    @friendly_errors
-    def users_list(
-        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
-        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
-    ) -> None:
-        """List keys (never the keys themselves)."""
-        from sqlalchemy.orm import Session
-
-        from radiolens.serve.store.auth import key_status, list_keys
-
-        engine = _existing(db_url, state_dir, need_head=True)  # read-only: never creates a database
-        try:
-            with Session(engine) as s:
-                rows = list_keys(s)
-                typer.echo(f"{'user_id':>7}  {'key_id':16}  {'role':9}  {'status':8}  {'expires (UTC)':19}  label")
-                for r in rows:
-                    exp = r.expires_at.strftime("%Y-%m-%d %H:%M:%S") if r.expires_at else "never"
-                    typer.echo(f"{r.id:>7}  {r.key_id:16}  {r.role:9}  {key_status(r):8}  {exp:19}  {r.label}")
-        finally:
-            engine.dispose()
-
-    @users.command("revoke")
-    @friendly_errors
-    def users_revoke(
-        key_id: str = typer.Argument(..., help="key id (or user id) from `radiolens users list`"),
-        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
-        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
-    ) -> None:
-        """Revoke a key; requests using it get 401 from then on. The last active admin key is never revoked."""
-        from radiolens.serve.store import audit
-        from radiolens.serve.store.auth import revoke_key_audited
-        from radiolens.serve.store.db import session_factory
-
-        engine = _existing(db_url, state_dir, writable=True)  # nothing to revoke in a store that does not exist
-        try:
-            with audit.writer(session_factory(engine)) as s:
-                row = revoke_key_audited(s, key_id, audit.CLI_USER_ID, audit.CLI_ROLE)
-                typer.echo(f"revoked key_id={row.key_id} (user_id={row.id})")
-        finally:
-            engine.dispose()
-
+    users.command("create")(friendly_errors(users_create_cmd))
+    users.command("list")(friendly_errors(users_list_cmd))
+    users.command("revoke")(friendly_errors(users_revoke_cmd))
     audit_app = typer.Typer(help="Check and export the hash-chained audit log.", no_args_is_help=True)
     app.add_typer(audit_app, name="audit")
-
-    @audit_app.command("verify")
-    @friendly_errors
-    def audit_verify(
-        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
-        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
-        as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
-        expect_head: str = typer.Option(None, "--expect-head", help="SEQ:HASH recorded outside the database "
-                                        "earlier (`radiolens audit head`); fail if the chain lacks it"),
-        artefacts: bool = typer.Option(True, "--artefacts/--no-artefacts", help="also check every stored image "
-                                       "and heatmap in STATE_DIR/artefacts against its chained sha256"),
-    ) -> None:
-        """Recompute the hash chain and check every stored result, feedback and artefact against it; exit 1 on
-        any mismatch (a row edited or deleted, a result or file changed)."""
-        from radiolens.serve.store import audit
-
-        expected = audit.parse_head(expect_head) if expect_head else None
-        engine = _existing(db_url, state_dir)  # read-only: never creates a database
-        try:
-            report = audit.verify(engine, expect_head=expected,
-                                  artefact_dir=state_dir / "artefacts" if artefacts else None)
-        finally:
-            engine.dispose()
-        if as_json:
-            typer.echo(json.dumps(report.as_dict(), indent=2))
-        else:
-            state = "OK" if report.ok else "BROKEN"
-            typer.echo(f"audit chain {state}: {report.rows} rows, head seq {report.head_seq}, "
-                       f"head hash {report.head_hash}")
-            for p in report.problems:
-                typer.echo(f"  - {p}")
-        if not report.ok:
-            raise typer.Exit(1)
-
-    @audit_app.command("head")
-    @friendly_errors
-    def audit_head(
-        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
-        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
-    ) -> None:
-        """Print the verified chain head as SEQ:HASH, to record OUTSIDE the database (e.g. a daily ticket or
-        write-once store); `audit verify --expect-head SEQ:HASH` later proves history was not rewound."""
-        from radiolens.serve.store import audit
-
-        engine = _existing(db_url, state_dir)  # read-only: never creates a database
-        try:
-            report = audit.verify(engine)  # the chain and the stored rows; `audit verify` also checks files
-        finally:
-            engine.dispose()
-        if not report.ok:  # never anchor a chain that is already broken
-            typer.echo(f"error: audit chain BROKEN ({len(report.problems)} problems; run `radiolens audit verify`)",
-                       err=True)
-            raise typer.Exit(1)
-        typer.echo(f"{report.head_seq}:{report.head_hash}")
-
-    @audit_app.command("export")
-    @friendly_errors
-    def audit_export(
-        since: str = typer.Option(None, help="ISO 8601 start, inclusive (naive = UTC)"),
-        until: str = typer.Option(None, help="ISO 8601 end, exclusive"),
-        fmt: Literal[AUDIT_FORMATS] = typer.Option("jsonl", "--format", help="output format"),
-        out: Path = typer.Option(None, "--out", help="file to write (default: stdout)"),
-        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
-        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
-    ) -> None:
-        """Export audit rows in a time range as JSON lines or CSV."""
-        from radiolens.serve.store import audit
-
-        engine = _existing(db_url, state_dir)  # read-only: never creates a database
-        try:
-            chunks = list(audit.export(engine, fmt, since, until))
-        finally:
-            engine.dispose()
-        if out:
-            out.write_text("".join(chunks))
-            typer.echo(f"wrote {max(len(chunks) - (fmt == 'csv'), 0)} rows to {out.name}", err=True)
-        else:
-            sys.stdout.write("".join(chunks))
-
+    audit_app.command("verify")(friendly_errors(audit_verify_cmd))
+    audit_app.command("head")(friendly_errors(audit_head_cmd))
+    audit_app.command("export")(friendly_errors(audit_export_cmd))
     db_app = typer.Typer(help="Service database maintenance.", no_args_is_help=True)
     app.add_typer(db_app, name="db")
-
-    @db_app.command("upgrade")
-    @friendly_errors
-    def db_upgrade(
-        db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
-        state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
-    ) -> None:
-        """Apply the Alembic migrations shipped in the package (idempotent)."""
-        from radiolens.serve.store.db import upgrade
-
-        rev = upgrade(_db_url(db_url, state_dir))
-        typer.echo(f"database at revision {rev}")
+    db_app.command("upgrade")(friendly_errors(db_upgrade_cmd))

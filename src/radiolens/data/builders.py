@@ -16,6 +16,10 @@ from radiolens.data.manifest import Manifest, manifest_from_frame
 from radiolens.errors import ConfigError, ManifestError
 from radiolens.io import formats
 
+#: Source layouts :func:`build_manifest` knows.
+MANIFEST_KINDS = ("imagefolder", "kermany", "nih", "medmnist")
+
+
 NIH_FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax",
     "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
@@ -277,3 +281,25 @@ def _patient_disjoint(manifest: Manifest, seed: int) -> Manifest:
     out = assign_splits(manifest.with_frame(frame), spec, val=val_share, test=0.0, seed=seed, only="dev",
                         names=("train", "val", "test"))
     return out
+
+
+def build_manifest(kind: str, source: str | Path, out: str | Path, *, data_entry: str | Path | None = None,
+                   root: str | Path | None = None, size: int = 28) -> Manifest:
+    """The manifest of one source layout (``MANIFEST_KINDS``), written to ``out``.
+
+    ``imagefolder`` / ``kermany``: ``source`` is the image folder and ``out`` the CSV. ``nih``: ``source`` is the
+    image folder and ``data_entry`` the Data_Entry_2017 CSV. ``medmnist``: ``source`` is the MedMNIST flag,
+    ``root`` the folder holding ``<flag>.npz`` (downloaded if absent), ``size`` its image size, and ``out`` a
+    folder receiving the PNGs and ``manifest.csv``.
+    """
+    if kind == "imagefolder":
+        return from_image_folder(source, out)
+    if kind == "kermany":
+        return from_kermany(source, out)
+    if kind == "nih":
+        if data_entry is None:
+            raise ConfigError("nih needs --data-entry Data_Entry_2017.csv")
+        return from_nih(data_entry, source, out)
+    if kind == "medmnist":
+        return from_medmnist(str(source), root, out, size=size)
+    raise ConfigError(f"unknown manifest kind '{kind}' (one of {', '.join(MANIFEST_KINDS)})")

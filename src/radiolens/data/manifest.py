@@ -320,3 +320,37 @@ def load_manifest(path: str | Path) -> Manifest:
 
 def manifest_from_frame(frame: pd.DataFrame, root: str | Path, source_name: str = "manifest") -> Manifest:
     return Manifest(validate_frame(frame.reset_index(drop=True), source_name), Path(root).resolve(), source_name)
+
+
+def read_split_rows(path: Path, split: str | None = None) -> pd.DataFrame:
+    """The rows of a manifest CSV (only those of ``split`` when given), read as they are: a scoring or audit run
+    needs ``path`` and whatever columns it uses, not the full validation of :func:`load_manifest`. A missing
+    file, a ``split`` without a split column, or no rows left is a ``ManifestError``."""
+    if not path.is_file():
+        raise ManifestError(f"manifest not found: {path.name}")
+    frame = pd.read_csv(path, dtype={"patient_id": str, "split": str})
+    if split is not None:
+        if "split" not in frame.columns:
+            raise ManifestError("manifest has no 'split' column")
+        frame = frame[frame["split"] == split].reset_index(drop=True)
+    if frame.empty:
+        raise ManifestError("no rows to score")
+    return frame
+
+
+def manifest_targets(frame: pd.DataFrame, manifest_path: Path, label: str | None,
+                   stored_label: dict | None) -> np.ndarray:
+    """Targets of ``frame`` (rows of the manifest at ``manifest_path``): the 0/1 column ``label`` when given,
+    else the label definition a model was trained with (``stored_label``, a :class:`LabelSpec` dump)."""
+    if label is not None:
+        if label not in frame.columns:
+            raise ManifestError(f"manifest has no label column '{label}'")
+        values = pd.to_numeric(frame[label], errors="coerce")
+        if values.isna().any() or not values.isin([0, 1]).all():
+            raise ManifestError(f"label column '{label}' must hold 0/1 values; omit --label to use the label "
+                                "definition stored in the model")
+        return values.astype(int).to_numpy()
+    if not stored_label:
+        raise ManifestError("this model does not record its label column(s): pass --label COLUMN (0/1 values)")
+    spec = LabelSpec.model_validate(stored_label)
+    return Manifest(frame, manifest_path.parent.resolve(), manifest_path.name).targets(spec)[0]

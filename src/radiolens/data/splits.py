@@ -264,3 +264,15 @@ def check_ready_for_training(manifest: Manifest, spec: LabelSpec, splits: dict[s
     if check_files:
         manifest.check_files_exist()
     return names
+
+
+def split_manifest(manifest: Manifest, spec: LabelSpec, *, val: float = 0.15, test: float = 0.15, folds: int = 0,
+                   only: str | None = None, seed: int = 0) -> tuple[Manifest, dict]:
+    """Patient-level train/val/test split (``folds`` > 1: a ``fold`` column instead) -> (manifest, counts per
+    split or fold). ``only`` re-splits just the rows of that split, into ``only`` / val / test."""
+    if folds > 1:
+        manifest = assign_folds(manifest, spec, k=folds, seed=seed)
+        return manifest, manifest.frame["fold"].value_counts().sort_index().to_dict()
+    names = ("train", "val", "test") if only is None else (only, "val", "test")
+    manifest = assign_splits(manifest, spec, val=val, test=test, seed=seed, only=only, names=names)
+    return manifest, manifest.frame["split"].value_counts().to_dict()

@@ -4,7 +4,9 @@ nothing: it is neither evidence of drift nor of its absence."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from radiolens.monitor.drift import DRIFT, INSUFFICIENT, OK_STATUS, SignalResult, WindowReport
 
@@ -37,3 +39,15 @@ class AlertTracker:
                 if s.name in active:
                     out.append(AlertTransition(CLEARED, s))
         return out
+
+
+def active_alerts(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Signal -> the ``RAISED`` event that raised it, for every alert not ``CLEARED`` since: the fold of a
+    model's alert events in the order they were written (each a dict with ``event`` and ``signal``)."""
+    active: dict[str, dict[str, Any]] = {}
+    for ev in events:
+        if ev["event"] == RAISED:
+            active[ev["signal"]] = ev
+        else:
+            active.pop(ev["signal"], None)
+    return active

@@ -127,6 +127,15 @@ class MonitoringProfile:
         return cls.from_dict(raw) if raw else None
 
 
+
+def require_profile(bundle: ModelBundle, model_name: str) -> MonitoringProfile:
+    """The bundle's monitoring profile; a bundle without one (``model_name``: its file name, for the message)
+    is a ``ConfigError`` naming the command that registers it."""
+    profile = MonitoringProfile.from_bundle(bundle)
+    if profile is None:
+        raise ConfigError(f"{model_name} has no monitoring baseline: run `radiolens monitor baseline` first")
+    return profile
+
 def model_outputs(bundle: ModelBundle, tap: EmbeddingTap, images: Sequence[RadioImage],
                   batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated probabilities and embeddings of many images, in batches (one forward pass each)."""

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from radiolens import __version__
 from radiolens.evaluate.plots import to_data_uri
+from radiolens.models.bundle import ModelBundle
 from radiolens.monitor.config import DriftConfig
 from radiolens.monitor.drift import DRIFT, INSUFFICIENT, WindowReport, evaluate_window
 from radiolens.monitor.profile import MonitoringProfile
@@ -33,6 +34,22 @@ class StoredObservation:
     record: dict[str, Any]
     agree: bool | None = None  # latest reader feedback, if any
 
+
+
+def current_window(profile: MonitoringProfile, observations: list[StoredObservation],
+                   cfg: DriftConfig) -> WindowReport:
+    """The most recent window (the last ``cfg.window`` observations) against the baseline, with the reader
+    disagreement of the observations that have feedback: what ``monitor status`` shows."""
+    win = observations[-cfg.window:]
+    answered = [o.agree for o in win if o.agree is not None]
+    return evaluate_window(profile, [o.record for o in win], cfg, (len(answered), answered.count(False)))
+
+
+def model_reference(bundle: ModelBundle) -> dict[str, Any]:
+    """Name, version, sha256, architecture and task of the monitored model, as the report shows them."""
+    info = bundle.info
+    return {"name": info.name, "version": str(info.version), "sha256": bundle.sha256, "arch": info.arch,
+            "task": info.task}
 
 def replay(profile: MonitoringProfile, observations: list[StoredObservation], cfg: DriftConfig,
            step: int | None = None) -> list[WindowReport]:

@@ -171,3 +171,21 @@ def config_from_dict(raw: dict, overrides: dict | None = None, source: str = "co
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"]) or "config"
         raise ConfigError(f"{source}: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+
+
+def label_overrides(task: str | None, columns: list[str] | None, positive: str | None,
+                    negative: list[str] | None, classes: str | None) -> tuple[dict, list[str]]:
+    """Dotted overrides of ``data.label`` (for :func:`load_config`) from the label options of a run, plus the
+    keys to clear when the task changes: a binary config's ``negative`` / ``positive_name`` mean nothing to a
+    multi-class run, and a multi-class ``classes`` list nothing to a binary one. ``classes`` is ``"A,B,C"``."""
+    out: dict = {"data.label.columns": list(columns) if columns else None, "data.label.positive": positive,
+                 "data.label.negative": list(negative) if negative else None,
+                 "data.label.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None}
+    clear: list[str] = []
+    if task is not None:
+        out["data.label.task"] = task
+        if task != "binary":
+            clear += [k for k in ("data.label.negative", "data.label.positive_name") if out.get(k) is None]
+        if task != "multiclass" and classes is None:
+            clear.append("data.label.classes")
+    return out, clear

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import nn
@@ -137,13 +136,3 @@ class StagedFinetuning(Callback):
                 if own and not any(p in trainable for p in own):
                     module.eval()
 
-
-def stack_logits(module: nn.Module, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Run a model over a loader -> (logits (N, K), targets) as numpy."""
-    module.eval()
-    logits, targets = [], []
-    with torch.inference_mode():
-        for x, y in loader:
-            logits.append(module(x.to(next(module.parameters()).device)).float().cpu())
-            targets.append(y)
-    return torch.cat(logits).numpy(), torch.cat(targets).numpy()

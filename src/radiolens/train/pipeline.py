@@ -2,8 +2,8 @@
 
 Every check on the data (files, labels, classes per split, patient leakage) runs before the first image
 is decoded, so a bad manifest fails in seconds with one clear message. Evaluation statistics are not
-computed here (the evaluate layer sits above this one): the run returns validation and test logits and
-the caller hands them to :func:`radiolens.evaluate.evaluate_predictions`.
+computed here: the run returns validation and test logits, and :func:`radiolens.train.job.run_training_job`
+hands them to :func:`radiolens.evaluate.evaluate_predictions`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ from radiolens.data.splits import assign_splits, check_ready_for_training, fold_
 from radiolens.data.transforms import build_augmentation
 from radiolens.errors import ConfigError
 from radiolens.models.bundle import BundleInfo, ModelBundle
+from radiolens.models.logits import stack_logits
 from radiolens.models.registry import create_model, get_architecture
 from radiolens.settings import data_dir
 from radiolens.train.config import TrainConfig
 from radiolens.train.losses import make_loss
-from radiolens.train.module import ClassifierModule, StagedFinetuning, stack_logits
+from radiolens.train.module import ClassifierModule, StagedFinetuning
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ In pipeline order, all in the inference worker thread:
 and before any heatmap: set ``ctx.status`` (e.g. "out_of_distribution") and ``ctx.status_reason`` to answer
 "not assessed" instead of a probability (the case is still stored and audited, so rejections are counted
 and monitored).
-``result_hooks(ctx, result)`` run right after :func:`radiolens.serve.service.build_prediction_result` built
+``result_hooks(ctx, result)`` run right after :func:`radiolens.serve.runtime.service.build_prediction_result` built
 the response dict and before it is stored and audited: they may add keys under ``result["monitoring"]``
 or raise the review flag (``result["review"]``).
 ``record_hooks(session, ctx, result)`` run inside the database transaction that stores the prediction and

@@ -1,0 +1,38 @@
+"""Which PyTorch model may draw heatmaps for a backend's scores.
+
+ONNX graphs have no gradients, so Grad-CAM for an ``.onnx`` backend runs on a ``.pt`` bundle: it must be the
+bundle the export was made from, or the heatmaps would explain another model's decisions. Exports record the
+source bundle's sha256 (``OnnxBackend.source_sha256``); older files without it get the weaker check of
+architecture and class names.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from radiolens.errors import ConfigError
+from radiolens.models.backends import TorchBackend
+from radiolens.models.bundle import ModelBundle
+
+
+def check_exported_from(backend, bundle: ModelBundle) -> None:
+    """Refuse (``ConfigError``) a ``bundle`` that is not the source of ``backend``'s model."""
+    exported_from = getattr(backend, "source_sha256", "")
+    if exported_from and bundle.sha256 != exported_from:
+        raise ConfigError(f"--cam-model is not the model that --model was exported from (its sha256 "
+                          f"{bundle.sha256[:12]}... is not the recorded source {exported_from[:12]}...)")
+    # Files exported before the source hash was recorded: the weaker check is all there is.
+    if bundle.info.arch != backend.info.arch or bundle.info.class_names != backend.info.class_names:
+        raise ConfigError("--cam-model is not the model that --model was exported from")
+
+
+def cam_model_for(backend, cam_bundle: ModelBundle | None = None) -> nn.Module:
+    """The PyTorch model that draws heatmaps for ``backend``: ``cam_bundle`` once it is checked to be the
+    backend's source (:func:`check_exported_from`), else the backend's own model when it is a PyTorch one.
+    An ONNX backend without ``cam_bundle`` is a ``ConfigError``."""
+    if cam_bundle is not None:
+        check_exported_from(backend, cam_bundle)
+        return cam_bundle.model
+    if isinstance(backend, TorchBackend):
+        return backend.bundle.model
+    raise ConfigError("heatmaps need gradients: with an .onnx --model also give --cam-model BUNDLE.pt")
