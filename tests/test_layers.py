@@ -20,10 +20,11 @@ LAYERS = {
     "models": 4,
     "train": 5, "evaluate": 5, "explain": 5,
     "monitor": 6,
-    "predict": 7,
-    "serve": 8,
-    "_cli": 9,
-    "cli": 10,
+    "pipeline": 7,
+    "predict": 8,
+    "serve": 9,
+    "_cli": 10,
+    "cli": 11,
 }
 ROOT = Path(radiolens.__file__).parent
 

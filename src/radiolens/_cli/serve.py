@@ -171,7 +171,7 @@ def register(app: typer.Typer) -> None:
                                  insecure_demo_secret=insecure_demo_secret)
         if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
             from radiolens.models.bundle import ModelBundle
-            from radiolens.serve.service import onnx_backend
+            from radiolens.serve.inference import onnx_backend
 
             onnx_backend(settings, ModelBundle.load(model))
         # fail early, before uvicorn starts, when it is missing, short, a published demo value or in a file others
