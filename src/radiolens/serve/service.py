@@ -90,7 +90,10 @@ class Service:
 
         h, w = self.bundle.info.input_size
         dummy = RadioImage(pixels=np.full((h, w), 0.5, dtype=np.float32), meta=ImageMeta(source_format="png"))
-        self.predictor.predict(prepare(self.bundle.info, dummy), heatmap=self.settings.heatmaps)
+        ready = prepare(self.bundle.info, dummy)
+        self.predictor.predict(ready)
+        if self.settings.heatmaps:  # directly: the gate may refuse the dummy, and it is the CAM imports we warm
+            self.predictor.cam(ready, 0)
 
     def db_ok(self) -> bool:
         try:
