@@ -297,7 +297,7 @@ def _naive_rl_predict_one(path: Path, model, info):
     """The same batch-1 eager loop, but decoded + preprocessed exactly as the radiolens rows are."""
     import torch
 
-    from radiolens.io.reader import read_image
+    from radiolens.io.formats import read_image
     from radiolens.models.backends import preprocess
 
     with torch.no_grad():
@@ -371,7 +371,7 @@ def run_child(args: argparse.Namespace) -> dict:
         result["model"] = max(forward_ips() for _ in range(args.model_repeats))
         result["workers_rss_mb"] = float("nan")  # no workers
     else:
-        from radiolens.io.reader import read_image
+        from radiolens.io.formats import read_image
         from radiolens.predict.config import default_inference_threads
 
         infer_threads = args.infer_threads or default_inference_threads(args.workers)

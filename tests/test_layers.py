@@ -23,10 +23,12 @@ LAYERS = {
     # operating points and figures: both sit above evaluate
     "train": 6, "explain": 6,
     "monitor": 7,
-    "predict": 8,
-    "serve": 9,
-    "_cli": 10,
-    "cli": 11,
+    # the one prediction path: every driver above it (predict, serve, and those to come) calls it
+    "pipeline": 8,
+    "predict": 9,
+    "serve": 10,
+    "_cli": 11,
+    "cli": 12,
 }
 ROOT = Path(radiolens.__file__).parent
 

@@ -8,13 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
-from radiolens.io.reader import read_image
+from radiolens.io.formats import read_image
 from radiolens.models.backends import load_backend
 from radiolens.models.bundle import BundleInfo, ModelBundle
 from radiolens.models.registry import create_model
+from radiolens.pipeline import Predictor, prepare
 from radiolens.predict import PredictConfig, Scorer, discover
-from radiolens.predict.heatmaps import heatmap_array
-from radiolens.serve.runtime.inference import Predictor
 
 SIZE = 128  # 4x4 cells in vgg16's last block: enough spatial detail, seconds of CPU
 
@@ -35,8 +34,7 @@ def real_image(data_dir):
 
 def test_predict_heatmap_is_not_flat_and_has_the_model_input_shape(arch_bundle, real_image, tmp_path):
     backend = load_backend(arch_bundle)
-    tensor = backend.preprocess(read_image(real_image[0].path))
-    heat = heatmap_array(arch_bundle.model, arch_bundle.info, tensor, 0)
+    heat = Predictor(backend).cam(prepare(arch_bundle.info, read_image(real_image[0].path)), 0)
     assert heat.shape == (SIZE, SIZE) and float(heat.std()) > 0.01
 
     # end to end: flag everything (margin 1) and check the written overlay carries a non-flat map
@@ -51,6 +49,7 @@ def test_predict_heatmap_is_not_flat_and_has_the_model_input_shape(arch_bundle, 
 
 
 def test_serve_heatmap_is_not_flat_and_has_the_model_input_shape(arch_bundle, real_image):
-    result = Predictor(arch_bundle).run(read_image(real_image[0].path), heatmap=True)
-    assert result.heatmap is not None and result.heatmap.shape == (SIZE, SIZE)
-    assert float(result.heatmap.std()) > 0.01
+    record = Predictor(load_backend(arch_bundle), gate=False).predict(
+        prepare(arch_bundle.info, read_image(real_image[0].path)), heatmap=True)
+    assert record.heatmap is not None and record.heatmap.array.shape == (SIZE, SIZE)
+    assert float(record.heatmap.array.std()) > 0.01 and record.heatmap.target == "pneumonia"

@@ -31,7 +31,8 @@ def test_cli_predict_with_onnx_backend_and_heatmaps(real_tree, fitted_pt, tmp_pa
     assert "37 scored, 1 errors" in result.output
     table = pd.read_parquet(out)
     assert len(table) == 38 and set(table["model"]) == {"lenet5-binary@onnx-fp32"}
-    assert len(list(heat.glob("*.png"))) == int(table["flagged"].sum()) > 0
+    explained = table["flagged"] | table["decision_pneumonia"].fillna(False).astype(bool)  # flagged or positive
+    assert len(list(heat.glob("*.png"))) == int(explained.sum()) > 0
     again = CliRunner().invoke(app, args)
     # the corrupt file is retried (still corrupt: one error row again, not two)
     assert again.exit_code == 0 and "37 already in" in again.output and "1 earlier errors retried" in again.output

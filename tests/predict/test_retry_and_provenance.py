@@ -18,10 +18,10 @@ from radiolens.models.backends import load_backend
 from radiolens.models.bundle import ModelBundle
 from radiolens.models.export import export_onnx
 from radiolens.models.registry import create_model
+from radiolens.pipeline import Triage
 from radiolens.predict import PredictConfig, Scorer, discover
 from radiolens.predict.results import ResultsMismatchError
 from radiolens.predict.sources import load_preprocessed
-from radiolens.serve.runtime.inference import Predictor
 
 CFG = {"workers": 0, "progress": False}
 
@@ -184,14 +184,16 @@ def test_flags_follow_the_bundles_fitted_triage_rule_like_the_service(real_tree,
     p = ok["p_pneumonia"].astype(float).to_numpy()
     flagged = (ok["flagged"].astype(str) == "True").to_numpy()
     thr = bundle.info.thresholds[0]
-    service = Predictor(ModelBundle.load(tmp_path / "triaged.pt"))
-    assert service.triage_source == "bundle_triage_rule"
-    referred = np.array([service.review(np.array([v]))[0] for v in p])
-    np.testing.assert_array_equal(flagged, (p >= thr) | referred)
-    assert (p >= thr).any() and (~flagged).any()
-    reasons = ok.loc[referred & (p < thr), "flag_reason"]
+    service = Triage(ModelBundle.load(tmp_path / "triaged.pt").info)
+    assert service.rule_name == "bundle_triage_rule"
+    referred = np.array([service.review(np.array([v])).flag for v in p])
+    # flagged = referred for review by the fitted rule (a positive decision alone is not a flag)
+    np.testing.assert_array_equal(flagged, referred)
+    assert (ok["review_rule"] == "bundle_triage_rule").all()
+    assert (p >= thr).any() and (~flagged).any() and flagged.any()
+    reasons = ok.loc[referred, "flag_reason"]
     assert len(reasons) > 0 and reasons.str.startswith("refer for human review").all()
-    fallback = p >= thr - 0.1  # what the margin band alone would have flagged
+    fallback = np.abs(p - thr) < 0.1  # what the near-threshold fallback alone would have flagged
     assert (flagged != fallback).any(), f"fitted margin {rule.margin:.3f} should change some flags"
 
 

@@ -294,7 +294,7 @@ def test_mc_dropout_spread(app_factory, kermany_samples):
 
 
 def test_triage_rule_is_used_and_failure_falls_back(client, kermany_samples):
-    predictor = client.app_.state.service.predictor
+    triage = client.app_.state.service.predictor.triage
     seen = []
 
     class Rule:
@@ -307,11 +307,11 @@ def test_triage_rule_is_used_and_failure_falls_back(client, kermany_samples):
             raise RuntimeError("boom")
 
     data = kermany_samples[0][0].read_bytes()
-    predictor.triage_rule, predictor.triage_source = Rule(), "bundle_triage_rule"
+    triage.rule, triage.rule_name = Rule(), "bundle_triage_rule"
     body = _upload(client, client.keys, data, ctype="image/jpeg", heatmap=False).json()
     assert body["review"]["flag"] is True and body["review"]["rule"] == "bundle_triage_rule"
     assert seen and list(seen[0][0]) == pytest.approx([p["probability"] for p in body["probabilities"]], abs=1e-6)
     assert list(seen[0][1]) == pytest.approx([body["review"]["spread"]], abs=1e-6)
-    predictor.triage_rule = Broken()
+    triage.rule = Broken()
     r = _upload(client, client.keys, data, ctype="image/jpeg", heatmap=False)
     assert r.status_code == 201 and "failed->near_threshold_fallback" in r.json()["review"]["rule"]

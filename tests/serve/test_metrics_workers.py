@@ -238,7 +238,8 @@ _WORKERS = textwrap.dedent("""
     def worker(stat, alert, killed):
         service = types.SimpleNamespace(bundle=bundle, metrics=ServiceMetrics())
         assert service.metrics.multiprocess_dir == os.environ["PROMETHEUS_MULTIPROC_DIR"]
-        monitor = ServiceMonitor(service, MonitorConfig())
+        monitor = ServiceMonitor(MonitorConfig(), engine=None, sessions=None, registry=service.metrics.registry,
+                                 model_sha256=bundle.sha256, profile=None)
         status = "drift" if alert else "ok"
         report = WindowReport(status, 40, [SignalResult("score", "ks", status, statistic=stat, p_value=stat / 10)])
         monitor._gauges(report)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from radiolens.explain.cam import compute_cam, find_target_layer
-from radiolens.io.reader import read_image
+from radiolens.io.formats import read_image
 from radiolens.models.architecture import Architecture
 from radiolens.models.builders import timm_blocks, timm_builder
 from radiolens.models.embedding import EmbeddingTap

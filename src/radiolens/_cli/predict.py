@@ -22,11 +22,14 @@ def predict_cmd(
     threads: int | None = typer.Option(None, "--threads", help="Inference threads (default: cores - workers, >= 1)."),
     split: str | None = typer.Option(None, "--split", help="Only manifest rows of this split."),
     heatmaps_for_flagged: Path | None = typer.Option(
-        None, "--heatmaps-for-flagged", help="Write Grad-CAM PNGs for flagged (positive or near-threshold) cases."),
+        None, "--heatmaps-for-flagged", help="Write Grad-CAM PNGs for positive or review-flagged cases."),
     cam_model: Path | None = typer.Option(None, "--cam-model", help="The .pt bundle for heatmaps when --model is "
                                           ".onnx (ONNX graphs have no gradients)."),
-    margin: float = typer.Option(0.1, "--near-threshold-margin", help="Below-threshold band that still flags "
-                                 "(used only when the bundle has no fitted triage rule)."),
+    margin: float = typer.Option(0.1, "--near-threshold-margin", help="Band around a threshold (either side) that "
+                                 "flags for review (used only when the bundle has no fitted triage rule)."),
+    mc_dropout_passes: int = typer.Option(0, "--mc-dropout-passes", min=0, max=64, help="MC-dropout passes whose "
+                                          "spread the triage rule sees (0 = off; needs the .pt model: with an .onnx "
+                                          "--model give it as --cam-model)."),
     retry_errors: bool = typer.Option(True, "--retry-errors/--no-retry-errors",
                                       help="Re-score files whose earlier row is an error (the row is replaced)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT instead of resuming into it (needed "
@@ -49,6 +52,7 @@ def predict_cmd(
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"{out.name}: output must end in .csv or .parquet")
     cfg_kwargs = {"batch_size": batch_size, "near_threshold_margin": margin, "progress": progress,
+                  "mc_dropout_passes": mc_dropout_passes,
                   "retry_errors": retry_errors, "overwrite": overwrite}
     if workers is not None:
         cfg_kwargs["workers"] = workers
@@ -60,7 +64,7 @@ def predict_cmd(
         threads = default_inference_threads(cfg.workers)  # a core left to each decoding worker (measured)
     be = load_backend(model, kind=backend, threads=threads)  # type: ignore[arg-type]
     cam = None
-    if heatmaps_for_flagged is not None:
+    if heatmaps_for_flagged is not None or (mc_dropout_passes > 1 and cam_model is not None):
         cam = cam_model_for(be, ModelBundle.load(cam_model) if cam_model is not None else None)
     items = discover(source, split=split, exclude=(out,))
     summary = Scorer(be, cfg, cam_model=cam, heatmap_dir=heatmaps_for_flagged, gate=gate).run(items, out)

@@ -46,9 +46,13 @@ class PredictConfig(BaseModel):
     # (the default on <= 2 cores, see _default_workers).
     workers: int = Field(default_factory=_default_workers, ge=0, le=64)
     prefetch_batches: int = Field(2, ge=1, le=16)  # per worker: bounds memory held by decoded images
-    # A case is "flagged" (gets a heatmap when asked) when positive or referred for review: by the bundle's
-    # fitted TriageRule when it has one, else when within this margin below a threshold.
+    # A case is "flagged" when referred for human review (radiolens.pipeline.decision): by the bundle's fitted
+    # TriageRule when it has one, else when within this margin of a threshold (either side). Heatmaps, when
+    # asked, are drawn for flagged and positive cases.
     near_threshold_margin: float = Field(0.1, ge=0.0, le=1.0)
+    # MC-dropout passes per image whose spread the triage rule sees (as the service's mc_dropout_passes);
+    # 0/1 = off. Needs the PyTorch model; each pass is a forward pass, so it is off by default.
+    mc_dropout_passes: int = Field(0, ge=0, le=64)
     progress: bool = True
     # Re-runs score again the files whose earlier row is an error (a fixed file, a transient failure); the
     # error row is replaced. False keeps error rows as final.

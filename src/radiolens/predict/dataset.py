@@ -14,8 +14,8 @@ import torch.utils.data
 from radiolens.errors import RadiolensError, UnreadableImageError
 from radiolens.io.formats import read_image
 from radiolens.io.image import ImageMeta
-from radiolens.models.backends import preprocess
 from radiolens.models.bundle import BundleInfo
+from radiolens.pipeline.predictor import Prepared, prepare
 from radiolens.predict.sources import ScoreItem
 
 
@@ -50,9 +50,9 @@ class ImageItems(torch.utils.data.Dataset):
         item = self.items[index]
         try:
             image = read_image(item.path)
-            tensor = preprocess(self.info, image)
-            return Decoded(index, tensor, sop_uid_hash=uid_hash(image.meta.sop_instance_uid), meta=image.meta,
-                           height=image.height, width=image.width)
+            ready = prepare(self.info, image)  # the pipeline's CPU stage, here in a worker process
+            return Decoded(index, ready.tensor, sop_uid_hash=uid_hash(image.meta.sop_instance_uid), meta=ready.meta,
+                           height=ready.height, width=ready.width)
         except RadiolensError as exc:
             return Decoded(index, None, exc.code, str(exc))
         except Exception as exc:  # a decoder bug on one file is still one error row, not a dead run
@@ -60,12 +60,11 @@ class ImageItems(torch.utils.data.Dataset):
                            f"{item.path.name}: unexpected decoding failure ({type(exc).__name__})")
 
 
+def prepared(record: Decoded) -> Prepared:
+    """The pipeline's input for a decoded record (``tensor`` and ``meta`` set)."""
+    assert record.tensor is not None and record.meta is not None
+    return Prepared(record.tensor, record.meta, record.height, record.width)
+
+
 def collate(records: list[Decoded]) -> list[Decoded]:
     return records  # stacking happens after errors are separated out
-
-
-def stack_ok(records: list[Decoded]) -> tuple[np.ndarray | None, list[Decoded]]:
-    ok = [r for r in records if r.tensor is not None]
-    if not ok:
-        return None, ok
-    return np.stack([r.tensor for r in ok]).astype(np.float32, copy=False), ok

@@ -1,5 +1,6 @@
-"""Class-activation heatmaps for flagged cases only: Grad-CAM costs a backward pass per image, so computing
-it for every negative in an archive would multiply the run time for pictures nobody looks at.
+"""Heatmap files of batch scoring, for positive or review-flagged cases only: Grad-CAM (computed by the
+pipeline, ``Predictor.cam``) costs a backward pass per image, so computing it for every negative in an
+archive would multiply the run time for pictures nobody looks at.
 
 Files are named by a hash of the item key, never by the input file name (names in DICOM trees often
 carry patient identifiers).
@@ -11,9 +12,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from radiolens.explain.cam import compute_cam
 from radiolens.models.bundle import BundleInfo
 
 
@@ -21,24 +20,12 @@ def heatmap_name(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:20] + ".png"
 
 
-def heatmap_array(model: torch.nn.Module, info: BundleInfo, tensor: np.ndarray, target_index: int) -> np.ndarray:
-    """Grad-CAM of one preprocessed (1, H, W) image: (H, W) in [0, 1], at the model input size.
-
-    ``arch`` selects the registry's target layer: the generic "last Conv2d" fallback is a 1x1 head conv for
-    vgg16 and gives a flat map.
-    """
-    x = torch.from_numpy(np.ascontiguousarray(tensor, dtype=np.float32))[None]
-    return compute_cam(model, x, target_index, arch=info.arch)
-
-
-def write_heatmap(model: torch.nn.Module, info: BundleInfo, tensor: np.ndarray, target_index: int,
-                  out_dir: Path, key: str) -> str:
-    """Grad-CAM overlay of one preprocessed (1, H, W) image -> PNG (model input size) in ``out_dir``; returns
-    the file name."""
+def write_heatmap(heat: np.ndarray, info: BundleInfo, tensor: np.ndarray, out_dir: Path, key: str) -> str:
+    """A CAM (``heat``, (H, W) in [0, 1], from the pipeline) over one preprocessed (1, H, W) image -> PNG
+    (model input size) in ``out_dir``; returns the file name."""
     from matplotlib import colormaps
     from PIL import Image
 
-    heat = heatmap_array(model, info, tensor, target_index)
     grey = np.clip(tensor[0] * info.std + info.mean, 0.0, 1.0)
     colour = colormaps["jet"](heat)[..., :3]
     alpha = 0.4 * heat[..., None]

@@ -143,6 +143,8 @@ class ResultStore:
                 out[c] = float(v) if v not in (None, "") else float("nan")
             elif c == "flagged":
                 out[c] = v if isinstance(v, bool) else str(v) == "True"
+            elif c.startswith("decision_"):  # empty: no decision (error row, not assessed)
+                out[c] = v if isinstance(v, bool) or v is None else (None if v == "" else str(v) == "True")
             else:
                 out[c] = "" if v is None else str(v)
         return out
@@ -176,8 +178,12 @@ class ResultStore:
     def _schema(self):
         import pyarrow as pa
 
-        return pa.schema([(c, pa.float64() if c.startswith("p_") else pa.bool_() if c == "flagged" else pa.string())
-                          for c in self.columns])
+        def kind(c: str):
+            if c.startswith("p_"):
+                return pa.float64()
+            return pa.bool_() if c == "flagged" or c.startswith("decision_") else pa.string()
+
+        return pa.schema([(c, kind(c)) for c in self.columns])
 
     def finalize(self) -> None:
         """Parquet: merge part files into the single output file (no-op for CSV)."""

@@ -1,13 +1,19 @@
 """Scoring an archive: decode in worker processes, infer in batches, write each batch to disk at once.
 
-The main process runs the model and writes results. With ``workers`` > 0, DataLoader workers decode and
-preprocess the next batches meanwhile, so decoding (pydicom, JPEG) overlaps with inference; with 0 (the
-default on <= 2 cores, where there is no core to overlap on: see ``predict.config``) the main process decodes
-each batch between forward passes.
+The prediction itself is the pipeline's (:mod:`radiolens.pipeline`), the same path the service answers
+with: its CPU stage (decode + prepare) runs in the DataLoader workers, its model stage (one batched forward
+pass, gate, decision, triage) in the main process, and every row is written from a ``PredictionRecord``.
+With ``workers`` > 0, DataLoader workers decode and preprocess the next batches meanwhile, so decoding
+(pydicom, JPEG) overlaps with inference; with 0 (the default on <= 2 cores, where there is no core to overlap
+on: see ``predict.config``) the main process decodes each batch between forward passes.
 
-With an input gate (the service's: header rules, plus the learned out-of-distribution score when the bundle
-carries a monitoring profile) an image the gate refuses gets status ``out_of_distribution``: no probabilities,
+With the input gate (header rules, plus the learned out-of-distribution score when the bundle carries a
+monitoring profile) an image the gate refuses gets status ``out_of_distribution``: no probabilities,
 prediction "not assessed", flagged for review with the reasons. Such rows are final, not retried.
+
+``flagged`` is the record's review flag ("refer for human review", see ``pipeline.decision``); a positive
+decision is in the ``decision_<class>`` columns. Heatmaps (when asked) are written for rows that are
+positive or flagged.
 
 Failures stay per file: an unreadable file, a forward pass that raises (the batch is retried image by image,
 so only the images that fail on their own become error rows) and a heatmap that cannot be computed are all
@@ -17,31 +23,28 @@ error rows, and the run goes on. Error rows are retried by the next run.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch.utils.data
 
-from radiolens.errors import ModelError
-from radiolens.models.backends import Backend, probabilities
+from radiolens.errors import ConfigError, ModelError
+from radiolens.models.backends import Backend
 from radiolens.models.bundle import BundleInfo
-from radiolens.monitor.gate import OUT_OF_DISTRIBUTION, InputGate
+from radiolens.pipeline.predictor import Failure, InferenceFailedError, Predictor
+from radiolens.pipeline.record import PredictionRecord
 from radiolens.predict.config import PredictConfig
-from radiolens.predict.dataset import Decoded, ImageItems, collate, stack_ok
+from radiolens.predict.dataset import Decoded, ImageItems, collate, prepared
 from radiolens.predict.heatmaps import write_heatmap
 from radiolens.predict.results import ResultStore
 from radiolens.predict.sources import ScoreItem
 
 log = logging.getLogger("radiolens.predict")
 
-
-class InferenceFailedError(ModelError):
-    """The forward pass raised on this image (error-row code; the run continues)."""
-
-    code = "inference_failed"
+__all__ = ["HeatmapFailedError", "InferenceFailedError", "ScoreSummary", "Scorer", "record_row", "result_columns"]
 
 
 class HeatmapFailedError(ModelError):
@@ -56,7 +59,7 @@ class ScoreSummary:
     skipped_already_done: int
     scored: int
     errors: int
-    flagged: int
+    flagged: int  # rows referred for human review (the not-assessed ones included)
     heatmaps: int
     seconds: float
     retried_errors: int = 0  # earlier error rows scored again in this run
@@ -75,57 +78,38 @@ class ScoreSummary:
 def result_columns(info: BundleInfo) -> list[str]:
     return (["path", "sop_uid_hash", "status", "error_code", "error_message"]
             + [f"p_{name}" for name in info.class_names]
-            + ["prediction", "flagged", "flag_reason", "ood_score", "heatmap", "model", "model_sha256"])
+            + [f"decision_{name}" for name in info.class_names]
+            + ["prediction", "positive_classes", "flagged", "flag_reason", "review_rule", "review_spread",
+               "ood_score", "heatmap", "model", "model_sha256"])
 
 
-def batch_gate(backend: Backend, enabled: bool = True) -> tuple[InputGate | None, str]:
-    """The service's input gate for this backend's model, and how much of it applies: header rules always,
-    the learned score when the model has a monitoring profile (``radiolens monitor baseline``) and the
-    backend can produce the embedding it scores."""
-    if not enabled:
-        return None, "off"
-    from radiolens.monitor.config import GateConfig
-    from radiolens.monitor.profile import MonitoringProfile
-
-    raw = backend.info.monitoring
-    profile = MonitoringProfile.from_dict(raw) if raw else None
-    if profile is None:
-        return InputGate(GateConfig()), "header rules (no monitoring profile in the model)"
-    if not getattr(backend, "has_embedding", False):
-        return InputGate(profile.gate), "header rules (this backend gives no embedding for the learned score)"
-    return profile.input_gate(), "header rules + learned score"
+def empty_row(info: BundleInfo, key: str, status: str, model: str, model_sha256: str, **fields) -> dict:
+    """A row with every column of ``result_columns``: NaN probabilities, no decision, nothing flagged."""
+    row = {"path": key, "sop_uid_hash": "", "status": status, "error_code": "", "error_message": "",
+           "prediction": "", "positive_classes": "", "flagged": False, "flag_reason": "", "review_rule": "",
+           "review_spread": "", "ood_score": "", "heatmap": "", "model": model, "model_sha256": model_sha256}
+    row.update({f"p_{n}": float("nan") for n in info.class_names})
+    row.update({f"decision_{n}": None for n in info.class_names})
+    row.update(fields)
+    return row
 
 
-def load_triage_rule(info: BundleInfo):
-    """(TriageRule or None, rule name). A malformed stored rule falls back to the margin, and says so (as serve)."""
-    if not info.triage:
-        return None, "near_threshold_margin"
-    from radiolens.explain.triage import TriageRule
-
-    try:
-        return TriageRule(**info.triage), "bundle_triage_rule"
-    except Exception:
-        log.warning("the bundle's triage rule is invalid; flagging by the near-threshold margin instead")
-        return None, "near_threshold_margin(bundle triage invalid)"
-
-
-def _positives(info: BundleInfo, probs: np.ndarray) -> tuple[str, list[int]]:
-    """Label text and the outputs that are positive (multi-class: predicted class unless the negative one)."""
-    if info.task == "multiclass":
-        k = int(np.argmax(probs))
-        return info.class_names[k], ([] if info.class_names[k] == info.negative_name else [k])
-    thr = np.asarray(info.thresholds, dtype=np.float64)
-    positive = [i for i, p in enumerate(probs) if p >= thr[i]]
-    if info.task == "binary":
-        return (info.class_names[0] if positive else info.negative_name), positive
-    return ";".join(info.class_names[i] for i in positive), positive
-
-
-def _review_index(info: BundleInfo, probs: np.ndarray) -> int:
-    """The output that matters most for review (as serve's Predictor.review_index)."""
-    if info.task == "multiclass":
-        return int(np.argmax(probs))
-    return int(np.argmin(np.abs(probs - np.asarray(info.thresholds))))
+def record_row(info: BundleInfo, key: str, record: PredictionRecord, model: str, model_sha256: str,
+               **fields) -> dict:
+    """The batch row of one record: the same probabilities, decisions, label, review and gate the service's
+    JSON carries (``PredictionRecord.to_dict``), in columns. Non-probability columns are text (the Parquet
+    schema types them string; CSV has no types)."""
+    r = record.review
+    row = empty_row(info, key, record.status, model, model_sha256, prediction=record.label,
+                    positive_classes=json.dumps(list(record.positive_classes)) if record.assessed else "",
+                    flagged=bool(r.flag), flag_reason=r.reason, review_rule=r.rule,
+                    review_spread="" if r.spread is None else str(round(float(r.spread), 6)),
+                    ood_score="" if record.gate.ood_score is None else str(round(float(record.gate.ood_score), 4)),
+                    **fields)
+    for s in record.scores:
+        row[f"p_{s.name}"] = float(s.probability)
+        row[f"decision_{s.name}"] = bool(s.positive)
+    return row
 
 
 class Scorer:
@@ -133,134 +117,73 @@ class Scorer:
                  cam_model: torch.nn.Module | None = None, heatmap_dir: str | Path | None = None,
                  gate: bool = True):
         self.backend = backend
-        self.gate, self.gate_mode = batch_gate(backend, gate)
-        self._want_embedding = self.gate is not None and self.gate.density is not None
         self.info: BundleInfo = backend.info
         self.config = config or PredictConfig()
         self.cam_model = cam_model
         self.heatmap_dir = Path(heatmap_dir) if heatmap_dir else None
-        model_name = f"{self.info.name}@{getattr(backend, 'kind', '?')}"
-        precision = getattr(backend, "precision", "")
-        self.model_label = f"{model_name}-{precision}" if precision else model_name
-        self.triage_rule, self.flag_rule = load_triage_rule(self.info)
+        if self.config.mc_dropout_passes > 1 and cam_model is None and not hasattr(backend, "bundle"):
+            raise ConfigError("MC-dropout needs the PyTorch model: with an .onnx model also give the .pt bundle "
+                              "(--cam-model), or set --mc-dropout-passes 0")
+        self.predictor = Predictor(backend, torch_model=cam_model, gate=gate,
+                                   near_threshold_margin=self.config.near_threshold_margin,
+                                   mc_dropout_passes=self.config.mc_dropout_passes)
+        self.gate, self.gate_mode = self.predictor.gate, self.predictor.gate_mode
+        self.model_label = self.predictor.provenance.label
+        self.flag_rule = self.predictor.triage.rule_name
 
-    # ------------------------------------------------------------------ decisions
-    def flag(self, probs: np.ndarray) -> tuple[str, list[int], str]:
-        """(label, outputs to explain, reason); an empty output list means not flagged.
+    # ------------------------------------------------------------------ rows
+    def _wants_heatmap(self, record: PredictionRecord) -> bool:
+        """Heatmaps were asked for and the case is positive (a finding: for multi-class, a predicted class
+        other than the negative one) or referred for review."""
+        if self.cam_model is None or self.heatmap_dir is None:
+            return False
+        finding = [c for c in record.positive_classes
+                   if not (self.info.task == "multiclass" and c == self.info.negative_name)]
+        return bool(finding) or record.review.flag
 
-        Flagged = positive, or referred for review: by the bundle's fitted TriageRule when present (the same
-        rule serve applies), else within ``near_threshold_margin`` below a threshold.
-        """
-        info, margin = self.info, self.config.near_threshold_margin
-        label, positive = _positives(info, probs)
-        if positive:
-            thr = info.thresholds
-            return label, positive, "positive: " + "; ".join(
-                f"{info.class_names[i]} {probs[i]:.2f}" + (f" >= threshold {thr[i]:.2f}"
-                                                          if info.task != "multiclass" else "") for i in positive)
-        if self.triage_rule is not None:
-            try:
-                rule = self.triage_rule
-                p = probs if len(probs) == rule.n_outputs else probs[[_review_index(info, probs)]]
-                refer, reason = rule.flag(p)
-                return label, ([_review_index(info, probs)] if refer else []), (reason if refer else "")
-            except Exception as exc:  # a broken rule must not stop the run: fall back, as serve does
-                log.error("triage rule failed (%s); using the near-threshold margin", type(exc).__name__)
-        if info.task == "multiclass":
-            return label, [], ""
-        thr = np.asarray(info.thresholds, dtype=np.float64)
-        near = [i for i, p in enumerate(probs) if thr[i] - margin <= p < thr[i]]
-        return label, near, ("near threshold: " + "; ".join(
-            f"{info.class_names[i]} {probs[i]:.2f} within {margin:.2f} below {thr[i]:.2f}" for i in near)
-            if near else "")
+    def _error_row(self, key: str, rec: Decoded, code: str, message: str) -> dict:
+        return empty_row(self.info, key, "error", self.model_label, self.backend.sha256,
+                         sop_uid_hash=rec.sop_uid_hash, error_code=code, error_message=message)
 
-    # ------------------------------------------------------------------ inference
-    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities, embeddings or None) of one batch."""
-        if self._want_embedding:
-            logits, emb = self.backend.logits_and_embedding(batch)  # type: ignore[attr-defined]
-        else:
-            logits, emb = self.backend.predict_logits(batch), None
-        return probabilities(self.info, logits), (None if emb is None else np.asarray(emb))
-
-    def _infer(self, batch: np.ndarray, ok: list[Decoded]) -> tuple[list[Decoded], np.ndarray | None,
-                                                                     np.ndarray | None, list[Decoded]]:
-        """(records with probabilities, their probabilities, their embeddings, records the model failed on)."""
-        try:
-            return ok, *self._forward(batch), []
-        except Exception as exc:
-            log.warning("forward pass failed on a batch of %d (%s); retrying image by image", len(ok),
-                        type(exc).__name__)
-            if len(ok) == 1:
-                return [], None, None, [self._failed(ok[0], InferenceFailedError.code, exc)]
-        good, probs, embs, failed = [], [], [], []
-        for rec, x in zip(ok, batch, strict=True):
-            try:
-                p, e = self._forward(x[None])
-                probs.append(p[0])
-                embs.append(None if e is None else e[0])
-                good.append(rec)
-            except Exception as exc:
-                failed.append(self._failed(rec, InferenceFailedError.code, exc))
-        emb = np.stack(embs) if embs and all(e is not None for e in embs) else None
-        return good, (np.stack(probs) if probs else None), emb, failed
-
-    @staticmethod
-    def _failed(rec: Decoded, code: str, exc: Exception) -> Decoded:
-        # The exception type only: messages of library errors can quote paths or header values.
-        return Decoded(rec.index, None, code, f"{code.replace('_', ' ')} ({type(exc).__name__})",
-                       rec.sop_uid_hash)
-
-    def _row(self, key: str, rec: Decoded, status: str, probs: np.ndarray | None = None, **fields) -> dict:
-        """One results row with every column of ``result_columns``; NaN probabilities when ``probs`` is None."""
-        row = {"path": key, "sop_uid_hash": rec.sop_uid_hash, "status": status, "error_code": "",
-               "error_message": "", "prediction": "", "flagged": False, "flag_reason": "", "ood_score": "",
-               "heatmap": "", "model": self.model_label, "model_sha256": self.backend.sha256, **fields}
-        values = [float("nan")] * len(self.info.class_names) if probs is None else [float(v) for v in probs]
-        row.update({f"p_{n}": v for n, v in zip(self.info.class_names, values, strict=True)})
-        return row
-
-    def _rows(self, items: list[ScoreItem], ok: list[Decoded], probs: np.ndarray | None, embs: np.ndarray | None,
-              failed: list[Decoded]) -> tuple[list[dict], int, int, int, int]:
-        rows: list[tuple[int, dict]] = []
-        flagged = heatmaps = heat_errors = refused = 0
-        for j, (rec, p) in enumerate(zip(ok, probs if probs is not None else [], strict=True)):
+    def _rows(self, items: list[ScoreItem], records: list[Decoded]) -> tuple[list[dict], dict[str, int]]:
+        """Rows of one decoded batch in input order (errors in place) and what they count."""
+        n = dict(scored=0, errors=0, flagged=0, heatmaps=0, refused=0)
+        ok = [r for r in records if r.tensor is not None]
+        inputs = [prepared(r) for r in ok]
+        results = dict(zip((r.index for r in ok), self.predictor.run(inputs), strict=True))
+        ready = dict(zip((r.index for r in ok), inputs, strict=True))
+        rows = []
+        for rec in records:
             key = items[rec.index].key
-            score = ""
-            if self.gate is not None and rec.meta is not None:
-                verdict = self.gate.check(rec.meta, rec.height, rec.width, None if embs is None else embs[j:j + 1])
-                # text, as every non-probability column (the Parquet schema types it string; CSV has no types)
-                score = "" if verdict.ood_score is None else str(round(float(verdict.ood_score), 4))
-                if not verdict.passed:  # as the service: no probabilities for an image the model is not for
-                    refused += 1
-                    flagged += 1
-                    rows.append((rec.index, self._row(key, rec, OUT_OF_DISTRIBUTION, prediction="not assessed",
-                                                      flagged=True, flag_reason="not assessed: " + verdict.reason(),
-                                                      ood_score=score)))
-                    continue
-            label, targets, reason = self.flag(p)
-            is_flagged = bool(targets)
-            row = self._row(key, rec, "ok", p, prediction=label, flagged=is_flagged, flag_reason=reason,
-                            ood_score=score)
-            if is_flagged:
-                flagged += 1
-                if self.cam_model is not None and self.heatmap_dir is not None:
-                    target = max(targets, key=lambda i: p[i])
-                    try:
-                        row["heatmap"] = write_heatmap(self.cam_model, self.info, rec.tensor, target,
-                                                       self.heatmap_dir, key)
-                        heatmaps += 1
-                    except Exception as exc:  # scores stay in the row; status error so a re-run retries it
-                        log.warning("heatmap failed (%s)", type(exc).__name__)
-                        row.update(status="error", error_code=HeatmapFailedError.code,
-                                   error_message=f"scores are valid; heatmap failed ({type(exc).__name__})")
-                        heat_errors += 1
-            rows.append((rec.index, row))
-        for rec in failed:
-            rows.append((rec.index, self._row(items[rec.index].key, rec, "error", error_code=rec.error_code,
-                                              error_message=rec.error_message)))
-        rows.sort(key=lambda pair: pair[0])  # input order, errors in place
-        return [row for _, row in rows], flagged, heatmaps, heat_errors, refused
+            out = results.get(rec.index)
+            if out is None:
+                rows.append(self._error_row(key, rec, rec.error_code, rec.error_message))
+                n["errors"] += 1
+                continue
+            if isinstance(out, Failure):
+                rows.append(self._error_row(key, rec, out.error_code, out.error_message))
+                n["errors"] += 1
+                continue
+            row = record_row(self.info, key, out, self.model_label, self.backend.sha256,
+                             sop_uid_hash=rec.sop_uid_hash)
+            n["flagged"] += bool(out.review.flag)
+            if not out.assessed:
+                n["refused"] += 1
+            elif self._wants_heatmap(out):
+                try:  # heatmaps for positive or flagged cases only: Grad-CAM costs a backward pass each
+                    heat = self.predictor.cam(ready[rec.index], out.target_index)
+                    row["heatmap"] = write_heatmap(heat, self.info, rec.tensor, self.heatmap_dir, key)
+                    n["heatmaps"] += 1
+                    n["scored"] += 1
+                except Exception as exc:  # scores stay in the row; status error so a re-run retries it
+                    log.warning("heatmap failed (%s)", type(exc).__name__)
+                    row.update(status="error", error_code=HeatmapFailedError.code,
+                               error_message=f"scores are valid; heatmap failed ({type(exc).__name__})")
+                    n["errors"] += 1
+            else:
+                n["scored"] += 1
+            rows.append(row)
+        return rows, n
 
     def run(self, items: list[ScoreItem], out: str | Path) -> ScoreSummary:
         from tqdm import tqdm
@@ -288,25 +211,16 @@ class Scorer:
             ImageItems(todo, self.info), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate,
             num_workers=cfg.workers if len(todo) > cfg.batch_size else min(cfg.workers, 1),
             prefetch_factor=cfg.prefetch_batches if cfg.workers else None)
-        scored = errors = flagged = heatmaps = not_assessed = 0
+        total = dict(scored=0, errors=0, flagged=0, heatmaps=0, refused=0)
         with tqdm(total=len(todo), unit="img", desc="scoring", disable=not cfg.progress, smoothing=0.1) as bar:
             for records in loader if todo else []:
-                batch, ok = stack_ok(records)
-                failed = [r for r in records if r.tensor is None]
-                probs = embs = None
-                if batch is not None:
-                    ok, probs, embs, model_failed = self._infer(batch, ok)
-                    failed += model_failed
-                rows, f, h, heat_errors, refused = self._rows(todo, ok, probs, embs, failed)
+                rows, n = self._rows(todo, records)
                 store.append(rows)  # flushed + fsync'ed: a crash after this line loses nothing of this batch
-                scored += len(ok) - heat_errors - refused
-                not_assessed += refused
-                errors += len(failed) + heat_errors
-                flagged, heatmaps = flagged + f, heatmaps + h
+                total = {k: total[k] + n[k] for k in total}
                 bar.update(len(records))
-                bar.set_postfix(errors=errors, refresh=False)
+                bar.set_postfix(errors=total["errors"], refresh=False)
         store.finalize()
-        return ScoreSummary(total=len(items), skipped_already_done=sum(it.key in done for it in items), scored=scored,
-                            errors=errors, flagged=flagged, heatmaps=heatmaps, seconds=time.perf_counter() - t0,
-                            retried_errors=retried, flag_rule=self.flag_rule, not_assessed=not_assessed,
-                            gate=self.gate_mode)
+        return ScoreSummary(total=len(items), skipped_already_done=sum(it.key in done for it in items),
+                            scored=total["scored"], errors=total["errors"], flagged=total["flagged"],
+                            heatmaps=total["heatmaps"], seconds=time.perf_counter() - t0, retried_errors=retried,
+                            flag_rule=self.flag_rule, not_assessed=total["refused"], gate=self.gate_mode)

@@ -4,10 +4,11 @@ In pipeline order, all in the inference worker thread:
 
 ``input_gates(ctx)`` run on the de-identified image before inference: raise a
 :class:`radiolens.errors.InputError` subclass to refuse it (the client gets 4xx JSON and nothing is stored).
-``inference_hooks(ctx)`` run right after the forward pass (``ctx.probabilities`` and ``ctx.embedding`` set)
-and before any heatmap: set ``ctx.status`` (e.g. "out_of_distribution") and ``ctx.status_reason`` to answer
-"not assessed" instead of a probability (the case is still stored and audited, so rejections are counted
-and monitored).
+``inference_hooks(ctx)`` run right after the pipeline predicted (``ctx.record``, the
+:class:`radiolens.pipeline.PredictionRecord`, is set, and with it ``ctx.probabilities``, ``ctx.embedding``
+and ``ctx.status``: the pipeline's input gate has already answered) and before any heatmap: set
+``ctx.status`` (any value but "ok") and ``ctx.status_reason`` to answer "not assessed" instead of a
+probability (the case is still stored and audited, so rejections are counted and monitored).
 ``result_hooks(ctx, result)`` run right after :func:`radiolens.serve.runtime.service.build_prediction_result` built
 the response dict and before it is stored and audited: they may add keys under ``result["monitoring"]``
 or raise the review flag (``result["review"]``).
@@ -24,6 +25,7 @@ from typing import Any
 
 from radiolens.io.image import RadioImage
 from radiolens.models.bundle import ModelBundle
+from radiolens.pipeline.record import PredictionRecord
 
 
 @dataclass
@@ -36,9 +38,10 @@ class PredictionContext:
     input_sha256: str
     user_id: int
     role: str
+    record: PredictionRecord | None = None  # the pipeline's result, once it ran (withheld ones included)
     probabilities: Any = None  # numpy array once inference ran
-    embedding: Any = None  # numpy (d,) model embedding once inference ran (None if the model has none)
-    status: str = "ok"  # anything else: the model output is withheld (set by an inference hook)
+    embedding: Any = None  # numpy (d,) model embedding once inference ran (None if not computed)
+    status: str = "ok"  # anything else: the model output is withheld (by the input gate or an inference hook)
     status_reason: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -1,6 +1,10 @@
-"""Monitoring inside the service: the input gate on every upload, one monitoring record per prediction
-(stored in the prediction's own transaction, so none is lost), periodic drift checks of the most recent
-window against the model's validation baseline, and alerts.
+"""Monitoring inside the service: one monitoring record per prediction (from the pipeline's record: its
+input-gate outcome, probabilities and embedding; stored in the prediction's own transaction, so none is
+lost), input-gate rejection counts, periodic drift checks of the most recent window against the model's
+validation baseline, and alerts. The input gate itself runs in the pipeline (:mod:`radiolens.pipeline`).
+
+The monitor is given what it needs (database engine and sessions, metrics registry, the model's sha256,
+profile, gate and reference), not the service, so it depends on nothing above it.
 
 Alerts are audit-log events (``drift_alert`` / ``drift_cleared``, hash-chained like predictions), so the
 alert history is as tamper-evident as the predictions themselves, and the set of active alerts is derived
@@ -15,19 +19,20 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import Counter, Gauge
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from radiolens.monitor import (
     CLEARED,
-    OUT_OF_DISTRIBUTION,
     RAISED,
     AlertTracker,
     InputGate,
@@ -37,14 +42,11 @@ from radiolens.monitor import (
     evaluate_window,
 )
 from radiolens.monitor.drift import INSUFFICIENT
-from radiolens.monitor.profile import assess
+from radiolens.monitor.observe import observation
 from radiolens.monitor.report import StoredObservation
 from radiolens.serve.runtime.hooks import PredictionContext, PredictionHooks
 from radiolens.serve.store import audit
 from radiolens.serve.store.tables import AuditEntry, Feedback, MonitoringRecord
-
-if TYPE_CHECKING:
-    from radiolens.serve.runtime.service import Service
 
 log = logging.getLogger("radiolens.serve")
 SYSTEM_USER, SYSTEM_ROLE = 0, "system"
@@ -65,19 +67,23 @@ class LastCheck:
 
 
 class ServiceMonitor:
-    def __init__(self, service: Service, cfg: MonitorConfig):
-        self.service, self.cfg = service, cfg
-        self.model_sha = service.bundle.sha256
-        self.profile = MonitoringProfile.from_bundle(service.bundle)
-        self.gate = InputGate(cfg.gate, self.profile.density if self.profile else None,
-                              self.profile.observed if self.profile else None)
+    def __init__(self, cfg: MonitorConfig, *, engine: Engine, sessions: sessionmaker[Session],
+                 registry: CollectorRegistry, model_sha256: str, profile: MonitoringProfile | None,
+                 gate: InputGate | None = None, model_ref: Callable[[], dict[str, Any]] = dict):
+        """``gate``: the input gate the pipeline applies (for the status page); ``model_ref``: the served model's
+        reference (``Service.model_ref``) for the status page and alert webhooks."""
+        self.cfg, self.engine, self.sessions, self.model_ref = cfg, engine, sessions, model_ref
+        self.model_sha = model_sha256
+        self.profile = profile
+        self.gate = gate or InputGate(cfg.gate, profile.density if profile else None,
+                                      profile.observed if profile else None)
         self.tracker = AlertTracker(cfg.drift.consecutive)
         self.last: LastCheck | None = None
         self._lock = threading.Lock()
         self._count = 0
         self._pending = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="radiolens-monitor")
-        reg = service.metrics.registry
+        reg = registry
         # With several workers (prometheus multiprocess mode, see serve/metrics.py) counters are summed over the
         # workers. The drift gauges are "mostrecent": every worker checks the same window of the shared database
         # and derives active alerts from the shared audit log, so the newest check by any worker is the current
@@ -102,19 +108,21 @@ class ServiceMonitor:
 
     # ------------------------------------------------------------------ hooks on the prediction path
     def hooks(self) -> PredictionHooks:
-        return PredictionHooks(inference_hooks=[self._gate], result_hooks=[self._annotate],
+        return PredictionHooks(inference_hooks=[self._observe], result_hooks=[self._annotate],
                                record_hooks=[self._record], after_commit=[self._after_commit])
 
-    def _gate(self, ctx: PredictionContext) -> None:
+    def _observe(self, ctx: PredictionContext) -> None:
         # the observation is computed here, outside the database transaction (which holds the audit write lock)
-        result, ctx.extra["observation"] = assess(self.gate, self.profile, ctx.image, ctx.probabilities,
-                                                  ctx.embedding)
-        ctx.extra["gate"] = result
-        if not result.passed:
-            ctx.status, ctx.status_reason = OUT_OF_DISTRIBUTION, result.reason()
+        record = ctx.record
+        emb = None if record.embedding is None else np.atleast_2d(record.embedding)
+        projection = self.profile.density.project(emb)[0] if self.profile is not None and emb is not None else None
+        ctx.extra["observation"] = observation(ctx.image, record.probabilities, projection, record.gate.ood_score,
+                                               record.gate.status)
 
     def _annotate(self, ctx: PredictionContext, result: dict[str, Any]) -> None:
-        result.setdefault("monitoring", {})["gate"] = ctx.extra["gate"].as_dict()
+        gate = ctx.record.gate.to_dict()
+        gate.pop("mode", None)  # the status page says which gate applies; a response keeps the verdict
+        result.setdefault("monitoring", {})["gate"] = gate
 
     def _record(self, session: Session, ctx: PredictionContext, result: dict[str, Any]) -> None:
         obs = ctx.extra["observation"]
@@ -123,7 +131,7 @@ class ServiceMonitor:
                                      record_json=audit.canonical_json(obs)))
 
     def _after_commit(self, ctx: PredictionContext, result: dict[str, Any]) -> None:
-        gate = ctx.extra["gate"]
+        gate = ctx.record.gate
         if not gate.passed:
             learned = any(r.startswith("outside what this model") for r in gate.reasons)
             header = len(gate.reasons) > int(learned)
@@ -168,7 +176,7 @@ class ServiceMonitor:
         if self.profile is None:
             return WindowReport(INSUFFICIENT, 0, reason="the model has no monitoring baseline: register one with "
                                 "`radiolens monitor baseline`")
-        with Session(self.service.engine) as s:
+        with Session(self.engine) as s:
             obs, rows = self.window(s)
             feedback = self.feedback_counts(s, [r.prediction_id for r in rows])
         report = evaluate_window(self.profile, obs, self.cfg.drift, feedback)
@@ -183,7 +191,7 @@ class ServiceMonitor:
         self._gauges(report)
         transitions: list[dict[str, Any]] = []
         if self.profile is not None:
-            with audit.writer(self.service.sessions) as s:
+            with audit.writer(self.sessions) as s:
                 active = self.active_alerts(s)
                 for t in self.tracker.update(report, set(active)):
                     payload = {"signal": t.signal.name, "test": t.signal.test, "statistic": t.signal.statistic,
@@ -200,7 +208,7 @@ class ServiceMonitor:
             log.warning("monitoring: %s for %s (%s)", t["event"], t["signal"], t["detail"] or t["test"])
             if self.cfg.drift.webhook_url:
                 self._executor.submit(self._post_webhook, t)
-        with Session(self.service.engine) as s:
+        with Session(self.engine) as s:
             active_now = self.active_alerts(s)
         self._alert_gauges(report, set(active_now))
         self.last = LastCheck(time.time(), report, transitions)
@@ -238,13 +246,13 @@ class ServiceMonitor:
         return active
 
     def alert_history(self, limit: int = 100) -> list[dict[str, Any]]:
-        return alert_events(self.service.engine, limit=limit, newest_first=True)
+        return alert_events(self.engine, limit=limit, newest_first=True)
 
     def _post_webhook(self, transition: dict[str, Any]) -> None:
         import httpx
 
         url = self.cfg.drift.webhook_url or ""
-        body = {"source": "radiolens", "model": self.service.model_ref(), **transition}
+        body = {"source": "radiolens", "model": self.model_ref(), **transition}
         try:
             r = httpx.post(url, json=body, timeout=self.cfg.drift.webhook_timeout_s)
             r.raise_for_status()
@@ -259,13 +267,13 @@ class ServiceMonitor:
             current = last.report
         else:
             last, current = self.last, self.evaluate()
-        with Session(self.service.engine) as s:
+        with Session(self.engine) as s:
             active = self.active_alerts(s)
         drift = self.cfg.drift.model_dump()
         if drift.get("webhook_url"):
             drift["webhook_url"] = urlsplit(drift["webhook_url"]).netloc  # never echo paths/tokens
         return {
-            "model": self.service.model_ref(),
+            "model": self.model_ref(),
             "baseline": self.profile.summary() if self.profile else None,
             "gate": {"learned_score": self.profile is not None, **self.cfg.gate.model_dump(),
                      "rules": self.gate.rules.as_dict()},

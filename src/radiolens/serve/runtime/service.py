@@ -1,5 +1,7 @@
-"""The service's state and the prediction pipeline: ingest (de-identify) -> gates -> inference ->
-``build_prediction_result`` (the hook point) -> artefacts -> one DB transaction (prediction + audit row).
+"""The service's state and its prediction flow: ingest (de-identify) -> input-gate hooks -> the pipeline
+(:mod:`radiolens.pipeline`: forward pass, input gate, decision, review) -> inference hooks -> heatmap ->
+``build_prediction_result`` (from the pipeline's record; the hook point) -> artefacts -> one DB transaction
+(prediction + audit row).
 
 The audit row is committed before the HTTP response is returned, so an answered prediction is always
 audited, and shutdown waits for in-flight work (``drain``) so none is lost.
@@ -21,11 +23,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiolens.errors import ConfigError, InputError, NotFoundError
+from radiolens.io.writers.png import display_png, heatmap_png
 from radiolens.models.bundle import ModelBundle
+from radiolens.pipeline import PredictionRecord, prepare
 from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, ServeSettings
 from radiolens.serve.params import is_prediction_id
 from radiolens.serve.runtime.hooks import PredictionContext, PredictionHooks
-from radiolens.serve.runtime.inference import Inference, Predictor, display_png, heatmap_png
+from radiolens.serve.runtime.inference import service_predictor
 from radiolens.serve.runtime.ingest import Ingestor
 from radiolens.serve.runtime.metrics import ServiceMetrics
 from radiolens.serve.runtime.monitoring import SYSTEM_ROLE, SYSTEM_USER, ServiceMonitor
@@ -35,9 +39,6 @@ from radiolens.serve.store.state import private_dir, secure_state_dir, write_pri
 from radiolens.serve.store.tables import Feedback, Prediction, ServiceState
 
 log = logging.getLogger("radiolens.serve")
-
-
-NOT_ASSESSED = "not assessed"
 
 
 class NotFound(NotFoundError):
@@ -54,9 +55,7 @@ class Service:
         # pydicom logs and warns about malformed elements quoting their values, which may be PHI.
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
         self.bundle = ModelBundle.load(settings.model_path)
-        self.onnx = onnx_backend(settings, self.bundle) if settings.backend == "onnx" else None
-        self.predictor = Predictor(self.bundle, settings.cam_method, settings.near_threshold_margin,
-                                   settings.mc_dropout_passes, onnx=self.onnx)
+        self.predictor = service_predictor(settings, self.bundle)
         secure_state_dir(settings.state_dir)  # 0700 / 0600: de-identified images and the audit database
         self.artefact_dir = private_dir(settings.state_dir / "artefacts")
         self.ingestor = Ingestor(settings.resolved_secret())
@@ -71,7 +70,10 @@ class Service:
             self.engine.dispose()
             raise
         self.metrics = ServiceMetrics()
-        self.monitor = ServiceMonitor(self, settings.monitor)  # the input gate runs before any other hook
+        self.monitor = ServiceMonitor(settings.monitor, engine=self.engine, sessions=self.sessions,
+                                      registry=self.metrics.registry, model_sha256=self.bundle.sha256,
+                                      profile=self.predictor.profile, gate=self.predictor.gate,
+                                      model_ref=self.model_ref)
         self.hooks = self.monitor.hooks().extended(hooks or PredictionHooks())
         self._warm_up()
         self.shutting_down = False
@@ -80,12 +82,7 @@ class Service:
 
     # ------------------------------------------------------------------ lifecycle
     def model_ref(self) -> dict[str, Any]:
-        info = self.bundle.info
-        ref = {"name": info.name, "version": str(info.version), "sha256": self.bundle.sha256, "arch": info.arch,
-               "task": info.task, "operating_point": info.operating_point, "backend": self.settings.backend}
-        if self.onnx is not None:
-            ref.update(backend_sha256=self.onnx.sha256, precision=self.onnx.precision)
-        return ref
+        return self.predictor.provenance.to_dict()
 
     def _warm_up(self) -> None:
         """One throw-away inference (and heatmap) so the first real request does not pay for lazy imports."""
@@ -93,7 +90,10 @@ class Service:
 
         h, w = self.bundle.info.input_size
         dummy = RadioImage(pixels=np.full((h, w), 0.5, dtype=np.float32), meta=ImageMeta(source_format="png"))
-        self.predictor.run(dummy, heatmap=self.settings.heatmaps)
+        ready = prepare(self.bundle.info, dummy)
+        self.predictor.predict(ready)
+        if self.settings.heatmaps:  # directly: the gate may refuse the dummy, and it is the CAM imports we warm
+            self.predictor.cam(ready, 0)
 
     def db_ok(self) -> bool:
         try:
@@ -164,19 +164,23 @@ class Service:
             gate(ctx)
         step()
         want_heat = heatmap and self.settings.heatmaps
-        inf = self.predictor.run(ing.image, heatmap=False)
+        ready = prepare(self.bundle.info, ing.image)
+        record = self.predictor.predict(ready)  # forward pass, input gate, decision, review
         step()
-        ctx.probabilities, ctx.embedding = inf.probabilities, inf.embedding
+        ctx.record, ctx.probabilities, ctx.embedding = record, record.probabilities, record.embedding
+        ctx.status, ctx.status_reason = record.status, record.gate.reason()
         for inference_hook in self.hooks.inference_hooks:
             inference_hook(ctx)
-        if want_heat and ctx.status == "ok":  # no heatmap for an output that is withheld
-            inf.heatmap = self.predictor.heatmap(ing.image, inf.target_index)
+        if ctx.status != "ok" and record.assessed:  # an inference hook withheld the output
+            record = ctx.record = record.withheld(ctx.status, ctx.status_reason)
+        if want_heat and record.assessed:  # no heatmap for an output that is withheld
+            record = ctx.record = self.predictor.with_heatmap(record, ready)
         step()
         image_png, size = display_png(ing.image.pixels, self.settings.display_max_side)
-        heat_png = heatmap_png(inf.heatmap, size) if inf.heatmap is not None else None
+        heat_png = heatmap_png(record.heatmap.array, size) if record.heatmap is not None else None
         created = audit.utcnow()
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        result = build_prediction_result(self, ctx, inf, created, latency_ms, has_heatmap=heat_png is not None)
+        result = build_prediction_result(ctx, record, created, latency_ms, has_heatmap=heat_png is not None)
         for hook in self.hooks.result_hooks:
             hook(ctx, result)
         result = json.loads(audit.canonical_json(result))  # plain JSON types from here on (hooks may add numpy)
@@ -402,56 +406,31 @@ def check_deid_secret(sessions: sessionmaker[Session], fingerprint: str, accept_
                       "(several processes rotating it at once?): start again")
 
 
-def onnx_backend(settings: ServeSettings, bundle: ModelBundle):
-    """ONNX Runtime on an export of exactly this bundle (refused otherwise: scores and audit must agree)."""
-    from radiolens.models.backends import OnnxBackend
-
-    backend = OnnxBackend(settings.onnx_path, threads=settings.onnx_threads)
-    if backend.source_sha256 != bundle.sha256:
-        raise ConfigError(f"{settings.onnx_path.name} was not exported from {settings.model_path.name} (its source "
-                          "sha256 differs): export the served bundle again, after `radiolens monitor baseline` if "
-                          "you registered one")
-    if not backend.has_embedding:
-        log.warning("%s has no embedding output: the input gate and drift monitoring read the embedding with "
-                    "PyTorch (one extra forward pass); re-export to avoid it", settings.onnx_path.name)
-    return backend
-
-
 def _feedback_dict(f: Feedback) -> dict[str, Any]:
     return {"id": f.id, "prediction_id": f.prediction_id, "created_at": f.created_at, "agree": f.agree,
             "corrected_label": f.corrected_label}
 
 
-def build_prediction_result(service: Service, ctx: PredictionContext, inf: Inference, created, latency_ms: float,
+def build_prediction_result(ctx: PredictionContext, record: PredictionRecord, created, latency_ms: float,
                             has_heatmap: bool) -> dict[str, Any]:
-    """THE place a prediction response is assembled (see ``hooks.py`` for extending it)."""
-    info = service.bundle.info
-    probs = np.asarray(inf.probabilities, dtype=float)
+    """THE place a prediction response is assembled, from the pipeline's record (see ``hooks.py`` for
+    extending it); batch scoring writes its rows from the same record (``predict.scoring.record_row``)."""
+    body = record.to_dict()
     pid = ctx.prediction_id
-    if ctx.status == "ok":
-        label, positives = service.predictor.decision_label(inf.decisions, probs)
-        probabilities = [{"name": n, "probability": round(float(p), 6), "threshold": float(t), "positive": bool(d)}
-                         for n, p, t, d in zip(info.class_names, probs, info.thresholds, inf.decisions, strict=True)]
-        review = {"flag": bool(inf.review_flag), "reason": inf.review_reason, "rule": inf.review_rule,
-                  "spread": None if inf.spread is None else round(float(inf.spread), 6)}
-    else:  # withheld: no probability, no decision, always for a human
-        label, positives, probabilities = NOT_ASSESSED, [], []
-        review = {"flag": True, "rule": "input_gate", "spread": None,
-                  "reason": f"not assessed by the model: {ctx.status_reason or ctx.status}"}
     return {
         "id": pid,
-        "status": ctx.status,
+        "status": body["status"],
         "created_at": created.isoformat(),
-        "model": service.model_ref(),
-        "probabilities": probabilities,
-        "decision": {"label": label, "positive_classes": positives, "operating_point": info.operating_point},
-        "review": review,
+        "model": body["model"],
+        "probabilities": body["probabilities"],
+        "decision": body["decision"],
+        "review": body["review"],
         "study_ref": ctx.study_ref,
         "input_sha256": ctx.input_sha256,
         "source_format": ctx.source_format,
         "image_url": f"/v1/predictions/{pid}/image.png",
         "heatmap_url": f"/v1/predictions/{pid}/heatmap.png" if has_heatmap else None,
-        "heatmap_target": info.class_names[inf.target_index] if has_heatmap else None,
+        "heatmap_target": body["heatmap_target"] if has_heatmap else None,
         "latency_ms": round(latency_ms, 3),
         "monitoring": {},
     }

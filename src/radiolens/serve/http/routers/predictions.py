@@ -83,4 +83,4 @@ def list_models(principal: Principal = Depends(current_principal), service: Serv
     return ModelsOut(models=[ModelInfo(**service.model_ref(), class_names=list(info.class_names),
                                        negative_name=info.negative_name, thresholds=list(info.thresholds),
                                        temperature=float(info.temperature), input_size=info.input_size,
-                                       review_rule=service.predictor.triage_source)])
+                                       review_rule=service.predictor.triage.rule_name)])

@@ -1,0 +1,233 @@
+"""The one prediction path: prepared images -> batched forward pass -> input gate -> decision and triage ->
+:class:`~radiolens.pipeline.record.PredictionRecord`, on any :mod:`radiolens.models.backends` backend.
+
+Two stages, so a driver can put them where they run best:
+
+- :func:`prepare` (CPU): a decoded :class:`~radiolens.io.image.RadioImage` -> :class:`Prepared` (the model
+  input tensor and the header facts the gate reads). It needs only the ``BundleInfo`` and its result is
+  picklable, so batch scoring runs it in DataLoader worker processes.
+- :meth:`Predictor.run` (model): a BATCH of prepared inputs -> one record per input, in one forward pass
+  (batch scoring speed). When the batch forward raises, the batch is retried image by image, so only the
+  images that fail on their own come back as :class:`Failure`.
+
+The input gate (:mod:`radiolens.monitor`): header rules always; the learned out-of-distribution score when
+the bundle carries a monitoring profile and an embedding is at hand (from the backend, or from the PyTorch
+model when the backend gives none). MC-dropout passes and CAM heatmaps need the PyTorch model; they run on a
+per-thread copy of it, because Grad-CAM registers hooks and MC-dropout switches dropout on, and neither may
+touch the model other threads are predicting with.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from radiolens.errors import ModelError
+from radiolens.io.image import ImageMeta, RadioImage
+from radiolens.models.backends import Backend, TorchBackend, preprocess, probabilities
+from radiolens.models.bundle import BundleInfo
+from radiolens.monitor.config import GateConfig
+from radiolens.monitor.gate import InputGate
+from radiolens.monitor.profile import MonitoringProfile
+from radiolens.pipeline.decision import Triage, decide
+from radiolens.pipeline.record import ClassScore, GateOutcome, Heatmap, PredictionRecord, Provenance
+
+log = logging.getLogger("radiolens.pipeline")
+
+
+class InferenceFailedError(ModelError):
+    """The forward pass raised on this image (batch scoring writes an error row and goes on)."""
+
+    code = "inference_failed"
+
+
+@dataclass
+class Prepared:
+    """One image ready for the model stage: picklable, no model needed to make it."""
+
+    tensor: np.ndarray  # (1, H, W) float32, normalised as the bundle says
+    meta: ImageMeta  # what the input gate's header rules read (kept in memory, never written out)
+    height: int
+    width: int
+
+
+@dataclass
+class Failure:
+    """The model stage could not predict this input (only the exception type: messages may quote data)."""
+
+    error_code: str
+    error_message: str
+
+
+def prepare(info: BundleInfo, image: RadioImage) -> Prepared:
+    """CPU stage: decoded image -> model input tensor + header facts."""
+    return Prepared(preprocess(info, image), image.meta, int(image.height), int(image.width))
+
+
+def provenance_of(backend: Backend, bundle_sha256: str | None = None) -> Provenance:
+    """Model and backend provenance. ``bundle_sha256``: the .pt the backend runs (an ONNX file's recorded
+    source when not given)."""
+    info = backend.info
+    kind = str(getattr(backend, "kind", "?"))
+    if isinstance(backend, TorchBackend):
+        return Provenance(info.name, str(info.version), backend.sha256, info.arch, info.task, info.operating_point,
+                          kind)
+    source = bundle_sha256 or str(getattr(backend, "source_sha256", ""))
+    return Provenance(info.name, str(info.version), source, info.arch, info.task, info.operating_point, kind,
+                      backend.sha256, str(getattr(backend, "precision", "")))
+
+
+class Predictor:
+    """Records for prepared images. ``torch_model``: the PyTorch model behind the backend (taken from a
+    :class:`TorchBackend`; give it for an ONNX backend to get MC-dropout, heatmaps, or the embedding an
+    export lacks). ``gate_config``: the service's configured gate (default: the profile's, else defaults)."""
+
+    def __init__(self, backend: Backend, *, torch_model: torch.nn.Module | None = None, gate: bool = True,
+                 gate_config: GateConfig | None = None, near_threshold_margin: float = 0.1,
+                 mc_dropout_passes: int = 0, cam_method: str = "gradcam", bundle_sha256: str | None = None):
+        self.backend = backend
+        self.info: BundleInfo = backend.info
+        if torch_model is None and isinstance(backend, TorchBackend):
+            torch_model = backend.bundle.model
+        self.torch_model = torch_model
+        self.mc_passes = int(mc_dropout_passes)
+        self.cam_method = cam_method
+        self.triage = Triage(self.info, near_threshold_margin)
+        self.provenance = provenance_of(backend, bundle_sha256)
+        self._local = threading.local()
+        self._tap = None
+        self.profile = MonitoringProfile.from_dict(self.info.monitoring) if self.info.monitoring else None
+        self.gate, self.gate_mode, self._embedding_from = self._gate(gate, gate_config)
+
+    def _gate(self, enabled: bool, cfg: GateConfig | None) -> tuple[InputGate | None, str, str]:
+        """(gate, mode, where the embedding comes from: "backend" | "torch" | "")."""
+        if not enabled:
+            return None, "off", ""
+        profile = self.profile
+        if profile is None:
+            return InputGate(cfg or GateConfig()), "header rules (no monitoring profile in the model)", ""
+        cfg = cfg or profile.gate
+        if getattr(self.backend, "has_embedding", False):
+            return InputGate(cfg, profile.density, profile.observed), "header rules + learned score", "backend"
+        if self.torch_model is not None:
+            from radiolens.models.embedding import EmbeddingTap
+
+            try:
+                self._tap = EmbeddingTap(self.torch_model, self.info.num_outputs)
+                log.warning("the backend gives no embedding: the input gate reads it with PyTorch (one extra "
+                            "forward pass); re-export to avoid it")
+                return (InputGate(cfg, profile.density, profile.observed),
+                        "header rules + learned score (embedding from PyTorch)", "torch")
+            except ModelError:
+                pass
+        return (InputGate(cfg, None, profile.observed),
+                "header rules (this backend gives no embedding for the learned score)", "")
+
+    # ------------------------------------------------------------------ model stage
+    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, embeddings or None) of one (N, 1, H, W) batch."""
+        if self._embedding_from == "backend":
+            logits, emb = self.backend.logits_and_embedding(batch)  # type: ignore[attr-defined]
+        else:
+            logits, emb = self.backend.predict_logits(batch), None
+            if self._embedding_from == "torch":
+                emb = self._tap(torch.from_numpy(np.ascontiguousarray(batch)))[1].numpy()
+        return probabilities(self.info, logits), (None if emb is None else np.asarray(emb))
+
+    def run(self, items: Sequence[Prepared]) -> list[PredictionRecord | Failure]:
+        """One record (or Failure) per prepared input, in order; one forward pass for the whole batch."""
+        if not items:
+            return []
+        batch = np.stack([p.tensor for p in items]).astype(np.float32, copy=False)
+        try:
+            probs, embs = self._forward(batch)
+            outs: list[tuple[np.ndarray, np.ndarray | None] | Failure] = [
+                (probs[i], None if embs is None else embs[i]) for i in range(len(items))]
+        except Exception as exc:
+            if len(items) > 1:
+                log.warning("forward pass failed on a batch of %d (%s); retrying image by image", len(items),
+                            type(exc).__name__)
+            outs = [self._one(x, exc if len(items) == 1 else None) for x in batch]
+        return [o if isinstance(o, Failure) else self.record(p, *o) for p, o in zip(items, outs, strict=True)]
+
+    def _one(self, x: np.ndarray, known: Exception | None) -> tuple[np.ndarray, np.ndarray | None] | Failure:
+        try:
+            if known is not None:
+                raise known
+            p, e = self._forward(x[None])
+            return p[0], None if e is None else e[0]
+        except Exception as exc:
+            code = InferenceFailedError.code
+            return Failure(code, f"{code.replace('_', ' ')} ({type(exc).__name__})")
+
+    def predict(self, item: Prepared, heatmap: bool = False) -> PredictionRecord:
+        """One image (the service's path); a failed forward pass raises InferenceFailedError."""
+        out = self.run([item])[0]
+        if isinstance(out, Failure):
+            raise InferenceFailedError(f"the model could not run on this image: {out.error_message}")
+        return self.with_heatmap(out, item) if heatmap and out.assessed else out
+
+    def record(self, item: Prepared, probs: np.ndarray, embedding: np.ndarray | None) -> PredictionRecord:
+        """Gate, decision and review of one image whose probabilities (and embedding) are computed."""
+        info = self.info
+        probs = np.asarray(probs, dtype=np.float64)
+        gate = GateOutcome(True, mode=self.gate_mode)
+        if self.gate is not None:
+            res = self.gate.check(item.meta, item.height, item.width,
+                                  None if embedding is None else np.atleast_2d(embedding))
+            gate = GateOutcome(res.passed, list(res.reasons), res.ood_score, res.threshold, res.learned,
+                               self.gate_mode)
+        d = decide(info, probs)
+        scores = [ClassScore(n, float(p), float(t), bool(pos))
+                  for n, p, t, pos in zip(info.class_names, probs, info.thresholds, d.positives, strict=True)]
+        spreads = self.mc_spread(item) if gate.passed and self.mc_passes > 1 else None
+        rec = PredictionRecord("ok", scores, d.label, d.positive_classes, self.triage.review(probs, spreads), gate,
+                               self.provenance, d.target_index, embedding=embedding, raw_probabilities=probs)
+        return rec if gate.passed else rec.withheld(gate.status, gate.reason())
+
+    # ------------------------------------------------------------------ PyTorch-only extras
+    def _own_model(self) -> torch.nn.Module:
+        if self.torch_model is None:
+            raise ModelError("MC-dropout and heatmaps need the PyTorch model (give the .pt bundle)")
+        model = getattr(self._local, "model", None)
+        if model is None:
+            model = copy.deepcopy(self.torch_model).eval()
+            self._local.model = model
+        return model
+
+    def mc_spread(self, item: Prepared) -> np.ndarray:
+        """Per output, the std of the calibrated probability over ``mc_passes`` passes with dropout on (one
+        batch); zeros for a model without dropout."""
+        from radiolens.explain.uncertainty import dropout_mode, has_dropout
+
+        model = self._own_model()
+        if not has_dropout(model):  # dropout layers, or timm's functional head dropout (drop_rate)
+            return np.zeros(self.info.num_outputs)
+        x = torch.from_numpy(np.ascontiguousarray(item.tensor, dtype=np.float32))[None]
+        try:
+            dropout_mode(model)  # the explain layer's definition: dropout on, BatchNorm statistics frozen
+            with torch.inference_mode():
+                logits = model(x.expand(self.mc_passes, *x.shape[1:]))
+        finally:
+            model.eval()
+        return np.std(probabilities(self.info, logits.float().numpy()).astype(np.float64), axis=0)
+
+    def cam(self, item: Prepared, target_index: int) -> np.ndarray:
+        """(H, W) CAM in [0, 1] at the model input size for one output."""
+        from radiolens.explain.cam import compute_cam
+
+        x = torch.from_numpy(np.ascontiguousarray(item.tensor, dtype=np.float32))[None]
+        return compute_cam(self._own_model(), x, target_index, method=self.cam_method, arch=self.info.arch)
+
+    def with_heatmap(self, record: PredictionRecord, item: Prepared) -> PredictionRecord:
+        """The record with the CAM of its target output (a record not assessed gets none)."""
+        if not record.assessed:
+            return record
+        k = record.target_index
+        return record.with_heatmap(Heatmap(self.cam(item, k), self.info.class_names[k], k))
