@@ -21,7 +21,7 @@ def check_files(bundle: ModelBundle, profile: MonitoringProfile, files: Sequence
     """Per file, in order: ``{"file": name, "status": ..., "reasons": [...], ...}`` (the gate's verdict, or
     ``status`` "unreadable" with the read error's code and message)."""
     gate = InputGate(cfg, profile.density, profile.observed)
-    tap = EmbeddingTap(bundle.model, bundle.info.num_outputs)
+    tap = EmbeddingTap(bundle.model, bundle.info.num_outputs, bundle.info.arch)
     for f in files:
         try:
             image = read_image(f)

@@ -119,7 +119,7 @@ class Predictor:
             from radiolens.models.embedding import EmbeddingTap
 
             try:
-                self._tap = EmbeddingTap(self.torch_model, self.info.num_outputs)
+                self._tap = EmbeddingTap(self.torch_model, self.info.num_outputs, self.info.arch)
                 log.warning("the backend gives no embedding: the input gate reads it with PyTorch (one extra "
                             "forward pass); re-export to avoid it")
                 return (InputGate(cfg, profile.density, profile.observed),
