@@ -38,17 +38,20 @@ def _top(path: Path) -> str:
     return rel[0].removesuffix(".py")
 
 
-def _imported(tree: ast.AST) -> list[tuple[int, str]]:
+def _imported(tree: ast.AST, package: str = "radiolens") -> list[tuple[int, str]]:
+    """(line, part of ``package``) for every import of ``<package>.<part>``, lazy ones included; a relative
+    import is "<relative>" (only checked for the top level)."""
+    depth = package.count(".") + 1
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "radiolens":
+            if node.module == package:
                 out += [(node.lineno, a.name) for a in node.names]
-            elif node.module.startswith("radiolens."):
-                out.append((node.lineno, node.module.split(".")[1]))
+            elif node.module.startswith(package + "."):
+                out.append((node.lineno, node.module.split(".")[depth]))
         elif isinstance(node, ast.Import):
-            out += [(node.lineno, a.name.split(".")[1]) for a in node.names if a.name.startswith("radiolens.")]
-        elif isinstance(node, ast.ImportFrom) and node.level > 0:
+            out += [(node.lineno, a.name.split(".")[depth]) for a in node.names if a.name.startswith(package + ".")]
+        elif isinstance(node, ast.ImportFrom) and node.level > 0 and package == "radiolens":
             out.append((node.lineno, "<relative>"))
     return out
 
@@ -95,17 +98,7 @@ def _serve_part(path: Path) -> str:
 
 
 def _serve_imported(tree: ast.AST) -> list[tuple[int, str]]:
-    """(line, part of ``serve``) for every import of ``radiolens.serve.<part>``, lazy ones included."""
-    out = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "radiolens.serve":
-                out += [(node.lineno, a.name) for a in node.names]
-            elif node.module.startswith("radiolens.serve."):
-                out.append((node.lineno, node.module.split(".")[2]))
-        elif isinstance(node, ast.Import):
-            out += [(node.lineno, a.name.split(".")[2]) for a in node.names if a.name.startswith("radiolens.serve.")]
-    return out
+    return _imported(tree, "radiolens.serve")
 
 
 def _serve_violations(part: str, tree: ast.AST) -> list[tuple[int, str]]:
