@@ -127,82 +127,18 @@ def serve_cmd(
     log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
 ) -> None:
     """Run the inference API and web viewer (advisory only: never a diagnosis)."""
-    options = {k: v for k, v in locals().items() if not k.startswith("_")}  # the options
-    from radiolens.serve.store.state import private_umask
+    from radiolens.serve.http.launch import run_server
 
-    # Everything this run creates (database, WAL, images, heatmaps, metrics files; workers inherit the umask)
-    # is private to the service user; the state folder itself is created 0700 or tightened.
-    with private_umask():
-        _serve(**options)
-
-
-def _serve(*, model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
-           max_pending_uploads, header_timeout_s, no_heatmaps, mc_passes, monitor_config, alert_webhook,
-           backend, onnx, onnx_threads, accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile,
-           ssl_certfile) -> None:
-    import uvicorn
-
-    from radiolens.errors import ConfigError
-    from radiolens.serve.store import audit
-
-    if (ssl_keyfile is None) != (ssl_certfile is None):
-        raise ConfigError("--ssl-keyfile and --ssl-certfile go together (HTTPS needs both)")
-    for opt, path in (("--ssl-keyfile", ssl_keyfile), ("--ssl-certfile", ssl_certfile)):
-        if path is not None and not path.is_file():
-            raise ConfigError(f"{opt}: file not found: {path.name}")
-    from radiolens.serve.config import secret_fingerprint
-    from radiolens.serve.runtime.metrics import MultiprocessMetrics
-    from radiolens.serve.store.db import make_engine, session_factory, upgrade
-
-    # --workers > 1: one shared Prometheus folder for this run, set in the environment before uvicorn starts
-    # the workers, so /metrics answers for all of them whichever worker takes the scrape.
-    metrics_dir = MultiprocessMetrics(state_dir, workers)  # a bad PROMETHEUS_MULTIPROC_DIR fails here
     settings = _settings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
-                             state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                             request_timeout_s=timeout_s, inference_workers=inference_workers,
-                             max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
-                             heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
-                             monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
-                             onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
-                             insecure_demo_secret=insecure_demo_secret)
-    if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
-        from radiolens.models.bundle import ModelBundle
-        from radiolens.serve.runtime.service import onnx_backend
-
-        onnx_backend(settings, ModelBundle.load(model))
-    # fail early, before uvicorn starts, when it is missing, short, a published demo value or in a file others
-    # can read
-    secret = settings.resolved_secret()
-    from radiolens.io.deid import PUBLIC_SECRETS
-    from radiolens.serve.store.state import secure_state_dir
-
-    if secret.strip().lower() in PUBLIC_SECRETS:
-        typer.echo("warning: --insecure-demo-secret: serving with a published de-identification secret; never "
-                   "upload real patient data to this instance", err=True)
-    secure_state_dir(state_dir)
-    upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
-    # Also once, here: a secret other than the database's is refused before uvicorn starts (one line, exit 2),
-    # and an accepted rotation is done and audited by this process only; workers then find it unchanged.
-    from radiolens.serve.runtime.service import check_deid_secret
-
-    engine = make_engine(settings.resolved_db_url())
-    try:
-        outcome = check_deid_secret(session_factory(engine), secret_fingerprint(secret),
-                                    settings.accept_new_deid_secret, actor=(audit.CLI_USER_ID, audit.CLI_ROLE))
-    finally:
-        engine.dispose()
-    settings = settings.model_copy(update={"accept_new_deid_secret": False})
-    os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
-    typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} ({outcome} for this database; "
-               "record it: a change means study refs no longer match earlier ones)", err=True)
-    from radiolens.serve.http.server import HEADER_TIMEOUT_ENV, HeaderTimeoutH11Protocol
-
-    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # read by the protocol in every worker
-    with metrics_dir:
-        uvicorn.run("radiolens.serve.http.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, timeout_graceful_shutdown=120, http=HeaderTimeoutH11Protocol,
-                    ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
-                    ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
+                         state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                         request_timeout_s=timeout_s, inference_workers=inference_workers,
+                         max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
+                         heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
+                         monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
+                         onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
+                         insecure_demo_secret=insecure_demo_secret)
+    run_server(settings, host=host, port=port, workers=workers, log_level=log_level, ssl_keyfile=ssl_keyfile,
+               ssl_certfile=ssl_certfile, echo=lambda line: typer.echo(line, err=True))
 
 
 def users_create_cmd(
