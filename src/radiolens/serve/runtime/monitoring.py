@@ -332,3 +332,13 @@ def stored_observations(engine: Engine, model_sha256: str, since: str | None = N
                 latest[fb.prediction_id] = bool(fb.agree)
     return [StoredObservation(r.prediction_id, _iso_utc(r.created_at), json.loads(r.record_json),
                               latest.get(r.prediction_id)) for r in rows]
+
+
+def stored_status(engine: Engine, profile: MonitoringProfile, model_sha256: str, cfg) -> dict[str, Any]:
+    """The most recent window of the model's stored predictions against its baseline, and its active alerts:
+    what ``radiolens monitor status`` prints, read from the store without a running service."""
+    from radiolens.monitor.report import current_window
+
+    report = current_window(profile, stored_observations(engine, model_sha256), cfg)
+    active = fold_active_alerts(alert_events(engine, model_sha256))
+    return {"window": report.as_dict(), "active_alerts": list(active.values())}
