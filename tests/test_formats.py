@@ -222,7 +222,8 @@ def test_folder_walks_use_the_one_candidate_test(siim, kermany, tmp_path):
 
 
 def test_deid_writes_through_the_dicom_writer(siim, tmp_path):
-    from radiolens.io.deid import Deidentifier, deidentify_tree
+    from radiolens.io.deid import Deidentifier
+    from radiolens.io.deid_batch import deidentify_tree
     from radiolens.io.writers.dicom import write_dicom
 
     src = tmp_path / "in"

@@ -33,24 +33,13 @@ def preview_cmd(
     all_frames: bool = typer.Option(False, "--all-frames", help="One PNG per frame of multi-frame files."),
 ) -> None:
     """Render display-ready PNG previews; names are content hashes or remapped UIDs, never patient data."""
-    from radiolens.io import formats
-    from radiolens.io.deid import iter_input_files
-    from radiolens.io.preview import render_preview
+    from radiolens.io.preview import preview_files
 
-    window = _window(window_center, window_width)
-    failed = written = 0
-    for item in files:
-        # any format of the table, or no suffix (an unrecognised extension-less file is reported, not skipped)
-        paths = iter_input_files(item, keep=lambda p: formats.is_candidate(p, keep_unrecognised=True)) \
-            if item.is_dir() else [item]
-        for path in paths:
-            try:
-                written += len(render_preview(path, out, window=window, all_frames=all_frames))
-            except RadiolensError as exc:
-                failed += 1
-                typer.echo(f"error: {exc}", err=True)
-    typer.echo(f"wrote {written} preview(s) to {out}" + (f"; {failed} file(s) failed" if failed else ""))
-    if failed:
+    summary = preview_files(files, out, window=_window(window_center, window_width), all_frames=all_frames,
+                            on_error=lambda _path, exc: typer.echo(f"error: {exc}", err=True))
+    typer.echo(f"wrote {len(summary.written)} preview(s) to {out}"
+               + (f"; {summary.failed} file(s) failed" if summary.failed else ""))
+    if summary.failed:
         sys.exit(EXIT_SOME_FILES_FAILED)
 
 
@@ -68,7 +57,8 @@ def deid_cmd(
                                          help="Also process files that may have burned-in text (check pixels!)."),
 ) -> None:
     """De-identify DICOM (PS3.15 Annex E basic profile + retain patient characteristics); writes a report."""
-    from radiolens.io.deid import Deidentifier, deidentify_tree, load_secret, write_reports
+    from radiolens.io.deid import Deidentifier, load_secret
+    from radiolens.io.deid_batch import deidentify_sources
 
     # --secret on the command line is visible to other local users (ps): warned; a published demo value: warned;
     # a secret file others can read: refused.
@@ -77,9 +67,6 @@ def deid_cmd(
     secret = load_secret(secret, on_command_line=typed, public="warn",
                          warn=lambda msg: typer.echo(f"warning: {msg}", err=True))
     deid = Deidentifier(secret, shift_dates=shift_dates, allow_burned_in=allow_burned_in)
-    for src in sources:
-        if not src.exists():
-            raise InputError(f"{src.name}: no such file or folder")
 
     def on_error(path: Path, exc: RadiolensError) -> None:
         # The io layer says what is wrong; the remedy that is a flag of this command is added here.
@@ -87,14 +74,10 @@ def deid_cmd(
                 if isinstance(exc, BurnedInAnnotationError) else "")
         typer.echo(f"error: {exc}{hint}", err=True)
 
-    rows = [row for src in sources for row in deidentify_tree(src, out, deid, on_error=on_error)]
-    csv_path, _ = write_reports(rows, out)
-    ok = sum(r["status"] == "ok" for r in rows)
-    refused = sum(r["status"] == "refused" for r in rows)
-    failed = len(rows) - ok
-    typer.echo(f"de-identified {ok}/{len(rows)} file(s) into {out} ({refused} refused for burned-in text); "
-               f"report: {csv_path}")
-    if failed:
+    summary = deidentify_sources(sources, out, deid, on_error=on_error)
+    typer.echo(f"de-identified {summary.ok}/{summary.total} file(s) into {out} ({summary.refused} refused for "
+               f"burned-in text); report: {summary.csv_path}")
+    if summary.failed:
         sys.exit(EXIT_SOME_FILES_FAILED)
 
 

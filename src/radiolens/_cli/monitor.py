@@ -102,21 +102,20 @@ def status_cmd(
     config: Path = typer.Option(None, "--config", help="monitoring YAML (drift thresholds)"),
 ) -> None:
     """The most recent window of the service's predictions against the baseline, as JSON (read-only)."""
-    from radiolens._cli.serve import _engine
     from radiolens.models.bundle import ModelBundle
-    from radiolens.monitor.alerts import active_alerts
     from radiolens.monitor.profile import require_profile
-    from radiolens.monitor.report import current_window
-    from radiolens.serve.runtime.monitoring import alert_events, stored_observations
+    from radiolens.serve.runtime.monitoring import stored_status
+    from radiolens.serve.store.admin import StoreLocation, migrated_engine
 
     bundle = ModelBundle.load(model)
     profile = require_profile(bundle, model.name)
     cfg = _monitor_config(config).drift
-    engine = _engine(db_url, state_dir)
-    report = current_window(profile, stored_observations(engine, bundle.sha256), cfg)
-    active = active_alerts(alert_events(engine, bundle.sha256))
-    engine.dispose()
-    typer.echo(json.dumps({"window": report.as_dict(), "active_alerts": list(active.values())}, indent=1))
+    engine = migrated_engine(StoreLocation(db_url, state_dir))
+    try:
+        status = stored_status(engine, profile, bundle.sha256, cfg)
+    finally:
+        engine.dispose()
+    typer.echo(json.dumps(status, indent=1))
 
 
 def report_cmd(
@@ -129,18 +128,20 @@ def report_cmd(
     config: Path = typer.Option(None, "--config", help="monitoring YAML (drift thresholds)"),
 ) -> None:
     """HTML + JSON report of every monitored signal over time, with the alert history."""
-    from radiolens._cli.serve import _engine
     from radiolens.models.bundle import ModelBundle
     from radiolens.monitor.profile import MonitoringProfile
     from radiolens.monitor.report import build_report, model_reference, write_report
     from radiolens.serve.runtime.monitoring import alert_events, stored_observations
+    from radiolens.serve.store.admin import StoreLocation, migrated_engine
 
     bundle = ModelBundle.load(model)
     profile = MonitoringProfile.from_bundle(bundle)
-    engine = _engine(db_url, state_dir)
-    obs = stored_observations(engine, bundle.sha256, since, until)
-    alerts = alert_events(engine, bundle.sha256, since, until)
-    engine.dispose()
+    engine = migrated_engine(StoreLocation(db_url, state_dir))
+    try:
+        obs = stored_observations(engine, bundle.sha256, since, until)
+        alerts = alert_events(engine, bundle.sha256, since, until)
+    finally:
+        engine.dispose()
     content = build_report(profile, obs, _monitor_config(config).drift, alerts, model_reference(bundle))
     html_path, json_path = write_report(content, out)
     typer.echo(f"{content['n_predictions']} predictions, {len(content['checks'])} checks "

@@ -16,38 +16,10 @@ _DB_HELP = "SQLAlchemy URL (default: SQLite file radiolens.db in --state-dir); e
 _STATE_HELP = "folder for the SQLite DB and stored artefacts (heatmaps, de-identified display images)"
 
 
-def _db_url(db_url: str | None, state_dir: Path) -> str:
-    from radiolens.serve.config import ServeSettings
+def _store(db_url: str | None, state_dir: Path):
+    from radiolens.serve.store.admin import StoreLocation
 
-    url = db_url or os.environ.get("RADIOLENS_DB_URL", "")
-    return ServeSettings(model_path=Path("."), db_url=url, state_dir=state_dir).resolved_db_url()
-
-
-def _engine(db_url: str | None, state_dir: Path):
-    """A migrated engine for a command that may create the store (``users create``)."""
-    from radiolens.serve.store.db import make_engine, upgrade
-
-    url = _db_url(db_url, state_dir)
-    if not (db_url or os.environ.get("RADIOLENS_DB_URL")):  # the state folder's own SQLite database
-        from radiolens.serve.store.state import secure_state_dir
-
-        secure_state_dir(state_dir)
-    engine = make_engine(url)
-    upgrade(url, engine)
-    return engine
-
-
-def _existing(db_url: str | None, state_dir: Path, need_head: bool = False, writable: bool = False):
-    """An engine on a store that already exists and is initialised; never creates one (read-only commands, and
-    commands that change only what is there). Missing or uninitialised: one-line error, exit 2."""
-    from radiolens.serve.store.db import make_engine, open_existing
-
-    url = _db_url(db_url, state_dir)
-    engine = open_existing(url, need_head=need_head or writable)
-    if not writable:
-        return engine
-    engine.dispose()
-    return make_engine(url)
+    return StoreLocation(db_url, state_dir)
 
 
 def _backend(kind: str, onnx: Path | None) -> dict:
@@ -127,82 +99,18 @@ def serve_cmd(
     log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
 ) -> None:
     """Run the inference API and web viewer (advisory only: never a diagnosis)."""
-    options = {k: v for k, v in locals().items() if not k.startswith("_")}  # the options
-    from radiolens.serve.store.state import private_umask
+    from radiolens.serve.http.launch import run_server
 
-    # Everything this run creates (database, WAL, images, heatmaps, metrics files; workers inherit the umask)
-    # is private to the service user; the state folder itself is created 0700 or tightened.
-    with private_umask():
-        _serve(**options)
-
-
-def _serve(*, model, host, port, db_url, state_dir, workers, inference_workers, max_upload_mb, timeout_s,
-           max_pending_uploads, header_timeout_s, no_heatmaps, mc_passes, monitor_config, alert_webhook,
-           backend, onnx, onnx_threads, accept_new_deid_secret, insecure_demo_secret, log_level, ssl_keyfile,
-           ssl_certfile) -> None:
-    import uvicorn
-
-    from radiolens.errors import ConfigError
-    from radiolens.serve.store import audit
-
-    if (ssl_keyfile is None) != (ssl_certfile is None):
-        raise ConfigError("--ssl-keyfile and --ssl-certfile go together (HTTPS needs both)")
-    for opt, path in (("--ssl-keyfile", ssl_keyfile), ("--ssl-certfile", ssl_certfile)):
-        if path is not None and not path.is_file():
-            raise ConfigError(f"{opt}: file not found: {path.name}")
-    from radiolens.serve.config import secret_fingerprint
-    from radiolens.serve.runtime.metrics import MultiprocessMetrics
-    from radiolens.serve.store.db import make_engine, session_factory, upgrade
-
-    # --workers > 1: one shared Prometheus folder for this run, set in the environment before uvicorn starts
-    # the workers, so /metrics answers for all of them whichever worker takes the scrape.
-    metrics_dir = MultiprocessMetrics(state_dir, workers)  # a bad PROMETHEUS_MULTIPROC_DIR fails here
     settings = _settings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
-                             state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                             request_timeout_s=timeout_s, inference_workers=inference_workers,
-                             max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
-                             heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
-                             monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
-                             onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
-                             insecure_demo_secret=insecure_demo_secret)
-    if settings.backend == "onnx":  # fail early, before uvicorn starts, when the export is not of this model
-        from radiolens.models.bundle import ModelBundle
-        from radiolens.serve.runtime.service import onnx_backend
-
-        onnx_backend(settings, ModelBundle.load(model))
-    # fail early, before uvicorn starts, when it is missing, short, a published demo value or in a file others
-    # can read
-    secret = settings.resolved_secret()
-    from radiolens.io.deid import PUBLIC_SECRETS
-    from radiolens.serve.store.state import secure_state_dir
-
-    if secret.strip().lower() in PUBLIC_SECRETS:
-        typer.echo("warning: --insecure-demo-secret: serving with a published de-identification secret; never "
-                   "upload real patient data to this instance", err=True)
-    secure_state_dir(state_dir)
-    upgrade(settings.resolved_db_url())  # once, here, rather than racing in every worker
-    # Also once, here: a secret other than the database's is refused before uvicorn starts (one line, exit 2),
-    # and an accepted rotation is done and audited by this process only; workers then find it unchanged.
-    from radiolens.serve.runtime.service import check_deid_secret
-
-    engine = make_engine(settings.resolved_db_url())
-    try:
-        outcome = check_deid_secret(session_factory(engine), secret_fingerprint(secret),
-                                    settings.accept_new_deid_secret, actor=(audit.CLI_USER_ID, audit.CLI_ROLE))
-    finally:
-        engine.dispose()
-    settings = settings.model_copy(update={"accept_new_deid_secret": False})
-    os.environ.update(settings.worker_env())  # the secret never travels inside the settings JSON
-    typer.echo(f"de-identification secret fingerprint {secret_fingerprint(secret)} ({outcome} for this database; "
-               "record it: a change means study refs no longer match earlier ones)", err=True)
-    from radiolens.serve.http.server import HEADER_TIMEOUT_ENV, HeaderTimeoutH11Protocol
-
-    os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # read by the protocol in every worker
-    with metrics_dir:
-        uvicorn.run("radiolens.serve.http.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                    log_level=log_level, timeout_graceful_shutdown=120, http=HeaderTimeoutH11Protocol,
-                    ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
-                    ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
+                         state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                         request_timeout_s=timeout_s, inference_workers=inference_workers,
+                         max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
+                         heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
+                         monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
+                         onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
+                         insecure_demo_secret=insecure_demo_secret)
+    run_server(settings, host=host, port=port, workers=workers, log_level=log_level, ssl_keyfile=ssl_keyfile,
+               ssl_certfile=ssl_certfile, echo=lambda line: typer.echo(line, err=True))
 
 
 def users_create_cmd(
@@ -214,42 +122,30 @@ def users_create_cmd(
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
     """Create a key and print it ONCE (only its hash is stored)."""
-    from radiolens.serve.store import audit
-    from radiolens.serve.store.auth import create_key_audited, parse_expiry
-    from radiolens.serve.store.db import session_factory
+    from radiolens.serve.store.admin import create_user
+    from radiolens.serve.store.auth import parse_expiry
 
-    lifetime = parse_expiry(expires_in)  # before anything is created
-    engine = _engine(db_url, state_dir)
-    try:
-        with audit.writer(session_factory(engine)) as s:  # audited as user 0, role "cli"
-            row, key = create_key_audited(s, role, label, audit.CLI_USER_ID, audit.CLI_ROLE, lifetime)
-            user_id, key_id, expires = row.id, row.key_id, row.expires_at
-    finally:
-        engine.dispose()
-    until = f" expires={expires.isoformat(timespec='seconds')}" if expires else ""
-    typer.echo(f"user_id={user_id} key_id={key_id} role={role}{until}", err=True)
+    created = create_user(_store(db_url, state_dir), role, label, parse_expiry(expires_in))
+    row = created.listing
+    until = f" expires={row.expires_at.isoformat(timespec='seconds')}" if row.expires_at else ""
+    typer.echo(f"user_id={row.user_id} key_id={row.key_id} role={role}{until}", err=True)
     typer.echo("store this key now; it cannot be shown again:", err=True)
-    typer.echo(key)
+    typer.echo(created.key)
+
 
 def users_list_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
     """List keys (never the keys themselves)."""
-    from sqlalchemy.orm import Session
+    from radiolens.serve.store.admin import list_users
 
-    from radiolens.serve.store.auth import key_status, list_keys
+    rows = list_users(_store(db_url, state_dir))  # read-only: never creates a database
+    typer.echo(f"{'user_id':>7}  {'key_id':16}  {'role':9}  {'status':8}  {'expires (UTC)':19}  label")
+    for r in rows:
+        exp = r.expires_at.strftime("%Y-%m-%d %H:%M:%S") if r.expires_at else "never"
+        typer.echo(f"{r.user_id:>7}  {r.key_id:16}  {r.role:9}  {r.status:8}  {exp:19}  {r.label}")
 
-    engine = _existing(db_url, state_dir, need_head=True)  # read-only: never creates a database
-    try:
-        with Session(engine) as s:
-            rows = list_keys(s)
-            typer.echo(f"{'user_id':>7}  {'key_id':16}  {'role':9}  {'status':8}  {'expires (UTC)':19}  label")
-            for r in rows:
-                exp = r.expires_at.strftime("%Y-%m-%d %H:%M:%S") if r.expires_at else "never"
-                typer.echo(f"{r.id:>7}  {r.key_id:16}  {r.role:9}  {key_status(r):8}  {exp:19}  {r.label}")
-    finally:
-        engine.dispose()
 
 def users_revoke_cmd(
     key_id: str = typer.Argument(..., help="key id (or user id) from `radiolens users list`"),
@@ -257,17 +153,10 @@ def users_revoke_cmd(
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
     """Revoke a key; requests using it get 401 from then on. The last active admin key is never revoked."""
-    from radiolens.serve.store import audit
-    from radiolens.serve.store.auth import revoke_key_audited
-    from radiolens.serve.store.db import session_factory
+    from radiolens.serve.store.admin import revoke_user
 
-    engine = _existing(db_url, state_dir, writable=True)  # nothing to revoke in a store that does not exist
-    try:
-        with audit.writer(session_factory(engine)) as s:
-            row = revoke_key_audited(s, key_id, audit.CLI_USER_ID, audit.CLI_ROLE)
-            typer.echo(f"revoked key_id={row.key_id} (user_id={row.id})")
-    finally:
-        engine.dispose()
+    row = revoke_user(_store(db_url, state_dir), key_id)  # nothing to revoke in a store that does not exist
+    typer.echo(f"revoked key_id={row.key_id} (user_id={row.user_id})")
 
 
 def audit_verify_cmd(
@@ -281,15 +170,9 @@ def audit_verify_cmd(
 ) -> None:
     """Recompute the hash chain and check every stored result, feedback and artefact against it; exit 1 on
     any mismatch (a row edited or deleted, a result or file changed)."""
-    from radiolens.serve.store import audit
+    from radiolens.serve.store.admin import verify_audit
 
-    expected = audit.parse_head(expect_head) if expect_head else None
-    engine = _existing(db_url, state_dir)  # read-only: never creates a database
-    try:
-        report = audit.verify(engine, expect_head=expected,
-                              artefact_dir=state_dir / "artefacts" if artefacts else None)
-    finally:
-        engine.dispose()
+    report = verify_audit(_store(db_url, state_dir), expect_head=expect_head, artefacts=artefacts)
     if as_json:
         typer.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -301,24 +184,23 @@ def audit_verify_cmd(
     if not report.ok:
         raise typer.Exit(1)
 
+
 def audit_head_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
     """Print the verified chain head as SEQ:HASH, to record OUTSIDE the database (e.g. a daily ticket or
     write-once store); `audit verify --expect-head SEQ:HASH` later proves history was not rewound."""
-    from radiolens.serve.store import audit
+    from radiolens.serve.store.admin import verify_audit
 
-    engine = _existing(db_url, state_dir)  # read-only: never creates a database
-    try:
-        report = audit.verify(engine)  # the chain and the stored rows; `audit verify` also checks files
-    finally:
-        engine.dispose()
+    # the chain and the stored rows; `audit verify` also checks files
+    report = verify_audit(_store(db_url, state_dir), artefacts=False)
     if not report.ok:  # never anchor a chain that is already broken
         typer.echo(f"error: audit chain BROKEN ({len(report.problems)} problems; run `radiolens audit verify`)",
                    err=True)
         raise typer.Exit(1)
     typer.echo(f"{report.head_seq}:{report.head_hash}")
+
 
 def audit_export_cmd(
     since: str = typer.Option(None, help="ISO 8601 start, inclusive (naive = UTC)"),
@@ -329,13 +211,9 @@ def audit_export_cmd(
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
     """Export audit rows in a time range as JSON lines or CSV."""
-    from radiolens.serve.store import audit
+    from radiolens.serve.store.admin import export_audit
 
-    engine = _existing(db_url, state_dir)  # read-only: never creates a database
-    try:
-        chunks = list(audit.export(engine, fmt, since, until))
-    finally:
-        engine.dispose()
+    chunks = export_audit(_store(db_url, state_dir), fmt, since, until)
     if out:
         out.write_text("".join(chunks))
         typer.echo(f"wrote {max(len(chunks) - (fmt == 'csv'), 0)} rows to {out.name}", err=True)
@@ -348,10 +226,9 @@ def db_upgrade_cmd(
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
     """Apply the Alembic migrations shipped in the package (idempotent)."""
-    from radiolens.serve.store.db import upgrade
+    from radiolens.serve.store.admin import upgrade_store
 
-    rev = upgrade(_db_url(db_url, state_dir))
-    typer.echo(f"database at revision {rev}")
+    typer.echo(f"database at revision {upgrade_store(_store(db_url, state_dir))}")
 
 
 def register(app: typer.Typer) -> None:

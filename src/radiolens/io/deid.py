@@ -80,7 +80,7 @@ from pydicom.valuerep import validate_value
 
 from radiolens import __version__ as _radiolens_version
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
-from radiolens.io import formats, vocab
+from radiolens.io import vocab
 from radiolens.io.deid_pixels import strip_stream_metadata
 from radiolens.io.writers.dicom import dicom_file_name, write_dicom
 
@@ -540,73 +540,3 @@ def _file_meta(clean: Dataset, original: Dataset) -> FileMetaDataset:
 def output_name(clean: Dataset) -> str:
     """File name from the remapped SOP Instance UID: unique, stable, PHI-free."""
     return dicom_file_name(clean)
-
-
-# -- folders --------------------------------------------------------------------------------------------------
-REPORT_FIELDS = ("source_ref", "status", "error_code", "output", "sop_instance_uid", "study_instance_uid",
-                 "series_instance_uid", "patient_pseudonym", "modality", "burned_in_annotation", "removed",
-                 "emptied", "replaced", "uids_remapped", "dates_shifted", "private_removed",
-                 "stream_segments_removed")
-
-
-def iter_input_files(src: Path, *, keep=None) -> list[Path]:
-    """A file, or the regular files under a folder for which ``keep(path)`` holds, in a stable order."""
-    src = Path(src)
-    if src.is_file():
-        return [src]
-    if not src.is_dir():
-        raise InputError(f"{src.name}: no such file or folder")
-    return sorted(p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".")
-                  and (keep is None or keep(p)))
-
-
-def deidentify_tree(src: str | Path, out_dir: str | Path, deid: Deidentifier,
-                    on_error=None) -> list[dict]:
-    """De-identify a file or folder into ``out_dir``; one PHI-free report row per input file.
-
-    Bad files do not stop the run: they get a row with ``status`` "error" or "refused" and the error code,
-    and ``on_error(path, exc)`` is called (the CLI prints one line). Input names never reach the report:
-    each file is identified by ``source_ref``, a keyed hash of its path relative to ``src``.
-    """
-    src, out_dir = Path(src).resolve(), Path(out_dir).resolve()
-    if out_dir == src or (src.is_dir() and src in out_dir.parents):
-        raise ConfigError("the output folder must not be inside the input folder (inputs are never modified)")
-    # DICOM by the format table, or no suffix at all (PACS exports): an extension-less file that is not DICOM
-    # gets an error row rather than being skipped unseen.
-    files = iter_input_files(src, keep=lambda p: formats.is_candidate(p, (formats.DICOM.name,),
-                                                                      keep_unrecognised=True))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    written: set[str] = set()
-    for path in files:
-        rel = path.name if src.is_file() else path.relative_to(src).as_posix()
-        row = {"source_ref": "src-" + deid._mac("source", rel).hex()[:16]}
-        try:
-            report = deid.deidentify_file(path, out_dir)
-            if report["output"] in written:
-                report["status"] = "duplicate_sop_instance_uid"
-            written.add(report["output"])
-            row.update(report)
-        except RadiolensError as exc:
-            row.update(status="refused" if isinstance(exc, BurnedInAnnotationError) else "error",
-                       error_code=exc.code)
-            if on_error is not None:
-                on_error(path, exc)
-        rows.append(row)
-    return rows
-
-
-def write_reports(rows: list[dict], out_dir: str | Path) -> tuple[Path, Path]:
-    """``deid_report.csv`` (one row per file) and ``deid_report.json`` (full rows); deterministic bytes."""
-    import csv
-    import json
-
-    out_dir = Path(out_dir)
-    json_path, csv_path = out_dir / "deid_report.json", out_dir / "deid_report.csv"
-    json_path.write_text(json.dumps({"files": rows}, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=REPORT_FIELDS, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k, "") for k in REPORT_FIELDS})
-    return csv_path, json_path

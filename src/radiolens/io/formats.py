@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from radiolens.errors import NotDicomError, UnreadableImageError
+from radiolens.errors import InputError, NotDicomError, UnreadableImageError
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -166,6 +166,18 @@ def is_candidate(path: str | os.PathLike, formats: Iterable[str] | None = None, 
     if fmt is None:
         return keep_unrecognised and path.suffix == ""
     return fmt in wanted
+
+
+def iter_input_files(src: str | os.PathLike, *, keep: Callable[[Path], bool] | None = None) -> list[Path]:
+    """A file, or the regular files under a folder for which ``keep(path)`` holds, in a stable order (hidden
+    files never). A path that is neither is an ``InputError``: a batch names what it cannot find."""
+    src = Path(src)
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise InputError(f"{src.name}: no such file or folder")
+    return sorted(p for p in src.rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and (keep is None or keep(p)))
 
 
 # -- reading -------------------------------------------------------------------------------------------------

@@ -4,13 +4,18 @@ Input file names are often patient names or accession numbers, and a real SOP In
 back to the patient by anyone with PACS access, so neither is used: a file that was de-identified by
 radiolens (PatientIdentityRemoved YES) is named by its already-remapped SOP Instance UID (so previews line
 up with ``radiolens deid`` output), anything else by a SHA-256 prefix of its bytes.
+
+:func:`preview_files` is the batch: a bad file costs its ``on_error`` call and the run goes on.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from radiolens.errors import RadiolensError
 from radiolens.io import formats
 from radiolens.io.formats import Frames, read_image
 from radiolens.io.image import RadioImage, Window
@@ -47,3 +52,34 @@ def render_preview(path: str | Path, out_dir: str | Path, *, window: Window | No
         write_preview_png(image.pixels, dst)
         written.append(dst)
     return written
+
+
+@dataclass
+class PreviewSummary:
+    """What a batch of previews did: the PNGs written and the number of input files that failed."""
+
+    written: list[Path] = field(default_factory=list)
+    failed: int = 0
+
+
+def preview_files(items: Iterable[str | Path], out_dir: str | Path, *, window: Window | None = None,
+                  all_frames: bool = False,
+                  on_error: Callable[[Path, RadiolensError], None] | None = None) -> PreviewSummary:
+    """Previews of files and folders (searched recursively) into ``out_dir``.
+
+    A folder contributes every file of the format table and every extension-less file (one nothing recognises
+    is reported through ``on_error``, not skipped: it may be a DICOM the sniffing missed); a file named
+    directly is always tried, so a missing or unreadable one is reported too.
+    """
+    summary = PreviewSummary()
+    for item in map(Path, items):
+        paths = formats.iter_input_files(item, keep=lambda p: formats.is_candidate(p, keep_unrecognised=True)) \
+            if item.is_dir() else [item]
+        for path in paths:
+            try:
+                summary.written += render_preview(path, out_dir, window=window, all_frames=all_frames)
+            except RadiolensError as exc:
+                summary.failed += 1
+                if on_error is not None:
+                    on_error(path, exc)
+    return summary

@@ -15,15 +15,29 @@ from radiolens.models.backends import TorchBackend
 from radiolens.models.bundle import ModelBundle
 
 
-def check_exported_from(backend, bundle: ModelBundle) -> None:
-    """Refuse (``ConfigError``) a ``bundle`` that is not the source of ``backend``'s model."""
+def export_mismatch(backend, bundle: ModelBundle, *, require_source: bool = False) -> str | None:
+    """Why ``bundle`` is not the source of ``backend``'s model, or None when it is.
+
+    The one check, worded by each caller (batch scoring names its options, the service its files and the way
+    out). ``require_source``: an export that records no source sha256 is refused rather than given the weaker
+    check of architecture and class names (the service, whose audit rows name the bundle's sha256).
+    """
     exported_from = getattr(backend, "source_sha256", "")
     if exported_from and bundle.sha256 != exported_from:
-        raise ConfigError(f"--cam-model is not the model that --model was exported from (its sha256 "
-                          f"{bundle.sha256[:12]}... is not the recorded source {exported_from[:12]}...)")
+        return f"its sha256 {bundle.sha256[:12]}... is not the recorded source {exported_from[:12]}..."
+    if not exported_from and require_source:
+        return "the export records no source sha256"
     # Files exported before the source hash was recorded: the weaker check is all there is.
     if bundle.info.arch != backend.info.arch or bundle.info.class_names != backend.info.class_names:
-        raise ConfigError("--cam-model is not the model that --model was exported from")
+        return "its architecture or class names differ"
+    return None
+
+
+def check_exported_from(backend, bundle: ModelBundle) -> None:
+    """Refuse (``ConfigError``) a ``--cam-model`` bundle that is not the source of ``backend``'s model."""
+    reason = export_mismatch(backend, bundle)
+    if reason is not None:
+        raise ConfigError(f"--cam-model is not the model that --model was exported from ({reason})")
 
 
 def cam_model_for(backend, cam_bundle: ModelBundle | None = None) -> nn.Module:

@@ -12,6 +12,7 @@ import logging
 from radiolens.errors import ConfigError
 from radiolens.models.backends import OnnxBackend, TorchBackend
 from radiolens.models.bundle import ModelBundle
+from radiolens.models.provenance import export_mismatch
 from radiolens.pipeline import Predictor
 from radiolens.serve.config import ServeSettings
 
@@ -21,10 +22,10 @@ log = logging.getLogger("radiolens.serve")
 def onnx_backend(settings: ServeSettings, bundle: ModelBundle) -> OnnxBackend:
     """ONNX Runtime on an export of exactly this bundle (refused otherwise: scores and audit must agree)."""
     backend = OnnxBackend(settings.onnx_path, threads=settings.onnx_threads)
-    if backend.source_sha256 != bundle.sha256:
-        raise ConfigError(f"{settings.onnx_path.name} was not exported from {settings.model_path.name} (its source "
-                          "sha256 differs): export the served bundle again, after `radiolens monitor baseline` if "
-                          "you registered one")
+    reason = export_mismatch(backend, bundle, require_source=True)
+    if reason is not None:
+        raise ConfigError(f"{settings.onnx_path.name} was not exported from {settings.model_path.name} ({reason}): "
+                          "export the served bundle again, after `radiolens monitor baseline` if you registered one")
     if not backend.has_embedding:
         log.warning("%s has no embedding output: the input gate and drift monitoring read the embedding with "
                     "PyTorch (one extra forward pass); re-export to avoid it", settings.onnx_path.name)

@@ -41,6 +41,7 @@ from radiolens.monitor import (
     WindowReport,
     evaluate_window,
 )
+from radiolens.monitor.alerts import active_alerts as fold_active_alerts
 from radiolens.monitor.drift import INSUFFICIENT
 from radiolens.monitor.observe import observation
 from radiolens.monitor.report import StoredObservation
@@ -232,18 +233,12 @@ class ServiceMonitor:
             self.m_active.labels(name).set(1 if name in active_now else 0)
 
     def active_alerts(self, session: Session) -> dict[str, dict[str, Any]]:
-        """Signal -> the alert event that raised it, for every alert not cleared since (this model only)."""
-        active: dict[str, dict[str, Any]] = {}
+        """Signal -> the alert event that raised it, for every alert not cleared since (this model only): the
+        monitor's fold (:func:`radiolens.monitor.alerts.active_alerts`) of the audit log's alert events, read in
+        the caller's session (inside the audit write lock when alerts are about to be written)."""
         q = (select(AuditEntry).where(AuditEntry.event.in_(ALERT_EVENTS), AuditEntry.model_sha256 == self.model_sha)
              .order_by(AuditEntry.seq))
-        for row in session.scalars(q):
-            body = json.loads(row.outputs_json)
-            if row.event == RAISED:
-                active[body["signal"]] = {"audit_seq": int(row.seq), "created_at": _iso_utc(row.created_at),
-                                          **body}
-            else:
-                active.pop(body["signal"], None)
-        return active
+        return fold_active_alerts(_alert_event(row) for row in session.scalars(q))
 
     def alert_history(self, limit: int = 100) -> list[dict[str, Any]]:
         return alert_events(self.engine, limit=limit, newest_first=True)
@@ -302,6 +297,12 @@ def _range(q, column, engine: Engine, since: str | None, until: str | None):
     return q
 
 
+def _alert_event(row: AuditEntry) -> dict[str, Any]:
+    """One alert event of the audit log, as the status page and ``radiolens monitor status`` list it."""
+    return {"event": row.event, "audit_seq": int(row.seq), "created_at": _iso_utc(row.created_at),
+            "model_sha256": row.model_sha256, **json.loads(row.outputs_json)}
+
+
 def alert_events(engine: Engine, model_sha256: str | None = None, since: str | None = None,
                  until: str | None = None, limit: int | None = None, newest_first: bool = False) -> list[dict]:
     """Drift alert events from the audit log (``since`` inclusive, ``until`` exclusive, ISO 8601, naive = UTC)."""
@@ -313,8 +314,7 @@ def alert_events(engine: Engine, model_sha256: str | None = None, since: str | N
     if limit:
         q = q.limit(limit)
     with Session(engine) as s:
-        return [{"event": r.event, "audit_seq": int(r.seq), "created_at": _iso_utc(r.created_at),
-                 "model_sha256": r.model_sha256, **json.loads(r.outputs_json)} for r in s.scalars(q)]
+        return [_alert_event(r) for r in s.scalars(q)]
 
 
 def stored_observations(engine: Engine, model_sha256: str, since: str | None = None,
@@ -332,3 +332,13 @@ def stored_observations(engine: Engine, model_sha256: str, since: str | None = N
                 latest[fb.prediction_id] = bool(fb.agree)
     return [StoredObservation(r.prediction_id, _iso_utc(r.created_at), json.loads(r.record_json),
                               latest.get(r.prediction_id)) for r in rows]
+
+
+def stored_status(engine: Engine, profile: MonitoringProfile, model_sha256: str, cfg) -> dict[str, Any]:
+    """The most recent window of the model's stored predictions against its baseline, and its active alerts:
+    what ``radiolens monitor status`` prints, read from the store without a running service."""
+    from radiolens.monitor.report import current_window
+
+    report = current_window(profile, stored_observations(engine, model_sha256), cfg)
+    active = fold_active_alerts(alert_events(engine, model_sha256))
+    return {"window": report.as_dict(), "active_alerts": list(active.values())}
