@@ -22,6 +22,11 @@ from radiolens.serve.config import ServeSettings, secret_fingerprint
 APP_FACTORY = "radiolens.serve.http.app:app_from_env"
 #: Seconds uvicorn waits for requests in flight when asked to stop.
 GRACEFUL_SHUTDOWN_S = 120
+#: Seconds a worker process may take to answer the supervisor's health ping (uvicorn's default is 5). A worker
+#: answers from a Python thread, so while it imports PyTorch and loads and warms up the model (GIL held for
+#: seconds at a time, longer on a loaded host) a short limit makes the supervisor kill it and start another, which
+#: then meets the same limit: with --workers > 1 the service never becomes ready.
+WORKER_HEALTHCHECK_S = 60
 
 
 def check_tls_files(ssl_keyfile: Path | None, ssl_certfile: Path | None) -> None:
@@ -88,5 +93,6 @@ def run_server(settings: ServeSettings, *, host: str, port: int, workers: int, l
         with metrics_dir:
             uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, http=HeaderTimeoutH11Protocol,
+                        timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
                         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
                         ssl_certfile=str(ssl_certfile) if ssl_certfile else None)
