@@ -21,6 +21,7 @@ from radiolens.monitor.report import StoredObservation, current_window
 def test_register_baseline_from_a_manifest_split(monitor_model, kermany, tmp_path):
     root, rows = kermany
     fresh = ModelBundle(info=copy.deepcopy(monitor_model.info), model=monitor_model.model)
+    fresh.info.monitoring = {}  # the shared fixture may already carry a baseline another test registered
     with pytest.raises(ConfigError, match="no monitoring baseline"):
         require_profile(fresh, "m.pt")
     notes = []
