@@ -137,10 +137,10 @@ def run_mode(url: str, key: str, uploads, n_requests: int, clients: int, heatmap
         try:
             r = c.post(f"{url}/v1/predictions", params={"heatmap": str(heatmap).lower()},
                        files={"file": ("upload", data)})
-            ok = r.status_code == 201
+            status = r.status_code
         except httpx.HTTPError:
-            ok = False
-        return time.perf_counter() - t0, ok, kind
+            status = 0  # no HTTP answer
+        return time.perf_counter() - t0, status == 201, kind, status
 
     # warm-up, excluded from the numbers
     with cf.ThreadPoolExecutor(clients) as pool:
@@ -153,9 +153,11 @@ def run_mode(url: str, key: str, uploads, n_requests: int, clients: int, heatmap
         c.close()
     lat = np.array([r[0] for r in results if r[1]]) * 1000
     errors = sum(1 for r in results if not r[1])
+    statuses = {str(s): sum(1 for r in results if r[3] == s) for s in sorted({r[3] for r in results if not r[1]})}
     by_kind = {k: float(np.percentile([r[0] * 1000 for r in results if r[1] and r[2] == k], 50))
                for k in ("jpeg", "png", "dicom") if any(r[1] and r[2] == k for r in results)}
     return {"mode": "heatmap" if heatmap else "no heatmap", "requests": n_requests, "errors": errors,
+            "error_statuses": statuses,
             "throughput": (n_requests - errors) / wall, "p50": np.percentile(lat, 50), "p95": np.percentile(lat, 95),
             "p99": np.percentile(lat, 99), "mean": lat.mean(), "wall": wall,
             "dicom": sum(1 for r in results if r[2] == "dicom"), "png": sum(1 for r in results if r[2] == "png"),
@@ -176,6 +178,9 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=None, help="head dropout of the made bundle (registry default "
                     "if unset); MC-dropout passes only cost time when the model has nn.Dropout modules")
     ap.add_argument("--timeout", type=float, default=120.0, help="passed to radiolens serve --timeout")
+    ap.add_argument("--max-pending-uploads", type=int, default=None,
+                    help="passed to radiolens serve (default: --clients, so no upload is turned away with 503 and "
+                         "the table measures inference; set it lower to measure admission control)")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -207,7 +212,8 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-m", "radiolens.cli", "serve", "--model", str(model),
                                  "--state-dir", str(state), "--port", str(port), "--log-level", "warning",
                                  "--inference-workers", str(args.inference_workers), "--mc-passes",
-                                 str(args.mc_passes), "--timeout", str(args.timeout)], env=env)
+                                 str(args.mc_passes), "--timeout", str(args.timeout), "--max-pending-uploads",
+                                 str(args.max_pending_uploads or args.clients)], env=env)
         url = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 120
@@ -243,6 +249,9 @@ def main() -> None:
               f"{r['throughput']:>6.1f} | {r['p50']:>7.0f} | {r['p95']:>7.0f} | {r['p99']:>7.0f} | "
               f"{k.get('jpeg', float('nan')):>8.0f} | {k.get('png', float('nan')):>7.0f} | "
               f"{k.get('dicom', float('nan')):>9.0f} |")
+    for r in rows:
+        if r["error_statuses"]:
+            print(f"{r['mode']}: failed requests by HTTP status (0: no answer): {r['error_statuses']}")
     expected = sum(r["requests"] - r["errors"] for r in rows) + 2 * args.clients + 1
     print(f"audit chain: {'OK' if report.ok else 'BROKEN'}, {report.rows} rows "
           f"(expected {expected} = successful predictions incl. warm-up + the key's creation)")
