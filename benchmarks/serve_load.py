@@ -252,9 +252,10 @@ def main() -> None:
     for r in rows:
         if r["error_statuses"]:
             print(f"{r['mode']}: failed requests by HTTP status (0: no answer): {r['error_statuses']}")
-    expected = sum(r["requests"] - r["errors"] for r in rows) + 2 * args.clients + 1
+    expected = sum(r["requests"] - r["errors"] for r in rows) + 2 * args.clients + 2
     print(f"audit chain: {'OK' if report.ok else 'BROKEN'}, {report.rows} rows "
-          f"(expected {expected} = successful predictions incl. warm-up + the key's creation)")
+          f"(expected {expected} = successful predictions incl. warm-up + the key's creation + the "
+          "de-identification secret's registration)")
 
 
 if __name__ == "__main__":
