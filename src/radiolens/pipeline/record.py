@@ -1,5 +1,5 @@
 """The typed result of predicting one image, the one thing every driver builds its output from: the service's
-JSON response (``serve.service.build_prediction_result``), a batch-scoring row (``predict.scoring``), and
+JSON response (``serve.runtime.service.build_prediction_result``), a batch-scoring row (``predict.scoring``), and
 later drivers (DICOM result objects, a network receiver, distributed scoring).
 
 ``to_dict()`` is the JSON form; probabilities are rounded to 6 decimals there (as the service has always

@@ -323,7 +323,7 @@ class Service:
 
 #: ``service_state`` key holding the fingerprint of the de-identification secret this database is used with.
 DEID_FINGERPRINT_KEY = "deid_secret_fingerprint"
-#: Audit events of the check below (defined with the others in serve.audit).
+#: Audit events of the check below (defined with the others in serve.store.audit).
 DEID_REGISTERED, DEID_ROTATED = audit.DEID_KEY_SET, audit.DEID_KEY_ROTATED
 
 
