@@ -4,5 +4,6 @@ Writers take what the readers and the prediction path produced (a data set, grey
 on disk or into a response: the service's de-identified display copy and heatmap overlay
 (:mod:`radiolens.io.writers.png`), preview images (:mod:`radiolens.io.writers.preview`) and DICOM files
 (:mod:`radiolens.io.writers.dicom`, atomically where a half-written file could be mistaken for a result). DICOM
-results (Structured Report, Secondary Capture) belong in :mod:`radiolens.io.writers.dicom` too.
+results are built with highdicom: the TID 1500 Structured Report (:mod:`radiolens.io.writers.dicom_sr`) and the
+heatmap Secondary Capture (:mod:`radiolens.io.writers.dicom_sc`), both written by ``write_dicom``.
 """

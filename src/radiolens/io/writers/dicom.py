@@ -1,4 +1,6 @@
-"""DICOM files radiolens writes: today the de-identified copies of ``radiolens deid``.
+"""DICOM files radiolens writes: the de-identified copies of ``radiolens deid`` and the result objects built by
+:mod:`radiolens.io.writers.dicom_sr` (Structured Report) and :mod:`radiolens.io.writers.dicom_sc` (Secondary
+Capture).
 
 Written atomically (a ``.part`` file renamed into place), so an interrupted run never leaves a half-written file
 that a later walk would take for a de-identified result.
@@ -35,6 +37,6 @@ def write_dicom(ds: Dataset, dst: str | Path, *, name: str) -> Path:
             ds.save_as(tmp, enforce_file_format=True)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
-        raise InputError(f"{name}: de-identified data set could not be written ({type(exc).__name__})") from None
+        raise InputError(f"{name}: DICOM data set could not be written ({type(exc).__name__})") from None
     os.replace(tmp, dst)
     return dst
