@@ -19,10 +19,11 @@ import torch
 from PIL import Image
 
 from dicom_validate import dciodvfy_path
+from radiolens.errors import InputError
 from radiolens.io import read_image
 from radiolens.io.writers.dicom import write_dicom
 from radiolens.io.writers.dicom_sc import build_sc
-from radiolens.io.writers.dicom_sr import PROBABILITY, SourceRef, build_sr
+from radiolens.io.writers.dicom_sr import LOCAL, PROBABILITY, SourceRef, build_sr
 from radiolens.models.backends import load_backend
 from radiolens.models.bundle import BundleInfo, ModelBundle
 from radiolens.models.registry import create_model
@@ -99,10 +100,18 @@ def test_sr_is_valid_and_carries_the_record(prediction, siim_dicom, tmp_path):
     assert {i.ReferencedSOPSequence[0].ReferencedSOPInstanceUID for i in images} == {source.SOPInstanceUID}
     texts = [i.TextValue for i in _walk(back.ContentSequence) if i.ValueType == "TEXT"]
     assert any(t.startswith("Advisory only") for t in texts)
+    assert [s.CodingSchemeDesignator for s in back.CodingSchemeIdentificationSequence] == [LOCAL]
     assert any(data["model"]["sha256"] in str(i.get("TextValue", "")) for i in _walk(back.ContentSequence))
     decision = "52101004" if data["probabilities"][0]["positive"] else "2667000"
     codes = {i.ConceptCodeSequence[0].CodeValue for i in _walk(back.ContentSequence) if i.ValueType == "CODE"}
     assert decision in codes and ("373066001" if data["review"]["flag"] else "373067005") in codes
+
+
+def test_source_without_its_uids_is_refused(siim_dicom):
+    source = pydicom.dcmread(str(siim_dicom))
+    del source.SOPInstanceUID
+    with pytest.raises(InputError, match="SOPInstanceUID"):
+        SourceRef.from_dataset(source)
 
 
 def test_sr_of_a_record_not_assessed_keeps_the_review_reason(prediction, siim_dicom, tmp_path):

@@ -165,4 +165,9 @@ def build_sr(record: dict[str, Any], source: SourceRef, *, series_number: int = 
             sop_instance_uid=sop_instance_uid or generate_uid(), instance_number=1, manufacturer=MANUFACTURER,
             is_complete=True, is_final=False, is_verified=False)
     sr.SeriesDescription = "radiolens result (advisory)"
+    scheme = Dataset()  # SOP Common, Type 1C: a coding scheme not listed in PS3.16 is identified
+    scheme.CodingSchemeDesignator = LOCAL
+    scheme.CodingSchemeName = "radiolens concepts"
+    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+    sr.CodingSchemeIdentificationSequence = [*sr.get("CodingSchemeIdentificationSequence", []), scheme]
     return sr
