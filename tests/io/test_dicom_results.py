@@ -160,3 +160,19 @@ def test_sc_of_a_reviewed_source_says_no_burned_in_text(prediction, siim_dicom, 
     path = write_dicom(sc, tmp_path / "sc.dcm", name="sc")
     assert _errors(path) == []
     assert pydicom.dcmread(str(path)).BurnedInAnnotation == "NO"
+
+
+def test_sr_of_a_multilabel_record_has_one_group_per_finding(siim_dicom, tmp_path):
+    torch.manual_seed(1)
+    names = ["pneumothorax", "effusion", "nodule"]  # two with a SNOMED CT concept, one local
+    info = BundleInfo(arch="small_cnn", task="multilabel", class_names=names, input_size=(32, 32))
+    ModelBundle(info=info, model=create_model("small_cnn", 3)).save(tmp_path / "m.pt")
+    predictor = Predictor(load_backend(tmp_path / "m.pt"), gate=False)
+    data = predictor.predict(prepare(predictor.info, read_image(siim_dicom))).to_dict()
+    source = pydicom.dcmread(str(siim_dicom))
+    path = write_dicom(build_sr(data, SourceRef.from_dataset(source)), tmp_path / "sr.dcm", name="sr")
+    assert _errors(path) == []
+    groups = hd.sr.srread(path).content.get_image_measurement_groups()
+    assert [g.finding_type.meaning for g in groups] == ["Pneumothorax", "Pleural effusion", "nodule"]
+    got = [g.get_measurements(name=PROBABILITY)[0].value for g in groups]
+    assert got == pytest.approx([s["probability"] for s in data["probabilities"]], abs=1e-9)
