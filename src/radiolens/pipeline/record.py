@@ -14,10 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from radiolens.monitor.gate import OK, OUT_OF_DISTRIBUTION, GateResult
 from radiolens.pipeline.decision import NOT_ASSESSED, Review, not_assessed_review
-
-OK = "ok"
-OUT_OF_DISTRIBUTION = "out_of_distribution"  # the input gate refused the image: not assessed
 
 
 @dataclass(frozen=True)
@@ -52,10 +50,9 @@ class GateOutcome:
         return "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"status": self.status, "reasons": list(self.reasons),
-                "ood_score": None if self.ood_score is None else round(float(self.ood_score), 4),
-                "threshold": None if self.threshold is None else round(float(self.threshold), 4),
-                "learned_score": self.learned, "mode": self.mode}
+        """The gate's own JSON form (``GateResult.as_dict``) plus which gate applied."""
+        gate = GateResult(self.status, list(self.reasons), self.ood_score, self.threshold, self.learned)
+        return gate.as_dict() | {"mode": self.mode}
 
 
 @dataclass(frozen=True)
