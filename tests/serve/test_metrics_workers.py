@@ -120,7 +120,7 @@ def test_two_workers_every_scrape_counts_every_prediction(bundle_path, tmp_path,
         # file, and once uvicorn has replaced it the dead worker's counts are still in every total.
         victim = min(per_worker)
         os.kill(victim, signal.SIGKILL)
-        _wait_for(lambda: not (run_dir / f"gauge_livesum_{victim}.db").exists(), 15, "mark_process_dead")
+        _wait_for(lambda: not (run_dir / f"gauge_livesum_{victim}.db").exists(), 60, "mark_process_dead", proc, log)
         assert (run_dir / f"counter_{victim}.db").exists()
         _wait_for(lambda: log.read_text().count("Application startup complete") == 3, 90, "replacement", proc, log)
         assert len(list(run_dir.glob("gauge_livesum_*.db"))) == 2  # the survivor and the replacement
@@ -290,3 +290,24 @@ def test_monitoring_gauges_merge_across_worker_processes(bundle_path, tmp_path, 
         assert len(mp.sweep()) == 1
         assert [v for n, _, v in merged() if n == "radiolens_predictions_in_flight"] in ([], [0.0])
     assert not Path(str(mp.path)).exists() and MULTIPROC_ENV not in os.environ
+
+
+def test_a_killed_worker_not_yet_reaped_counts_as_dead(tmp_path, monkeypatch):
+    """A SIGKILLed worker is a zombie until its parent reaps it; the sweep must not wait for that."""
+    from radiolens.serve.runtime.metrics import _alive
+
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _alive(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _alive(child.pid):  # not reaped: os.kill(pid, 0) still succeeds on the zombie
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(child.pid, 0)  # teeth: the pid still exists (a zombie), yet it counts as dead
+    finally:
+        child.kill()
+        child.wait()
+    assert not _alive(child.pid)
+    assert _alive(os.getpid())

@@ -85,13 +85,21 @@ class ServiceMetrics:
 
 
 def _alive(pid: int) -> bool:
+    """True while ``pid`` runs. A killed worker stays a zombie until uvicorn's supervisor reaps it, which can
+    wait behind a health-check ping of a slow-starting replacement; a zombie serves nothing, so it counts as
+    dead here (``/proc`` where there is one)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]  # the field after the command's "(name)"
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def _as_pid(text: str) -> int | None:
