@@ -27,8 +27,9 @@ LAYERS = {
     "pipeline": 8,
     "predict": 9,
     "serve": 10,
-    "_cli": 11,
-    "cli": 12,
+    "gateway": 11,
+    "_cli": 12,
+    "cli": 13,
 }
 ROOT = Path(radiolens.__file__).parent
 
@@ -86,7 +87,7 @@ def test_the_check_sees_a_violation(tmp_path):
 #: times, used by the store, the service and the routers alike) sit below the three sub-packages.
 SERVE_LAYERS = {
     "config": 0, "params": 0,
-    "store": 1,  # database, tables, migrations, audit chain, API keys, state folder
+    "store": 1,  # database, tables, migrations, audit chain, API keys, state folder, DICOM spool
     "runtime": 2,  # the service's life cycle, ingest, inference, hooks, pool, metrics, monitoring
     "http": 3,  # app, routers, schemas, middleware, viewer, server
 }

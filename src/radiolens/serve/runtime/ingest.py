@@ -53,6 +53,10 @@ class Ingestor:
         logging.getLogger("radiolens.serve").info("de-identification secret fingerprint %s", self.secret_fingerprint)
         self._deid = Deidentifier(secret, shift_dates=False, allow_burned_in=False)
 
+    def remap_uid(self, uid: str) -> str:
+        """The de-identified form of a UID, as stored for an ingested DICOM (the keyed remap)."""
+        return self._deid.remap_uid(uid)
+
     def keyed_ref(self, data_sha256: str) -> str:
         return "raster:" + hmac.new(self._secret, data_sha256.encode("ascii"), hashlib.sha256).hexdigest()[:40]
 

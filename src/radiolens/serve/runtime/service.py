@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from radiolens.errors import ConfigError, InputError, NotFoundError
+from radiolens.io.image import RadioImage
 from radiolens.io.writers.png import display_png, heatmap_png
 from radiolens.models.bundle import ModelBundle
 from radiolens.pipeline import PredictionRecord, prepare
@@ -43,6 +45,16 @@ log = logging.getLogger("radiolens.serve")
 
 class NotFound(NotFoundError):
     pass
+
+
+@dataclass(frozen=True)
+class Served:
+    """One stored and audited prediction: the response body, the pipeline's record (with the heatmap array
+    when one was computed) and the de-identified image it was computed from."""
+
+    result: dict[str, Any]
+    record: PredictionRecord
+    image: RadioImage
 
 
 class Abandoned(Exception):
@@ -86,7 +98,7 @@ class Service:
 
     def _warm_up(self) -> None:
         """One throw-away inference (and heatmap) so the first real request does not pay for lazy imports."""
-        from radiolens.io.image import ImageMeta, RadioImage
+        from radiolens.io.image import ImageMeta
 
         h, w = self.bundle.info.input_size
         dummy = RadioImage(pixels=np.full((h, w), 0.5, dtype=np.float32), meta=ImageMeta(source_format="png"))
@@ -133,6 +145,12 @@ class Service:
     def predict(self, data: bytes, content_type: str | None, user_id: int, role: str,
                 heatmap: bool = True, abandon: threading.Event | None = None) -> dict[str, Any]:
         """``abandon`` set (the request timed out): stop at the next step, store and audit nothing."""
+        return self.predict_served(data, content_type, user_id, role, heatmap, abandon).result
+
+    def predict_served(self, data: bytes, content_type: str | None, user_id: int, role: str,
+                       heatmap: bool = True, abandon: threading.Event | None = None) -> Served:
+        """As :meth:`predict`, also handing back the pipeline's record and the de-identified image, for drivers
+        that write their own outputs from them (the DICOM gateway's SR and heatmap capture)."""
         with self._cv:
             self._in_flight += 1
         self.metrics.in_flight.inc()
@@ -145,7 +163,7 @@ class Service:
                 self._cv.notify_all()
 
     def _predict(self, data: bytes, content_type: str | None, user_id: int, role: str,
-                 heatmap: bool, abandon: threading.Event) -> dict[str, Any]:
+                 heatmap: bool, abandon: threading.Event) -> Served:
         def step() -> None:
             if abandon.is_set():
                 log.info("prediction abandoned: its request timed out; nothing stored")
@@ -222,7 +240,7 @@ class Service:
         if result["review"]["flag"]:
             self.metrics.reviews.inc()
         log.info("prediction %s done in %.0f ms (review=%s)", pid, latency_ms, result["review"]["flag"])
-        return result
+        return Served(result, record, ing.image)
 
     # ------------------------------------------------------------------ reads and feedback
     def audit_access(self, user_id: int, role: str, resource: str, event: str = audit.READ,
