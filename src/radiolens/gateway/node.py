@@ -19,11 +19,10 @@ from radiolens.gateway.processor import GATEWAY_ROLE, GATEWAY_USER, Processor
 from radiolens.gateway.receiver import Receiver
 from radiolens.gateway.sender import Sender
 from radiolens.serve.store import audit as audit_log
-from radiolens.serve.store.spool import DEAD, INBOX, OUTBOX, WORK, Spool
+from radiolens.serve.store.spool import DEAD, INBOX, OUTBOX, SPOOL_SUBDIR, WORK, Spool
 
 log = logging.getLogger("radiolens.gateway")
 
-SPOOL_SUBDIR = "dicom-spool"
 #: The audit events the gateway writes (``audit_log.event`` is at most 16 characters).
 EVENTS = ("dicom_refused", "dicom_skipped", "dicom_sent", "dicom_send_retry", "dicom_deadletter")
 

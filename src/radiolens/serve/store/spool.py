@@ -37,6 +37,8 @@ from radiolens.errors import RadiolensError
 from radiolens.serve.store.state import private_dir
 
 INBOX, WORK, OUTBOX, DEAD, TMP = "inbox", "work", "outbox", "dead-letter", "tmp"
+#: The spool's folder inside the service's state folder (shared by the gateway and the STOW-RS route).
+SPOOL_SUBDIR = "dicom-spool"
 _SUFFIX = ".item"
 _NONCE = 12
 _HEADER = struct.Struct(">I")  # length of the JSON header inside the plaintext
