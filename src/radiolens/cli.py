@@ -9,6 +9,7 @@ from radiolens import __version__
 from radiolens._cli import data as _data
 from radiolens._cli import evaluate as _evaluate
 from radiolens._cli import explain as _explain
+from radiolens._cli import gateway as _gateway
 from radiolens._cli import io as _io
 from radiolens._cli import models as _models
 from radiolens._cli import monitor as _monitor
@@ -41,7 +42,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """radiolens command-line interface."""
 
 
-for _module in (_io, _data, _models, _train, _evaluate, _explain, _monitor, _predict, _serve):
+for _module in (_io, _data, _models, _train, _evaluate, _explain, _monitor, _predict, _serve, _gateway):
     _module.register(app)
 
 if __name__ == "__main__":

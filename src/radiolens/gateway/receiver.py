@@ -34,6 +34,8 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
 
 from radiolens.gateway.config import GatewayConfig
+from radiolens.gateway.processor import INSTANCE_NAME
+from radiolens.io import formats
 from radiolens.serve.store.spool import Spool, SpoolError
 
 log = logging.getLogger("radiolens.gateway")
@@ -109,8 +111,10 @@ class Receiver:
         except Exception as exc:
             return self._refuse(calling, "", CANNOT_UNDERSTAND, f"unreadable request ({type(exc).__name__})")
         try:
-            ds = event.dataset  # decoded by pydicom from the request; force every element so damage shows now
-            for _ in ds.iterall():
+            # the io layer's checked read, as for a file: a truncated or inconsistent encoding is refused now,
+            # while the sender can still be told, not after it was acknowledged
+            ds = formats.open_dicom(data, name=INSTANCE_NAME)
+            for _ in ds.iterall():  # every element decoded, so damage anywhere shows
                 pass
             sop_class, sop_uid = str(ds.SOPClassUID), str(ds.SOPInstanceUID)
         except Exception as exc:

@@ -230,3 +230,10 @@ class Spool:
             self._path(DEAD, item_id).unlink(missing_ok=True)
             n += 1
         return n
+
+
+def spool_counts(state_dir: Path) -> dict[str, int]:
+    """Items per queue of the spool under ``state_dir`` (file names only: nothing is opened)."""
+    root = Path(state_dir) / SPOOL_SUBDIR
+    return {q: (sum(1 for p in (root / q).iterdir() if p.name.endswith(_SUFFIX)) if (root / q).is_dir() else 0)
+            for q in (INBOX, WORK, OUTBOX, DEAD)}
