@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from tests.pacs.orthanc import INSTALL_HINT, ORTHANC_BINARY, Orthanc
+
+if TYPE_CHECKING:
+    from tests.pacs.orthanc import Orthanc
 
 
 @pytest.fixture(scope="session")
