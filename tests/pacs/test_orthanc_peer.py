@@ -15,6 +15,7 @@ from pynetdicom.sop_class import (
     SecondaryCaptureImageStorage,
     Verification,
 )
+from tests.pacs.orthanc import free_port
 
 pytestmark = pytest.mark.realdata
 
@@ -117,6 +118,10 @@ def test_orthanc_c_stores_to_a_pynetdicom_scp(orthanc_factory, siim_path, pydico
         port = server.server_address[1]
         orthanc = orthanc_factory(modalities={"radiolens": ("RL_RECEIVER", "127.0.0.1", port)})
         assert orthanc.modality_echo("radiolens")
+        orthanc.set_modality("late", "RL_RECEIVER", "127.0.0.1", port)  # registered after start
+        assert orthanc.modality_echo("late")
+        orthanc.set_modality("nobody", "NOBODY", "127.0.0.1", free_port())  # nothing listens there
+        assert not orthanc.modality_echo("nobody")
         originals = [pydicom.dcmread(p) for p in (siim_path, pydicom_chest_cr)]
         ids = [orthanc.upload(p.read_bytes()) for p in (siim_path, pydicom_chest_cr)]
 
