@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# System packages the tests use for real: PostgreSQL (storage tests), Chromium (viewer tests) and dicom3tools
-# (dciodvfy validates every DICOM radiolens writes).
+# System packages the tests use for real: PostgreSQL (storage tests), Chromium (viewer tests), dicom3tools
+# (dciodvfy validates every DICOM radiolens writes) and Orthanc (the PACS peer of the DICOM networking tests,
+# tests/pacs/; it brings dcmtk).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 need=()
@@ -8,6 +9,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
+[ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -1,0 +1,52 @@
+"""Fixtures of the PACS interoperability tests: a real Orthanc server per test, and the real DICOM files sent."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.pacs.orthanc import Orthanc
+
+
+@pytest.fixture(scope="session")
+def siim_path(data_dir: Path) -> Path:
+    """The real SIIM chest DICOM (a Secondary Capture, JPEG Baseline) exactly as distributed."""
+    files = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
+    if not files:
+        pytest.fail("the SIIM chest DICOM is missing from RADIOLENS_DATA_DIR")
+    return files[0]
+
+
+@pytest.fixture(scope="session")
+def pydicom_chest_cr(pydicom_data_files: list[Path]) -> Path:
+    """pydicom-data's real chest CR (RG1, JPEG 2000 lossless): a second study, modality CR."""
+    matches = [p for p in pydicom_data_files if p.name == "RG1_J2KR.dcm"]
+    if not matches:
+        pytest.fail("pydicom-data has no RG1_J2KR.dcm (chest CR)")
+    return matches[0]
+
+
+@pytest.fixture
+def orthanc_factory(tmp_path: Path) -> Iterator[Callable[..., Orthanc]]:
+    """``orthanc_factory(**kwargs)`` starts an :class:`Orthanc` (kwargs as its constructor) in its own folder
+    under ``tmp_path`` and returns it running; every server started is stopped at teardown."""
+    # imported here, not at module level, so that a run started without the repository root on sys.path
+    # (bare `pytest` rather than `python -m pytest`) fails in these tests only, not in collecting the suite
+    from tests.pacs.orthanc import INSTALL_HINT, ORTHANC_BINARY, Orthanc
+
+    if not ORTHANC_BINARY.is_file():
+        pytest.fail(f"{ORTHANC_BINARY} is missing. {INSTALL_HINT}")
+    started: list[Orthanc] = []
+
+    def make(**kwargs) -> Orthanc:
+        server = Orthanc(tmp_path / f"orthanc{len(started)}", **kwargs)
+        started.append(server)
+        return server.start()
+
+    yield make
+    for server in started:
+        server.stop()
