@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from tests.gateway.conftest import (  # noqa: F401 - the gateway's and the service's fixtures, used here too
+    bundle_path,
+    gateway_factory,
+    kermany_dir,
+    mr_image,
+    service_factory,
+    siim_dicom,
+    siim_original,
+)
+from tests.serve.conftest import app_factory, settings_factory  # noqa: F401
 
 if TYPE_CHECKING:
     from tests.pacs.orthanc import Orthanc

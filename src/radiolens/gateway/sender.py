@@ -115,7 +115,6 @@ class Sender:
         outputs = {"destination": where, "objects": refs, "attempt": attempts}
         if not error:
             outcome = "delivered"
-            self.spool.delivered(item_id)
         elif attempts >= self.config.send.max_attempts or dest.get("kind") not in ("dimse", "stow"):
             outcome = "dead_letter"
             self.spool.dead_letter(item_id)
@@ -133,6 +132,8 @@ class Sender:
         self.audit(event, outputs, meta.get("input_sha256", ""), meta.get("study_ref", ""),
                    prediction_id=meta.get("prediction_id", ""), model_sha256=meta.get("model_sha256", ""),
                    latency_ms=(time.perf_counter() - t0) * 1000.0)
+        if outcome == "delivered":  # after its audit row: a crash in between re-sends (same UIDs), never
+            self.spool.delivered(item_id)  # leaves a delivery unaudited
         if self.counter is not None:
             self.counter.labels(outcome).inc()
         return outcome
