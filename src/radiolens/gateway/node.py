@@ -37,6 +37,9 @@ class Gateway:
             raise ConfigError("the gateway configuration lists no peers: no calling AE title would be allowed to "
                               "send (add peers, or accept any calling AE on purpose)")
         self.config, self.service = config, service
+        # pynetdicom's debug and info logs print request attributes (the original SOP Instance UID) and, at
+        # debug, whole data sets: kept to warnings, as the service does for pydicom
+        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         self.spool = Spool(spool_dir(service.settings.state_dir), service.settings.resolved_secret())
         reg = service.metrics.registry
         self.m_received = Counter("radiolens_dicom_received_total", "C-STORE requests by outcome",

@@ -14,6 +14,7 @@ parameter); the device observer context names the model; a text item says the re
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -25,6 +26,10 @@ from pydicom.sr.coding import Code
 from pydicom.uid import generate_uid
 
 from radiolens.errors import InputError
+
+# highdicom logs, at INFO, the SOP Instance UID of every data set it copies modules from: the ORIGINAL source
+# image here. Kept to warnings, like pydicom in the service, so no identifier reaches a log.
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 LOCAL = "99RADIOLENS"  # private coding scheme (PS3.16 8.2: "99" prefix) for concepts with no standard code
 MANUFACTURER = "radiolens"
