@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests use for real: PostgreSQL (storage tests), Chromium (viewer tests), dicom3tools
 # (dciodvfy validates every DICOM radiolens writes) and Orthanc (the PACS peer of the DICOM networking tests,
-# tests/pacs/; it brings dcmtk).
+# tests/pacs/; it brings dcmtk) with its DICOMweb plugin (orthanc-dicomweb: STOW-RS of results).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 need=()
@@ -10,6 +10,7 @@ command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

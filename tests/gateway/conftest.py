@@ -16,6 +16,7 @@ from tests.serve.conftest import (  # noqa: F401 - fixtures shared with the serv
     bundle_path,
     free_port,
     kermany_dir,
+    phi_dicom_bytes,
     siim_dicom,
     siim_original,
 )

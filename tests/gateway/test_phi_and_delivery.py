@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tests.gateway.conftest import SECRET, Archive, c_store, config_for
-from tests.serve.conftest import PHI, PRIVATE_VALUE, phi_dicom_bytes  # noqa: F401 - fixture
+from tests.serve.conftest import PHI, PRIVATE_VALUE
 
 from radiolens.serve.store import audit
 from radiolens.serve.store.spool import INBOX, Spool, SpoolError, spool_counts

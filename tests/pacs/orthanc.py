@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 import httpx
 
 ORTHANC_BINARY = Path("/usr/sbin/Orthanc")
+#: Debian's ``orthanc-dicomweb`` package (the DICOMweb plugin), for STOW-RS into Orthanc.
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 INSTALL_HINT = "Debian's orthanc package is required: `bash scripts/install-system-deps.sh` (apt-get install orthanc)"
 
 T = TypeVar("T")
@@ -55,6 +57,7 @@ class Orthanc:
         always_allow_echo: bool = True,
         always_allow_store: bool = False,
         check_called_aet: bool = True,
+        dicomweb: bool = False,
         binary: Path | str = ORTHANC_BINARY,
     ) -> None:
         self.workdir = Path(workdir)
@@ -64,6 +67,7 @@ class Orthanc:
         self._always_allow_store = always_allow_store
         self._check_called_aet = check_called_aet
         self._binary = Path(binary)
+        self._dicomweb = dicomweb  # load Debian's orthanc-dicomweb plugin: STOW-RS / QIDO-RS under /dicom-web/
         self._http_port = free_port()
         self._dicom_port = free_port()
         self._user = "radiolens-test"
@@ -109,7 +113,8 @@ class Orthanc:
             "StorageCompression": False,
             # Debian's default configuration loads every plugin of /usr/share/orthanc/plugins/ (web viewer,
             # DICOMweb, ...): the test peer is the core server only, so its behaviour does not depend on them.
-            "Plugins": [],
+            "Plugins": [str(DICOMWEB_PLUGIN)] if self._dicomweb else [],
+            "DicomWeb": {"Enable": self._dicomweb, "Root": "/dicom-web/"},
             "LuaScripts": [],
             "HttpServerEnabled": True,
             "HttpPort": self._http_port,
@@ -321,4 +326,4 @@ class Orthanc:
         return f"Orthanc(aet={self._aet!r}, http={self._http_port}, dicom={self._dicom_port}, {state})"
 
 
-__all__ = ["INSTALL_HINT", "ORTHANC_BINARY", "Orthanc", "free_port"]
+__all__ = ["DICOMWEB_PLUGIN", "INSTALL_HINT", "ORTHANC_BINARY", "Orthanc", "free_port"]

@@ -205,3 +205,29 @@ def test_killed_with_a_study_queued_the_results_arrive_once_after_restart(orthan
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_results_can_go_back_over_stow_rs(orthanc_factory, gateway_factory, service_factory, pydicom_chest_cr,
+                                          monkeypatch):
+    """destination kind "stow": dicomweb-client POSTs the SR and the capture to Orthanc's DICOMweb plugin."""
+    from pynetdicom import AE
+    from tests.pacs.orthanc import DICOMWEB_PLUGIN
+
+    assert DICOMWEB_PLUGIN.is_file(), "install Debian's orthanc-dicomweb (scripts/install-system-deps.sh)"
+    orthanc = orthanc_factory(dicomweb=True)
+    monkeypatch.setenv("TEST_STOW_CREDENTIALS", ":".join(orthanc.auth))
+    config = GatewayConfig.model_validate({
+        "port": 0, "peers": {"modality": {"ae_title": "MODALITY"}},
+        "destination": {"kind": "stow", "stow_url": f"{orthanc.url}/dicom-web",
+                        "stow_credentials_env": "TEST_STOW_CREDENTIALS"}})
+    gateway = gateway_factory(config, service_factory())
+    src = pydicom.dcmread(pydicom_chest_cr)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(str(src.SOPClassUID), str(src.file_meta.TransferSyntaxUID))
+    assoc = ae.associate("127.0.0.1", gateway.port, ae_title="RADIOLENS")
+    assert int(assoc.send_c_store(src).Status) == 0
+    assoc.release()
+    found = orthanc.wait_for(lambda: _with_both(orthanc, str(src.StudyInstanceUID), set()), timeout=120)
+    assert len(found[SR_CLASS]) == 1 and len(found[SC_CLASS]) == 1
+    sr = pydicom.dcmread(io.BytesIO(orthanc.instance_file(found[SR_CLASS][0]["ID"])))
+    assert sr.StudyInstanceUID == src.StudyInstanceUID and sr_probabilities(sr)
