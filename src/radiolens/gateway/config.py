@@ -75,6 +75,8 @@ class Destination(BaseModel):
     stow_url: str | None = None  # DICOMweb base URL (``.../dicom-web``) for kind "stow"
     #: For STOW: HTTP basic credentials as "user:password" read from this environment variable, if set.
     stow_credentials_env: str | None = None
+    #: C-STORE to the destination over TLS, with the gateway's certificate and ``tls.ca_file`` to check it.
+    tls: bool = False
 
 
 class SendPolicy(BaseModel):
@@ -109,6 +111,8 @@ class GatewayConfig(BaseModel):
                 raise ValueError("destination.peer must name an entry of peers with host and port")
         if d.kind == "stow" and not d.stow_url:
             raise ValueError("destination kind 'stow' needs stow_url")
+        if d.tls and self.tls is None:
+            raise ValueError("destination.tls needs the tls section (the certificate radiolens presents)")
         return self
 
     def peer_for(self, calling_ae: str) -> Peer | None:

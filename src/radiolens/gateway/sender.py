@@ -29,7 +29,7 @@ class SendError(Exception):
 
 
 def _client_ssl(config: GatewayConfig) -> ssl.SSLContext | None:
-    if config.tls is None:
+    if config.tls is None or not config.destination.tls:
         return None
     ctx = ssl.create_default_context(cafile=str(config.tls.ca_file.expanduser()) if config.tls.ca_file else None)
     ctx.load_cert_chain(str(config.tls.certfile.expanduser()), str(config.tls.keyfile.expanduser()))
