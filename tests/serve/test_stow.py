@@ -191,6 +191,8 @@ def test_stow_refusals_of_the_whole_request(live, siim_dicom):
     bad_study = _post(srv, keys, _related(b"x"), path="/dicomweb/studies/not-a-uid")
     assert bad_study.status_code == 422
     assert _spool(srv).count(INBOX) == 0 and _refused_rows(srv) == []
+    paths = httpx.get(f"{srv.url}/openapi.json").json()["paths"]
+    assert "post" in paths["/dicomweb/studies"] and "post" in paths["/dicomweb/studies/{study}"]
 
 
 def test_stow_is_404_when_off(live, siim_dicom):
@@ -198,6 +200,7 @@ def test_stow_is_404_when_off(live, siim_dicom):
     r = _post(srv, keys, _related(siim_dicom.read_bytes()))
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert not (srv.server.config.app.state.service.settings.state_dir / SPOOL_SUBDIR).exists()
+    assert "/dicomweb/studies" not in httpx.get(f"{srv.url}/openapi.json").json()["paths"]
 
 
 def test_stow_planted_phi_and_uids_stay_out_of_db_state_and_logs(live, phi_dicom_bytes, caplog, capfd):
@@ -238,3 +241,42 @@ def test_stow_planted_phi_and_uids_stay_out_of_db_state_and_logs(live, phi_dicom
         assert not any(u in p.name for u in uids)
     items = _claim_all(_spool(srv))
     assert sorted(i.parts["instance"] for i in items) == sorted([_encoded(ds), phi_dicom_bytes])
+
+
+def test_upload_admission_counts_stow_routes_with_a_study_in_the_path():
+    """The pending-upload bound covers ``/dicomweb/studies/{study}`` too (a prefix, the UID varies)."""
+    import anyio
+
+    from radiolens.serve.http.middleware import UploadAdmission
+    from radiolens.serve.http.routers.dicomweb import ADMISSION_PATHS, ADMISSION_PREFIXES
+
+    release = anyio.Event()
+    sent: list[dict] = []
+
+    async def held_app(scope, receive, send):  # an upload still being received
+        await release.wait()
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    gate = UploadAdmission(held_app, max_pending=1, retry_after_s=3, paths=("/v1/predictions", *ADMISSION_PATHS),
+                           prefixes=ADMISSION_PREFIXES)
+
+    def scope(path: str, method: str = "POST") -> dict:
+        return {"type": "http", "method": method, "path": path, "headers": []}
+
+    async def main():
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(gate, scope("/dicomweb/studies/1.2.840.99"), receive, send)
+            while gate.pending < 1:
+                await anyio.sleep(0.01)
+            await gate(scope("/dicomweb/studies"), receive, send)  # a second upload: refused at once
+            await gate(scope("/dicomweb/studies/1.2.840.98"), receive, send)
+            assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [503, 503]
+            release.set()
+        assert gate.pending == 0 and gate.refused == 2
+
+    anyio.run(main)
