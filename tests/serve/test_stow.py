@@ -280,3 +280,37 @@ def test_upload_admission_counts_stow_routes_with_a_study_in_the_path():
         assert gate.pending == 0 and gate.refused == 2
 
     anyio.run(main)
+
+
+def _receiver(tmp_path):
+    from radiolens.serve.runtime.stow import StowReceiver
+
+    spool = Spool(tmp_path / SPOOL_SUBDIR, SECRET)
+    return StowReceiver(spool), spool
+
+
+def test_stow_spool_write_failure_is_0xA700_and_audited(tmp_path, siim_dicom):
+    import shutil
+
+    from radiolens.serve.store.spool import TMP
+
+    receiver, spool = _receiver(tmp_path)
+    shutil.rmtree(spool.root / TMP)  # every write goes through tmp/: the spool cannot take the instance
+    rows: list[tuple] = []
+    result = receiver.store(RELATED, _related(siim_dicom.read_bytes()), lambda *row: rows.append(row))
+    assert result.status == 409
+    failed = _seq(pydicom.Dataset.from_json(result.response()), "FailedSOPSequence")
+    ds = pydicom.dcmread(siim_dicom)
+    assert [(str(f.ReferencedSOPInstanceUID), f.FailureReason) for f in failed] == [(str(ds.SOPInstanceUID), 0xA700)]
+    assert len(rows) == 1 and rows[0][0] == "dicom_refused" and rows[0][1]["status"] == "0xA700"
+    assert str(ds.SOPInstanceUID) not in repr(rows)
+
+
+def test_stow_abandoned_request_stores_no_further_part(tmp_path, siim_dicom):
+    import threading
+
+    receiver, spool = _receiver(tmp_path)
+    abandon = threading.Event()
+    abandon.set()  # the request timed out before its parts were stored
+    result = receiver.store(RELATED, _related(siim_dicom.read_bytes()), lambda *row: None, abandon=abandon)
+    assert result.parts == [] and spool.count(INBOX) == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import policy
@@ -139,11 +140,16 @@ class StowReceiver:
     def __init__(self, spool: Spool, counter=None):
         self.spool, self.counter = spool, counter  # counter: prometheus, with an "outcome" label
 
-    def store(self, content_type: str, body: bytes, audit: Auditor, study: str | None = None) -> StoreResult:
+    def store(self, content_type: str, body: bytes, audit: Auditor, study: str | None = None,
+              abandon: threading.Event | None = None) -> StoreResult:
         """Every part of ``body`` stored or failed; raises MediaTypeError / MultipartError for the whole body.
-        Blocking (parsing, fsync): call it off the event loop."""
+        Blocking (parsing, fsync): call it off the event loop. Once ``abandon`` is set (the request timed out and
+        its sender was told it failed) no further part is stored; the sender sends them again."""
         result = StoreResult()
         for i, (part_type, data) in enumerate(split_parts(content_type, body), start=1):
+            if abandon is not None and abandon.is_set():
+                log.warning("STOW-RS request abandoned after %d of its parts", i - 1)
+                break
             result.parts.append(self._store_part(i, part_type, data, study, audit))
         return result
 

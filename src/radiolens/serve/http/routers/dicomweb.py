@@ -7,6 +7,8 @@ status codes and media types of PS3.18 10.5.
 
 from __future__ import annotations
 
+import threading
+
 import anyio
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
@@ -65,11 +67,15 @@ async def _store(request: Request, principal: Principal, service: Service, study
         return _json_error(415, exc.code, str(exc))
     body = await request.body()
     receiver: StowReceiver = request.app.state.stow
+    abandon = threading.Event()  # set when the request is cancelled (timeout): the thread stores no more parts
     try:
         result = await anyio.to_thread.run_sync(receiver.store, content_type, body, _auditor(service, principal),
-                                                study)
-    except (MediaTypeError, MultipartError) as exc:
-        return _json_error(415 if isinstance(exc, MediaTypeError) else 400, exc.code, str(exc))
+                                                study, abandon)
+    except BaseException as exc:
+        abandon.set()
+        if isinstance(exc, (MediaTypeError, MultipartError)):
+            return _json_error(415 if isinstance(exc, MediaTypeError) else 400, exc.code, str(exc))
+        raise
     return JSONResponse(result.response(), status_code=result.status, media_type=RESPONSE_TYPE,
                         headers={"Cache-Control": "no-store"})
 
