@@ -96,6 +96,9 @@ def serve_cmd(
     insecure_demo_secret: bool = typer.Option(
         False, "--insecure-demo-secret", help="accept a de-identification secret published in radiolens' demo "
         "script or docs (a throw-away demo only: anyone can recompute remapped UIDs made with it)"),
+    dicomweb_stow: bool = typer.Option(
+        False, "--dicomweb-stow", help="accept DICOMweb STOW-RS at /dicomweb/studies (clinician keys): instances "
+        "are queued in STATE_DIR/dicom-spool and scored by a DICOM gateway on the same state folder"),
     log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
 ) -> None:
     """Run the inference API and web viewer (advisory only: never a diagnosis)."""
@@ -108,7 +111,7 @@ def serve_cmd(
                          heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
                          monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
                          onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
-                         insecure_demo_secret=insecure_demo_secret)
+                         insecure_demo_secret=insecure_demo_secret, dicomweb_stow=dicomweb_stow)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level, ssl_keyfile=ssl_keyfile,
                ssl_certfile=ssl_certfile, echo=lambda line: typer.echo(line, err=True))
 

@@ -59,6 +59,10 @@ class ServeSettings(BaseModel):
     backend: Literal["torch", "onnx"] = "torch"
     onnx_path: Path | None = None
     onnx_threads: int | None = Field(default=None, ge=1, le=256)  # ONNX Runtime intra-op threads (None: cores)
+    #: DICOMweb STOW-RS (``POST /dicomweb/studies``): received instances are queued, encrypted, in the DICOM
+    #: spool (``state_dir/dicom-spool``) and scored by a gateway running on the same state folder (``radiolens
+    #: gateway run``, or ``radiolens serve --dicom-config``); without one they wait there unscored. Off: 404.
+    dicomweb_stow: bool = False
 
     @field_validator("model_path", "state_dir")
     @classmethod

@@ -25,7 +25,7 @@ from radiolens.serve.http.middleware import (
     UploadAdmission,
     install_log_redaction,
 )
-from radiolens.serve.http.routers import admin, health, monitoring, predictions
+from radiolens.serve.http.routers import admin, dicomweb, health, monitoring, predictions
 from radiolens.serve.http.schemas import ADVISORY
 from radiolens.serve.http.security import SecurityHeadersMiddleware
 from radiolens.serve.runtime.hooks import PredictionHooks
@@ -81,6 +81,20 @@ def _document_label_choices(app: FastAPI, labels: list[str]) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+def _stow_receiver(service: Service):
+    """The STOW-RS receiver: the DICOM spool in the state folder (the one a gateway on this folder reads) and
+    its counter on the service's registry. One per app: the spool's claim lock and metrics are per process."""
+    from prometheus_client import Counter
+
+    from radiolens.serve.runtime.stow import StowReceiver
+    from radiolens.serve.store.spool import SPOOL_SUBDIR, Spool
+
+    settings = service.settings
+    counter = Counter("radiolens_stow_instances_total", "STOW-RS instances by outcome (queued, refused, "
+                      "out_of_resources)", ["outcome"], registry=service.metrics.registry)
+    return StowReceiver(Spool(settings.state_dir / SPOOL_SUBDIR, settings.resolved_secret()), counter)
 
 
 def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) -> FastAPI:
@@ -148,6 +162,12 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     app.include_router(predictions.router)
     app.include_router(admin.router)
     app.include_router(monitoring.router)
+    admission_paths, admission_prefixes = ("/v1/predictions",), ()
+    if settings.dicomweb_stow:  # off: the paths are unknown routes (404), and nothing is queued
+        app.state.stow = _stow_receiver(service)
+        app.include_router(dicomweb.router)
+        admission_paths += dicomweb.ADMISSION_PATHS
+        admission_prefixes += dicomweb.ADMISSION_PREFIXES
 
     app.mount("/viewer/static", StaticFiles(directory=STATIC_DIR), name="viewer-static")
 
@@ -169,7 +189,8 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
         return RedirectResponse("docs")
 
     app.add_middleware(UploadAdmission, max_pending=settings.max_pending_uploads,
-                       retry_after_s=settings.retry_after_s)  # innermost: its 503s are counted by the metrics
+                       retry_after_s=settings.retry_after_s, paths=admission_paths,
+                       prefixes=admission_prefixes)  # innermost: its 503s are counted by the metrics
     app.add_middleware(SafeErrorsMiddleware)  # added before = inside LimitsMiddleware (its 500s are counted)
     app.add_middleware(LimitsMiddleware, max_body_bytes=settings.max_upload_bytes,
                        timeout_s=settings.request_timeout_s, metrics=service.metrics)

@@ -33,6 +33,8 @@ ACTIONS: dict[str, str] = {
     "payload_too_large": "Upload one image at a time (a single DICOM file, PNG or JPEG), not a whole series or "
                          "archive; " + _ADMIN + ".",
     "bad_request": "Reload the page and try again; " + _ADMIN + ".",
+    "unsupported_media_type": "Send DICOM instances as multipart/related; type=\"application/dicom\" (a "
+                              "DICOMweb STOW-RS client does); " + _ADMIN + ".",
     "not_found": "The study may have been removed or the link is wrong: upload the study again.",
     "method_not_allowed": "Reload the page and try again; " + _ADMIN + ".",
     # -- who may do what

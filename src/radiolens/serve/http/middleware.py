@@ -30,13 +30,18 @@ _CREDENTIAL_PARAM = re.compile(
 _API_KEY = re.compile(r"rlk_[A-Za-z0-9]+_[A-Za-z0-9_\-]+|rlk(?:_|%5[Ff])[A-Za-z0-9%_\-]{8,}")
 _BEARER = re.compile(r"(?i)(bearer(?:\s+|%20|\+))[^\s\"',&]+")
 REDACTED = "[REDACTED]"
+# A DICOMweb path names a study by its original StudyInstanceUID (``/dicomweb/studies/{study}``): an identifier
+# from the sending site, so log lines show the route's shape only.
+_DICOMWEB_STUDY = re.compile(r"(/dicomweb/studies/)[^/?#\s\"']+")
 #: Loggers whose records are redacted: uvicorn's access and error logs and the service's own.
 REDACTED_LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "radiolens", "radiolens.serve")
 
 
 def redact(text: str) -> str:
-    """``text`` with credential query values, API keys and bearer tokens replaced by ``[REDACTED]``."""
+    """``text`` with credential query values, API keys, bearer tokens and DICOMweb study UIDs replaced by
+    ``[REDACTED]``."""
     text = _API_KEY.sub("rlk_" + REDACTED, text)
+    text = _DICOMWEB_STUDY.sub(lambda m: m.group(1) + REDACTED, text)
     text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
     return _CREDENTIAL_PARAM.sub(lambda m: m.group(1) + REDACTED, text)
 
@@ -172,19 +177,23 @@ class _TooLarge(Exception):
 
 
 class UploadAdmission:
-    """At most ``max_pending`` uploads (POST to one of ``paths``) in the app at once, from the first byte of
-    their body to their response; more are answered 503 with Retry-After before their body is read, so waiting
-    uploads cannot pile up in memory (12 clients x 60 MB waiting for the pool cost 700 MB). One event loop per
-    process runs this, so a plain counter is exact."""
+    """At most ``max_pending`` uploads (POST to one of ``paths``, or under one of ``prefixes``) in the app at once,
+    from the first byte of their body to their response; more are answered 503 with Retry-After before their
+    body is read, so waiting uploads cannot pile up in memory (12 clients x 60 MB waiting for the pool cost
+    700 MB). One event loop per process runs this, so a plain counter is exact."""
 
-    def __init__(self, app, max_pending: int, retry_after_s: int, paths: tuple[str, ...] = ("/v1/predictions",)):
+    def __init__(self, app, max_pending: int, retry_after_s: int, paths: tuple[str, ...] = ("/v1/predictions",),
+                 prefixes: tuple[str, ...] = ()):
         self.app, self.max_pending, self.retry_after, self.paths = app, max_pending, retry_after_s, paths
+        self.prefixes = prefixes  # routes with a path parameter (e.g. ``/dicomweb/studies/{study}``)
         self.pending = 0
         self.peak = 0  # high-water mark, for tests and diagnostics
         self.refused = 0
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
+        path = scope.get("path") or ""
+        if scope["type"] != "http" or scope.get("method") != "POST" or \
+                (path not in self.paths and not path.startswith(self.prefixes)):
             await self.app(scope, receive, send)
             return
         if self.pending >= self.max_pending:
