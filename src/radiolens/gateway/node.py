@@ -1,8 +1,8 @@
 """One DICOM node: the receiver, the spool, the processor and the sender around one ``Service`` (the same
 de-identification, prediction flow, audit chain and metrics as the HTTP API), started and stopped together.
 
-It runs as its own process (``radiolens gateway run``) or next to the HTTP API (``radiolens serve
---dicom-config``); either way instances that arrive over STOW-RS (the service's ``/dicomweb/studies`` route)
+It runs as its own process (``radiolens gateway run``) next to the HTTP API on the same state folder and
+database; instances that arrive over STOW-RS (the service's ``/dicomweb/studies`` route)
 land in the same spool and are scored here.
 """
 

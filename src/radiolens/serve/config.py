@@ -61,7 +61,7 @@ class ServeSettings(BaseModel):
     onnx_threads: int | None = Field(default=None, ge=1, le=256)  # ONNX Runtime intra-op threads (None: cores)
     #: DICOMweb STOW-RS (``POST /dicomweb/studies``): received instances are queued, encrypted, in the DICOM
     #: spool (``state_dir/dicom-spool``) and scored by a gateway running on the same state folder (``radiolens
-    #: gateway run``, or ``radiolens serve --dicom-config``); without one they wait there unscored. Off: 404.
+    #: gateway run``); without one they wait there unscored. Off: 404.
     dicomweb_stow: bool = False
 
     @field_validator("model_path", "state_dir")

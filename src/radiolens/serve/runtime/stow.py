@@ -3,7 +3,7 @@ checked instances in the DICOM spool -> the Store Instances Response.
 
 Why the spool and not a prediction: a DICOMweb sender forgets an instance once the response says it is
 stored, so an instance counts as stored only once it is in the spool (encrypted, fsync'ed); the gateway
-(``radiolens gateway run``, or ``radiolens serve --dicom-config`` on the same state folder) scores it from
+(``radiolens gateway run`` on the same state folder) scores it from
 there, through the same prediction flow as an upload, and audits that. The same checks as the C-STORE receiver
 run first (a checked DICOM read, SOP class and instance present), so nothing that cannot be scored is
 acknowledged.

@@ -56,7 +56,8 @@ READ, AUTH_FAILED, ACCESS_DENIED, INTEGRITY_FAILED = "read", "auth_failed", "acc
 EVENTS = ("prediction", "feedback", "key_created", "key_revoked",  # requests
           READ, AUTH_FAILED, ACCESS_DENIED, INTEGRITY_FAILED,  # every other request, refusals, tampering
           "drift_alert", "drift_cleared",  # serve.runtime.monitoring
-          DEID_KEY_SET, DEID_KEY_ROTATED)
+          DEID_KEY_SET, DEID_KEY_ROTATED,
+          "dicom_refused")  # a STOW-RS part refused (serve.runtime.stow); the gateway's own are gateway.node.EVENTS
 #: The stored artefacts of a prediction, ``<artefact_dir>/<prediction id>.<kind>.png``.
 ARTEFACT_KINDS = ("image", "heatmap")
 
