@@ -47,3 +47,31 @@ def test_chest_images_come_back_as_sr_and_capture_in_the_original_study(gateway_
     assert len(by_kind["SR"]) == 2
 
 
+
+
+def test_instances_spooled_by_stow_rs_are_scored_and_sent_to_the_configured_peer(gateway_factory, service_factory,
+                                                                                 archive, chest_cr):
+    import time
+
+    from radiolens.serve.store.spool import spool_counts
+
+    service = service_factory()
+    peer = {"pacs": {"ae_title": "ARCHIVE", "host": "127.0.0.1", "port": archive.port},
+            "modality": {"ae_title": "MODALITY"}}
+    gateway = gateway_factory(config_for(archive, peers=peer, destination={"kind": "peer", "peer": "pacs"}), service)
+    gateway.spool.put(chest_cr.read_bytes(), {"via": "stow"})  # what POST /dicomweb/studies does
+    gateway.processor.wake.set()
+    got = archive.wait_for(2)
+    assert {str(d.Modality) for d in got} == {"SR", "OT"}
+    assert all(d.StudyInstanceUID == pydicom.dcmread(chest_cr, stop_before_pixels=True).StudyInstanceUID
+               for d in got)
+
+    # answering "the calling AE" means nothing for a DICOMweb sender: dead-lettered, with the reason audited
+    other = gateway_factory(config_for(archive), service_factory(state_dir=service.settings.state_dir.parent / "b"))
+    other.spool.put(chest_cr.read_bytes(), {"via": "stow"})
+    other.processor.wake.set()
+    deadline = time.monotonic() + 60
+    while spool_counts(other.service.settings.state_dir)["dead-letter"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert len(archive.received) == 2
