@@ -23,12 +23,9 @@ if TYPE_CHECKING:
 
 
 @pytest.fixture(scope="session")
-def siim_path(data_dir: Path) -> Path:
+def siim_path(siim_original: Path) -> Path:  # noqa: F811 - the service tests' fixture, imported above
     """The real SIIM chest DICOM (a Secondary Capture, JPEG Baseline) exactly as distributed."""
-    files = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
-    if not files:
-        pytest.fail("the SIIM chest DICOM is missing from RADIOLENS_DATA_DIR")
-    return files[0]
+    return siim_original
 
 
 @pytest.fixture(scope="session")
