@@ -109,3 +109,26 @@ def test_failed_deliveries_retry_then_dead_letter_then_requeue(gateway_factory, 
         assert sum(spool_counts(state).values()) == 0
     finally:
         archive.stop()
+
+
+def test_an_instance_that_fails_unexpectedly_is_dead_lettered_then_requeued(gateway_factory, service_factory,
+                                                                             archive, chest_cr, monkeypatch, caplog):
+    service = service_factory()
+    real = service.predict_served
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"failure quoting {PHI['PatientName']}")  # as a library message might
+
+    monkeypatch.setattr(service, "predict_served", broken)
+    gateway = gateway_factory(config_for(archive), service)
+    assert c_store(gateway.port, [chest_cr]) == [0]
+    state = service.settings.state_dir
+    _wait(lambda: spool_counts(state)["dead-letter"] == 1, what="not dead-lettered")
+    assert [o["reason"] for e, o in _events(service) if e == "dicom_refused"] == \
+        ["internal error (RuntimeError); dead-lettered"]
+    assert PHI["PatientName"] not in caplog.text and spool_counts(state)["work"] == 0  # not retried in a loop
+
+    monkeypatch.setattr(service, "predict_served", real)  # fixed
+    assert gateway.spool.requeue_dead() == 1
+    gateway.processor.wake.set()
+    assert {str(d.Modality) for d in archive.wait_for(2)} == {"SR", "OT"}

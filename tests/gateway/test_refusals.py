@@ -24,6 +24,15 @@ def _rows(service, event: str) -> list[dict]:
         return [json.loads(r.outputs_json) | {"_study": r.study_uid, "_role": r.role} for r in rows]
 
 
+def _wait_for_rows(service, event: str, n: int, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while len(_rows(service, event)) < n:
+        assert time.monotonic() < deadline, f"fewer than {n} {event} rows"
+        time.sleep(0.05)
+
+
 def _wait_idle(gateway, timeout: float = 60.0) -> None:
     import time
 
@@ -38,6 +47,8 @@ def test_unknown_calling_ae_is_rejected_and_audited(gateway_factory, service_fac
     service = service_factory()
     gateway = gateway_factory(config_for(archive), service)
     assert c_store(gateway.port, [chest_cr], calling="STRANGER") == []  # A-ASSOCIATE-RJ
+    # pynetdicom announces the rejection after sending it, so the audit row may land just after the reply
+    _wait_for_rows(service, "dicom_refused", 1)
     rows = _rows(service, "dicom_refused")
     assert rows and rows[-1]["reason"] == "calling AE title not allowed" and rows[-1]["calling_ae"] == "STRANGER"
     assert c_store(gateway.port, [chest_cr], called="SOMEONE_ELSE") == []  # addressed to another AE

@@ -19,7 +19,7 @@ from radiolens.gateway.config import GatewayConfig
 from radiolens.gateway.results import result_objects
 from radiolens.gateway.routing import skip_reason
 from radiolens.io import formats
-from radiolens.serve.store.spool import Item, Spool, SpoolError
+from radiolens.serve.store.spool import WORK, Item, Spool, SpoolError
 
 log = logging.getLogger("radiolens.gateway")
 
@@ -114,8 +114,19 @@ class Processor:
             return False
         try:
             self.process(item)
-        except Exception as exc:  # unexpected: the item goes back to the inbox at the next start, not lost
-            log.exception("instance %s failed (%s); it stays queued", item.id[-8:], type(exc).__name__)
+        except Exception as exc:
+            # Unexpected (a bug, the database gone): set aside in the dead-letter folder rather than retried in a
+            # loop; `radiolens gateway requeue` queues it again. Only the class name is logged: a message
+            # raised while reading a data set may quote its values.
+            self.spool.dead_letter(item.id, queue=WORK)
+            log.error("instance %s failed (%s): moved to the dead-letter folder", item.id[-8:], type(exc).__name__)
+            self._count("failed")
+            try:
+                self.audit("dicom_refused", {"reason": f"internal error ({type(exc).__name__}); dead-lettered",
+                                             "via": item.meta.get("via", "")},
+                           hashlib.sha256(item.parts["instance"]).hexdigest(), "")
+            except Exception as audit_exc:
+                log.error("could not audit the failure (%s)", type(audit_exc).__name__)
             return True
         self.spool.finish(item.id)
         return True

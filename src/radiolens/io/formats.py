@@ -107,6 +107,12 @@ NEVER_SUFFIXES = frozenset({".csv", ".parquet", ".md", ".txt", ".json", ".yaml",
                             ".npy", ".zip", ".py", ".html", ".log", ".partial", ".part", ".tmp"})
 
 
+def is_part10(head: bytes | bytearray | memoryview) -> bool:
+    """A DICOM Part-10 file: the 128-byte preamble then "DICM" (what DICOMweb's ``application/dicom`` requires;
+    :func:`sniff` also recognises DICOM written without the preamble)."""
+    return _signed(bytes(head[:HEAD_BYTES]), DICOM_PREAMBLE, (DICOM_MAGIC,))
+
+
 def sniff(head: bytes | bytearray | memoryview) -> str | None:
     """The format name ("dicom", "png", "jpeg", "tiff") whose magic the first bytes carry, or None."""
     head = bytes(head[:HEAD_BYTES])

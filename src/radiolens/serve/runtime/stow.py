@@ -158,7 +158,7 @@ class StowReceiver:
         name = f"part {index}"  # what errors call the part: never a UID or a file name
         if part_type != DICOM_TYPE:
             return self._refuse(audit, index, digest, CANNOT_UNDERSTAND, f"{name}: not application/dicom")
-        if data[128:132] != b"DICM":  # Part-10: the preamble and file meta group the standard requires
+        if not formats.is_part10(data):  # the preamble and file meta group PS3.18 requires
             return self._refuse(audit, index, digest, CANNOT_UNDERSTAND, f"{name}: not a DICOM Part-10 instance")
         try:
             ds = formats.open_dicom(data, name=name)  # the checked read (size, truncation, padding, deflate)
