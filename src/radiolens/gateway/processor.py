@@ -118,15 +118,15 @@ class Processor:
             # Unexpected (a bug, the database gone): set aside in the dead-letter folder rather than retried in a
             # loop; `radiolens gateway requeue` queues it again. Only the class name is logged: a message
             # raised while reading a data set may quote its values.
-            self.spool.dead_letter(item.id, queue=WORK)
             log.error("instance %s failed (%s): moved to the dead-letter folder", item.id[-8:], type(exc).__name__)
             self._count("failed")
-            try:
+            try:  # audited first: whatever is seen in the dead-letter folder has its row
                 self.audit("dicom_refused", {"reason": f"internal error ({type(exc).__name__}); dead-lettered",
                                              "via": item.meta.get("via", "")},
                            hashlib.sha256(item.parts["instance"]).hexdigest(), "")
             except Exception as audit_exc:
                 log.error("could not audit the failure (%s)", type(audit_exc).__name__)
+            self.spool.dead_letter(item.id, queue=WORK)
             return True
         self.spool.finish(item.id)
         return True

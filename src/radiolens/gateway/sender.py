@@ -113,17 +113,15 @@ class Sender:
         where = {"kind": dest.get("kind", ""), "ae_title": dest.get("ae_title", "")} if dest.get("kind") == "dimse" \
             else {"kind": dest.get("kind", "")}
         outputs = {"destination": where, "objects": refs, "attempt": attempts}
+        wait = 0.0
         if not error:
             outcome = "delivered"
         elif attempts >= self.config.send.max_attempts or dest.get("kind") not in ("dimse", "stow"):
             outcome = "dead_letter"
-            self.spool.dead_letter(item_id)
             log.error("results of prediction %s not delivered after %d attempts (%s): dead-lettered",
                       meta.get("prediction_id", "?"), attempts, error)
         else:
-            outcome = "retry"
-            wait = self.backoff(attempts)
-            self.spool.reschedule(item, attempts, time.time() + wait, error)
+            outcome, wait = "retry", self.backoff(attempts)
             log.warning("results of prediction %s: attempt %d failed (%s); next in %.0f s",
                         meta.get("prediction_id", "?"), attempts, error, wait)
         if error:
@@ -132,8 +130,14 @@ class Sender:
         self.audit(event, outputs, meta.get("input_sha256", ""), meta.get("study_ref", ""),
                    prediction_id=meta.get("prediction_id", ""), model_sha256=meta.get("model_sha256", ""),
                    latency_ms=(time.perf_counter() - t0) * 1000.0)
-        if outcome == "delivered":  # after its audit row: a crash in between re-sends (same UIDs), never
-            self.spool.delivered(item_id)  # leaves a delivery unaudited
+        # The outbox changes only after the attempt's audit row: a crash in between repeats the attempt (same
+        # UIDs, so the archive still stores each object once) and never leaves an attempt unaudited.
+        if outcome == "delivered":
+            self.spool.delivered(item_id)
+        elif outcome == "dead_letter":
+            self.spool.dead_letter(item_id)
+        else:
+            self.spool.reschedule(item, attempts, time.time() + wait, error)
         if self.counter is not None:
             self.counter.labels(outcome).inc()
         return outcome
