@@ -66,3 +66,18 @@ def test_every_registry_model_takes_one_channel():
             "googlenet"} <= set(available_models())
     for arch in ("lenet5", "small_cnn"):
         assert create_model(arch, 4)(torch.zeros(2, 1, 64, 64)).shape == (2, 4)
+
+
+def test_three_stages_head_then_last_blocks_then_everything():
+    from radiolens.train.config import OptimConfig
+    from radiolens.train.module import StagedFinetuning
+
+    staged = StagedFinetuning("efficientnet_lite0", head_epochs=1, unfreeze_blocks=2, unfreeze_all_from=3)
+    assert [staged.blocks_at(e) for e in range(5)] == [0, 2, 2, None, None]
+    assert StagedFinetuning("resnet18", 1, 1).blocks_at(9) == 1  # without the third stage: as before
+    model = create_model("efficientnet_lite0", 1)
+    names = {n for n, _ in model.named_parameters()}
+    sizes = [len(set(set_trainable_blocks(model, "efficientnet_lite0", staged.blocks_at(e)))) for e in range(4)]
+    assert sizes[0] < sizes[1] < sizes[3] == len(names) and sizes[1] == sizes[2]
+    with pytest.raises(ValueError, match="unfreeze_all_from"):
+        OptimConfig(head_epochs=2, unfreeze_all_from=1)

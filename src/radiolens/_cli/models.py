@@ -14,16 +14,18 @@ from radiolens.errors import ConfigError
 
 
 def models_cmd() -> None:
-    """List the model registry: name, source library, default input size, pretrained weights."""
+    """List the model registry: name, source library, default input size, pretrained weights, and where
+    ImageNet weights come from without network (an installed weights package, timm's cache, or none)."""
     from radiolens.models.registry import available_models, get_architecture
+    from radiolens.models.weights import offline_source
 
     archs = [get_architecture(n) for n in available_models()]
     rows = [(a.name, a.source, f"{a.default_input_size} px", "imagenet / file" if a.has_pretrained else "none",
-             a.description) for a in archs]
-    head = ("name", "source", "input", "pretrained", "description")
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+             offline_source(a.name, a.timm_name) if a.has_pretrained else "-", a.description) for a in archs]
+    head = ("name", "source", "input", "pretrained", "offline imagenet", "description")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(5)]
     for r in [head, *rows]:
-        typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4])
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5])
 
 
 def _write_json(path: Path | None, payload: dict) -> None:

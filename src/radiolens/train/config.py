@@ -87,10 +87,21 @@ class OptimConfig(BaseModel):
     warmup_epochs: int = Field(0, ge=0)
     early_stopping_patience: int = Field(5, ge=1)
     # staged fine-tuning: ``head_epochs`` with only the classifier trainable, then the last
-    # ``unfreeze_blocks`` blocks (None = all) at ``lr * finetune_lr_factor``
+    # ``unfreeze_blocks`` blocks (None = all) at ``lr * finetune_lr_factor``, and from epoch
+    # ``unfreeze_all_from`` (if set) every block
     head_epochs: int = Field(0, ge=0)
     unfreeze_blocks: int | None = Field(None, ge=0)
+    unfreeze_all_from: int | None = Field(None, ge=0)
     finetune_lr_factor: float = Field(0.1, gt=0, le=1)
+    #: A wall-time budget for fitting (minutes; Lightning's ``max_time``): training stops at the first batch
+    #: past it and the best validated checkpoint is kept. Makes recipes comparable at equal time.
+    max_minutes: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _stages(self) -> OptimConfig:
+        if self.unfreeze_all_from is not None and self.unfreeze_all_from < self.head_epochs:
+            raise ValueError("optim.unfreeze_all_from must not come before the end of optim.head_epochs")
+        return self
 
 
 class EvalConfig(BaseModel):

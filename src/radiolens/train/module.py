@@ -94,7 +94,7 @@ class ClassifierModule(L.LightningModule):
         o = self.optim
         blocks = parameter_blocks(self.model, self.arch)
         head = set(blocks[-1])
-        staged = o.head_epochs > 0 or o.unfreeze_blocks is not None
+        staged = o.head_epochs > 0 or o.unfreeze_blocks is not None or o.unfreeze_all_from is not None
         params = dict(self.model.named_parameters())
         groups = [{"params": [params[n] for n in blocks[-1]], "lr": o.lr, "name": "head"}]
         body = [params[n] for b in blocks[:-1] for n in b if n not in head]
@@ -116,19 +116,29 @@ class ClassifierModule(L.LightningModule):
 
 
 class StagedFinetuning(Callback):
-    """Head-only for ``head_epochs``, then the last ``unfreeze_blocks`` blocks (None: all) train too.
+    """Head-only for ``head_epochs``, then the last ``unfreeze_blocks`` blocks (None: all) train too, and from
+    epoch ``unfreeze_all_from`` (when set) every block: the classic three stages of transfer learning.
 
     Every parameter sits in the optimizer from the start (frozen ones simply get no gradient, which AdamW
     skips), so LR schedules see one fixed set of parameter groups. Frozen BatchNorm layers are kept in eval
     mode so their running statistics (e.g. from pretraining) are not overwritten either.
     """
 
-    def __init__(self, arch: str, head_epochs: int, unfreeze_blocks: int | None):
+    def __init__(self, arch: str, head_epochs: int, unfreeze_blocks: int | None, unfreeze_all_from: int | None = None):
         self.arch, self.head_epochs, self.unfreeze_blocks = arch, head_epochs, unfreeze_blocks
+        self.unfreeze_all_from = unfreeze_all_from
+
+    def blocks_at(self, epoch: int) -> int | None:
+        """How many of the last blocks train in ``epoch`` (0: the head only; None: all)."""
+        if epoch < self.head_epochs:
+            return 0
+        if self.unfreeze_all_from is not None and epoch >= self.unfreeze_all_from:
+            return None
+        return self.unfreeze_blocks
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         model = pl_module.model
-        last_n = 0 if trainer.current_epoch < self.head_epochs else self.unfreeze_blocks
+        last_n = self.blocks_at(trainer.current_epoch)
         trainable = set(set_trainable_blocks(model, self.arch, last_n))
         for name, module in model.named_modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):

@@ -13,6 +13,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -131,8 +132,9 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val_auroc", mode="max",
                            save_top_k=1, save_weights_only=True, enable_version_counter=False)
     callbacks = [ckpt, EarlyStopping(monitor="val_auroc", mode="max", patience=cfg.optim.early_stopping_patience)]
-    if cfg.optim.head_epochs or cfg.optim.unfreeze_blocks is not None:
-        callbacks.append(StagedFinetuning(arch, cfg.optim.head_epochs, cfg.optim.unfreeze_blocks))
+    o = cfg.optim
+    if o.head_epochs or o.unfreeze_blocks is not None or o.unfreeze_all_from is not None:
+        callbacks.append(StagedFinetuning(arch, o.head_epochs, o.unfreeze_blocks, o.unfreeze_all_from))
     logger, run_id, uri = False, None, None
     if cfg.mlflow:
         from lightning.pytorch.loggers import MLFlowLogger
@@ -144,7 +146,8 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
         logger.log_hyperparams(_flat_params(cfg, size, len(parts["train"])))
         run_id = logger.run_id
     trainer = L.Trainer(
-        max_epochs=cfg.optim.epochs, accelerator="gpu" if use_gpu else "cpu", devices=1,
+        max_epochs=cfg.optim.epochs, max_time=timedelta(minutes=o.max_minutes) if o.max_minutes else None,
+        accelerator="gpu" if use_gpu else "cpu", devices=1,
         precision="16-mixed" if use_gpu else "32-true", deterministic="warn" if use_gpu else True,
         callbacks=callbacks, logger=logger, enable_progress_bar=cfg.progress_bar, enable_model_summary=False,
         num_sanity_val_steps=0, log_every_n_steps=10, default_root_dir=str(out_dir),
