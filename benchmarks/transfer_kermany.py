@@ -1,0 +1,69 @@
+"""ImageNet transfer learning on Kermany at 224 px on CPU, side by side at one wall-time budget:
+
+* EfficientNet-Lite0 from the offline ImageNet weights (``weights: imagenet``, the weights package), fine-tuned
+  in three stages: the head, then the last blocks, then everything, the body at a lower learning rate;
+* the same architecture from random initialisation (same budget, same schedule length, no staging);
+* the 48 px small CNN of ``configs/kermany_binary.yaml``.
+
+Every row: the same patient-disjoint test split carved from train (``carve_test_from_train: 0.2``, seed 0),
+test AUROC with its bootstrap 95 % CI, sensitivity / specificity at the threshold chosen on validation
+(Youden), epochs run, fit wall and CPU time, and the load average.
+
+    RADIOLENS_DATA_DIR=../shared/data python benchmarks/transfer_kermany.py [--minutes 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from _train_common import fmt, load_average, run_job, setup
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "kermany_binary.yaml"
+
+
+def recipes(minutes: float, epochs: int) -> dict[str, dict]:
+    at224 = {"model.input_size": 224, "optim.batch_size": 32, "optim.epochs": epochs, "optim.max_minutes": minutes,
+             "optim.early_stopping_patience": epochs}
+    return {
+        "lite0 imagenet, 3 stages": {**at224, "model.arch": "efficientnet_lite0", "model.weights": "imagenet",
+                                     "optim.lr": 0.003, "optim.head_epochs": 1, "optim.unfreeze_blocks": 2,
+                                     "optim.unfreeze_all_from": 2, "optim.finetune_lr_factor": 0.1},
+        "lite0 random init": {**at224, "model.arch": "efficientnet_lite0", "optim.lr": 0.003},
+        "small_cnn 48 px (default)": {"optim.max_minutes": minutes},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench_transfer_kermany"))
+    ap.add_argument("--minutes", type=float, default=8.0, help="fit wall-time budget per recipe")
+    ap.add_argument("--epochs", type=int, default=4, help="schedule length of the 224 px recipes")
+    ap.add_argument("--only", default=None, help="run the recipes whose name contains this")
+    args = ap.parse_args()
+    setup(2)
+    cache = str(Path(args.out) / "decoded_cache")
+    rows = []
+    for name, overrides in recipes(args.minutes, args.epochs).items():
+        if args.only and args.only not in name:
+            continue
+        slug = name.split(",")[0].replace(" ", "_")
+        s = run_job(CONFIG, Path(args.out) / slug, {**overrides, "data.cache_dir": cache, "mlflow": False})
+        rows.append((name, s))
+        print(f"done: {name} in {s['wall_s']:.0f} s", flush=True)
+    print(f"\nfit budget {args.minutes:g} min per recipe; 2 CPU threads; load average at the end {load_average()}")
+    print("\n| recipe | n train/val/test | test AUROC (95% CI) | sens / spec @ val threshold | epochs (best) | "
+          "fit wall s | fit CPU s / 2 | load avg after |\n|---|---|---|---|---|---|---|---|")
+    for name, s in rows:
+        h = s["headline"]
+        m = json.loads(Path(s["metrics"]).read_text())
+        n = f"{m['model_info']['n_train']}/{m['model_info']['n_val']}/{m['model_info']['n_test']}"
+        print(f"| {name} | {n} | {fmt(h.get('auroc'))} {fmt(h.get('auroc_ci'))} | "
+              f"{fmt(h.get('sensitivity'))} / {fmt(h.get('specificity'))} | {s['epochs_run']} ({s['best_epoch']}) | "
+              f"{s['timings_s']['fit_s']:.0f} | {s['timings_s']['fit_cpu_s'] / 2:.0f} | {s['load_after']} |")
+
+
+if __name__ == "__main__":
+    main()
