@@ -113,14 +113,16 @@ def test_train_flags_reach_the_run(pneumonia_tiny, tmp_path, tiny_config):
     cfg.write_text(yaml.safe_dump(tiny_config(pneumonia_tiny, arch="lenet5")))
     out = tmp_path / "run"
     res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(out), "--task", "multiclass",
-                              "-l", "label", "--classes", "normal,pneumonia", "--epochs", "2", "--head-epochs", "1",
-                              "--unfreeze-blocks", "1", "--no-augment", "--no-mlflow", "--n-bootstrap", "20"])
+                              "-l", "label", "--classes", "normal,pneumonia", "--epochs", "3", "--head-epochs", "1",
+                              "--unfreeze-blocks", "1", "--unfreeze-all-from", "2", "--max-minutes", "30",
+                              "--no-augment", "--no-mlflow", "--n-bootstrap", "20"])
     assert res.exit_code == 0, res.output
     info = ModelBundle.load(out / "model.pt").info
     assert info.task == "multiclass" and info.class_names == ["normal", "pneumonia"]
     assert info.training["optim"]["head_epochs"] == 1 and info.training["optim"]["unfreeze_blocks"] == 1
+    assert info.training["optim"]["unfreeze_all_from"] == 2 and info.training["optim"]["max_minutes"] == 30
     assert info.training["augment"]["enabled"] is False
-    assert info.training["label"]["columns"] == ["label"] and info.training["epochs_run"] == 2
+    assert info.training["label"]["columns"] == ["label"] and info.training["epochs_run"] == 3
     res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "bad"), "--task", "nonsense"],
                         env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "Invalid value for '--task'" in res.output and "'nonsense'" in res.output

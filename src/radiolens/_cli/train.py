@@ -34,6 +34,8 @@ def train_cmd(
     classes: str | None = typer.Option(None, metavar="A,B,C", help="multiclass: class values in output order."),
     head_epochs: int | None = typer.Option(None, help="Staged fine-tuning: epochs training only the head."),
     unfreeze_blocks: int | None = typer.Option(None, help="Then unfreeze the last N blocks (default: all)."),
+    unfreeze_all_from: int | None = typer.Option(None, help="From this epoch on, every block trains (3rd stage)."),
+    max_minutes: float | None = typer.Option(None, help="Fit wall-time budget; the best validated epoch is kept."),
     augment: bool | None = typer.Option(None, "--augment/--no-augment",
                                         help="Anatomically plausible augmentation (config default: on)."),
     seed: int | None = typer.Option(None),
@@ -54,6 +56,7 @@ def train_cmd(
                  "seed": seed, "num_threads": threads, "eval.operating_point": operating_point,
                  "eval.n_bootstrap": n_bootstrap, "mlflow": mlflow, "progress_bar": progress,
                  "optim.head_epochs": head_epochs, "optim.unfreeze_blocks": unfreeze_blocks,
+                 "optim.unfreeze_all_from": unfreeze_all_from, "optim.max_minutes": max_minutes,
                  "augment.enabled": augment}
     clear: list[str] = []
     if manifest is not None:
