@@ -32,6 +32,12 @@ def recipes(minutes: float, epochs: int) -> dict[str, dict]:
                                      "optim.lr": 0.003, "optim.head_epochs": 1, "optim.unfreeze_blocks": 2,
                                      "optim.unfreeze_all_from": 2, "optim.finetune_lr_factor": 0.1},
         "lite0 random init": {**at224, "model.arch": "efficientnet_lite0", "optim.lr": 0.003},
+        # the same recipe at 128 px: about 3x the epochs in the same budget
+        "lite0 imagenet 128 px, 3 stages": {**at224, "model.input_size": 128, "optim.epochs": 2 * epochs,
+                                            "optim.early_stopping_patience": 2 * epochs,
+                                            "model.arch": "efficientnet_lite0", "model.weights": "imagenet",
+                                            "optim.lr": 0.003, "optim.head_epochs": 1, "optim.unfreeze_blocks": 2,
+                                            "optim.unfreeze_all_from": 3, "optim.finetune_lr_factor": 0.1},
         "small_cnn 48 px (default)": {"optim.max_minutes": minutes},
     }
 
@@ -49,7 +55,7 @@ def main() -> None:
     for name, overrides in recipes(args.minutes, args.epochs).items():
         if args.only and args.only not in name:
             continue
-        slug = name.split(",")[0].replace(" ", "_")
+        slug = name.split(",")[0].replace(" ", "_").replace("(", "").replace(")", "")
         s = run_job(CONFIG, Path(args.out) / slug, {**overrides, "data.cache_dir": cache, "mlflow": False})
         rows.append((name, s))
         print(f"done: {name} in {s['wall_s']:.0f} s", flush=True)
