@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 from radiolens.errors import RadiolensError
 from radiolens.gateway.config import GatewayConfig
+from radiolens.gateway.loop import Loop
 from radiolens.gateway.results import result_objects
 from radiolens.gateway.routing import skip_reason
 from radiolens.io import formats
@@ -35,14 +35,13 @@ class Outcome:
     prediction_id: str = ""
 
 
-class Processor:
+class Processor(Loop):
+    thread_name, idle_s = "radiolens-dicom-processor", 1.0
+
     def __init__(self, config: GatewayConfig, spool: Spool, service, audit, on_posted, counter=None):
+        super().__init__()
         self.config, self.spool, self.service, self.audit, self.on_posted = config, spool, service, audit, on_posted
         self.counter = counter
-        self.wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.idle = threading.Event()
 
     def destination(self, meta: dict[str, Any]) -> dict[str, Any] | None:
         """Where results of an instance received with ``meta`` go, or None (not sent)."""
@@ -102,7 +101,6 @@ class Processor:
         if self.counter is not None:
             self.counter.labels(outcome).inc()
 
-    # ------------------------------------------------------------------ thread
     def run_once(self) -> bool:
         """Process one waiting instance; False when the inbox is empty."""
         try:
@@ -130,24 +128,3 @@ class Processor:
             return True
         self.spool.finish(item.id)
         return True
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            if not self.run_once():
-                self.idle.set()
-                self.wake.wait(1.0)
-                self.wake.clear()
-            else:
-                self.idle.clear()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="radiolens-dicom-processor", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 120.0) -> None:
-        self._stop.set()
-        self.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
-

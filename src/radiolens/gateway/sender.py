@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import threading
 import time
 from typing import Any
 
@@ -15,6 +14,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
 
 from radiolens.gateway.config import GatewayConfig
+from radiolens.gateway.loop import Loop
 from radiolens.gateway.results import decode
 from radiolens.serve.store.spool import OUTBOX, Spool, SpoolError
 
@@ -75,12 +75,12 @@ def send_stow(config: GatewayConfig, datasets: list) -> None:
         raise SendError(f"STOW-RS {type(exc).__name__}") from None
 
 
-class Sender:
+class Sender(Loop):
+    thread_name, idle_s = "radiolens-dicom-sender", 0.5
+
     def __init__(self, config: GatewayConfig, spool: Spool, audit, counter=None):
+        super().__init__()
         self.config, self.spool, self.audit, self.counter = config, spool, audit, counter
-        self.wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def backoff(self, attempts: int) -> float:
         return min(self.config.send.backoff_s * 2 ** max(attempts - 1, 0), self.config.send.backoff_max_s)
@@ -142,33 +142,11 @@ class Sender:
             self.counter.labels(outcome).inc()
         return outcome
 
-    def run_once(self) -> int:
-        """One attempt for every due item; returns how many were tried."""
+    def run_once(self) -> bool:
+        """One attempt for every due item; False when none was due."""
         due = self.spool.due()
         for item_id in due:
-            if self._stop.is_set():
+            if self.stopping:
                 break
             self.deliver(item_id)
-        return len(due)
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                tried = self.run_once()
-            except Exception as exc:
-                log.error("result sender: %s", type(exc).__name__)
-                tried = 0
-            if not tried:
-                self.wake.wait(0.5)
-                self.wake.clear()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="radiolens-dicom-sender", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 60.0) -> None:
-        self._stop.set()
-        self.wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        return bool(due)
