@@ -44,3 +44,22 @@ def fmt(v) -> str:
     if isinstance(v, list | tuple) and len(v) == 2 and all(isinstance(x, float) for x in v):
         return f"[{v[0]:.3f}, {v[1]:.3f}]"
     return str(v)
+
+
+def run_metrics(summary: dict) -> dict:
+    """The run's metrics.json (per-class figures, model info)."""
+    import json
+
+    return json.loads(Path(summary["metrics"]).read_text())
+
+
+def split_sizes(metrics: dict) -> str:
+    """"n_train/n_val/n_test" of a run's metrics."""
+    info = metrics["model_info"]
+    return f"{info['n_train']}/{info['n_val']}/{info['n_test']}"
+
+
+def fit_times(summary: dict) -> str:
+    """Fit wall seconds and fit CPU seconds per core (2 threads), as two table cells."""
+    t = summary["timings_s"]
+    return f"{t['fit_s']:.0f} | {t['fit_cpu_s'] / 2:.0f}"

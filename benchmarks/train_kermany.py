@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _train_common import fmt, run_job, setup
+from _train_common import fit_times, fmt, run_job, run_metrics, setup, split_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,13 +49,9 @@ def main() -> None:
         else:
             auc = f"macro {fmt(h.get('macro_auroc'))} {fmt(h.get('macro_auroc_ci'))}"
             other = f"micro {fmt(h.get('micro_auroc'))}"
-        import json
-
-        m = json.loads(Path(s["metrics"]).read_text())
-        n = f"{m['model_info']['n_train']}/{m['model_info']['n_val']}/{m['model_info']['n_test']}"
-        print(f"| {name} | {cfg.model.arch}@{cfg.model.input_size}px | {n} | {auc} | {other} | {s['epochs_run']} "
-              f"({s['best_epoch']}) | {s['timings_s']['fit_s']:.0f} | {s['timings_s']['fit_cpu_s'] / 2:.0f} | "
-              f"{s['wall_s']:.0f} | {s['load_after']} |")
+        m = run_metrics(s)
+        print(f"| {name} | {cfg.model.arch}@{cfg.model.input_size}px | {split_sizes(m)} | {auc} | {other} | "
+              f"{s['epochs_run']} ({s['best_epoch']}) | {fit_times(s)} | {s['wall_s']:.0f} | {s['load_after']} |")
         if name == "3class":
             print("\nper class (3-class):\n| class | AUROC | 95% CI |\n|---|---|---|")
             for c in m["per_class"]:

@@ -15,10 +15,9 @@ test AUROC with its bootstrap 95 % CI, sensitivity / specificity at the threshol
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from _train_common import fmt, load_average, run_job, setup
+from _train_common import fit_times, fmt, load_average, run_job, run_metrics, setup, split_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "kermany_binary.yaml"
@@ -64,11 +63,9 @@ def main() -> None:
           "fit wall s | fit CPU s / 2 | load avg after |\n|---|---|---|---|---|---|---|---|")
     for name, s in rows:
         h = s["headline"]
-        m = json.loads(Path(s["metrics"]).read_text())
-        n = f"{m['model_info']['n_train']}/{m['model_info']['n_val']}/{m['model_info']['n_test']}"
-        print(f"| {name} | {n} | {fmt(h.get('auroc'))} {fmt(h.get('auroc_ci'))} | "
+        print(f"| {name} | {split_sizes(run_metrics(s))} | {fmt(h.get('auroc'))} {fmt(h.get('auroc_ci'))} | "
               f"{fmt(h.get('sensitivity'))} / {fmt(h.get('specificity'))} | {s['epochs_run']} ({s['best_epoch']}) | "
-              f"{s['timings_s']['fit_s']:.0f} | {s['timings_s']['fit_cpu_s'] / 2:.0f} | {s['load_after']} |")
+              f"{fit_times(s)} | {s['load_after']} |")
 
 
 if __name__ == "__main__":
