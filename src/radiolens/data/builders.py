@@ -6,6 +6,7 @@ step nothing else in radiolens cares where the data came from.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -125,13 +126,46 @@ def from_kermany(root: str | Path, out: str | Path | None = None) -> Manifest:
 
 
 # ---------------------------------------------------------------------------- NIH ChestX-ray14
+#: The official split lists of the NIH release, next to Data_Entry_2017.csv: patient-disjoint train+val / test.
+NIH_SPLIT_LISTS = ("train_val_list.txt", "test_list.txt")
+#: Share of the official train_val patients held out as ``val`` (by a keyed hash of the patient id, so it is
+#: the same on every machine and for every subset of the images).
+NIH_VAL_FRACTION = 0.1
+
+
+def _nih_official_split(table: pd.DataFrame, folders: list[Path], name: str) -> pd.DataFrame | None:
+    """``official_split`` ("train_val" / "test") and ``split`` (train / val / test) from the release's lists,
+    when both lists are in one of ``folders``; None without them. ``val`` is a patient-level share of
+    train_val, so the official test set stays untouched and no patient spans two splits."""
+    for folder in folders:
+        lists = [folder / n for n in NIH_SPLIT_LISTS]
+        if all(p.is_file() for p in lists):
+            break
+    else:
+        return None
+    train_val, test = ({ln.strip() for ln in p.read_text().splitlines() if ln.strip()} for p in lists)
+    official = np.where(table["image_index"].isin(test), "test",
+                        np.where(table["image_index"].isin(train_val), "train_val", ""))
+    if (official == "").any():
+        raise ManifestError(f"{name}: {int((official == '').sum())} image(s) are in neither {NIH_SPLIT_LISTS[0]} "
+                            f"nor {NIH_SPLIT_LISTS[1]}")
+    patients = table["patient_id"].astype(str).str.lstrip("0")
+    in_val = patients.map(lambda p: int(hashlib.sha256(f"nih-val:{p}".encode()).hexdigest()[:8], 16) / 2**32
+                          < NIH_VAL_FRACTION).to_numpy()
+    split = np.where(official == "test", "test", np.where(in_val, "val", "train"))
+    return pd.DataFrame({"official_split": official, "split": split})
+
+
 def from_nih(data_entry_csv: str | Path, image_dir: str | Path, out: str | Path | None = None,
              require_all: bool = False) -> Manifest:
     """NIH ChestX-ray14: the official ``Data_Entry_2017*.csv`` (or a table with ``image_index`` and
     ``finding_labels`` columns) plus the image folder -> one 0/1 column per finding (``NIH_FINDINGS``).
 
-    Rows whose image is not in ``image_dir`` are dropped (the full table lists 112,120 images; most users
-    hold a subset) unless ``require_all``. A ``split`` column in the table is kept.
+    The image folder may be the public release's layout (``images_001/images/*.png`` ... ``images_012``): images
+    are found at any depth. Rows whose image is not in ``image_dir`` are dropped (the full table lists 112,120
+    images; most users hold a subset) unless ``require_all``. A ``split`` column in the table is kept; otherwise
+    the release's ``train_val_list.txt`` / ``test_list.txt`` (next to the table or in the image folder) give the
+    official split, with a patient-level ``val`` share of train_val (``NIH_VAL_FRACTION``).
     """
     csv, image_dir = Path(data_entry_csv), Path(image_dir)
     if not csv.is_file():
@@ -166,6 +200,10 @@ def from_nih(data_entry_csv: str | Path, image_dir: str | Path, out: str | Path 
     for col in ("sex", "view", "follow_up", "split"):
         if col in table.columns:
             frame[col] = table[col].to_numpy()
+    if "split" not in table.columns:
+        official = _nih_official_split(table, [csv.parent, image_dir], csv.name)
+        if official is not None:
+            frame["official_split"], frame["split"] = official["official_split"], official["split"]
     return _finish(frame, Path("/"), out, csv.name)
 
 
