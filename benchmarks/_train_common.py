@@ -63,3 +63,21 @@ def fit_times(summary: dict) -> str:
     """Fit wall seconds and fit CPU seconds per core (2 threads), as two table cells."""
     t = summary["timings_s"]
     return f"{t['fit_s']:.0f} | {t['fit_cpu_s'] / 2:.0f}"
+
+
+def run_recipes(config: Path, out: Path, recipes: dict[str, dict], minutes: float, only: str | None = None,
+                common: dict | None = None) -> list[tuple[str, dict]]:
+    """Train each named recipe (config overrides) from ``config`` into its own folder under ``out``; ``only``
+    keeps the recipes whose name contains it. Prints progress and the budget line; returns (name, summary)."""
+    import re
+
+    rows = []
+    for name, overrides in recipes.items():
+        if only and only not in name:
+            continue
+        slug = re.sub(r"[^A-Za-z0-9]+", "_", name.split(",")[0]).strip("_")
+        s = run_job(config, Path(out) / slug, {**overrides, **(common or {}), "mlflow": False})
+        rows.append((name, s))
+        print(f"done: {name} in {s['wall_s']:.0f} s", flush=True)
+    print(f"\nfit budget {minutes:g} min per recipe; 2 CPU threads; load average at the end {load_average()}")
+    return rows

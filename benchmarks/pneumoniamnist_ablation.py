@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _train_common import fit_times, fmt, load_average, run_job, run_metrics, setup, split_sizes
+from _train_common import fit_times, fmt, run_metrics, run_recipes, setup, split_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "pneumoniamnist.yaml"
@@ -34,14 +34,7 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="run the recipes whose name contains this")
     args = ap.parse_args()
     setup(2)
-    rows = []
-    for name, overrides in recipes(args.minutes).items():
-        if args.only and args.only not in name:
-            continue
-        s = run_job(CONFIG, Path(args.out) / name.split(" ")[0], {**overrides, "mlflow": False})
-        rows.append((name, s))
-        print(f"done: {name} in {s['wall_s']:.0f} s", flush=True)
-    print(f"\nfit budget {args.minutes:g} min per recipe; 2 CPU threads; load average at the end {load_average()}")
+    rows = run_recipes(CONFIG, Path(args.out), recipes(args.minutes), args.minutes, args.only)
     print("\n| recipe | n train/val/test | test AUROC (95% CI) | accuracy @ val threshold | sens / spec | "
           "epochs (best) | fit wall s | fit CPU s / 2 |\n|---|---|---|---|---|---|---|---|")
     for name, s in rows:

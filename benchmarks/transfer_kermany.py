@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from _train_common import fit_times, fmt, load_average, run_job, run_metrics, setup, split_sizes
+from _train_common import fit_times, fmt, run_metrics, run_recipes, setup, split_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "kermany_binary.yaml"
@@ -50,15 +50,8 @@ def main() -> None:
     args = ap.parse_args()
     setup(2)
     cache = str(Path(args.out) / "decoded_cache")
-    rows = []
-    for name, overrides in recipes(args.minutes, args.epochs).items():
-        if args.only and args.only not in name:
-            continue
-        slug = name.split(",")[0].replace(" ", "_").replace("(", "").replace(")", "")
-        s = run_job(CONFIG, Path(args.out) / slug, {**overrides, "data.cache_dir": cache, "mlflow": False})
-        rows.append((name, s))
-        print(f"done: {name} in {s['wall_s']:.0f} s", flush=True)
-    print(f"\nfit budget {args.minutes:g} min per recipe; 2 CPU threads; load average at the end {load_average()}")
+    rows = run_recipes(CONFIG, Path(args.out), recipes(args.minutes, args.epochs), args.minutes, args.only,
+                       {"data.cache_dir": cache})
     print("\n| recipe | n train/val/test | test AUROC (95% CI) | sens / spec @ val threshold | epochs (best) | "
           "fit wall s | fit CPU s / 2 | load avg after |\n|---|---|---|---|---|---|---|---|")
     for name, s in rows:
