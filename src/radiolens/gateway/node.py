@@ -54,7 +54,7 @@ class Gateway:
             spool_items.labels(queue).set_function(lambda q=queue: self.spool.count(q))
         self.sender = Sender(config, self.spool, self._audit, self.m_sent)
         self.processor = Processor(config, self.spool, service, self._audit, self.sender.wake.set, self.m_processed)
-        self.receiver = Receiver(config, self.spool, self._receiver_audit, self.processor.wake.set, self.m_received)
+        self.receiver = Receiver(config, self.spool, self._audit, self.processor.wake.set, self.m_received)
 
     def _audit(self, event: str, outputs: dict, input_sha256: str, study_ref: str = "", *,
                prediction_id: str = "", model_sha256: str = "", latency_ms: float = 0.0) -> None:
@@ -62,9 +62,6 @@ class Gateway:
             audit_log.append(s, audit_log.AuditEvent(event, GATEWAY_USER, GATEWAY_ROLE, prediction_id,
                                                      model_sha256 or self.service.bundle.sha256, input_sha256,
                                                      study_ref, outputs, latency_ms))
-
-    def _receiver_audit(self, event: str, outputs: dict, input_sha256: str) -> None:
-        self._audit(event, outputs, input_sha256)
 
     @property
     def port(self) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import ssl
-import threading
 from collections.abc import Callable
 
 from pydicom.uid import (
@@ -84,7 +83,6 @@ class Receiver:
             self.ae.add_supported_context(cx.abstract_syntax, TRANSFER_SYNTAXES)
         self.ae.add_supported_context(Verification)
         self._server = None
-        self._lock = threading.Lock()
 
     def _count(self, outcome: str) -> None:
         if self.counter is not None:
