@@ -197,3 +197,37 @@ def test_interval_coverage_on_a_known_auroc():
         hits += lo <= true_auc <= hi
     coverage = hits / sims
     assert 0.89 <= coverage <= 0.99, coverage  # binomial SE at 95 % over 300 runs is ~1.3 %
+
+
+def test_paired_auroc_difference_matches_a_resample_loop_and_is_paired():
+    from radiolens.evaluate.bootstrap import paired_auroc_difference, stratified_indices
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(300) < 0.3).astype(int)
+    p_a = y * 0.8 + rng.normal(0, 0.6, 300)
+    p_b = p_a + y * 0.3 + rng.normal(0, 0.1, 300)  # b = a plus a little more signal: strongly correlated
+    d = paired_auroc_difference(y, p_a, p_b, n_bootstrap=400, seed=5)
+    idx = stratified_indices(y, 400, np.random.default_rng(5))
+    loop = np.array([roc_auc_score(y[i], p_b[i]) - roc_auc_score(y[i], p_a[i]) for i in idx])
+    lo, hi = np.percentile(loop, [2.5, 97.5])
+    assert d.difference == pytest.approx(roc_auc_score(y, p_b) - roc_auc_score(y, p_a))
+    assert (d.lower, d.upper) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    assert d.share_b_better == pytest.approx(np.mean(loop > 0))
+    assert d.lower > 0  # the paired interval excludes 0 ...
+    from radiolens.evaluate.bootstrap import bootstrap_auroc
+
+    ia, ib = bootstrap_auroc(y, p_a, 400, 5), bootstrap_auroc(y, p_b, 400, 5)
+    assert ia.upper > ib.lower  # ... although the two separate intervals overlap
+
+
+def test_paired_auroc_difference_of_a_model_with_itself_is_exactly_zero():
+    from radiolens.evaluate.bootstrap import paired_auroc_difference
+
+    y = np.array([0, 1] * 20)
+    p = np.linspace(0, 1, 40)
+    d = paired_auroc_difference(y, p, p, n_bootstrap=100)
+    assert (d.difference, d.lower, d.upper, d.share_b_better) == (0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="one entry per case"):
+        paired_auroc_difference(y, p, p[:-1])
+    with pytest.raises(ValueError, match="no positive"):
+        paired_auroc_difference(np.zeros(40), p, p)

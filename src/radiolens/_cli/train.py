@@ -36,6 +36,9 @@ def train_cmd(
     unfreeze_blocks: int | None = typer.Option(None, help="Then unfreeze the last N blocks (default: all)."),
     unfreeze_all_from: int | None = typer.Option(None, help="From this epoch on, every block trains (3rd stage)."),
     max_minutes: float | None = typer.Option(None, help="Fit wall-time budget; the best validated epoch is kept."),
+    weight_averaging: Literal["none", "ema", "swa"] | None = typer.Option(
+        None, help="Average the weights: ema (optim.ema_decay) or swa (from optim.swa_from_epoch)."),
+    mixup_alpha: float | None = typer.Option(None, help="MixUp Beta(alpha, alpha) blending; 0 = off."),
     augment: bool | None = typer.Option(None, "--augment/--no-augment",
                                         help="Anatomically plausible augmentation (config default: on)."),
     seed: int | None = typer.Option(None),
@@ -57,6 +60,7 @@ def train_cmd(
                  "eval.n_bootstrap": n_bootstrap, "mlflow": mlflow, "progress_bar": progress,
                  "optim.head_epochs": head_epochs, "optim.unfreeze_blocks": unfreeze_blocks,
                  "optim.unfreeze_all_from": unfreeze_all_from, "optim.max_minutes": max_minutes,
+                 "optim.weight_averaging": weight_averaging, "optim.mixup_alpha": mixup_alpha,
                  "augment.enabled": augment}
     clear: list[str] = []
     if manifest is not None:

@@ -238,3 +238,44 @@ def macro_micro_auroc_ci(Y: np.ndarray, P: np.ndarray, n_bootstrap: int = 1000, 
         lo, hi, n_valid = percentile_interval(micro_rows, alpha)
         out["micro"] = Interval(out["micro"].estimate, lo, hi, n_valid, method)
     return out
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """AUROC(b) - AUROC(a) on the same cases, with a paired percentile-bootstrap interval."""
+
+    auroc_a: float
+    auroc_b: float
+    difference: float
+    lower: float | None
+    upper: float | None
+    share_b_better: float | None  #: fraction of resamples in which b's AUROC exceeds a's
+    n_valid: int
+    method: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_auroc_difference(y, p_a, p_b, n_bootstrap: int = 1000, seed: int = 0,
+                            alpha: float = ALPHA) -> PairedDifference:
+    """Compare two models scored on the SAME cases: both AUROCs are computed on every (stratified) resample
+    of the cases, so the interval of the difference keeps their correlation. Two models' separate intervals
+    overlap far more often than their paired difference crosses zero; this is the test to read when asking
+    whether b beats a on this test set."""
+    y = np.asarray(y).astype(np.int64).reshape(-1)
+    p_a = np.asarray(p_a, dtype=np.float64).reshape(-1)
+    p_b = np.asarray(p_b, dtype=np.float64).reshape(-1)
+    if not len(y) == len(p_a) == len(p_b):
+        raise ValueError("labels and both score vectors must have one entry per case")
+    reason = _single_class_reason(y)
+    if reason is not None:
+        raise ValueError(f"AUROC is undefined: {reason}")
+    a, b = float(roc_auc_score(y, p_a)), float(roc_auc_score(y, p_b))
+    if n_bootstrap <= 0:
+        return PairedDifference(a, b, b - a, None, None, None, 0, "none")
+    idx = stratified_indices(y, n_bootstrap, np.random.default_rng(seed))
+    diff = resampled_auroc(y, p_b, idx) - resampled_auroc(y, p_a, idx)
+    lo, hi, n_valid = percentile_interval(diff, alpha)
+    return PairedDifference(a, b, b - a, lo, hi, float(np.mean(diff > 0)), n_valid,
+                            f"paired stratified percentile bootstrap, {n_bootstrap} resamples")

@@ -96,11 +96,24 @@ class OptimConfig(BaseModel):
     #: A wall-time budget for fitting (minutes; Lightning's ``max_time``): training stops at the first batch
     #: past it and the best validated checkpoint is kept. Makes recipes comparable at equal time.
     max_minutes: float | None = Field(None, gt=0)
+    #: Weight averaging (Lightning's ``WeightAveraging`` over torch's ``AveragedModel``, parameters and
+    #: BatchNorm buffers): ``ema`` keeps an exponential moving average (``ema_decay`` per optimizer step),
+    #: ``swa`` an equal average of the weights after every step from epoch ``swa_from_epoch``. Validation,
+    #: checkpoint selection and the saved model all use the averaged weights.
+    weight_averaging: Literal["none", "ema", "swa"] = "none"
+    ema_decay: float = Field(0.995, gt=0, lt=1)
+    swa_from_epoch: int = Field(0, ge=0)
+    #: MixUp (Zhang et al. 2018): each training batch is blended with a shuffled copy of itself with a weight
+    #: drawn from Beta(alpha, alpha), and the loss is the same blend of the two targets' losses. 0 = off.
+    mixup_alpha: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _stages(self) -> OptimConfig:
         if self.unfreeze_all_from is not None and self.unfreeze_all_from < self.head_epochs:
             raise ValueError("optim.unfreeze_all_from must not come before the end of optim.head_epochs")
+        if self.weight_averaging == "swa" and self.swa_from_epoch >= self.epochs:
+            raise ValueError(f"optim.swa_from_epoch ({self.swa_from_epoch}) must be below optim.epochs "
+                             f"({self.epochs}): SWA would average nothing")
         return self
 
 

@@ -10,7 +10,7 @@ import math
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc, multiclass_auroc, multilabel_auroc
 
@@ -54,7 +54,17 @@ class ClassifierModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss_fn(self.model(x), y)
+        alpha = self.optim.mixup_alpha
+        if alpha > 0 and len(x) > 1:
+            # MixUp written out: timm's Mixup wants one-hot targets over >= 2 classes, and radiolens' binary head
+            # has one logit (BCE) and multi-class targets are class indices; blending the two losses serves all
+            # three tasks and every loss (BCE, CE, focal) unchanged.
+            lam = float(torch.distributions.Beta(alpha, alpha).sample())
+            perm = torch.randperm(len(x), device=x.device)
+            logits = self.model(lam * x + (1 - lam) * x[perm])
+            loss = lam * self.loss_fn(logits, y) + (1 - lam) * self.loss_fn(logits, y[perm])
+        else:
+            loss = self.loss_fn(self.model(x), y)
         self._train_loss_sum += float(loss.detach()) * len(x)
         self._train_n += len(x)
         self.log("train_loss_step", loss, prog_bar=True, logger=False)
@@ -146,3 +156,56 @@ class StagedFinetuning(Callback):
                 if own and not any(p in trainable for p in own):
                     module.eval()
 
+
+
+class AveragedWeights(WeightAveraging):
+    """EMA or SWA of the weights (Lightning's ``WeightAveraging``), guarded for SWA's late start.
+
+    Before the first update an ``AveragedModel`` holds the *initial* weights; Lightning would still validate
+    and finally keep those. Here validation, checkpoints and the end of training use the average only once it
+    has averaged at least one step, so a run stopped (``max_minutes``) before ``swa_from_epoch`` keeps its
+    trained weights instead of silently reverting to its initialisation.
+    """
+
+    def __init__(self, mode: str, ema_decay: float = 0.995, swa_from_epoch: int = 0):
+        from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+        kwargs = {"multi_avg_fn": get_ema_multi_avg_fn(ema_decay)} if mode == "ema" else {}
+        super().__init__(**kwargs)
+        self.mode, self.swa_from_epoch = mode, swa_from_epoch
+        self._epoch = 0
+        self._swapped = False
+
+    def _ready(self) -> bool:
+        return self._average_model is not None and int(self._average_model.n_averaged) > 0
+
+    def should_update(self, step_idx=None, epoch_idx=None) -> bool:
+        return step_idx is not None and (self.mode == "ema" or self._epoch >= self.swa_from_epoch)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch = trainer.current_epoch
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._swapped = self._ready()
+        if self._swapped:
+            self._swap_models(pl_module)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if self._swapped:
+            self._swap_models(pl_module)
+            self._swapped = False
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if self._ready():
+            super().on_save_checkpoint(trainer, pl_module, checkpoint)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if self._ready():
+            self._copy_average_to_current(pl_module)
+
+
+def weight_averaging(optim: OptimConfig) -> AveragedWeights | None:
+    """The callback for ``optim.weight_averaging`` (None when off)."""
+    if optim.weight_averaging == "none":
+        return None
+    return AveragedWeights(optim.weight_averaging, optim.ema_decay, optim.swa_from_epoch)

@@ -32,7 +32,7 @@ from radiolens.models.registry import create_model, get_architecture
 from radiolens.settings import data_dir
 from radiolens.train.config import TrainConfig
 from radiolens.train.losses import make_loss
-from radiolens.train.module import ClassifierModule, StagedFinetuning
+from radiolens.train.module import ClassifierModule, StagedFinetuning, weight_averaging
 
 log = logging.getLogger(__name__)
 
@@ -129,10 +129,15 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
     val_loader = _loader(images["val"], targets["val"], mean, std, max(bs, 128))
 
     use_gpu = cfg.accelerator != "cpu" and torch.cuda.is_available()
-    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val_auroc", mode="max",
-                           save_top_k=1, save_weights_only=True, enable_version_counter=False)
-    callbacks = [ckpt, EarlyStopping(monitor="val_auroc", mode="max", patience=cfg.optim.early_stopping_patience)]
     o = cfg.optim
+    averaging = weight_averaging(o)
+    # a weights-only checkpoint skips the callbacks' checkpoint hooks, which is where the averaged weights are
+    # written; with averaging the full checkpoint is kept so "best" holds the weights that were validated
+    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="best", monitor="val_auroc", mode="max",
+                           save_top_k=1, save_weights_only=averaging is None, enable_version_counter=False)
+    callbacks = [ckpt, EarlyStopping(monitor="val_auroc", mode="max", patience=cfg.optim.early_stopping_patience)]
+    if averaging is not None:
+        callbacks.append(averaging)
     if o.head_epochs or o.unfreeze_blocks is not None or o.unfreeze_all_from is not None:
         callbacks.append(StagedFinetuning(arch, o.head_epochs, o.unfreeze_blocks, o.unfreeze_all_from))
     logger, run_id, uri = False, None, None
