@@ -16,24 +16,30 @@ from _train_common import fmt, run_job, setup
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=str(ROOT / "out" / "bench_nih"))
-    ap.add_argument("--epochs", type=int, default=None)
-    args = ap.parse_args()
-    setup(2)
+def build_manifest(out: Path) -> Path:
+    """The 1,000 shared NIH images with their 14 finding columns, re-split 70/15/15 by patient."""
     from radiolens.data.builders import NIH_FINDINGS, from_nih
     from radiolens.data.manifest import LabelSpec
     from radiolens.data.splits import assign_splits
 
     nih = Path(os.environ["RADIOLENS_DATA_DIR"]) / "nih_chestxray14"
-    manifest = Path(args.out) / "manifest.csv"
+    manifest = out / "manifest.csv"
     m = from_nih(nih / "manifest.csv", nih / "images_64px", manifest)
     # The shared split puts both Hernia patients (9 images) outside train, which the pre-training check
     # refuses; re-split by patient with the multi-label iterative stratification (= `radiolens split --task
     # multilabel`), which gives every finding with >= 2 patients test positives (Hernia has 2 patients).
     m = assign_splits(m, LabelSpec(task="multilabel", columns=list(NIH_FINDINGS)), val=0.15, test=0.15, seed=0)
     m.save(manifest)
+    return manifest
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench_nih"))
+    ap.add_argument("--epochs", type=int, default=None)
+    args = ap.parse_args()
+    setup(2)
+    manifest = build_manifest(Path(args.out))
     s = run_job(ROOT / "configs" / "nih_multilabel.yaml", Path(args.out) / "run",
                 {"data.manifest": str(manifest), "optim.epochs": args.epochs})
     m = json.loads(Path(s["metrics"]).read_text())

@@ -231,3 +231,23 @@ def test_paired_auroc_difference_of_a_model_with_itself_is_exactly_zero():
         paired_auroc_difference(y, p, p[:-1])
     with pytest.raises(ValueError, match="no positive"):
         paired_auroc_difference(np.zeros(40), p, p)
+
+
+def test_paired_macro_auroc_difference_matches_a_resample_loop():
+    from radiolens.evaluate.bootstrap import case_indices, paired_macro_auroc_difference
+
+    rng = np.random.default_rng(0)
+    Y = (rng.random((120, 3)) < [0.5, 0.2, 0.025]).astype(int)
+    Pa = Y * 0.5 + rng.normal(0, 0.5, Y.shape)
+    Pb = Y * 1.5 + rng.normal(0, 0.5, Y.shape)
+    d = paired_macro_auroc_difference(Y, Pa, Pb, n_bootstrap=200, seed=2)
+    loop = []
+    for i in case_indices(120, 200, np.random.default_rng(2)):
+        if any(len(set(Y[i, c])) < 2 for c in range(3)):
+            continue  # a class without both outcomes: the resample is left out
+        loop.append(np.mean([roc_auc_score(Y[i, c], Pb[i, c]) - roc_auc_score(Y[i, c], Pa[i, c]) for c in range(3)]))
+    assert d.n_valid == len(loop) < 200
+    lo, hi = np.percentile(loop, [2.5, 97.5])
+    assert (d.lower, d.upper) == (pytest.approx(lo, abs=1e-12), pytest.approx(hi, abs=1e-12))
+    macro = [np.mean([roc_auc_score(Y[:, c], P[:, c]) for c in range(3)]) for P in (Pa, Pb)]
+    assert d.difference == pytest.approx(macro[1] - macro[0]) and d.lower > 0

@@ -279,3 +279,30 @@ def paired_auroc_difference(y, p_a, p_b, n_bootstrap: int = 1000, seed: int = 0,
     lo, hi, n_valid = percentile_interval(diff, alpha)
     return PairedDifference(a, b, b - a, lo, hi, float(np.mean(diff > 0)), n_valid,
                             f"paired stratified percentile bootstrap, {n_bootstrap} resamples")
+
+
+def paired_macro_auroc_difference(Y, P_a, P_b, n_bootstrap: int = 1000, seed: int = 0,
+                                  alpha: float = ALPHA) -> PairedDifference:
+    """Macro AUROC(b) - macro AUROC(a) for (N, K) multi-label / one-hot targets, both models scored on the
+    same cases. The macro mean is over the classes with both outcomes in the full set; cases are resampled
+    jointly and a resample in which one of those classes has a single outcome is left out (``n_valid``
+    counts the rest), as in :func:`macro_micro_auroc_ci`."""
+    Y = np.asarray(Y).astype(np.int64)
+    P_a, P_b = np.asarray(P_a, dtype=np.float64), np.asarray(P_b, dtype=np.float64)
+    if Y.ndim != 2 or P_a.shape != Y.shape or P_b.shape != Y.shape:
+        raise ValueError("targets and both score arrays must be (cases, classes) of one shape")
+    defined = [c for c in range(Y.shape[1]) if _single_class_reason(Y[:, c]) is None]
+    if not defined:
+        raise ValueError("macro AUROC is undefined: no class has both outcomes")
+    a = float(np.mean([roc_auc_score(Y[:, c], P_a[:, c]) for c in defined]))
+    b = float(np.mean([roc_auc_score(Y[:, c], P_b[:, c]) for c in defined]))
+    if n_bootstrap <= 0:
+        return PairedDifference(a, b, b - a, None, None, None, 0, "none")
+    idx = case_indices(len(Y), n_bootstrap, np.random.default_rng(seed))
+    diff = np.mean([resampled_auroc(Y[:, c], P_b[:, c], idx) - resampled_auroc(Y[:, c], P_a[:, c], idx)
+                    for c in defined], axis=0)  # NaN wherever a class lost an outcome in that resample
+    lo, hi, n_valid = percentile_interval(diff, alpha)
+    valid = diff[np.isfinite(diff)]
+    return PairedDifference(a, b, b - a, lo, hi, float(np.mean(valid > 0)) if valid.size else None, n_valid,
+                            f"paired case-resampling percentile bootstrap, {n_bootstrap} resamples "
+                            "(resamples missing an outcome of a class left out)")
