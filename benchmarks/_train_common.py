@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 
-def setup(threads: int = 2) -> None:
+def setup(threads: int = 2, need_data: bool = True) -> None:
     torch.set_num_threads(threads)
-    if not os.environ.get("RADIOLENS_DATA_DIR"):
+    if need_data and not os.environ.get("RADIOLENS_DATA_DIR"):
         raise SystemExit("set RADIOLENS_DATA_DIR to the shared data folder")
 
 
@@ -81,3 +81,28 @@ def run_recipes(config: Path, out: Path, recipes: dict[str, dict], minutes: floa
         print(f"done: {name} in {s['wall_s']:.0f} s", flush=True)
     print(f"\nfit budget {minutes:g} min per recipe; 2 CPU threads; load average at the end {load_average()}")
     return rows
+
+
+def split_logits(run_dir: Path, mirrored: bool = False, splits=("val", "test")) -> dict:
+    """{split: (logits, targets)} of the model saved in a training run's folder, over the manifest it trained
+    on; ``mirrored``: test-time augmentation, the mean logits over each image and its left-right mirror."""
+    from torch import nn
+
+    from radiolens.data.manifest import load_manifest
+    from radiolens.evaluate.saved_model import bundle_label_spec, model_logits
+    from radiolens.models.bundle import ModelBundle
+
+    class Mirrored(nn.Module):
+        def __init__(self, model: nn.Module):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return (self.model(x) + self.model(torch.flip(x, dims=[-1]))) / 2
+
+    bundle = ModelBundle.load(Path(run_dir) / "model.pt")
+    if mirrored:
+        bundle.model = Mirrored(bundle.model)
+    manifest = load_manifest(Path(run_dir) / "manifest_used.csv")
+    spec = bundle_label_spec(bundle)
+    return {s: model_logits(bundle, manifest.subset(s), spec) for s in splits}

@@ -20,9 +20,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
-from _train_common import fmt, load_average, run_recipes, setup
-from torch import nn
+from _train_common import fmt, load_average, run_recipes, setup, split_logits
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "pneumoniamnist.yaml"
@@ -45,31 +43,6 @@ def recipes(minutes: float) -> dict[str, dict]:
             **lite, "model.input_size": 64, "optim.epochs": 10, "optim.unfreeze_all_from": 3,
             "optim.early_stopping_patience": 10, **budget},
     }
-
-
-class Mirrored(nn.Module):
-    """Mean logits over the image and its left-right mirror (TTA)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.model(x) + self.model(torch.flip(x, dims=[-1]))) / 2
-
-
-def split_logits(run_dir: Path, tta: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"val"|"test": (logits, targets)} of the model saved in ``run_dir``, from the manifest it trained on."""
-    from radiolens.data.manifest import load_manifest
-    from radiolens.evaluate.saved_model import bundle_label_spec, model_logits
-    from radiolens.models.bundle import ModelBundle
-
-    bundle = ModelBundle.load(run_dir / "model.pt")
-    if tta:
-        bundle.model = Mirrored(bundle.model)
-    manifest = load_manifest(run_dir / "manifest_used.csv")
-    spec = bundle_label_spec(bundle)
-    return {s: model_logits(bundle, manifest.subset(s), spec) for s in ("val", "test")}
 
 
 def score(logits: dict, seed: int = 0) -> dict:
@@ -106,7 +79,7 @@ def main() -> None:
     for name in todo:
         rows.append((name, split_logits(folder(name)), trained[name]["timings_s"]["fit_s"]))
     base_logits = rows[0][1]
-    rows.insert(1, (f"{BASELINE} + TTA (mirror)", split_logits(folder(BASELINE), tta=True), rows[0][2]))
+    rows.insert(1, (f"{BASELINE} + TTA (mirror)", split_logits(folder(BASELINE), mirrored=True), rows[0][2]))
     if members:
         names = [BASELINE, *members]
         logits = [split_logits(folder(n)) for n in names]
