@@ -85,3 +85,43 @@ class WeightsUnavailableError(ModelError):
     """Pretrained weights were asked for by name (``imagenet``) but cannot be fetched (offline, no cache)."""
 
     code = "weights_unavailable"
+
+
+#: Top-level modules that only the ``train`` extra installs (PyTorch and the training, explanation and
+#: experiment-tracking stack). A lean ``radiolens[serve]`` install runs exported ONNX models without them.
+TRAIN_ONLY_MODULES = frozenset({"torch", "torchvision", "timm", "lightning", "pytorch_lightning", "torchmetrics",
+                                "pytorch_grad_cam", "mlflow", "optuna", "onnxscript", "medmnist"})
+
+
+class MissingExtraError(ConfigError):
+    """A feature needs packages of an optional extra that this installation lacks (e.g. training without
+    PyTorch in a ``radiolens[serve]`` install)."""
+
+    code = "missing_extra"
+
+    def __init__(self, module: str, purpose: str = "this", extra: str = "train"):
+        self.module, self.extra = module, extra
+        super().__init__(f"{purpose} needs {module}, which this installation lacks: "
+                         f"pip install 'radiolens[{extra}]'")
+
+
+def missing_extra(exc: BaseException, purpose: str = "this") -> MissingExtraError | None:
+    """The :class:`MissingExtraError` an ``ImportError`` of a train-only module stands for, else None (any
+    other import failure is a real bug and must surface as itself)."""
+    name = getattr(exc, "name", None) or ""
+    root = name.split(".")[0]
+    if isinstance(exc, ImportError) and root in TRAIN_ONLY_MODULES:
+        return MissingExtraError(root, purpose)
+    return None
+
+
+def require_torch(purpose: str):
+    """``import torch``, or :class:`MissingExtraError` naming ``purpose`` when PyTorch is not installed."""
+    try:
+        import torch
+    except ImportError as exc:
+        err = missing_extra(exc, purpose)
+        if err is None:
+            raise
+        raise err from None
+    return torch

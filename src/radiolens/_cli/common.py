@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import typer
 
-from radiolens.errors import RadiolensError
+from radiolens.errors import RadiolensError, missing_extra
 
 F = TypeVar("F", bound=Callable)
 
@@ -17,12 +17,22 @@ EXIT_BAD_INPUT = 2
 
 
 def friendly_errors(func: F) -> F:
+    """Expected errors -> one line and exit 2. A command that reaches for PyTorch (or another train-only package)
+    in an installation without it (``radiolens[serve]``) is one of them: it says which extra to install."""
+    command = "radiolens " + func.__name__.removesuffix("_cmd").replace("_", " ")
+
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except RadiolensError as exc:
             typer.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except ImportError as exc:
+            missing = missing_extra(exc, command)
+            if missing is None:
+                raise
+            typer.echo(f"error: {missing}", err=True)
             sys.exit(EXIT_BAD_INPUT)
 
     return wrapper  # type: ignore[return-value]

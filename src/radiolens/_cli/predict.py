@@ -44,8 +44,6 @@ def predict_cmd(
     A re-run skips files already scored and retries error rows; it refuses an OUT written by another model.
     """
     from radiolens.models.backends import load_backend
-    from radiolens.models.bundle import ModelBundle
-    from radiolens.models.provenance import cam_model_for
     from radiolens.predict import PredictConfig, Scorer, discover
     from radiolens.predict.config import default_inference_threads
 
@@ -65,6 +63,12 @@ def predict_cmd(
     be = load_backend(model, kind=backend, threads=threads)  # type: ignore[arg-type]
     cam = None
     if heatmaps_for_flagged is not None or (mc_dropout_passes > 1 and cam_model is not None):
+        from radiolens.errors import require_torch
+
+        require_torch("heatmaps and MC-dropout (--heatmaps-for-flagged, --cam-model, --mc-dropout-passes)")
+        from radiolens.models.bundle import ModelBundle
+        from radiolens.models.provenance import cam_model_for
+
         cam = cam_model_for(be, ModelBundle.load(cam_model) if cam_model is not None else None)
     items = discover(source, split=split, exclude=(out,))
     summary = Scorer(be, cfg, cam_model=cam, heatmap_dir=heatmaps_for_flagged, gate=gate).run(items, out)

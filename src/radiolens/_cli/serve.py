@@ -22,13 +22,18 @@ def _store(db_url: str | None, state_dir: Path):
     return StoreLocation(db_url, state_dir)
 
 
-def _backend(kind: str, onnx: Path | None) -> dict:
+def _backend(kind: str | None, onnx: Path | None, model: Path) -> dict:
     from radiolens.errors import ConfigError
 
-    if kind not in ("torch", "onnx"):
+    model_is_onnx = model.suffix.lower() == ".onnx"
+    if kind not in (None, "torch", "onnx"):
         raise ConfigError(f"--backend must be torch or onnx (got '{kind}')")
-    if kind == "onnx" and onnx is None:
-        raise ConfigError("--backend onnx needs --onnx FILE.onnx (an export of --model: `radiolens export`)")
+    if model_is_onnx and (kind == "torch" or onnx is not None):
+        raise ConfigError(f"--model {model.name} is an ONNX export: it is served on its own (no --backend torch, "
+                          "no --onnx)")
+    if kind == "onnx" and onnx is None and not model_is_onnx:
+        raise ConfigError("--backend onnx needs --onnx FILE.onnx (an export of --model: `radiolens export`), "
+                          "or give the export itself as --model")
     if onnx is not None and not onnx.is_file():
         raise ConfigError(f"--onnx: file not found: {onnx.name}")
     return {"backend": kind, "onnx_path": onnx}
@@ -65,7 +70,8 @@ def _settings(**values):
 
 
 def serve_cmd(
-    model: Path = typer.Option(..., "--model", help="ModelBundle .pt file"),
+    model: Path = typer.Option(..., "--model", help="ModelBundle .pt file, or its ONNX export (`radiolens "
+                               "export`), served with ONNX Runtime alone: no PyTorch, no heatmaps or MC-dropout"),
     host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = typer.Option(8000, help="TCP port"),
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
@@ -83,8 +89,9 @@ def serve_cmd(
     monitor_config: Path = typer.Option(None, "--monitor-config",
                                         help="monitoring YAML: input-gate rules and drift thresholds"),
     alert_webhook: str = typer.Option(None, "--alert-webhook", help="POST drift alerts (JSON) to this URL"),
-    backend: Literal[SERVE_BACKENDS] = typer.Option("torch", "--backend", help="onnx: ONNX Runtime runs "
-                                                    "--onnx; heatmaps and MC-dropout stay on PyTorch"),
+    backend: Literal[SERVE_BACKENDS] | None = typer.Option(None, "--backend", help="onnx: ONNX Runtime runs "
+                                                           "--onnx; heatmaps and MC-dropout stay on PyTorch "
+                                                           "(default: torch for a .pt --model, onnx for .onnx)"),
     onnx: Path = typer.Option(None, "--onnx", help="an export of --model (`radiolens export`, fp32 or INT8)"),
     onnx_threads: int = typer.Option(None, "--onnx-threads", help="ONNX Runtime threads per process"),
     accept_new_deid_secret: bool = typer.Option(
@@ -109,7 +116,7 @@ def serve_cmd(
                          request_timeout_s=timeout_s, inference_workers=inference_workers,
                          max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
                          heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
-                         monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx),
+                         monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx, model),
                          onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
                          insecure_demo_secret=insecure_demo_secret, dicomweb_stow=dicomweb_stow)
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level, ssl_keyfile=ssl_keyfile,

@@ -12,21 +12,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from radiolens.errors import InputError
-
-RANGE_TOLERANCE = 1e-4
-
-
-def check_unit_range(x: np.ndarray | torch.Tensor, what: str = "image") -> None:
-    n = x.size if isinstance(x, np.ndarray) else x.numel()
-    if n == 0:
-        raise InputError(f"{what}: empty image")
-    lo, hi = float(x.min()), float(x.max())
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise InputError(f"{what}: contains NaN or infinite values")
-    if lo < -RANGE_TOLERANCE or hi > 1 + RANGE_TOLERANCE:
-        raise InputError(f"{what}: pixel values must lie in [0, 1] before normalisation (got {lo:.4g}..{hi:.4g});"
-                         " was it scaled to 0..255 or already normalised?")
+from radiolens.data.model_input import check_unit_range
 
 
 def resize_unit(pixels: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -36,8 +22,9 @@ def resize_unit(pixels: np.ndarray | torch.Tensor, size: tuple[int, int]) -> tor
     needed, because ``torch.as_tensor`` shares memory with a float32 array). Clamping runs in numpy, not
     as a torch op: with 2+ torch threads on a busy machine every small torch op pays an intra-op thread
     wake-up of milliseconds, which made reading 224^2 JPEGs 12x slower than the resize-free naive loop
-    (docs/io.md). The antialiased interpolation itself stays in torch (no numpy/PIL equivalent for float
-    images with the same filter).
+    (docs/io.md). The antialiased interpolation itself stays in torch: Pillow's float resampler uses the same
+    filter but rounds differently (~1e-5), and these are the numbers training and evaluation see; the
+    torch-free serving path uses Pillow's (radiolens.data.model_input).
     """
     size = (int(size[0]), int(size[1]))
     if isinstance(pixels, torch.Tensor):

@@ -4,23 +4,30 @@ Temperature scaling (Guo et al. 2017) divides every logit by one scalar T > 0 ch
 validation negative log-likelihood. It never changes a binary/multilabel ranking (so AUROC stays put) but
 makes "70 %" mean roughly 70 %. One T for all outputs: sigmoid BCE for binary/multilabel, softmax
 cross-entropy for multiclass.
+
+PyTorch and torchmetrics are imported inside the functions that fit or score (training and evaluation), so the
+package imports in a serving installation without them (the monitoring report reads ``evaluate.plots``).
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-import torch.nn.functional as F
 from sklearn.calibration import calibration_curve
-from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
 
 from radiolens.evaluate.inputs import ShapeError
+
+if TYPE_CHECKING:
+    import torch
 
 N_BINS = 15
 _T_MIN, _T_MAX = 0.05, 20.0
 
 
 def _nll(z: torch.Tensor, t: torch.Tensor, task: str) -> torch.Tensor:
+    import torch.nn.functional as F
+
     if task == "multiclass":
         return F.cross_entropy(z, t)
     return F.binary_cross_entropy_with_logits(z, t)
@@ -32,6 +39,8 @@ def fit_temperature(logits, targets, task: str, max_iter: int = 200) -> float:
 
     ``targets``: (N,) class indices for multiclass; (N,) or (N, K) 0/1 for binary/multilabel.
     """
+    import torch
+
     z = torch.as_tensor(np.asarray(logits, dtype=np.float64))
     if task == "multiclass":
         t = torch.as_tensor(np.asarray(targets, dtype=np.int64).reshape(-1))
@@ -55,6 +64,8 @@ def fit_temperature(logits, targets, task: str, max_iter: int = 200) -> float:
 
 def nll(logits, targets, task: str, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of ``logits / temperature`` (the quantity temperature scaling minimises)."""
+    import torch
+
     z = torch.as_tensor(np.asarray(logits, dtype=np.float64)) / float(temperature)
     if task == "multiclass":
         t = torch.as_tensor(np.asarray(targets, dtype=np.int64).reshape(-1))
@@ -70,6 +81,9 @@ def expected_calibration_error(y, p, task: str = "binary", n_bins: int = N_BINS)
     - multiclass: ``y`` (N,) indices, ``p`` (N, K) softmax probabilities (top-label ECE);
     - multilabel: ``y``/``p`` (N, K); returns the mean of the per-output binary ECEs.
     """
+    import torch
+    from torchmetrics.functional.classification import binary_calibration_error, multiclass_calibration_error
+
     if task == "multiclass":
         probs = torch.as_tensor(np.ascontiguousarray(p, dtype=np.float64))
         return float(multiclass_calibration_error(probs, torch.as_tensor(np.asarray(y, dtype=np.int64)),

@@ -3,21 +3,26 @@ PyTorch or ONNX Runtime by a flag instead of by code paths.
 
 A backend takes already-preprocessed batches (N, 1, H, W) float32, normalised as ``info`` says, and returns
 raw logits; probabilities, calibration and thresholds stay defined once, by the BundleInfo.
+
+PyTorch is imported only by :class:`TorchBackend` and for ``.pt`` files: the ONNX path (``OnnxBackend``,
+:func:`preprocess`, :func:`probabilities`) runs in a ``radiolens[serve]`` installation, which has no torch.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
-from radiolens.data.transforms import to_model_tensor
-from radiolens.errors import ModelError
+from radiolens.data.model_input import to_model_array
+from radiolens.errors import ModelError, require_torch
 from radiolens.io.image import RadioImage
-from radiolens.models.bundle import BundleInfo, ModelBundle
+from radiolens.models.info import BundleInfo
+
+if TYPE_CHECKING:
+    from radiolens.models.bundle import ModelBundle
 
 BackendKind = Literal["torch", "torchscript", "onnx"]
 
@@ -37,7 +42,7 @@ def probabilities(info: BundleInfo, logits: np.ndarray, calibrated: bool = True)
 def preprocess(info: BundleInfo, image: RadioImage | np.ndarray) -> np.ndarray:
     """One image -> (1, H, W) float32 normalised array (the [0, 1] contract is validated)."""
     pixels = image.first_frame() if isinstance(image, RadioImage) else image
-    return to_model_tensor(pixels, info.input_size, info.mean, info.std).numpy()
+    return to_model_array(pixels, info.input_size, info.mean, info.std)
 
 
 @runtime_checkable
@@ -72,22 +77,24 @@ class TorchBackend(_Common):
     """Eager PyTorch (``kind="torch"``), or a traced+frozen TorchScript graph (``kind="torchscript"``)."""
 
     def __init__(self, bundle: ModelBundle, torchscript: bool = False):
+        torch = require_torch("the PyTorch backend")
         self.bundle = bundle
         self.info = bundle.info
         self.sha256 = bundle.sha256
         self.source_sha256 = bundle.sha256  # the .pt is its own source (cf. OnnxBackend)
         self.kind = "torchscript" if torchscript else "torch"
-        self.model: torch.nn.Module = bundle.model.eval()
+        self.model = bundle.model.eval()
         if torchscript:
             h, w = self.info.input_size
             with torch.inference_mode(False), torch.no_grad():
                 traced = torch.jit.trace(self.model, torch.zeros(2, 1, h, w), check_trace=False)
                 self.model = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
 
-    @torch.inference_mode()
     def predict_logits(self, batch: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(self._check(batch, self.info))
-        return self.model(x).float().numpy()
+        import torch
+
+        with torch.inference_mode():
+            return self.model(torch.from_numpy(self._check(batch, self.info))).float().numpy()
 
     @property
     def has_embedding(self) -> bool:
@@ -97,6 +104,8 @@ class TorchBackend(_Common):
         """Logits and the classifier layer's input from one forward pass (eager only; else no embedding)."""
         if not self.has_embedding:
             return self.predict_logits(batch), None
+        import torch
+
         from radiolens.models.embedding import EmbeddingTap
 
         if getattr(self, "_tap", None) is None:
@@ -113,8 +122,8 @@ class OnnxBackend(_Common):
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
-        from radiolens.models.bundle import file_sha256
-        from radiolens.models.export import (
+        from radiolens.models.info import file_sha256
+        from radiolens.models.onnx_metadata import (
             EMBEDDING_NAME,
             INPUT_NAME,
             METADATA_KEY,
@@ -166,7 +175,7 @@ def load_backend(path_or_bundle: str | Path | ModelBundle, kind: BackendKind | N
 
     ``kind=None`` follows the file: ``.onnx`` -> ONNX Runtime, anything else -> eager PyTorch.
     """
-    if isinstance(path_or_bundle, ModelBundle):
+    if not isinstance(path_or_bundle, str | Path):  # an in-memory ModelBundle
         if kind == "onnx":
             raise ModelError("an in-memory bundle cannot run on ONNX Runtime: export it (`radiolens export`)")
         return TorchBackend(path_or_bundle, torchscript=kind == "torchscript")
@@ -181,6 +190,9 @@ def load_backend(path_or_bundle: str | Path | ModelBundle, kind: BackendKind | N
         return OnnxBackend(path, threads=threads)
     if is_onnx:
         raise ModelError(f"{path.name}: an .onnx file runs only on the onnx backend")
+    torch = require_torch(f"{path.name} (a PyTorch .pt bundle; a lean install serves its .onnx export)")
+    from radiolens.models.bundle import ModelBundle
+
     if threads:
         torch.set_num_threads(int(threads))
     return TorchBackend(ModelBundle.load(path), torchscript=kind == "torchscript")

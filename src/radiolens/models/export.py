@@ -13,7 +13,6 @@ is therefore the default; ``exporter="legacy"`` remains for graphs dynamo cannot
 
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -24,14 +23,20 @@ import numpy as np
 import torch
 
 from radiolens.errors import ModelError
-from radiolens.models.bundle import BundleInfo, ModelBundle
+from radiolens.models.bundle import ModelBundle
+from radiolens.models.onnx_metadata import (  # noqa: F401  (re-exported: callers import them from here)
+    EMBEDDING_NAME,
+    INPUT_NAME,
+    METADATA_KEY,
+    OUTPUT_NAME,
+    PRECISION_KEY,
+    SOURCE_SHA_KEY,
+    info_from_json,
+    info_to_json,
+    read_metadata,
+    write_metadata,
+)
 
-METADATA_KEY = "radiolens.bundle_info"
-PRECISION_KEY = "radiolens.precision"
-SOURCE_SHA_KEY = "radiolens.source_sha256"
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
-EMBEDDING_NAME = "embedding"  # second output: the classifier layer's input (input gate, drift monitoring)
 DEFAULT_OPSET = 18
 FP32_TOLERANCE = 1e-4
 Exporter = Literal["dynamo", "legacy"]
@@ -71,56 +76,6 @@ class ExportReport:
         return d
 
 
-# ------------------------------------------------------------------------------------------ metadata
-def info_to_json(info: BundleInfo) -> str:
-    d = asdict(info)
-    d["input_size"] = list(info.input_size)
-    return json.dumps(d, sort_keys=True)
-
-
-def info_from_json(text: str) -> BundleInfo:
-    try:
-        raw = json.loads(text)
-        raw["input_size"] = tuple(raw["input_size"])
-        return BundleInfo(**raw)
-    except ModelError:
-        raise
-    except Exception as exc:
-        raise ModelError(f"ONNX file carries unreadable radiolens metadata ({type(exc).__name__})") from exc
-
-
-def write_metadata(onnx_path: Path, info: BundleInfo, precision: str, source_sha256: str = "") -> None:
-    import onnx
-
-    model = onnx.load(str(onnx_path))
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update({METADATA_KEY: info_to_json(info), PRECISION_KEY: precision})
-    if source_sha256:
-        props[SOURCE_SHA_KEY] = source_sha256
-    del model.metadata_props[:]
-    for k, v in sorted(props.items()):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = k, v
-    onnx.save(model, str(onnx_path))
-
-
-def read_metadata(onnx_path: str | Path) -> dict[str, str]:
-    """The radiolens keys of an ONNX file's metadata (cheap: ONNX Runtime reads them without the graph)."""
-    import onnxruntime as ort
-
-    path = Path(onnx_path)
-    if not path.is_file():
-        raise ModelError(f"model file not found: {path.name}")
-    try:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(f"{path.name}: not a loadable ONNX model ({type(exc).__name__})") from exc
-    props = dict(sess.get_modelmeta().custom_metadata_map)
-    if METADATA_KEY not in props:
-        raise ModelError(f"{path.name}: ONNX file has no radiolens metadata; export it with `radiolens export`")
-    return props
 
 
 # ------------------------------------------------------------------------------------------ export

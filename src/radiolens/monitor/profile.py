@@ -9,15 +9,12 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from radiolens.errors import ConfigError, GateCalibrationError, InputError
 from radiolens.io.image import RadioImage
-from radiolens.models.bundle import ModelBundle
-from radiolens.models.embedding import EmbeddingTap
 from radiolens.monitor.config import GateConfig
 from radiolens.monitor.gate import (
     OK,
@@ -31,6 +28,10 @@ from radiolens.monitor.gate import (
     header_rules,
 )
 from radiolens.monitor.observe import observation
+
+if TYPE_CHECKING:
+    from radiolens.models.bundle import ModelBundle
+    from radiolens.models.embedding import EmbeddingTap
 
 FORMAT = "radiolens-monitoring/2"
 #: Confidence level of the held-out false-rejection interval (Wilson score interval).
@@ -141,6 +142,8 @@ def model_outputs(bundle: ModelBundle, tap: EmbeddingTap, images: Sequence[Radio
     """Calibrated probabilities and embeddings of many images, in batches (one forward pass each)."""
     probs, embs = [], []
     for i in range(0, len(images), batch_size):
+        import torch
+
         x = torch.stack([bundle.preprocess(im) for im in images[i:i + batch_size]])
         logits, emb = tap(x)
         probs.append(bundle.probabilities_from_logits(logits))
@@ -151,6 +154,8 @@ def model_outputs(bundle: ModelBundle, tap: EmbeddingTap, images: Sequence[Radio
 def batched_outputs(bundle: ModelBundle, images: Iterable[RadioImage],
                     batch_size: int = 32) -> Iterator[tuple[list[RadioImage], np.ndarray, np.ndarray]]:
     """(images, probabilities, embeddings) one batch at a time, pulling images lazily from ``images``."""
+    from radiolens.models.embedding import EmbeddingTap
+
     tap = EmbeddingTap(bundle.model, bundle.info.num_outputs, bundle.info.arch)
     try:
         it = iter(images)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 import numpy as np
@@ -21,10 +21,12 @@ from matplotlib.figure import Figure
 
 from radiolens import __version__
 from radiolens.evaluate.plots import to_data_uri
-from radiolens.models.bundle import ModelBundle
 from radiolens.monitor.config import DriftConfig
 from radiolens.monitor.drift import DRIFT, INSUFFICIENT, WindowReport, evaluate_window
 from radiolens.monitor.profile import MonitoringProfile
+
+if TYPE_CHECKING:
+    from radiolens.models.bundle import ModelBundle
 
 
 @dataclass

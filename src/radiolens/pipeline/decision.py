@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from radiolens.models.bundle import BundleInfo
+from radiolens.models.info import BundleInfo
 
 log = logging.getLogger("radiolens.pipeline")
 

@@ -14,7 +14,8 @@ The input gate (:mod:`radiolens.monitor`): header rules always; the learned out-
 the bundle carries a monitoring profile and an embedding is at hand (from the backend, or from the PyTorch
 model when the backend gives none). MC-dropout passes and CAM heatmaps need the PyTorch model; they run on a
 per-thread copy of it, because Grad-CAM registers hooks and MC-dropout switches dropout on, and neither may
-touch the model other threads are predicting with.
+touch the model other threads are predicting with. PyTorch is imported only for those extras, so an ONNX
+backend runs this path in an installation without torch (``radiolens[serve]``).
 """
 
 from __future__ import annotations
@@ -24,19 +25,22 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from radiolens.errors import ModelError
+from radiolens.errors import ModelError, require_torch
 from radiolens.io.image import ImageMeta, RadioImage
 from radiolens.models.backends import Backend, TorchBackend, preprocess, probabilities
-from radiolens.models.bundle import BundleInfo
+from radiolens.models.info import BundleInfo
 from radiolens.monitor.config import GateConfig
 from radiolens.monitor.gate import InputGate
 from radiolens.monitor.profile import MonitoringProfile
 from radiolens.pipeline.decision import Triage, decide
 from radiolens.pipeline.record import ClassScore, GateOutcome, Heatmap, PredictionRecord, Provenance
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("radiolens.pipeline")
 
@@ -137,6 +141,8 @@ class Predictor:
         else:
             logits, emb = self.backend.predict_logits(batch), None
             if self._embedding_from == "torch":
+                import torch
+
                 emb = self._tap(torch.from_numpy(np.ascontiguousarray(batch)))[1].numpy()
         return probabilities(self.info, logits), (None if emb is None else np.asarray(emb))
 
@@ -192,9 +198,15 @@ class Predictor:
         return rec if gate.passed else rec.withheld(gate.status, gate.reason())
 
     # ------------------------------------------------------------------ PyTorch-only extras
-    def _own_model(self) -> torch.nn.Module:
+    @property
+    def has_torch_model(self) -> bool:
+        """Whether MC-dropout and heatmaps can run (they need the PyTorch model; an ONNX-only predictor has none)."""
+        return self.torch_model is not None
+
+    def _own_model(self) -> Any:
         if self.torch_model is None:
             raise ModelError("MC-dropout and heatmaps need the PyTorch model (give the .pt bundle)")
+        require_torch("MC-dropout and heatmaps")
         model = getattr(self._local, "model", None)
         if model is None:
             model = copy.deepcopy(self.torch_model).eval()
@@ -207,6 +219,8 @@ class Predictor:
         from radiolens.explain.uncertainty import dropout_mode, has_dropout
 
         model = self._own_model()
+        import torch
+
         if not has_dropout(model):  # dropout layers, or timm's functional head dropout (drop_rate)
             return np.zeros(self.info.num_outputs)
         x = torch.from_numpy(np.ascontiguousarray(item.tensor, dtype=np.float32))[None]
@@ -222,8 +236,11 @@ class Predictor:
         """(H, W) CAM in [0, 1] at the model input size for one output."""
         from radiolens.explain.cam import compute_cam
 
+        model = self._own_model()
+        import torch
+
         x = torch.from_numpy(np.ascontiguousarray(item.tensor, dtype=np.float32))[None]
-        return compute_cam(self._own_model(), x, target_index, method=self.cam_method, arch=self.info.arch)
+        return compute_cam(model, x, target_index, method=self.cam_method, arch=self.info.arch)
 
     def with_heatmap(self, record: PredictionRecord, item: Prepared) -> PredictionRecord:
         """The record with the CAM of its target output (a record not assessed gets none)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from radiolens.models.bundle import BundleInfo
+from radiolens.models.info import BundleInfo
 
 
 def heatmap_name(key: str) -> str:

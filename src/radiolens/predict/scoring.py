@@ -1,10 +1,10 @@
 """Scoring an archive: decode in worker processes, infer in batches, write each batch to disk at once.
 
 The prediction itself is the pipeline's (:mod:`radiolens.pipeline`), the same path the service answers
-with: its CPU stage (decode + prepare) runs in the DataLoader workers, its model stage (one batched forward
+with: its CPU stage (decode + prepare) runs in the decoding workers, its model stage (one batched forward
 pass, gate, decision, triage) in the main process, and every row is written from a ``PredictionRecord``.
-With ``workers`` > 0, DataLoader workers decode and preprocess the next batches meanwhile, so decoding
-(pydicom, JPEG) overlaps with inference; with 0 (the default on <= 2 cores, where there is no core to overlap
+With ``workers`` > 0, worker processes (``predict.dataset``) decode and preprocess the next batches meanwhile, so
+decoding (pydicom, JPEG) overlaps with inference; with 0 (the default on <= 2 cores, where there is no core to overlap
 on: see ``predict.config``) the main process decodes each batch between forward passes.
 
 With the input gate (header rules, plus the learned out-of-distribution score when the bundle carries a
@@ -28,16 +28,15 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch.utils.data
+from typing import Any
 
 from radiolens.errors import ConfigError, ModelError
 from radiolens.models.backends import Backend
-from radiolens.models.bundle import BundleInfo
+from radiolens.models.info import BundleInfo
 from radiolens.pipeline.predictor import Failure, InferenceFailedError, Predictor
 from radiolens.pipeline.record import PredictionRecord
 from radiolens.predict.config import PredictConfig
-from radiolens.predict.dataset import Decoded, ImageItems, collate, prepared
+from radiolens.predict.dataset import Decoded, ImageItems, decoded_batches, prepared
 from radiolens.predict.heatmaps import write_heatmap
 from radiolens.predict.results import ResultStore
 from radiolens.predict.sources import ScoreItem
@@ -114,7 +113,7 @@ def record_row(info: BundleInfo, key: str, record: PredictionRecord, model: str,
 
 class Scorer:
     def __init__(self, backend: Backend, config: PredictConfig | None = None,
-                 cam_model: torch.nn.Module | None = None, heatmap_dir: str | Path | None = None,
+                 cam_model: Any = None, heatmap_dir: str | Path | None = None,
                  gate: bool = True):
         self.backend = backend
         self.info: BundleInfo = backend.info
@@ -207,13 +206,10 @@ class Scorer:
         # (Without workers nothing is forked; the collection cost 0.13 s, 7 % of a 192-image run at 224 px.)
         if cfg.workers:
             gc.collect()
-        loader = torch.utils.data.DataLoader(
-            ImageItems(todo, self.info), batch_size=cfg.batch_size, shuffle=False, collate_fn=collate,
-            num_workers=cfg.workers if len(todo) > cfg.batch_size else min(cfg.workers, 1),
-            prefetch_factor=cfg.prefetch_batches if cfg.workers else None)
+        loader = decoded_batches(ImageItems(todo, self.info), cfg.batch_size, cfg.workers, cfg.prefetch_batches)
         total = dict(scored=0, errors=0, flagged=0, heatmaps=0, refused=0)
         with tqdm(total=len(todo), unit="img", desc="scoring", disable=not cfg.progress, smoothing=0.1) as bar:
-            for records in loader if todo else []:
+            for records in loader:
                 rows, n = self._rows(todo, records)
                 store.append(rows)  # flushed + fsync'ed: a crash after this line loses nothing of this batch
                 total = {k: total[k] + n[k] for k in total}

@@ -17,7 +17,7 @@ from radiolens.errors import InputError, ManifestError, RadiolensError
 from radiolens.io import formats
 from radiolens.io.formats import read_image
 from radiolens.models.backends import preprocess
-from radiolens.models.bundle import BundleInfo
+from radiolens.models.info import BundleInfo
 
 
 @dataclass(frozen=True)

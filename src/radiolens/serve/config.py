@@ -56,7 +56,9 @@ class ServeSettings(BaseModel):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)  # input gate + drift checks and alerts
     #: "onnx": probabilities (and the embedding the gate uses) from ONNX Runtime running ``onnx_path``, an
     #: export of ``model_path`` (fp32 or INT8); heatmaps and MC-dropout still use the PyTorch model.
-    backend: Literal["torch", "onnx"] = "torch"
+    #: ``model_path`` may itself be the ``.onnx`` export: then the service runs without PyTorch (the export
+    #: carries the bundle's metadata), with no heatmaps and no MC-dropout. None: by ``model_path``'s suffix.
+    backend: Literal["torch", "onnx"] | None = None
     onnx_path: Path | None = None
     onnx_threads: int | None = Field(default=None, ge=1, le=256)  # ONNX Runtime intra-op threads (None: cores)
     #: DICOMweb STOW-RS (``POST /dicomweb/studies``): received instances are queued, encrypted, in the DICOM
@@ -69,8 +71,21 @@ class ServeSettings(BaseModel):
     def _expand(cls, v: Path) -> Path:
         return Path(v).expanduser()
 
+    @property
+    def onnx_only(self) -> bool:
+        """The served model is an ONNX export alone (no ``.pt`` bundle, so no PyTorch needed)."""
+        return self.model_path.suffix.lower() == ".onnx"
+
     @model_validator(mode="after")
     def _backend_file(self) -> ServeSettings:
+        if self.onnx_only:
+            if self.backend == "torch":
+                raise ValueError(f"{self.model_path.name} is an ONNX export: it runs only on the onnx backend")
+            if self.onnx_path is not None and Path(self.onnx_path) != self.model_path:
+                raise ValueError("give the ONNX export either as model_path or as onnx_path (with a .pt model_path)")
+            self.backend, self.onnx_path = "onnx", self.model_path
+        elif self.backend is None:
+            self.backend = "torch"
         if self.backend == "onnx" and self.onnx_path is None:
             raise ValueError("backend 'onnx' needs onnx_path (an export of model_path: `radiolens export`)")
         return self

@@ -48,7 +48,7 @@ def prepare_state(settings: ServeSettings, echo: Callable[[str], None]) -> str:
     from radiolens.serve.store.db import make_engine, session_factory, upgrade
     from radiolens.serve.store.state import secure_state_dir
 
-    if settings.backend == "onnx":  # the export must be of this very bundle
+    if settings.backend == "onnx" and not settings.onnx_only:  # the export must be of this very bundle
         from radiolens.models.bundle import ModelBundle
         from radiolens.serve.runtime.inference import onnx_backend
 

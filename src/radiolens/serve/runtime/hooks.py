@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from radiolens.io.image import RadioImage
-from radiolens.models.bundle import ModelBundle
 from radiolens.pipeline.record import PredictionRecord
 
 
 @dataclass
 class PredictionContext:
     prediction_id: str
-    bundle: ModelBundle
+    bundle: Any  # the served model: a ModelBundle, or an ONNX export alone (inference.ExportedModel)
     image: RadioImage  # de-identified
     source_format: str
     study_ref: str

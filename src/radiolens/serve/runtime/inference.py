@@ -1,26 +1,63 @@
 """The service's predictor: the pipeline's (:mod:`radiolens.pipeline`) on the configured backend.
 
-PyTorch, or ONNX Runtime on an export of exactly the served bundle (its recorded source sha256 must be the
-bundle's: the scores and the audit trail must name the same model). MC-dropout and heatmaps always use the
-PyTorch model of the bundle.
+Three ways to serve a model:
+
+- a ``.pt`` bundle on PyTorch;
+- a ``.pt`` bundle with ONNX Runtime running an export of exactly that bundle (its recorded source sha256
+  must be the bundle's: the scores and the audit trail must name the same model); MC-dropout and heatmaps
+  use the bundle's PyTorch model;
+- the ``.onnx`` export alone (:class:`ExportedModel`): everything the service needs of the bundle travels in
+  the file's metadata, so it runs without PyTorch (``radiolens[serve]``). Heatmaps and MC-dropout need
+  gradients or dropout layers, which an ONNX graph does not have: they are reported as unavailable.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from radiolens.errors import ConfigError
 from radiolens.models.backends import OnnxBackend, TorchBackend
-from radiolens.models.bundle import ModelBundle
-from radiolens.models.provenance import export_mismatch
+from radiolens.models.info import BundleInfo
 from radiolens.pipeline import Predictor
 from radiolens.serve.config import ServeSettings
+
+if TYPE_CHECKING:
+    from radiolens.models.bundle import ModelBundle
 
 log = logging.getLogger("radiolens.serve")
 
 
+@dataclass
+class ExportedModel:
+    """An ONNX export served on its own: what the service reads of a bundle, without PyTorch.
+
+    ``sha256`` names the model in audit rows and monitoring: the ``.pt`` bundle it was exported from (as a
+    service of that bundle would name it), or the ``.onnx`` file's own hash for an export that records no
+    source.
+    """
+
+    info: BundleInfo
+    sha256: str
+    backend: OnnxBackend
+    model: Any = None  # no PyTorch model: no heatmaps, no MC-dropout
+
+
+def load_served_model(settings: ServeSettings) -> ModelBundle | ExportedModel:
+    """The model ``settings.model_path`` names: a ``.pt`` bundle (PyTorch), or an ``.onnx`` export alone."""
+    if settings.onnx_only:
+        backend = OnnxBackend(settings.model_path, threads=settings.onnx_threads)
+        return ExportedModel(backend.info, backend.source_sha256 or backend.sha256, backend)
+    from radiolens.models.bundle import ModelBundle
+
+    return ModelBundle.load(settings.model_path)
+
+
 def onnx_backend(settings: ServeSettings, bundle: ModelBundle) -> OnnxBackend:
     """ONNX Runtime on an export of exactly this bundle (refused otherwise: scores and audit must agree)."""
+    from radiolens.models.provenance import export_mismatch
+
     backend = OnnxBackend(settings.onnx_path, threads=settings.onnx_threads)
     reason = export_mismatch(backend, bundle, require_source=True)
     if reason is not None:
@@ -32,8 +69,15 @@ def onnx_backend(settings: ServeSettings, bundle: ModelBundle) -> OnnxBackend:
     return backend
 
 
-def service_predictor(settings: ServeSettings, bundle: ModelBundle) -> Predictor:
+def service_predictor(settings: ServeSettings, bundle: ModelBundle | ExportedModel) -> Predictor:
     """The pipeline predictor the service answers with (the input gate configured by ``settings.monitor``)."""
+    if isinstance(bundle, ExportedModel):
+        if settings.heatmaps or settings.mc_dropout_passes > 1:
+            log.warning("serving the ONNX export %s alone: heatmaps and MC-dropout are unavailable (they need "
+                        "the PyTorch bundle)", settings.model_path.name)
+        return Predictor(bundle.backend, gate_config=settings.monitor.gate,
+                         near_threshold_margin=settings.near_threshold_margin, mc_dropout_passes=0,
+                         cam_method=settings.cam_method, bundle_sha256=bundle.sha256)
     backend = onnx_backend(settings, bundle) if settings.backend == "onnx" else TorchBackend(bundle)
     return Predictor(backend, torch_model=bundle.model, gate_config=settings.monitor.gate,
                      near_threshold_margin=settings.near_threshold_margin,

@@ -26,12 +26,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from radiolens.errors import ConfigError, InputError, NotFoundError
 from radiolens.io.image import RadioImage
 from radiolens.io.writers.png import display_png, heatmap_png
-from radiolens.models.bundle import ModelBundle
 from radiolens.pipeline import PredictionRecord, prepare
 from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, ServeSettings
 from radiolens.serve.params import is_prediction_id
 from radiolens.serve.runtime.hooks import PredictionContext, PredictionHooks
-from radiolens.serve.runtime.inference import service_predictor
+from radiolens.serve.runtime.inference import load_served_model, service_predictor
 from radiolens.serve.runtime.ingest import Ingestor
 from radiolens.serve.runtime.metrics import ServiceMetrics
 from radiolens.serve.runtime.monitoring import SYSTEM_ROLE, SYSTEM_USER, ServiceMonitor
@@ -66,7 +65,8 @@ class Service:
         self.settings = settings
         # pydicom logs and warns about malformed elements quoting their values, which may be PHI.
         logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-        self.bundle = ModelBundle.load(settings.model_path)
+        # a .pt ModelBundle, or an ONNX export alone (serve.runtime.inference.ExportedModel): .info, .sha256
+        self.bundle = load_served_model(settings)
         self.predictor = service_predictor(settings, self.bundle)
         secure_state_dir(settings.state_dir)  # 0700 / 0600: de-identified images and the audit database
         self.artefact_dir = private_dir(settings.state_dir / "artefacts")
@@ -104,8 +104,14 @@ class Service:
         dummy = RadioImage(pixels=np.full((h, w), 0.5, dtype=np.float32), meta=ImageMeta(source_format="png"))
         ready = prepare(self.bundle.info, dummy)
         self.predictor.predict(ready)
-        if self.settings.heatmaps:  # directly: the gate may refuse the dummy, and it is the CAM imports we warm
+        if self.heatmaps_available:  # directly: the gate may refuse the dummy, and it is the CAM imports we warm
             self.predictor.cam(ready, 0)
+
+    @property
+    def heatmaps_available(self) -> bool:
+        """Heatmaps are on and can be drawn (an ONNX export served alone has no gradients: none, and the
+        response's ``heatmap_url`` is null)."""
+        return self.settings.heatmaps and self.predictor.has_torch_model
 
     def db_ok(self) -> bool:
         try:
@@ -181,7 +187,7 @@ class Service:
         for gate in self.hooks.input_gates:
             gate(ctx)
         step()
-        want_heat = heatmap and self.settings.heatmaps
+        want_heat = heatmap and self.heatmaps_available
         ready = prepare(self.bundle.info, ing.image)
         record = self.predictor.predict(ready)  # forward pass, input gate, decision, review
         step()
