@@ -1,0 +1,190 @@
+"""Serving and batch scoring an ONNX export with PyTorch made unimportable (a ``radiolens[serve]`` install).
+
+The subprocesses run with an import blocker (``sitecustomize``) that refuses torch and every other train-only
+package (``radiolens.errors.TRAIN_ONLY_MODULES``) as an uninstalled package would. They serve the export over a
+real socket and batch-score with it; the probabilities must equal the PyTorch bundle's on the same real images
+within the export's own parity tolerance (``models.export.FP32_TOLERANCE``), and the preprocessed input must
+equal PyTorch's to float rounding.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+import radiolens
+from radiolens.cli import app as cli_app
+from radiolens.data.model_input import to_model_array_pillow
+from radiolens.data.transforms import to_model_tensor
+from radiolens.errors import TRAIN_ONLY_MODULES, RadiolensError
+from radiolens.io import read_image
+from radiolens.models.bundle import ModelBundle
+from radiolens.models.export import FP32_TOLERANCE, export_onnx
+from radiolens.monitor import build_profile, register
+from tests.serve.conftest import SECRET, free_port, wait_until_ready
+
+pytestmark = pytest.mark.realdata
+
+#: Pillow's and PyTorch's antialiased bilinear resize differ by float rounding only: measured <= 1.1e-5 on
+#: [0, 1] pixels, so <= 5e-5 after normalising with std 0.25.
+PREPROCESS_TOLERANCE = 1e-4
+
+BLOCKER = f"""
+import importlib.abc
+import sys
+
+BLOCKED = {sorted(TRAIN_ONLY_MODULES)!r}
+
+
+class _NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(bundle_path: Path, kermany_dir: Path, tmp_path_factory):
+    """The service test model registered with a monitoring profile, and its fp32 ONNX export."""
+    with open(kermany_dir / "manifest.csv") as fh:
+        val = [kermany_dir / r["path"] for r in csv.DictReader(fh) if r["split"] == "val"][::5]
+    out = tmp_path_factory.mktemp("torch_free")
+    bundle = ModelBundle.load(bundle_path)
+    register(bundle, build_profile(bundle, (read_image(p) for p in val), None, source="kermany val"))
+    model = out / "registered.pt"
+    bundle.save(model)
+    bundle = ModelBundle.load(model)
+    export_onnx(bundle, out / "model.onnx", torch.stack([bundle.preprocess(read_image(p)) for p in val[:32]]).numpy())
+    return model, out / "model.onnx"
+
+
+@pytest.fixture(scope="module")
+def no_torch_env(tmp_path_factory) -> dict[str, str]:
+    site = tmp_path_factory.mktemp("no_torch_site")
+    (site / "sitecustomize.py").write_text(BLOCKER)
+    src = str(Path(radiolens.__file__).parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=os.pathsep.join([str(site), src]), RADIOLENS_DEID_SECRET=SECRET)
+    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert check.returncode != 0 and "No module named 'torch'" in check.stderr  # the blocker works
+    return env
+
+
+def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "radiolens.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_preprocessing_without_torch_equals_torch_on_real_images(kermany_samples, siim_dicom, pydicom_data_files):
+    images = [read_image(p) for p, _ in kermany_samples] + [read_image(siim_dicom)]
+    for path in pydicom_data_files:  # CT, MR, US, ...: other sizes and intensity histograms
+        if len(images) >= len(kermany_samples) + 5:
+            break
+        try:
+            images.append(read_image(path))
+        except RadiolensError:
+            continue
+    worst = 0.0
+    for image in images:
+        for size in ((32, 32), (224, 224), (320, 256)):
+            ref = to_model_tensor(image.first_frame(), size, 0.5, 0.25).numpy()
+            ours = to_model_array_pillow(image.first_frame(), size, 0.5, 0.25)
+            assert ours.shape == ref.shape == (1, *size) and ours.dtype == np.float32
+            worst = max(worst, float(np.max(np.abs(ours - ref))))
+    assert worst < PREPROCESS_TOLERANCE, worst
+
+
+def test_serves_a_real_dicom_without_torch(exported, no_torch_env, siim_dicom, kermany_samples, app_factory,
+                                           tmp_path):
+    pt, onnx_path = exported
+    state = tmp_path / "lean-state"
+    created = _cli(no_torch_env, "users", "create", "--role", "clinician", "--state-dir", str(state))
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "radiolens.cli", "serve", "--model", str(onnx_path),
+                             "--state-dir", str(state), "--port", str(port), "--inference-workers", "1"],
+                            env=no_torch_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    uploads = [(siim_dicom, "application/dicom")] + [(p, "image/jpeg") for p, _ in kermany_samples[:2]]
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, proc, 180, why=lambda: proc.stdout.read() if proc.poll() is not None else "no start")
+        lean = []
+        for path, ctype in uploads:
+            r = httpx.post(f"{url}/v1/predictions", headers={"Authorization": f"Bearer {key}"},
+                           files={"file": ("upload", path.read_bytes(), ctype)}, timeout=120)
+            assert r.status_code == 201, r.text
+            lean.append(r.json())
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    assert "heatmaps and MC-dropout are unavailable" in out
+    app, keys = app_factory(model_path=pt, mc_dropout_passes=0, heatmaps=False)
+    with TestClient(app) as c:
+        ref = [c.post("/v1/predictions", headers=keys.h("clinician"), params={"heatmap": "false"},
+                      files={"file": ("upload", p.read_bytes(), ctype)}).json() for p, ctype in uploads]
+    bundle_sha = ModelBundle.load(pt).sha256
+    for got, want in zip(lean, ref, strict=True):
+        assert got["model"]["backend"] == "onnx" and want["model"]["backend"] == "torch"
+        assert got["model"]["sha256"] == want["model"]["sha256"] == bundle_sha  # audit names the same model
+        assert got["heatmap_url"] is None  # no gradients in an ONNX graph: reported absent, not an error
+        assert got["status"] == want["status"]
+        assert got["review"]["flag"] == want["review"]["flag"]
+        p_got = [s["probability"] for s in got["probabilities"]]
+        p_want = [s["probability"] for s in want["probabilities"]]
+        assert len(p_got) == len(p_want)
+        np.testing.assert_allclose(p_got, p_want, atol=FP32_TOLERANCE)
+        assert got["decision"] == want["decision"]
+    assert any(r["status"] == "ok" and r["probabilities"] for r in lean)  # something was really scored
+
+
+def test_predict_scores_without_torch(exported, no_torch_env, siim_dicom, kermany_samples, tmp_path):
+    pt, onnx_path = exported
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "chest.dcm").write_bytes(siim_dicom.read_bytes())
+    for i, (p, _) in enumerate(kermany_samples[:3]):
+        (folder / f"k{i}.jpeg").write_bytes(p.read_bytes())
+    lean = _cli(no_torch_env, "predict", str(folder), "--model", str(onnx_path), "--out", str(tmp_path / "lean.csv"),
+                "--no-progress", "--workers", "0")
+    assert lean.returncode == 0, lean.stderr
+    ref = CliRunner().invoke(cli_app, ["predict", str(folder), "--model", str(pt), "--out",
+                                       str(tmp_path / "ref.csv"), "--no-progress", "--workers", "0"])
+    assert ref.exit_code == 0, ref.output
+
+    def rows(name):
+        with open(tmp_path / name) as fh:
+            return {Path(r["path"]).name: r for r in csv.DictReader(fh)}
+
+    got, want = rows("lean.csv"), rows("ref.csv")
+    assert set(got) == set(want) == {"chest.dcm", "k0.jpeg", "k1.jpeg", "k2.jpeg"}
+    assert sum(r["status"] == "ok" for r in got.values()) >= 3  # scored, not refused or failed
+    for name in got:
+        assert got[name]["status"] == want[name]["status"]
+        if want[name]["status"] == "ok":
+            assert abs(float(got[name]["p_pneumonia"]) - float(want[name]["p_pneumonia"])) <= FP32_TOLERANCE
+
+
+def test_training_commands_say_which_extra_to_install(no_torch_env, tmp_path):
+    config = Path(radiolens.__file__).parents[2] / "configs" / "kermany_binary.yaml"
+    r = _cli(no_torch_env, "train", "--config", str(config), "--out", str(tmp_path / "run"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'radiolens[train]'" in lines[0] and "Traceback" not in r.stderr
+    pt = _cli(no_torch_env, "predict", str(tmp_path), "--model", str(tmp_path / "model.pt"), "--out",
+              str(tmp_path / "r.csv"))
+    assert pt.returncode == 2 and "radiolens[train]" in pt.stderr and "Traceback" not in pt.stderr
