@@ -39,7 +39,7 @@ def test_cli_value_sets_equal_the_library_ones():
     from radiolens.models.backends import BackendKind
     from radiolens.models.export import Exporter
     from radiolens.models.quantize import CalibrationMethod
-    from radiolens.serve.config import ServeSettings
+    from radiolens.serve.config import ServeBackend, ServeSettings
     from radiolens.serve.http.schemas import KeyIn
     from radiolens.serve.store.auth import Role
     from radiolens.train.config import OptimConfig
@@ -54,7 +54,7 @@ def test_cli_value_sets_equal_the_library_ones():
     assert common.EXPORTERS == args(Exporter)
     assert common.CALIBRATION_METHODS == args(CalibrationMethod)
     assert common.BACKENDS == args(BackendKind)
-    assert common.SERVE_BACKENDS == args(ServeSettings.model_fields["backend"].annotation)
+    assert common.SERVE_BACKENDS == args(ServeBackend)
     assert common.ROLES == args(KeyIn.model_fields["role"].annotation) == tuple(r.value for r in Role)
     assert set(common.LOG_LEVELS) == set(uvicorn.config.LOG_LEVELS)
     assert set(USER_METHODS) == set(METHODS) - {"random"}

@@ -188,3 +188,45 @@ def test_training_commands_say_which_extra_to_install(no_torch_env, tmp_path):
     pt = _cli(no_torch_env, "predict", str(tmp_path), "--model", str(tmp_path / "model.pt"), "--out",
               str(tmp_path / "r.csv"))
     assert pt.returncode == 2 and "radiolens[train]" in pt.stderr and "Traceback" not in pt.stderr
+
+
+@pytest.mark.slow
+def test_serve_extra_installs_without_torch_and_serves_a_real_dicom(exported, siim_dicom, tmp_path):
+    """``pip install 'radiolens[serve]'`` into a fresh virtualenv (from PyPI, through this machine's pip
+    configuration): no torch there, and ``radiolens serve --model FILE.onnx`` answers a real DICOM."""
+    _, onnx_path = exported
+    root = Path(radiolens.__file__).parents[2]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", f"{root}[serve]"], env=env,
+                             capture_output=True, text=True, timeout=1800)
+    assert install.returncode == 0, install.stderr[-3000:]
+    no_torch = subprocess.run([str(py), "-c", "import torch"], env=env, capture_output=True, text=True)
+    assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
+    env["RADIOLENS_DEID_SECRET"] = SECRET
+    cli = venv / "bin" / "radiolens"
+    state = tmp_path / "state"
+    created = subprocess.run([str(cli), "users", "create", "--role", "clinician", "--state-dir", str(state)],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip().splitlines()[-1]
+    port = free_port()
+    proc = subprocess.Popen([str(cli), "serve", "--model", str(onnx_path), "--state-dir", str(state), "--port",
+                             str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, proc, 180, why=lambda: proc.stdout.read() if proc.poll() is not None else "no start")
+        r = httpx.post(f"{url}/v1/predictions", headers={"Authorization": f"Bearer {key}"},
+                       files={"file": ("upload", siim_dicom.read_bytes(), "application/dicom")}, timeout=120)
+        assert r.status_code == 201, r.text
+        body = r.json()
+        assert body["model"]["backend"] == "onnx" and body["heatmap_url"] is None
+        assert body["source_format"] == "dicom"
+        assert body["status"] != "ok" or 0.0 <= body["probabilities"][0]["probability"] <= 1.0
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=60)
+    sizes = subprocess.run(["du", "-sh", str(venv)], capture_output=True, text=True).stdout.split()
+    print(f"[serve] virtualenv: {sizes[0] if sizes else '?'}")

@@ -21,6 +21,7 @@ SETTINGS_ENV = "RADIOLENS_SERVE_SETTINGS"
 #: command line; the io layer also sets the minimum length.
 DEID_SECRET_ENV = SECRET_ENV
 DEID_SECRET_FILE_ENV = SECRET_FILE_ENV
+ServeBackend = Literal["torch", "onnx"]
 
 
 class ServeSettings(BaseModel):
@@ -58,7 +59,7 @@ class ServeSettings(BaseModel):
     #: export of ``model_path`` (fp32 or INT8); heatmaps and MC-dropout still use the PyTorch model.
     #: ``model_path`` may itself be the ``.onnx`` export: then the service runs without PyTorch (the export
     #: carries the bundle's metadata), with no heatmaps and no MC-dropout. None: by ``model_path``'s suffix.
-    backend: Literal["torch", "onnx"] | None = None
+    backend: ServeBackend | None = None
     onnx_path: Path | None = None
     onnx_threads: int | None = Field(default=None, ge=1, le=256)  # ONNX Runtime intra-op threads (None: cores)
     #: DICOMweb STOW-RS (``POST /dicomweb/studies``): received instances are queued, encrypted, in the DICOM
