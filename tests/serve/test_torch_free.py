@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from tests.serve.conftest import SECRET, free_port, wait_until_ready
 from typer.testing import CliRunner
 
 import radiolens
@@ -31,7 +32,6 @@ from radiolens.io import read_image
 from radiolens.models.bundle import ModelBundle
 from radiolens.models.export import FP32_TOLERANCE, export_onnx
 from radiolens.monitor import build_profile, register
-from tests.serve.conftest import SECRET, free_port, wait_until_ready
 
 pytestmark = pytest.mark.realdata
 
