@@ -66,9 +66,11 @@ def fit_times(summary: dict) -> str:
 
 
 def run_recipes(config: Path, out: Path, recipes: dict[str, dict], minutes: float, only: str | None = None,
-                common: dict | None = None) -> list[tuple[str, dict]]:
+                common: dict | None = None, reuse: bool = False) -> list[tuple[str, dict]]:
     """Train each named recipe (config overrides) from ``config`` into its own folder under ``out``; ``only``
-    keeps the recipes whose name contains it. Prints progress and the budget line; returns (name, summary)."""
+    keeps the recipes whose name contains it; ``reuse`` takes a recipe's earlier run (its ``summary.json``)
+    instead of training it again. Prints progress and the budget line; returns (name, summary)."""
+    import json
     import re
 
     rows = []
@@ -76,6 +78,11 @@ def run_recipes(config: Path, out: Path, recipes: dict[str, dict], minutes: floa
         if only and only not in name:
             continue
         slug = re.sub(r"[^A-Za-z0-9]+", "_", name.split(",")[0]).strip("_")
+        earlier = Path(out) / slug / "summary.json"
+        if reuse and earlier.is_file():
+            rows.append((name, json.loads(earlier.read_text())))
+            print(f"reused: {name}", flush=True)
+            continue
         s = run_job(config, Path(out) / slug, {**overrides, **(common or {}), "mlflow": False})
         rows.append((name, s))
         print(f"done: {name} in {s['wall_s']:.0f} s", flush=True)

@@ -29,6 +29,9 @@ def recipes(minutes: float, size: int) -> dict[str, dict]:
         f"lite0 ImageNet, {size} px, 3 stages": {
             **lite, "model.weights": "imagenet", "optim.lr": 0.003, "optim.head_epochs": 2,
             "optim.unfreeze_blocks": 2, "optim.unfreeze_all_from": 5, "optim.finetune_lr_factor": 0.1},
+        f"lite0 ImageNet, {size} px, gentle (lr 0.001, head 3 epochs, then the last block)": {
+            **lite, "model.weights": "imagenet", "optim.lr": 0.001, "optim.head_epochs": 3,
+            "optim.unfreeze_blocks": 1, "optim.finetune_lr_factor": 0.3},
     }
 
 
@@ -40,12 +43,13 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench_transfer_nih"))
     ap.add_argument("--minutes", type=float, default=5.0, help="fit wall-time budget per recipe")
     ap.add_argument("--size", type=int, default=128, help="Lite0 input size (the 64 px images upsampled)")
+    ap.add_argument("--reuse", action="store_true", help="reuse recipes already trained under --out")
     args = ap.parse_args()
     setup(2)
     out = Path(args.out)
     manifest = build_manifest(out)
     rows = run_recipes(CONFIG, out, recipes(args.minutes, args.size), args.minutes,
-                       common={"data.manifest": str(manifest)})
+                       common={"data.manifest": str(manifest)}, reuse=args.reuse)
 
     from radiolens.data.manifest import load_manifest
     from radiolens.models.bundle import ModelBundle
