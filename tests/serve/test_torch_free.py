@@ -41,8 +41,9 @@ pytestmark = pytest.mark.realdata
 #: [0, 1] pixels, so <= 5e-5 after normalising with std 0.25.
 PREPROCESS_TOLERANCE = 1e-4
 #: Heatmap PNGs are 8-bit renderings of maps in [0, 1] that agree to 1e-4 (tests/models/test_feature_cam.py):
-#: truncation to 8 bits, the bilinear resize and the colour map's steps move a pixel by at most this many levels.
-HEATMAP_PNG_LEVELS = 3
+#: truncation to 8 bits, the bilinear resize and the colour map's steps can move a pixel by a level or two
+#: (measured: at most 1 level, over the service's and batch scoring's PNGs).
+HEATMAP_PNG_LEVELS = 2
 
 BLOCKER = f"""
 import importlib.abc
@@ -170,7 +171,6 @@ def test_serves_a_real_dicom_without_torch(exported, no_torch_env, siim_dicom, k
         if want_png is not None:
             a, b = decode_png(got_png).astype(int), decode_png(want_png).astype(int)
             assert a.shape == b.shape and a.shape[-1] == 4
-            print(f"[serve] heatmap PNG max level difference {np.abs(a - b).max()}")
             assert np.abs(a - b).max() <= HEATMAP_PNG_LEVELS, np.abs(a - b).max()
     assert any(r["status"] == "ok" and r["probabilities"] for r in lean)  # something was really scored
     assert any(png is not None for png in lean_heat)  # and a heatmap came back without torch
@@ -207,7 +207,6 @@ def test_predict_scores_without_torch(exported, no_torch_env, siim_dicom, kerman
         if want[name]["heatmap"]:
             a = np.asarray(Image.open(tmp_path / "lean-heat" / got[name]["heatmap"])).astype(int)
             b = np.asarray(Image.open(tmp_path / "ref-heat" / want[name]["heatmap"])).astype(int)
-            print(f"[predict] heatmap PNG max level difference {np.abs(a - b).max()}")
             assert a.shape == b.shape and np.abs(a - b).max() <= HEATMAP_PNG_LEVELS, np.abs(a - b).max()
     assert any(r["heatmap"] for r in got.values())
 
