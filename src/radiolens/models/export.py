@@ -127,13 +127,6 @@ class ExportOutputs(torch.nn.Module):
         return outs
 
 
-class LogitsAndEmbedding(ExportOutputs):
-    """The model as ``(logits, embedding)`` (see :class:`ExportOutputs`)."""
-
-    def __init__(self, model: torch.nn.Module, num_outputs: int, arch: str | None = None):
-        super().__init__(model, num_outputs, arch, embedding=True)
-
-
 def _export_outputs(bundle: ModelBundle, probe: torch.Tensor, embedding: bool,
                     cam_layer: str | None) -> ExportOutputs | None:
     """The export wrapper when it reproduces the model's logits exactly; None otherwise."""
@@ -145,11 +138,6 @@ def _export_outputs(bundle: ModelBundle, probe: torch.Tensor, embedding: bool,
     except (ModelError, RuntimeError, AttributeError):
         return None
     return wrapped if same else None
-
-
-def _with_embedding(bundle: ModelBundle, example: torch.Tensor) -> torch.nn.Module | None:
-    """The two-output wrapper when it reproduces the model's logits exactly; None otherwise."""
-    return _export_outputs(bundle, example, True, None)
 
 
 def _cam_head(bundle: ModelBundle, probe: torch.Tensor) -> CamHead | None:
