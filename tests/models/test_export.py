@@ -154,6 +154,7 @@ def test_cli_export_ok_on_real_images(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     assert "max |dp|" in result.output and out.is_file()
     assert '"passed": true' in report.read_text()
+    assert "heatmaps without PyTorch: cam" in result.output and '"heatmap_method": "cam"' in report.read_text()
 
 
 def test_cli_export_rejects_unknown_format(tmp_path):

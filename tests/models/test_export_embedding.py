@@ -43,6 +43,10 @@ def test_export_without_embedding_and_int8_keeps_it(tmp_path):
     quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", x)
     int8 = OnnxBackend(tmp_path / "int8.onnx")
     assert int8.has_embedding
+    # the heatmap output and record survive quantization too (the record's weights stay the fp32 classifier's)
+    fp32 = OnnxBackend(tmp_path / "fp32.onnx")
+    assert int8.has_features and int8.cam_head.method == fp32.cam_head.method == "cam"
+    np.testing.assert_array_equal(int8.cam_head.weight, fp32.cam_head.weight)
     _, emb = int8.logits_and_embedding(x)
     _, ref = OnnxBackend(tmp_path / "fp32.onnx").logits_and_embedding(x)
     assert emb.shape == ref.shape and np.corrcoef(emb.ravel(), ref.ravel())[0, 1] > 0.95

@@ -3,8 +3,9 @@
 The subprocesses run with an import blocker (``sitecustomize``) that refuses torch and every other train-only
 package (``radiolens.errors.TRAIN_ONLY_MODULES``) as an uninstalled package would. They serve the export over a
 real socket and batch-score with it; the probabilities must equal the PyTorch bundle's on the same real images
-within the export's own parity tolerance (``models.export.FP32_TOLERANCE``), and the preprocessed input must
-equal PyTorch's to float rounding.
+within the export's own parity tolerance (``models.export.FP32_TOLERANCE``), the preprocessed input must
+equal PyTorch's to float rounding, and the heatmaps (drawn from the export's feature maps, no gradients) must
+equal the Grad-CAM heatmaps of the PyTorch bundle up to their 8-bit rendering.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from tests.serve.conftest import SECRET, free_port, wait_until_ready
+from PIL import Image
+from tests.serve.conftest import SECRET, decode_png, free_port, wait_until_ready
 from typer.testing import CliRunner
 
 import radiolens
@@ -38,6 +40,10 @@ pytestmark = pytest.mark.realdata
 #: Pillow's and PyTorch's antialiased bilinear resize differ by float rounding only: measured <= 1.1e-5 on
 #: [0, 1] pixels, so <= 5e-5 after normalising with std 0.25.
 PREPROCESS_TOLERANCE = 1e-4
+#: Heatmap PNGs are 8-bit renderings of maps in [0, 1] that agree to 1e-4 (tests/models/test_feature_cam.py):
+#: truncation to 8 bits, the bilinear resize and the colour map's steps can move a pixel by a level or two
+#: (measured: at most 1 level, over the service's and batch scoring's PNGs).
+HEATMAP_PNG_LEVELS = 2
 
 BLOCKER = f"""
 import importlib.abc
@@ -120,28 +126,38 @@ def test_serves_a_real_dicom_without_torch(exported, no_torch_env, siim_dicom, k
                              "--state-dir", str(state), "--port", str(port), "--inference-workers", "1"],
                             env=no_torch_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     uploads = [(siim_dicom, "application/dicom")] + [(p, "image/jpeg") for p, _ in kermany_samples[:2]]
+    auth = {"Authorization": f"Bearer {key}"}
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until_ready(url, proc, 180, why=lambda: proc.stdout.read() if proc.poll() is not None else "no start")
-        lean = []
+        models = httpx.get(f"{url}/v1/models", headers=auth, timeout=60).json()["models"][0]
+        lean, lean_heat = [], []
         for path, ctype in uploads:
-            r = httpx.post(f"{url}/v1/predictions", headers={"Authorization": f"Bearer {key}"},
+            r = httpx.post(f"{url}/v1/predictions", headers=auth,
                            files={"file": ("upload", path.read_bytes(), ctype)}, timeout=120)
             assert r.status_code == 201, r.text
             lean.append(r.json())
+            hurl = r.json()["heatmap_url"]
+            lean_heat.append(None if hurl is None else httpx.get(url + hurl, headers=auth, timeout=60).content)
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=60)
-    assert "heatmaps and MC-dropout are unavailable" in out
-    app, keys = app_factory(model_path=pt, mc_dropout_passes=0, heatmaps=False)
+    assert "MC-dropout is unavailable" in out and "no heatmaps" not in out
+    # what is in force instead of Grad-CAM and MC-dropout, said by the API
+    assert models["heatmap_method"] == "cam" and models["uncertainty_method"] == "none"
+    assert "probabilities" in models["review_basis"]
+    app, keys = app_factory(model_path=pt, mc_dropout_passes=0, heatmaps=True)
     with TestClient(app) as c:
-        ref = [c.post("/v1/predictions", headers=keys.h("clinician"), params={"heatmap": "false"},
+        ref_models = c.get("/v1/models", headers=keys.h("clinician")).json()["models"][0]
+        ref = [c.post("/v1/predictions", headers=keys.h("clinician"),
                       files={"file": ("upload", p.read_bytes(), ctype)}).json() for p, ctype in uploads]
+        ref_heat = [None if r["heatmap_url"] is None else c.get(r["heatmap_url"], headers=keys.h("clinician")).content
+                    for r in ref]
+    assert ref_models["heatmap_method"] == "gradcam" and ref_models["uncertainty_method"] == "none"
     bundle_sha = ModelBundle.load(pt).sha256
-    for got, want in zip(lean, ref, strict=True):
+    for got, want, got_png, want_png in zip(lean, ref, lean_heat, ref_heat, strict=True):
         assert got["model"]["backend"] == "onnx" and want["model"]["backend"] == "torch"
         assert got["model"]["sha256"] == want["model"]["sha256"] == bundle_sha  # audit names the same model
-        assert got["heatmap_url"] is None  # no gradients in an ONNX graph: reported absent, not an error
         assert got["status"] == want["status"]
         assert got["review"]["flag"] == want["review"]["flag"]
         p_got = [s["probability"] for s in got["probabilities"]]
@@ -149,7 +165,15 @@ def test_serves_a_real_dicom_without_torch(exported, no_torch_env, siim_dicom, k
         assert len(p_got) == len(p_want)
         np.testing.assert_allclose(p_got, p_want, atol=FP32_TOLERANCE)
         assert got["decision"] == want["decision"]
+        # a heatmap without torch exactly where the PyTorch bundle draws one, for the same target, same picture
+        assert (got["heatmap_url"] is None) == (want["heatmap_url"] is None)
+        assert got["heatmap_target"] == want["heatmap_target"]
+        if want_png is not None:
+            a, b = decode_png(got_png).astype(int), decode_png(want_png).astype(int)
+            assert a.shape == b.shape and a.shape[-1] == 4
+            assert np.abs(a - b).max() <= HEATMAP_PNG_LEVELS, np.abs(a - b).max()
     assert any(r["status"] == "ok" and r["probabilities"] for r in lean)  # something was really scored
+    assert any(png is not None for png in lean_heat)  # and a heatmap came back without torch
 
 
 def test_predict_scores_without_torch(exported, no_torch_env, siim_dicom, kermany_samples, tmp_path):
@@ -160,10 +184,11 @@ def test_predict_scores_without_torch(exported, no_torch_env, siim_dicom, kerman
     for i, (p, _) in enumerate(kermany_samples[:3]):
         (folder / f"k{i}.jpeg").write_bytes(p.read_bytes())
     lean = _cli(no_torch_env, "predict", str(folder), "--model", str(onnx_path), "--out", str(tmp_path / "lean.csv"),
-                "--no-progress", "--workers", "0")
+                "--no-progress", "--workers", "0", "--heatmaps-for-flagged", str(tmp_path / "lean-heat"))
     assert lean.returncode == 0, lean.stderr
     ref = CliRunner().invoke(cli_app, ["predict", str(folder), "--model", str(pt), "--out",
-                                       str(tmp_path / "ref.csv"), "--no-progress", "--workers", "0"])
+                                       str(tmp_path / "ref.csv"), "--no-progress", "--workers", "0",
+                                       "--heatmaps-for-flagged", str(tmp_path / "ref-heat")])
     assert ref.exit_code == 0, ref.output
 
     def rows(name):
@@ -177,6 +202,13 @@ def test_predict_scores_without_torch(exported, no_torch_env, siim_dicom, kerman
         assert got[name]["status"] == want[name]["status"]
         if want[name]["status"] == "ok":
             assert abs(float(got[name]["p_pneumonia"]) - float(want[name]["p_pneumonia"])) <= FP32_TOLERANCE
+        # heatmaps (positive or flagged cases) for the same rows, equal to the Grad-CAM ones up to 8-bit rendering
+        assert got[name]["heatmap"] == want[name]["heatmap"]
+        if want[name]["heatmap"]:
+            a = np.asarray(Image.open(tmp_path / "lean-heat" / got[name]["heatmap"])).astype(int)
+            b = np.asarray(Image.open(tmp_path / "ref-heat" / want[name]["heatmap"])).astype(int)
+            assert a.shape == b.shape and np.abs(a - b).max() <= HEATMAP_PNG_LEVELS, np.abs(a - b).max()
+    assert any(r["heatmap"] for r in got.values())
 
 
 def test_training_commands_say_which_extra_to_install(no_torch_env, tmp_path):
@@ -222,7 +254,8 @@ def test_serve_extra_installs_without_torch_and_serves_a_real_dicom(exported, si
                        files={"file": ("upload", siim_dicom.read_bytes(), "application/dicom")}, timeout=120)
         assert r.status_code == 201, r.text
         body = r.json()
-        assert body["model"]["backend"] == "onnx" and body["heatmap_url"] is None
+        assert body["model"]["backend"] == "onnx"
+        assert body["status"] != "ok" or body["heatmap_url"] is not None  # drawn from the feature maps
         assert body["source_format"] == "dicom"
         assert body["status"] != "ok" or 0.0 <= body["probabilities"][0]["probability"] <= 1.0
     finally:

@@ -63,6 +63,9 @@ def export_cmd(
                f"opset {result.opset}, {result.seconds:.1f} s)")
     typer.echo(f"parity on {p.n_images} real images: max |dp| = {p.max_abs_diff_prob:.2e}, "
                f"max |dlogit| = {p.max_abs_diff_logit:.2e} (tolerance {p.tolerance:g}): OK")
+    method = {"cam": "cam (class activation map, equals Grad-CAM for this head)",
+              "eigencam": "eigencam (gradient-free; this head is not global average pooling + linear)"}
+    typer.echo(f"heatmaps without PyTorch: {method.get(result.heatmap_method or '', 'none (no feature output)')}")
     _write_json(report, {**result.to_dict(), "check_images": used})
 
 

@@ -22,9 +22,10 @@ def predict_cmd(
     threads: int | None = typer.Option(None, "--threads", help="Inference threads (default: cores - workers, >= 1)."),
     split: str | None = typer.Option(None, "--split", help="Only manifest rows of this split."),
     heatmaps_for_flagged: Path | None = typer.Option(
-        None, "--heatmaps-for-flagged", help="Write Grad-CAM PNGs for positive or review-flagged cases."),
-    cam_model: Path | None = typer.Option(None, "--cam-model", help="The .pt bundle for heatmaps when --model is "
-                                          ".onnx (ONNX graphs have no gradients)."),
+        None, "--heatmaps-for-flagged", help="Write heatmap PNGs for positive or review-flagged cases (Grad-CAM; "
+        "an .onnx --model without --cam-model: from its feature maps, no PyTorch needed)."),
+    cam_model: Path | None = typer.Option(None, "--cam-model", help="The .pt bundle an .onnx --model was exported "
+                                          "from, for Grad-CAM and MC-dropout on PyTorch."),
     margin: float = typer.Option(0.1, "--near-threshold-margin", help="Band around a threshold (either side) that "
                                  "flags for review (used only when the bundle has no fitted triage rule)."),
     mc_dropout_passes: int = typer.Option(0, "--mc-dropout-passes", min=0, max=64, help="MC-dropout passes whose "
@@ -62,7 +63,10 @@ def predict_cmd(
         threads = default_inference_threads(cfg.workers)  # a core left to each decoding worker (measured)
     be = load_backend(model, kind=backend, threads=threads)  # type: ignore[arg-type]
     cam = None
-    if heatmaps_for_flagged is not None or (mc_dropout_passes > 1 and cam_model is not None):
+    # an .onnx export with feature output draws its heatmaps without PyTorch (models.feature_cam)
+    onnx_heatmaps = cam_model is None and bool(getattr(be, "has_features", False))
+    torch_heatmaps = heatmaps_for_flagged is not None and not onnx_heatmaps
+    if torch_heatmaps or (mc_dropout_passes > 1 and cam_model is not None):
         from radiolens.errors import require_torch
 
         require_torch("heatmaps and MC-dropout (--heatmaps-for-flagged, --cam-model, --mc-dropout-passes)")

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from radiolens.errors import InputError, ModelError
-from radiolens.models.registry import available_models, get_architecture
+from radiolens.errors import InputError
+from radiolens.models.cam_layer import cam_target_layer
 
 #: CAM method name (CLI spelling) -> pytorch_grad_cam class name.
 METHODS: dict[str, str] = {
@@ -34,21 +34,10 @@ METHODS: dict[str, str] = {
 def find_target_layer(model: nn.Module, arch: str | None = None) -> nn.Module:
     """The layer whose activations the CAM weighs: ``arch``'s record's CAM layer, else the last conv.
 
-    Falls back to the last ``Conv2d`` for models outside the registry (or when the named module is missing,
-    e.g. a modified architecture), which is the textbook choice.
+    Defined once in :func:`radiolens.models.cam_layer.cam_target_layer`, so an ONNX export emits the feature
+    maps of the very layer Grad-CAM hooks here.
     """
-    if arch is not None and arch in available_models():
-        try:
-            return get_architecture(arch).cam_target_layer(model)
-        except ModelError:
-            pass
-    last = None
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            last = module
-    if last is None:
-        raise ModelError("model has no convolutional layer: class activation maps need one")
-    return last
+    return cam_target_layer(model, arch)
 
 
 class _SigmoidTarget:

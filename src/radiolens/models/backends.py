@@ -122,9 +122,12 @@ class OnnxBackend(_Common):
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
 
+        from radiolens.models.feature_cam import CamHead
         from radiolens.models.info import file_sha256
         from radiolens.models.onnx_metadata import (
+            CAM_KEY,
             EMBEDDING_NAME,
+            FEATURES_NAME,
             INPUT_NAME,
             METADATA_KEY,
             OUTPUT_NAME,
@@ -153,7 +156,10 @@ class OnnxBackend(_Common):
         self._input = INPUT_NAME
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = OUTPUT_NAME if OUTPUT_NAME in outputs else outputs[0]
-        self._embedding = EMBEDDING_NAME if EMBEDDING_NAME in outputs else None  # see export.LogitsAndEmbedding
+        self._embedding = EMBEDDING_NAME if EMBEDDING_NAME in outputs else None  # see export.ExportOutputs
+        # the CAM layer's feature maps and how they become a heatmap (files exported before: neither)
+        self._features = FEATURES_NAME if FEATURES_NAME in outputs and CAM_KEY in props else None
+        self.cam_head: CamHead | None = CamHead.from_json(props[CAM_KEY]) if self._features else None
 
     def predict_logits(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run([self._output], {self._input: self._check(batch, self.info)})[0]
@@ -167,6 +173,18 @@ class OnnxBackend(_Common):
         names = [self._output] + ([self._embedding] if self._embedding else [])
         outs = self.session.run(names, {self._input: self._check(batch, self.info)})
         return outs[0], (outs[1] if self._embedding else None)
+
+    @property
+    def has_features(self) -> bool:
+        """Whether the file outputs the CAM layer's feature maps (heatmaps without PyTorch)."""
+        return self._features is not None
+
+    def logits_and_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Logits and the (N, C, h, w) CAM-layer feature maps from one run (``has_features`` files only)."""
+        if self._features is None:
+            raise ModelError(f"{self.path.name} has no feature output for heatmaps; export it again")
+        logits, feats = self.session.run([self._output, self._features], {self._input: self._check(batch, self.info)})
+        return logits, feats
 
 
 def load_backend(path_or_bundle: str | Path | ModelBundle, kind: BackendKind | None = None,

@@ -24,8 +24,11 @@ import torch
 
 from radiolens.errors import ModelError
 from radiolens.models.bundle import ModelBundle
+from radiolens.models.feature_cam import CamHead
 from radiolens.models.onnx_metadata import (  # noqa: F401  (re-exported: callers import them from here)
+    CAM_KEY,
     EMBEDDING_NAME,
+    FEATURES_NAME,
     INPUT_NAME,
     METADATA_KEY,
     OUTPUT_NAME,
@@ -69,6 +72,8 @@ class ExportReport:
     size_mb: float
     parity: ParityReport
     embedding_output: bool = False
+    #: the torch-free heatmap the export carries: "cam" (equals Grad-CAM), "eigencam" (other heads), or None
+    heatmap_method: str | None = None
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -79,41 +84,85 @@ class ExportReport:
 
 
 # ------------------------------------------------------------------------------------------ export
-class LogitsAndEmbedding(torch.nn.Module):
-    """The model as ``(logits, embedding)``: its classifier layer applied to what feeds it.
+class ExportOutputs(torch.nn.Module):
+    """The model as ``(logits[, embedding][, cam_features])``: the graph an export writes.
 
-    Split (not hooked) so the exported graph has the embedding as a real output; valid because every registry
-    model ends in that linear layer (its record's ``classifier``), which ``export_onnx`` checks numerically
-    before exporting.
+    The embedding (the classifier layer's input) is split out, not hooked, so the exported graph has it as a
+    real output; valid because every registry model ends in that linear layer (its record's ``classifier``),
+    which ``export_onnx`` checks numerically before exporting. The CAM features are the output of the CAM
+    target layer (``cam_layer``, a dotted module name), captured by a forward hook while tracing.
     """
 
-    def __init__(self, model: torch.nn.Module, num_outputs: int, arch: str | None = None):
+    def __init__(self, model: torch.nn.Module, num_outputs: int, arch: str | None = None, *,
+                 embedding: bool = True, cam_layer: str | None = None):
         import copy
 
         from radiolens.models.embedding import classifier_layer
 
         super().__init__()
         self.body = copy.deepcopy(model).eval()
-        self.head = classifier_layer(self.body, num_outputs, arch)
-        for module in self.body.modules():
-            for name, child in module.named_children():
-                if child is self.head:
-                    setattr(module, name, torch.nn.Identity())
+        self.head = classifier_layer(self.body, num_outputs, arch) if embedding else None
+        self._features: list[torch.Tensor] = []
+        if cam_layer is not None:
+            self.body.get_submodule(cam_layer).register_forward_hook(lambda _m, _i, out: self._features.append(out))
+        self.cam_layer = cam_layer
+        if self.head is not None:
+            for module in self.body.modules():
+                for name, child in module.named_children():
+                    if child is self.head:
+                        setattr(module, name, torch.nn.Identity())
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.body(x).flatten(1)
-        return self.head(emb), emb
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        self._features.clear()
+        out = self.body(x)
+        if self.head is not None:
+            emb = out.flatten(1)
+            outs: tuple[torch.Tensor, ...] = (self.head(emb), emb)
+        else:
+            outs = (out,)
+        if self.cam_layer is not None:
+            if len(self._features) != 1:
+                raise ModelError("the CAM layer did not run exactly once in the forward pass")
+            outs = (*outs, self._features.pop())
+        return outs
 
 
-def _with_embedding(bundle: ModelBundle, example: torch.Tensor) -> torch.nn.Module | None:
-    """The two-output wrapper when it reproduces the model's logits exactly; None otherwise."""
+def _export_outputs(bundle: ModelBundle, probe: torch.Tensor, embedding: bool,
+                    cam_layer: str | None) -> ExportOutputs | None:
+    """The export wrapper when it reproduces the model's logits exactly; None otherwise."""
     try:
-        wrapped = LogitsAndEmbedding(bundle.model, bundle.info.num_outputs, bundle.info.arch)
+        wrapped = ExportOutputs(bundle.model, bundle.info.num_outputs, bundle.info.arch, embedding=embedding,
+                                cam_layer=cam_layer)
         with torch.inference_mode():
-            same = torch.allclose(wrapped(example)[0], bundle.model(example), rtol=1e-5, atol=1e-6)
-    except (ModelError, RuntimeError):
+            same = torch.allclose(wrapped(probe)[0], bundle.model(probe), rtol=1e-5, atol=1e-6)
+    except (ModelError, RuntimeError, AttributeError):
         return None
     return wrapped if same else None
+
+
+def _cam_head(bundle: ModelBundle, probe: torch.Tensor) -> CamHead | None:
+    """How the export's feature output becomes a heatmap (None: the model has no CAM layer)."""
+    from radiolens.models.cam_layer import feature_heatmap_head
+
+    try:
+        return feature_heatmap_head(bundle.model, bundle.info.num_outputs, bundle.info.arch, probe)
+    except ModelError:
+        return None
+
+
+def _graph_for(bundle: ModelBundle, probe: torch.Tensor, embedding: bool,
+               cam_features: bool) -> tuple[torch.nn.Module, list[str], CamHead | None]:
+    """The module to export, its output names and its heatmap record; optional outputs that do not
+    reproduce the model are dropped (the embedding first kept, as before heatmaps were exported)."""
+    head = _cam_head(bundle, probe) if cam_features else None
+    for emb, cam in ((embedding, head is not None), (embedding, False), (False, head is not None)):
+        if not emb and not cam:
+            continue
+        wrapped = _export_outputs(bundle, probe, emb, head.layer if cam and head is not None else None)
+        if wrapped is not None:
+            names = [OUTPUT_NAME] + ([EMBEDDING_NAME] if emb else []) + ([FEATURES_NAME] if cam else [])
+            return wrapped, names, head if cam else None
+    return bundle.model, [OUTPUT_NAME], None
 
 
 def _export_graph(model: torch.nn.Module, example: torch.Tensor, out: Path, opset: int, exporter: Exporter,
@@ -164,11 +213,14 @@ def check_parity(bundle: ModelBundle, onnx_path: str | Path, batch: np.ndarray,
 
 def export_onnx(bundle: ModelBundle, out: str | Path, check_batch: np.ndarray, *, opset: int = DEFAULT_OPSET,
                 tolerance: float = FP32_TOLERANCE, exporter: Exporter = "dynamo",
-                embedding: bool = True) -> ExportReport:
+                embedding: bool = True, cam_features: bool = True) -> ExportReport:
     """Export to ONNX (dynamic batch axis), verify parity on ``check_batch`` and embed the BundleInfo.
 
     With ``embedding`` (default) the graph has a second output, the model embedding, so a service running
-    on ONNX Runtime can apply the input gate and drift monitoring without PyTorch.
+    on ONNX Runtime can apply the input gate and drift monitoring without PyTorch. With ``cam_features``
+    (default) it also outputs the CAM target layer's feature maps, and the metadata records how a heatmap is
+    computed from them without PyTorch (:mod:`radiolens.models.feature_cam`: a class activation map with the
+    classifier's weights when the head is global average pooling + linear, else EigenCAM).
 
     The file appears at ``out`` only after the parity check passed; on divergence nothing is left behind
     and :class:`ExportParityError` is raised.
@@ -183,17 +235,24 @@ def export_onnx(bundle: ModelBundle, out: str | Path, check_batch: np.ndarray, *
     bundle.model.eval()
     t0 = time.perf_counter()
     probe = torch.from_numpy(np.ascontiguousarray(check_batch[:4], dtype=np.float32)) if len(check_batch) else example
-    wrapped = _with_embedding(bundle, probe) if embedding else None
-    graph, names = (wrapped, [OUTPUT_NAME, EMBEDDING_NAME]) if wrapped is not None else (bundle.model, [OUTPUT_NAME])
+    graph, names, cam_head = _graph_for(bundle, probe, embedding, cam_features)
     try:
         try:
-            _export_graph(graph, example, tmp, opset, exporter, names)
+            try:
+                _export_graph(graph, example, tmp, opset, exporter, names)
+            except Exception:
+                if FEATURES_NAME not in names:
+                    raise
+                # the feature output is an extra: a graph the exporter cannot capture with it ships without
+                graph, names, cam_head = _graph_for(bundle, probe, embedding, False)
+                _export_graph(graph, example, tmp, opset, exporter, names)
         except ModelError:
             raise
         except Exception as exc:
             raise ModelError(f"ONNX export of '{bundle.info.arch}' failed ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from exc
-        write_metadata(tmp, bundle.info, "fp32", bundle.sha256)
+        write_metadata(tmp, bundle.info, "fp32", bundle.sha256,
+                       extra={CAM_KEY: cam_head.to_json()} if cam_head is not None else None)
         parity = check_parity(bundle, tmp, check_batch, tolerance)
         tmp.replace(out)
     finally:
@@ -201,4 +260,5 @@ def export_onnx(bundle: ModelBundle, out: str | Path, check_batch: np.ndarray, *
         for leftover in out.parent.glob(tmp.name + ".data"):
             leftover.unlink(missing_ok=True)
     return ExportReport(path=str(out), exporter=exporter, opset=opset, seconds=time.perf_counter() - t0,
-                        size_mb=out.stat().st_size / 2**20, parity=parity, embedding_output=wrapped is not None)
+                        size_mb=out.stat().st_size / 2**20, parity=parity, embedding_output=EMBEDDING_NAME in names,
+                        heatmap_method=None if cam_head is None else cam_head.method)

@@ -22,6 +22,12 @@ SOURCE_SHA_KEY = "radiolens.source_sha256"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 EMBEDDING_NAME = "embedding"  # second output: the classifier layer's input (input gate, drift monitoring)
+FEATURES_NAME = "cam_features"  # last output: the CAM target layer's (N, C, h, w) maps (heatmaps without torch)
+#: How ``cam_features`` become a heatmap (models.feature_cam.CamHead as JSON: method, layer, classifier weights).
+#: Metadata rather than a graph output: the weights are the classifier's exact float32 values, read once when
+#: the file is loaded (no per-request output, no constant output without a batch axis), and INT8 quantization,
+#: which rewrites initializers, leaves them as they are.
+CAM_KEY = "radiolens.cam"
 
 
 def info_to_json(info: BundleInfo) -> str:
@@ -41,7 +47,8 @@ def info_from_json(text: str) -> BundleInfo:
         raise ModelError(f"ONNX file carries unreadable radiolens metadata ({type(exc).__name__})") from exc
 
 
-def write_metadata(onnx_path: Path, info: BundleInfo, precision: str, source_sha256: str = "") -> None:
+def write_metadata(onnx_path: Path, info: BundleInfo, precision: str, source_sha256: str = "",
+                   extra: dict[str, str] | None = None) -> None:
     import onnx
 
     model = onnx.load(str(onnx_path))
@@ -49,6 +56,7 @@ def write_metadata(onnx_path: Path, info: BundleInfo, precision: str, source_sha
     props.update({METADATA_KEY: info_to_json(info), PRECISION_KEY: precision})
     if source_sha256:
         props[SOURCE_SHA_KEY] = source_sha256
+    props.update(extra or {})
     del model.metadata_props[:]
     for k, v in sorted(props.items()):
         entry = model.metadata_props.add()

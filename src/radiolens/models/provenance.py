@@ -49,4 +49,5 @@ def cam_model_for(backend, cam_bundle: ModelBundle | None = None) -> nn.Module:
         return cam_bundle.model
     if isinstance(backend, TorchBackend):
         return backend.bundle.model
-    raise ConfigError("heatmaps need gradients: with an .onnx --model also give --cam-model BUNDLE.pt")
+    raise ConfigError("heatmaps need gradients or an export's feature output, and this .onnx --model has none: "
+                      "export it again with this version, or also give --cam-model BUNDLE.pt")

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from radiolens.errors import ModelError
-from radiolens.models.export import INPUT_NAME, METADATA_KEY, info_from_json, read_metadata, write_metadata
+from radiolens.models.export import CAM_KEY, INPUT_NAME, METADATA_KEY, info_from_json, read_metadata, write_metadata
 
 CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 
@@ -109,7 +109,8 @@ def quantize_onnx(fp32_path: str | Path, out: str | Path, calibration: np.ndarra
                             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, per_channel=per_channel,
                             calibrate_method=methods[method], extra_options=extra)
-            write_metadata(tmp, info, "int8", props.get("radiolens.source_sha256", ""))
+            write_metadata(tmp, info, "int8", props.get("radiolens.source_sha256", ""),
+                           extra={CAM_KEY: props[CAM_KEY]} if CAM_KEY in props else None)  # heatmap record
             tmp.replace(out)
         finally:
             tmp.unlink(missing_ok=True)

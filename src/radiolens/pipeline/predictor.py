@@ -12,10 +12,16 @@ Two stages, so a driver can put them where they run best:
 
 The input gate (:mod:`radiolens.monitor`): header rules always; the learned out-of-distribution score when
 the bundle carries a monitoring profile and an embedding is at hand (from the backend, or from the PyTorch
-model when the backend gives none). MC-dropout passes and CAM heatmaps need the PyTorch model; they run on a
-per-thread copy of it, because Grad-CAM registers hooks and MC-dropout switches dropout on, and neither may
-touch the model other threads are predicting with. PyTorch is imported only for those extras, so an ONNX
+model when the backend gives none). MC-dropout passes and Grad-CAM heatmaps need the PyTorch model; they run
+on a per-thread copy of it, because Grad-CAM registers hooks and MC-dropout switches dropout on, and neither
+may touch the model other threads are predicting with. PyTorch is imported only for those extras, so an ONNX
 backend runs this path in an installation without torch (``radiolens[serve]``).
+
+Without a PyTorch model, heatmaps come from the export's CAM-layer feature maps
+(:mod:`radiolens.models.feature_cam`: the class activation map, equal to Grad-CAM for global-average-pooling +
+linear heads, else EigenCAM), and there is no MC-dropout spread: the review flag is the bundle's stored rule
+on the probabilities alone (its spread limit, if it has one, is not applied). :attr:`Predictor.heatmap_method`
+and :attr:`Predictor.uncertainty_method` say which is in force.
 """
 
 from __future__ import annotations
@@ -197,11 +203,40 @@ class Predictor:
                                self.provenance, d.target_index, embedding=embedding, raw_probabilities=probs)
         return rec if gate.passed else rec.withheld(gate.status, gate.reason())
 
-    # ------------------------------------------------------------------ PyTorch-only extras
+    # ------------------------------------------------------------------ heatmaps and uncertainty
     @property
     def has_torch_model(self) -> bool:
-        """Whether MC-dropout and heatmaps can run (they need the PyTorch model; an ONNX-only predictor has none)."""
+        """Whether MC-dropout and Grad-CAM can run (they need the PyTorch model; an ONNX-only predictor has none)."""
         return self.torch_model is not None
+
+    @property
+    def heatmap_method(self) -> str | None:
+        """The heatmap this predictor draws: the configured CAM method on the PyTorch model, else the export's
+        feature heatmap ("cam" or "eigencam"), else None (an export without feature output: no heatmaps)."""
+        if self.torch_model is not None:
+            return self.cam_method
+        head = getattr(self.backend, "cam_head", None)
+        return head.method if head is not None else None
+
+    @property
+    def uncertainty_method(self) -> str:
+        """"mc-dropout" when the review flag sees an MC-dropout spread, else "none" (the stored rule, or the
+        near-threshold fallback, on the probabilities alone)."""
+        return "mc-dropout" if self.mc_passes > 1 and self.torch_model is not None else "none"
+
+    @property
+    def review_basis(self) -> str:
+        """In plain words, what the review flag is computed from."""
+        rule = self.triage.rule
+        what = ("the bundle's stored triage rule" if rule is not None else
+                f"the near-threshold rule (margin {self.triage.margin:.2f}; the bundle stores no triage rule)")
+        if self.uncertainty_method == "mc-dropout":
+            return f"{what}, with the MC-dropout spread of {self.mc_passes} passes"
+        limit = getattr(rule, "max_spread", None)
+        if limit is not None:
+            return (f"{what} on the probabilities only: its MC-dropout spread limit ({limit:g}) is not applied "
+                    "(MC-dropout needs the PyTorch model)")
+        return f"{what} on the probabilities"
 
     def _own_model(self) -> Any:
         if self.torch_model is None:
@@ -233,7 +268,10 @@ class Predictor:
         return np.std(probabilities(self.info, logits.float().numpy()).astype(np.float64), axis=0)
 
     def cam(self, item: Prepared, target_index: int) -> np.ndarray:
-        """(H, W) CAM in [0, 1] at the model input size for one output."""
+        """(H, W) CAM in [0, 1] at the model input size for one output: Grad-CAM (or the configured method) on
+        the PyTorch model, else from the export's feature maps without PyTorch."""
+        if self.torch_model is None and getattr(self.backend, "cam_head", None) is not None:
+            return self.feature_cam(item, target_index)
         from radiolens.explain.cam import compute_cam
 
         model = self._own_model()
@@ -241,6 +279,16 @@ class Predictor:
 
         x = torch.from_numpy(np.ascontiguousarray(item.tensor, dtype=np.float32))[None]
         return compute_cam(model, x, target_index, method=self.cam_method, arch=self.info.arch)
+
+    def feature_cam(self, item: Prepared, target_index: int) -> np.ndarray:
+        """(H, W) heatmap in [0, 1] from the backend's CAM-layer feature maps (no PyTorch, no gradients)."""
+        from radiolens.models.feature_cam import heatmap_from_features
+
+        head = getattr(self.backend, "cam_head", None)
+        if head is None:
+            raise ModelError("this model gives no feature maps for heatmaps: serve the .pt bundle or export again")
+        _, feats = self.backend.logits_and_features(np.ascontiguousarray(item.tensor, dtype=np.float32)[None])  # type: ignore[attr-defined]
+        return heatmap_from_features(head, feats[0], target_index, self.info.input_size)
 
     def with_heatmap(self, record: PredictionRecord, item: Prepared) -> PredictionRecord:
         """The record with the CAM of its target output (a record not assessed gets none)."""

@@ -134,7 +134,7 @@ class Scorer:
     def _wants_heatmap(self, record: PredictionRecord) -> bool:
         """Heatmaps were asked for and the case is positive (a finding: for multi-class, a predicted class
         other than the negative one) or referred for review."""
-        if self.cam_model is None or self.heatmap_dir is None:
+        if self.heatmap_dir is None or self.predictor.heatmap_method is None:
             return False
         finding = [c for c in record.positive_classes
                    if not (self.info.task == "multiclass" and c == self.info.negative_name)]
@@ -169,7 +169,7 @@ class Scorer:
             if not out.assessed:
                 n["refused"] += 1
             elif self._wants_heatmap(out):
-                try:  # heatmaps for positive or flagged cases only: Grad-CAM costs a backward pass each
+                try:  # heatmaps for positive or flagged cases only: each costs a forward (Grad-CAM: + backward) pass
                     heat = self.predictor.cam(ready[rec.index], out.target_index)
                     row["heatmap"] = write_heatmap(heat, self.info, rec.tensor, self.heatmap_dir, key)
                     n["heatmaps"] += 1

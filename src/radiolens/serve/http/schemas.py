@@ -97,6 +97,14 @@ class ModelInfo(ModelRef):
     temperature: float
     input_size: tuple[int, int]
     review_rule: str
+    heatmap_method: str | None = Field(
+        default=None, description="gradcam (or the configured CAM method) on the PyTorch model; for an ONNX "
+        "export served alone: cam (class activation map from its feature maps, equal to Grad-CAM for a global "
+        "average pooling + linear head) or eigencam (gradient-free, not class-specific); null: no heatmaps")
+    uncertainty_method: Literal["mc-dropout", "none"] = Field(
+        default="none", description="mc-dropout: the review flag sees the MC-dropout spread; none: it sees the "
+        "probabilities only (an ONNX export has no dropout to sample)")
+    review_basis: str = Field(default="", description="what the review flag is computed from, in plain words")
 
 
 class ModelsOut(BaseModel):

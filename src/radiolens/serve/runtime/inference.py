@@ -7,8 +7,11 @@ Three ways to serve a model:
   must be the bundle's: the scores and the audit trail must name the same model); MC-dropout and heatmaps
   use the bundle's PyTorch model;
 - the ``.onnx`` export alone (:class:`ExportedModel`): everything the service needs of the bundle travels in
-  the file's metadata, so it runs without PyTorch (``radiolens[serve]``). Heatmaps and MC-dropout need
-  gradients or dropout layers, which an ONNX graph does not have: they are reported as unavailable.
+  the file's metadata, so it runs without PyTorch (``radiolens[serve]``). Heatmaps come from the export's
+  CAM-layer feature maps (a class activation map, equal to Grad-CAM for global-average-pooling + linear
+  heads, else EigenCAM; none for files exported without that output). MC-dropout needs dropout layers an
+  ONNX graph does not have: the review flag is the bundle's stored rule on the probabilities alone.
+  ``GET /v1/models`` says which heatmap and uncertainty methods are in force.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ class ExportedModel:
     info: BundleInfo
     sha256: str
     backend: OnnxBackend
-    model: Any = None  # no PyTorch model: no heatmaps, no MC-dropout
+    model: Any = None  # no PyTorch model: no Grad-CAM, no MC-dropout (heatmaps from the feature output)
 
 
 def load_served_model(settings: ServeSettings) -> ModelBundle | ExportedModel:
@@ -72,9 +75,15 @@ def onnx_backend(settings: ServeSettings, bundle: ModelBundle) -> OnnxBackend:
 def service_predictor(settings: ServeSettings, bundle: ModelBundle | ExportedModel) -> Predictor:
     """The pipeline predictor the service answers with (the input gate configured by ``settings.monitor``)."""
     if isinstance(bundle, ExportedModel):
-        if settings.heatmaps or settings.mc_dropout_passes > 1:
-            log.warning("serving the ONNX export %s alone: heatmaps and MC-dropout are unavailable (they need "
-                        "the PyTorch bundle)", settings.model_path.name)
+        if settings.heatmaps and not bundle.backend.has_features:
+            log.warning("serving the ONNX export %s alone: it has no feature output, so no heatmaps (export "
+                        "it again with this version)", settings.model_path.name)
+        elif settings.heatmaps and settings.cam_method != "gradcam":
+            log.warning("serving the ONNX export %s alone: heatmaps are %s from its feature maps, not %s",
+                        settings.model_path.name, bundle.backend.cam_head.method, settings.cam_method)
+        if settings.mc_dropout_passes > 1:
+            log.warning("serving the ONNX export %s alone: MC-dropout is unavailable (it needs the PyTorch "
+                        "bundle); the review flag uses the probabilities only", settings.model_path.name)
         return Predictor(bundle.backend, gate_config=settings.monitor.gate,
                          near_threshold_margin=settings.near_threshold_margin, mc_dropout_passes=0,
                          cam_method=settings.cam_method, bundle_sha256=bundle.sha256)

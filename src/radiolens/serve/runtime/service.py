@@ -109,9 +109,9 @@ class Service:
 
     @property
     def heatmaps_available(self) -> bool:
-        """Heatmaps are on and can be drawn (an ONNX export served alone has no gradients: none, and the
-        response's ``heatmap_url`` is null)."""
-        return self.settings.heatmaps and self.predictor.has_torch_model
+        """Heatmaps are on and can be drawn: Grad-CAM on the PyTorch model, or from an ONNX export's feature
+        maps (an export without that output has none, and the response's ``heatmap_url`` is null)."""
+        return self.settings.heatmaps and self.predictor.heatmap_method is not None
 
     def db_ok(self) -> bool:
         try:

@@ -24,7 +24,7 @@ _READERS = (Role.clinician, Role.auditor)
 async def create_prediction(
     request: Request,
     file: UploadFile = File(..., description="DICOM, PNG or JPEG radiograph"),
-    heatmap: bool = Query(True, description="compute the Grad-CAM overlay"),
+    heatmap: bool = Query(True, description="compute the heatmap overlay (GET /v1/models: heatmap_method)"),
     principal: Principal = Depends(require(Role.clinician)),
     service: Service = Depends(get_service),
 ) -> dict:
@@ -83,4 +83,8 @@ def list_models(principal: Principal = Depends(current_principal), service: Serv
     return ModelsOut(models=[ModelInfo(**service.model_ref(), class_names=list(info.class_names),
                                        negative_name=info.negative_name, thresholds=list(info.thresholds),
                                        temperature=float(info.temperature), input_size=info.input_size,
-                                       review_rule=service.predictor.triage.rule_name)])
+                                       review_rule=service.predictor.triage.rule_name,
+                                       heatmap_method=service.predictor.heatmap_method
+                                       if service.heatmaps_available else None,
+                                       uncertainty_method=service.predictor.uncertainty_method,
+                                       review_basis=service.predictor.review_basis)])
