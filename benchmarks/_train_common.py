@@ -73,11 +73,17 @@ def run_recipes(config: Path, out: Path, recipes: dict[str, dict], minutes: floa
     import json
     import re
 
+    def slug_of(name: str) -> str:
+        return re.sub(r"[^A-Za-z0-9]+", "_", name.split(",")[0]).strip("_")
+
+    slugs = [slug_of(name) for name in recipes]
+    if len(set(slugs)) != len(slugs):
+        raise SystemExit(f"two recipes would share one run folder: {slugs}")
     rows = []
     for name, overrides in recipes.items():
         if only and only not in name:
             continue
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", name.split(",")[0]).strip("_")
+        slug = slug_of(name)
         earlier = Path(out) / slug / "summary.json"
         if reuse and earlier.is_file():
             rows.append((name, json.loads(earlier.read_text())))

@@ -29,7 +29,7 @@ def recipes(minutes: float, size: int) -> dict[str, dict]:
         f"lite0 ImageNet, {size} px, 3 stages": {
             **lite, "model.weights": "imagenet", "optim.lr": 0.003, "optim.head_epochs": 2,
             "optim.unfreeze_blocks": 2, "optim.unfreeze_all_from": 5, "optim.finetune_lr_factor": 0.1},
-        f"lite0 ImageNet, {size} px, gentle (lr 0.001, head 3 epochs, then the last block)": {
+        f"lite0 ImageNet gentle, {size} px (lr 0.001, head 3 epochs, then the last block)": {
             **lite, "model.weights": "imagenet", "optim.lr": 0.001, "optim.head_epochs": 3,
             "optim.unfreeze_blocks": 1, "optim.finetune_lr_factor": 0.3},
     }
