@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # System packages the tests use for real: PostgreSQL (storage tests), Chromium (viewer tests), dicom3tools
 # (dciodvfy validates every DICOM radiolens writes) and Orthanc (the PACS peer of the DICOM networking tests,
-# tests/pacs/; it brings dcmtk) with its DICOMweb plugin (orthanc-dicomweb: STOW-RS of results).
+# tests/pacs/; it brings dcmtk) with its DICOMweb plugin (orthanc-dicomweb: STOW-RS of results), and kubectl
+# (`kubectl kustomize` renders deploy/kubernetes/ offline for tests/deploy/test_kubernetes.py).
 # Idempotent; installs only what is missing.
 set -euo pipefail
 need=()
@@ -11,6 +12,7 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v dciodvfy >/dev/null 2>&1 || need+=(dicom3tools)
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+command -v kubectl >/dev/null 2>&1 || need+=(kubectl)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -152,9 +152,11 @@ _MAX_LEN = {"SH": 16, "AE": 16, "CS": 16, "LO": 64}
 _BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN", "AT"}
 
 
-#: Secrets printed in radiolens' own demo script and documentation (now or in earlier versions): anyone can read
-#: them, so UIDs remapped and pseudonyms made with one can be recomputed by anyone holding the original data.
-PUBLIC_SECRETS = frozenset({"demo-secret-change-me", "a long random project secret"})
+#: Secrets printed in radiolens' own demo script, documentation and example Kubernetes Secret (now or in earlier
+#: versions): anyone can read them, so UIDs remapped and pseudonyms made with one can be recomputed by anyone
+#: holding the original data.
+PUBLIC_SECRETS = frozenset({"demo-secret-change-me", "a long random project secret",
+                            "replace-me-radiolens-deid-secret-placeholder"})
 
 
 def secret_from_env() -> str:
