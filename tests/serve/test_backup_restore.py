@@ -76,6 +76,11 @@ def test_backup_restore_verify_with_recorded_head(request, dialect, app_factory,
     new_state = tmp_path / "restored-state"
     shutil.copytree(state / "artefacts", new_state / "artefacts")
     if pg:
+        busy = _cli("db", "restore", str(out), *source)  # over the live database
+        assert busy.exit_code == 2 and "the target database is not empty" in busy.output
+        gone = _cli("db", "restore", str(out), "--db-url", "postgresql+psycopg://radiolens:pw@127.0.0.1:1/none")
+        assert gone.exit_code == 2 and "cannot open the target database" in gone.output
+        assert "pw@" not in gone.output
         svc.engine.dispose()
         with make_engine(source_kw["db_url"]).begin() as conn:
             conn.exec_driver_sql("DROP SCHEMA public CASCADE")

@@ -27,10 +27,11 @@ from pathlib import Path
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from radiolens import __version__
 from radiolens.errors import ConfigError, InputError
-from radiolens.serve.store.admin import StoreLocation, _engine, existing_engine
+from radiolens.serve.store.admin import StoreLocation, disposing, existing_engine
 from radiolens.serve.store.db import make_engine
 from radiolens.serve.store.state import PRIVATE_FILE, secure_state_dir
 
@@ -158,7 +159,7 @@ def backup(where: StoreLocation, out: Path) -> Manifest:
     service may keep running meanwhile."""
     out = Path(out)
     # any revision: the backup before an upgrade is taken by the new version, on the old schema
-    with _engine(existing_engine(where)) as engine:
+    with disposing(existing_engine(where)) as engine:
         dialect = engine.dialect.name
         _private_new_file(out)
         try:
@@ -220,9 +221,13 @@ def _restore_sqlite(backup_file: Path, where: StoreLocation) -> None:
 
 def _restore_postgres(backup_file: Path, where: StoreLocation) -> None:
     url = where.url()
-    with _engine(make_engine(url)) as engine, engine.connect() as conn:
-        tables = conn.execute(text("SELECT count(*) FROM information_schema.tables "
-                                   "WHERE table_schema = current_schema()")).scalar_one()
+    try:
+        with disposing(make_engine(url)) as engine, engine.connect() as conn:
+            tables = conn.execute(text("SELECT count(*) FROM information_schema.tables "
+                                       "WHERE table_schema = current_schema()")).scalar_one()
+    except DBAPIError as exc:  # never the URL: it may hold a password
+        raise BackupError(f"cannot open the target database ({type(exc.orig).__name__}): create it first "
+                          "(createdb) and check --db-url") from None
     if tables:
         raise BackupError("the target database is not empty: restore into a new, empty database (createdb) and "
                           "point the service at it")
@@ -246,7 +251,7 @@ def restore(backup_file: Path, where: StoreLocation) -> Manifest:
         _restore_sqlite(backup_file, where)
     else:
         _restore_postgres(backup_file, where)
-    with _engine(existing_engine(where)) as engine, engine.connect() as conn:
+    with disposing(existing_engine(where)) as engine, engine.connect() as conn:
         revision, seq, digest = _state(conn)
     if (revision, seq, digest) != (manifest.revision, manifest.head_seq, manifest.head_hash):
         raise BackupError("the restored database's audit head or revision differs from the backup manifest: "
