@@ -1,4 +1,5 @@
-"""CLI commands of the serve layer: ``serve``, ``users ...``, ``audit verify|export``, ``db upgrade``."""
+"""CLI commands of the serve layer: ``serve``, ``users ...``, ``audit verify|head|export``,
+``db upgrade|backup|restore``."""
 
 from __future__ import annotations
 
@@ -241,6 +242,37 @@ def db_upgrade_cmd(
     typer.echo(f"database at revision {upgrade_store(_store(db_url, state_dir))}")
 
 
+def db_backup_cmd(
+    out: Path = typer.Option(..., "--out", help="the backup file to write (never overwritten); its manifest is "
+                             "written beside it as FILE.manifest.json"),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Back up the database (SQLite online backup, or pg_dump) while the service runs; prints the audit chain
+    head it contains as SEQ:HASH. Secrets, artefacts and the DICOM spool are not in it."""
+    from radiolens.serve.store.backup import backup, manifest_path
+
+    manifest = backup(_store(db_url, state_dir), out)
+    typer.echo(f"wrote {out.name} and {manifest_path(out).name} ({manifest.dialect}, revision "
+               f"{manifest.revision}); audit head:", err=True)
+    typer.echo(manifest.head)
+
+
+def db_restore_cmd(
+    backup_file: Path = typer.Argument(..., help="a file written by `radiolens db backup` (its manifest beside it)"),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP + "; must be new (SQLite) or empty (PostgreSQL)"),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Restore a backup into a new SQLite state folder or an empty PostgreSQL database; prints the audit head
+    to check with `radiolens audit verify --expect-head`."""
+    from radiolens.serve.store.backup import restore
+
+    manifest = restore(backup_file, _store(db_url, state_dir))
+    typer.echo(f"restored {backup_file.name} (revision {manifest.revision}, taken {manifest.created_at}); "
+               "now run `radiolens audit verify --expect-head` with the head recorded at backup time:", err=True)
+    typer.echo(manifest.head)
+
+
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the main app: ``serve`` and the ``users``, ``audit`` and ``db`` groups."""
     app.command("serve")(friendly_errors(serve_cmd))
@@ -257,3 +289,5 @@ def register(app: typer.Typer) -> None:
     db_app = typer.Typer(help="Service database maintenance.", no_args_is_help=True)
     app.add_typer(db_app, name="db")
     db_app.command("upgrade")(friendly_errors(db_upgrade_cmd))
+    db_app.command("backup")(friendly_errors(db_backup_cmd))
+    db_app.command("restore")(friendly_errors(db_restore_cmd))

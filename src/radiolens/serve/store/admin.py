@@ -47,7 +47,8 @@ class StoreLocation:
 
 
 @contextmanager
-def _engine(engine: Engine) -> Iterator[Engine]:
+def disposing(engine: Engine) -> Iterator[Engine]:
+    """``with disposing(engine) as e:`` the engine's pool is closed at the end (a command's one use)."""
     try:
         yield engine
     finally:
@@ -99,19 +100,19 @@ def _listing(row) -> KeyListing:
 
 def create_user(where: StoreLocation, role: str, label: str = "", expires_in: timedelta | None = None) -> CreatedKey:
     """Create a key (and the store when missing); audited as the command-line actor."""
-    with _engine(migrated_engine(where)) as engine, audit.writer(session_factory(engine)) as s:
+    with disposing(migrated_engine(where)) as engine, audit.writer(session_factory(engine)) as s:
         row, key = create_key_audited(s, role, label, audit.CLI_USER_ID, audit.CLI_ROLE, expires_in)
         return CreatedKey(_listing(row), key)
 
 
 def list_users(where: StoreLocation) -> list[KeyListing]:
-    with _engine(existing_engine(where, need_head=True)) as engine, Session(engine) as s:
+    with disposing(existing_engine(where, need_head=True)) as engine, Session(engine) as s:
         return [_listing(r) for r in list_keys(s)]
 
 
 def revoke_user(where: StoreLocation, key_id_or_id: str) -> KeyListing:
     """Revoke a key (``LastAdminError`` for the last active admin key); audited when it was active."""
-    with _engine(existing_engine(where, writable=True)) as engine, audit.writer(session_factory(engine)) as s:
+    with disposing(existing_engine(where, writable=True)) as engine, audit.writer(session_factory(engine)) as s:
         return _listing(revoke_key_audited(s, key_id_or_id, audit.CLI_USER_ID, audit.CLI_ROLE))
 
 
@@ -120,14 +121,14 @@ def verify_audit(where: StoreLocation, *, expect_head: str | None = None,
     """The chain, the stored rows and (``artefacts``) every stored file of ``STATE_DIR/artefacts``, checked;
     ``expect_head`` is a ``SEQ:HASH`` recorded outside the database earlier."""
     expected = audit.parse_head(expect_head) if expect_head else None  # a malformed one: before opening anything
-    with _engine(existing_engine(where)) as engine:
+    with disposing(existing_engine(where)) as engine:
         return audit.verify(engine, expect_head=expected,
                             artefact_dir=where.state_dir / "artefacts" if artefacts else None)
 
 
 def export_audit(where: StoreLocation, fmt: str, since: str | None = None, until: str | None = None) -> list[str]:
     """Audit rows in ``[since, until)`` as JSON lines or CSV (a header line first), as text chunks."""
-    with _engine(existing_engine(where)) as engine:
+    with disposing(existing_engine(where)) as engine:
         return list(audit.export(engine, fmt, since, until))
 
 
