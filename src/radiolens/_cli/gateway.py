@@ -45,7 +45,7 @@ def run_cmd(
     settings = _settings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
                          state_dir=state_dir, heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes,
                          auto_migrate=False, insecure_demo_secret=insecure_demo_secret, inference_workers=1,
-                         **_backend(backend, onnx))
+                         **_backend(backend, onnx, model))
     run_gateway(settings, cfg, accept_any_calling_ae=accept_any_calling_ae, metrics_port=metrics_port,
                 echo=lambda line: typer.echo(line, err=True))
 
