@@ -77,6 +77,31 @@ def bundle_path(tmp_path_factory, kermany_dir: Path, quick_fit) -> Path:
     return path
 
 
+def registered_export(bundle_path: Path, kermany_dir: Path, out: Path, onnx_name: str, n_check: int):
+    """The service test model registered with a monitoring profile from every 5th Kermany validation image,
+    saved as ``out/registered.pt``, and its fp32 ONNX export checked on the first ``n_check`` of those images.
+    Returns (bundle file, ONNX file, the check batch)."""
+    import csv
+
+    import torch
+
+    from radiolens.io import read_image
+    from radiolens.models.bundle import ModelBundle
+    from radiolens.models.export import export_onnx
+    from radiolens.monitor import build_profile, register
+
+    with open(kermany_dir / "manifest.csv") as fh:
+        val = [kermany_dir / r["path"] for r in csv.DictReader(fh) if r["split"] == "val"][::5]
+    bundle = ModelBundle.load(bundle_path)
+    register(bundle, build_profile(bundle, (read_image(p) for p in val), None, source="kermany val"))
+    model = out / "registered.pt"
+    bundle.save(model)
+    bundle = ModelBundle.load(model)
+    batch = torch.stack([bundle.preprocess(read_image(p)) for p in val[:n_check]]).numpy()
+    export_onnx(bundle, out / onnx_name, batch)
+    return model, out / onnx_name, batch
+
+
 @pytest.fixture(scope="session")
 def kermany_samples(kermany_dir: Path) -> list[tuple[Path, int]]:
     return _kermany_rows(kermany_dir, "test", 4) or _kermany_rows(kermany_dir, "val", 4)

@@ -9,19 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from tests.serve.conftest import registered_export
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
 from radiolens.errors import ConfigError
-from radiolens.io import read_image
-from radiolens.models.bundle import ModelBundle
-from radiolens.models.export import export_onnx
 from radiolens.models.quantize import quantize_onnx
-from radiolens.monitor import build_profile, register
 from radiolens.serve.store.tables import AuditEntry
 
 pytestmark = pytest.mark.realdata
@@ -30,18 +26,8 @@ pytestmark = pytest.mark.realdata
 @pytest.fixture(scope="module")
 def exported(bundle_path: Path, kermany_dir: Path, tmp_path_factory):
     """The service test model registered with a monitoring baseline, its fp32 export and an INT8 version."""
-    import csv
-
-    with open(kermany_dir / "manifest.csv") as fh:
-        val = [kermany_dir / r["path"] for r in csv.DictReader(fh) if r["split"] == "val"][::5]
     out = tmp_path_factory.mktemp("onnx")
-    bundle = ModelBundle.load(bundle_path)
-    register(bundle, build_profile(bundle, (read_image(p) for p in val), None, source="kermany val"))
-    model = out / "registered.pt"
-    bundle.save(model)
-    bundle = ModelBundle.load(model)
-    batch = torch.stack([bundle.preprocess(read_image(p)) for p in val[:64]]).numpy()
-    export_onnx(bundle, out / "m.onnx", batch)
+    model, _, batch = registered_export(bundle_path, kermany_dir, out, "m.onnx", 64)
     quantize_onnx(out / "m.onnx", out / "m.int8.onnx", batch)
     return model, out / "m.onnx", out / "m.int8.onnx"
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from tests.serve.conftest import SECRET, decode_png, free_port, wait_until_ready
+from tests.serve.conftest import SECRET, decode_png, free_port, registered_export, wait_until_ready
 from typer.testing import CliRunner
 
 import radiolens
@@ -32,8 +31,7 @@ from radiolens.data.transforms import to_model_tensor
 from radiolens.errors import TRAIN_ONLY_MODULES, RadiolensError
 from radiolens.io import read_image
 from radiolens.models.bundle import ModelBundle
-from radiolens.models.export import FP32_TOLERANCE, export_onnx
-from radiolens.monitor import build_profile, register
+from radiolens.models.export import FP32_TOLERANCE
 
 pytestmark = pytest.mark.realdata
 
@@ -66,16 +64,9 @@ sys.meta_path.insert(0, _NotInstalled())
 @pytest.fixture(scope="module")
 def exported(bundle_path: Path, kermany_dir: Path, tmp_path_factory):
     """The service test model registered with a monitoring profile, and its fp32 ONNX export."""
-    with open(kermany_dir / "manifest.csv") as fh:
-        val = [kermany_dir / r["path"] for r in csv.DictReader(fh) if r["split"] == "val"][::5]
-    out = tmp_path_factory.mktemp("torch_free")
-    bundle = ModelBundle.load(bundle_path)
-    register(bundle, build_profile(bundle, (read_image(p) for p in val), None, source="kermany val"))
-    model = out / "registered.pt"
-    bundle.save(model)
-    bundle = ModelBundle.load(model)
-    export_onnx(bundle, out / "model.onnx", torch.stack([bundle.preprocess(read_image(p)) for p in val[:32]]).numpy())
-    return model, out / "model.onnx"
+    model, onnx_path, _ = registered_export(bundle_path, kermany_dir, tmp_path_factory.mktemp("torch_free"),
+                                            "model.onnx", 32)
+    return model, onnx_path
 
 
 @pytest.fixture(scope="module")
