@@ -32,6 +32,13 @@ def test_train_then_evaluate(pneumonia_tiny, tmp_path, tiny_config):
     res = runner.invoke(app, ["evaluate", "--model", str(out / "model.pt"), "--manifest",
                               str(out / "manifest_used.csv"), "--out", str(tmp_path / "ev"), "--n-bootstrap", "50"])
     assert res.exit_code == 0, res.output
+    # both reports show the most confident errors as thumbnails, in the shared look, and never a file name
+    names = {p.rsplit("/", 1)[-1] for p in pd.read_csv(out / "manifest_used.csv")["path"]}
+    for page in (out / "report" / "report.html", tmp_path / "ev" / "report.html"):
+        html = page.read_text()
+        assert "Most confident errors on test" in html and html.count('<div class="thumbs">') == 1
+        assert "Written by radiolens" in html
+        assert not [n for n in names if n in html]
     again = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     # same model, same images, same val-fitted threshold -> the same test AUROC as the training job's report
     assert abs(again["per_class"][0]["auroc"]["estimate"] - metrics["per_class"][0]["auroc"]["estimate"]) < 1e-6

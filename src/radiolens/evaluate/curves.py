@@ -67,6 +67,22 @@ def _tail_change(values: list[float], w: int) -> float:
 
 
 def diagnose_training(history: list[dict] | None, rise_tol: float = RISE_TOL, flat_tol: float = FLAT_TOL) -> dict:
+    """The verdict of :func:`_diagnose`, plus ``under_trained``: True when the best validation epoch is the
+    last one run, so the training stopped while the model was still getting better on validation; the
+    message then starts with "Under-trained" whatever the curves' shape (a reader should see it first)."""
+    result = _diagnose(history, rise_tol, flat_tol)
+    epochs = [int(row.get("epoch", i)) for i, row in enumerate(history or [])]
+    last = max(epochs) if epochs else None
+    result["under_trained"] = bool(result["best_epoch"] is not None and last is not None and len(epochs) >= 2
+                                   and result["best_epoch"] == last)
+    if result["under_trained"]:
+        result["message"] = (f"Under-trained: the best validation epoch is the last one run (epoch {last}), so "
+                             "the model was still improving when training stopped; train for more epochs "
+                             "(or with a higher learning rate) before trusting this model. " + result["message"])
+    return result
+
+
+def _diagnose(history: list[dict] | None, rise_tol: float, flat_tol: float) -> dict:
     """``{"verdict": "overfitting"|"unstable"|"underfitting"|"not_converged"|"good_fit"|"unknown", "overfit_from_epoch",
     "best_epoch", "message", "details": [...]}``; ``history`` is a list of per-epoch dicts with any of
     ``epoch, train_loss, val_loss, val_auroc, lr``."""

@@ -121,6 +121,30 @@ def _curve_points(y: np.ndarray, p: np.ndarray) -> dict:
                    "prevalence": float(y.mean())}}
 
 
+#: a test rate this far under its validation value, with validation outside the test rate's 95 % interval, is
+#: called out: the threshold chosen on validation does not carry over to test
+GAP_WARN = 0.10
+
+
+def _validation_gap_warnings(per_class: list[dict]) -> list[str]:
+    """A warning per class whose test sensitivity or specificity at the chosen threshold falls well below
+    what the threshold gave on validation (by :data:`GAP_WARN` or more, and beyond the test rate's 95 % Wilson
+    interval, so a small test set's noise alone does not trigger it)."""
+    out = []
+    for c in per_class:
+        choice, at = c["threshold_choice"], c["at_threshold"]
+        for rate in ("sensitivity", "specificity"):
+            val, test, ci = choice.get(f"val_{rate}"), at.get(rate), at.get(f"{rate}_ci")
+            if val is None or test is None or not ci or ci[1] is None:
+                continue
+            if val - test >= GAP_WARN and val > ci[1]:
+                out.append(f"{c['name']}: test {rate} {test:.2f} [{ci[0]:.2f}, {ci[1]:.2f}] is well below the "
+                           f"{val:.2f} the threshold gave on validation: the operating point does not carry "
+                           "over to this test set (a shift between validation and test, or a validation set "
+                           "too small to choose it); choose the threshold on data like the test population.")
+    return out
+
+
 def evaluate_predictions(
     task: str,
     class_names: list[str],
@@ -221,6 +245,8 @@ def evaluate_predictions(
             "ece_before": expected_calibration_error(y, raw[:, c]), "ece_after": expected_calibration_error(y, p),
         })
         curves[name] = _curve_points(y, p)
+
+    warnings += _validation_gap_warnings(per_class)
 
     summary: dict = {}
     if task == "binary":

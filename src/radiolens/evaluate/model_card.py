@@ -155,7 +155,7 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
 
 
 def write_card(card: dict, out: Path, images: list[Path] | None = None) -> tuple[Path, Path]:
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
+    from radiolens.evaluate.templating import render
 
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "model_card.json"
@@ -165,9 +165,8 @@ def write_card(card: dict, out: Path, images: list[Path] | None = None) -> tuple
         if not p.is_file():
             raise InputError(f"image not found: {p.name}")
         embedded.append({"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()})
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
-    html = env.get_template("model_card.html").render(card=card, images=embedded, figs=card_figures(card),
-                                                       pretty=json.dumps(card, indent=2, default=str))
+    html = render("radiolens.evaluate", "model_card.html", strict=False, card=card, images=embedded,
+                  figs=card_figures(card), pretty=json.dumps(card, indent=2, default=str))
     html_path = out / "model_card.html"
     html_path.write_text(html)
     return json_path, html_path

@@ -103,7 +103,8 @@ def _matrix(ax, cm: np.ndarray, row_labels: list[str], col_labels: list[str], ti
 def per_class_confusion_figure(per_class: list[dict]) -> Figure:
     fig, axes = _grid(len(per_class), cell=2.6)
     for ax, entry in zip(axes, per_class, strict=True):
-        _matrix(ax, np.asarray(entry["confusion_matrix"]), ["neg", "pos"], ["neg", "pos"],
+        labels = [f"not {entry['name']}", entry["name"]]
+        _matrix(ax, np.asarray(entry["confusion_matrix"]), labels, labels,
                 f"{entry['name']} @ {entry['threshold']:.3g}")
     return fig
 

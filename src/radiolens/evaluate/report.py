@@ -9,14 +9,12 @@ from __future__ import annotations
 import html
 import json
 import time
-from importlib import resources
 from pathlib import Path
-
-import jinja2
 
 from radiolens import __version__
 from radiolens.evaluate import plots
 from radiolens.evaluate.result import EvaluationResult, json_safe
+from radiolens.evaluate.templating import render
 
 TEMPLATE = "report.html"
 
@@ -51,15 +49,7 @@ def _rate(value, ci) -> str:
     return f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
 
 
-def _environment() -> jinja2.Environment:
-    source = resources.files("radiolens.evaluate").joinpath("templates", TEMPLATE).read_text(encoding="utf-8")
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True)
-    env.filters["fmt"] = _fmt
-    env.filters["ci"] = _ci
-    env.filters["rate"] = _rate
-    env.globals["template_source"] = source
-    return env
+FILTERS = {"fmt": _fmt, "ci": _ci, "rate": _rate}
 
 
 def _figures(result: EvaluationResult) -> dict[str, str]:
@@ -82,24 +72,25 @@ def _figures(result: EvaluationResult) -> dict[str, str]:
 
 
 def render_html(result: EvaluationResult, title: str = "Evaluation report", model_info: dict | None = None,
-                triage: dict | None = None) -> str:
-    """``triage``: a ``radiolens triage-fit`` triage.json; adds the rule and its test risk-coverage curve."""
-    env = _environment()
-    template = env.from_string(env.globals["template_source"])
+                triage: dict | None = None, examples: list[dict] | None = None) -> str:
+    """``triage``: a ``radiolens triage-fit`` triage.json; adds the rule and its test risk-coverage curve.
+    ``examples``: thumbnails of the most confident errors (:func:`radiolens.evaluate.error_examples.thumbnails`)."""
     figs = _figures(result)
     rc = (triage or {}).get("risk_coverage_test")
     if rc and rc.get("coverage"):
         figs["risk_coverage"] = plots.to_data_uri(
             plots.risk_coverage_figure(rc, (triage.get("test") or {}).get("referral_rate")))
-    return template.render(
-        title=title, r=result.to_dict(), model_info=json_safe(model_info or {}), figs=figs,
-        triage=json_safe(triage) if triage else None,
+    return render(
+        "radiolens.evaluate", TEMPLATE, FILTERS, title=title, r=result.to_dict(),
+        model_info=json_safe(model_info or {}), figs=figs, triage=json_safe(triage) if triage else None,
+        examples=list(examples or []),
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), version=__version__,
     )
 
 
 def write_report(result: EvaluationResult, out_dir: str | Path, title: str = "Evaluation report",
-                 model_info: dict | None = None, triage: dict | None = None) -> dict[str, Path]:
+                 model_info: dict | None = None, triage: dict | None = None,
+                 examples: list[dict] | None = None) -> dict[str, Path]:
     """Write ``report.html`` and ``metrics.json`` into ``out_dir`` (created if needed); returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,5 +102,5 @@ def write_report(result: EvaluationResult, out_dir: str | Path, title: str = "Ev
     json_path = out / "metrics.json"
     json_path.write_text(json.dumps(payload, indent=2, allow_nan=False), encoding="utf-8")
     html_path = out / "report.html"
-    html_path.write_text(render_html(result, title, model_info, triage), encoding="utf-8")
+    html_path.write_text(render_html(result, title, model_info, triage, examples), encoding="utf-8")
     return {"html": html_path, "json": json_path}

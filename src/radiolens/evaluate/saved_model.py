@@ -99,6 +99,7 @@ def evaluate_bundle(model_path: Path, manifest_path: Path, out: Path,
                     options: BundleEvaluationOptions | None = None) -> BundleEvaluation:
     """Evaluate the bundle at ``model_path`` on ``manifest_path`` (patient leakage refused) and write
     ``report.html`` + ``metrics.json`` into ``out``."""
+    from radiolens.evaluate.error_examples import report_examples
     from radiolens.evaluate.report import write_report
 
     opts = options or BundleEvaluationOptions()
@@ -123,6 +124,8 @@ def evaluate_bundle(model_path: Path, manifest_path: Path, out: Path,
                   "input_size": list(info.input_size), "classes": info.class_names,
                   "evaluated_split": split or "all", "threshold_split": val_split or "none (T=1, 0.5)"}
     triage = read_triage(opts.triage_json, bundle.sha256) if opts.triage_json else None
+    examples = report_examples(info.task, info.class_names, test_logits, test_targets, ev.temperature,
+                               ev.thresholds, test_m.absolute_paths())
     paths = write_report(ev, out, title=f"{info.name}: evaluation on {manifest_path.name} ({split or 'all'})",
-                         model_info=model_info, triage=triage)
+                         model_info=model_info, triage=triage, examples=examples)
     return BundleEvaluation(report=paths["html"], metrics=paths["json"], result=ev)

@@ -11,16 +11,15 @@ import html
 import json
 import time
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 import numpy as np
 from matplotlib.figure import Figure
 
 from radiolens import __version__
 from radiolens.evaluate.plots import to_data_uri
+from radiolens.evaluate.templating import render
 from radiolens.monitor.config import DriftConfig
 from radiolens.monitor.drift import DRIFT, INSUFFICIENT, WindowReport, evaluate_window
 from radiolens.monitor.profile import MonitoringProfile
@@ -172,10 +171,8 @@ def write_report(content: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pa
             fig = family_figure(title, match, reports, content["alerts"])
             if fig is not None:
                 figures.append((title, to_data_uri(fig)))
-    source = resources.files("radiolens.monitor").joinpath("templates", "monitor_report.html").read_text("utf-8")
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    page = env.from_string(source).render(c=content, figures=figures, latest=content["checks"][-1]
-                                          if content["checks"] else None, esc=html.escape)
+    page = render("radiolens.monitor", "monitor_report.html", c=content, figures=figures,
+                  latest=content["checks"][-1] if content["checks"] else None, esc=html.escape)
     html_path, json_path = out / "monitoring_report.html", out / "monitoring_report.json"
     html_path.write_text(page, encoding="utf-8")
     json_path.write_text(json.dumps(content, indent=1, default=str), encoding="utf-8")

@@ -56,6 +56,7 @@ def run_training_job(cfg: TrainConfig, out_dir: str | Path,
     import torch
 
     from radiolens.evaluate import evaluate_predictions, write_report
+    from radiolens.evaluate.error_examples import report_examples
     from radiolens.train.pipeline import train_model
     from radiolens.train.plots import training_curves_png
 
@@ -86,8 +87,11 @@ def run_training_job(cfg: TrainConfig, out_dir: str | Path,
                   "n_train": info.training["n_train"], "n_val": info.training["n_val"],
                   "n_test": info.training["n_test"], "epochs_run": info.training["epochs_run"],
                   "best_epoch": result.best_epoch, "train_seconds": round(result.timings["total_s"], 1)}
+    evaluated = cfg.data.test_split if result.test is not None else cfg.data.val_split
+    examples = report_examples(info.task, info.class_names, outputs.logits, outputs.targets, ev.temperature,
+                               ev.thresholds, result.manifest.subset(evaluated).absolute_paths())
     paths = write_report(ev, out_dir / "report", title=f"{cfg.name}: {info.arch} ({info.task})",
-                         model_info=model_info)
+                         model_info=model_info, examples=examples)
     curves = training_curves_png(result.history, out_dir / "training_curves.png")
     headline = headline_metrics(ev.to_dict())
     if result.mlflow_run_id:
