@@ -26,7 +26,10 @@ app = typer.Typer(
     "Advisory only: decision support for qualified readers, never a diagnosis.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # shell completion (bash, zsh, fish, PowerShell) via --install-completion / --show-completion, and -h as
+    # --help on every command (Click passes help_option_names down to every subcommand's context)
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
