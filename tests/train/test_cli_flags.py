@@ -127,3 +127,44 @@ def test_train_flags_reach_the_run(pneumonia_tiny, tmp_path, tiny_config):
                         env={"COLUMNS": "200"})
     assert res.exit_code == 2 and "Invalid value for '--task'" in res.output and "'nonsense'" in res.output
     assert "Traceback" not in res.output and not (tmp_path / "bad").exists()
+
+
+def _bare_config(tmp_path: Path) -> Path:
+    """A config whose manifest does not exist: anything that reads data would fail on it."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "t", "data": {"manifest": str(tmp_path / "absent.csv"),
+                                                         "label": {"task": "binary", "columns": ["label"]}},
+                                   "optim": {"epochs": 5, "lr": 0.001}}))
+    return cfg
+
+
+def test_set_overrides_and_print_config_read_no_data(tmp_path):
+    cfg = _bare_config(tmp_path)
+    res = runner.invoke(app, ["train", "-c", str(cfg), "--epochs", "7", "--set", "optim.lr=3e-4",
+                              "--set", "augment.enabled=false", "--set", "model.arch=resnet18",
+                              "--set", "optim.epochs=9", "--print-config"])
+    assert res.exit_code == 0, res.output
+    shown = yaml.safe_load(res.stdout)
+    assert shown["optim"]["lr"] == 3e-4 and shown["augment"]["enabled"] is False
+    assert shown["model"]["arch"] == "resnet18"
+    assert shown["optim"]["epochs"] == 9  # --set is applied after the named options
+    assert shown["data"]["manifest"].endswith("absent.csv")  # printed, never opened
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("optim.lrr=1", "optim.lrr"),
+    ("optim.lr=fast", "optim.lr"),
+    ("optim.lr", "expected KEY=VALUE"),
+    ("optim..lr=1", "expected KEY=VALUE"),
+    ("seed.x=1", "seed: Input should be a valid integer"),
+])
+def test_bad_set_is_one_line_before_any_data(tmp_path, item, message):
+    res = runner.invoke(app, ["train", "-c", str(_bare_config(tmp_path)), "-o", str(tmp_path / "out"),
+                              "--set", item])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_without_out_is_refused_unless_printing(tmp_path):
+    res = runner.invoke(app, ["train", "-c", str(_bare_config(tmp_path))])
+    assert res.exit_code == 2 and "--out is required" in res.output

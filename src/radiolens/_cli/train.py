@@ -9,11 +9,13 @@ from typing import Literal
 import typer
 
 from radiolens._cli.common import LOSSES, SCHEDULERS, TASKS, friendly_errors, operating_point_option
+from radiolens.errors import ConfigError
 
 
 def train_cmd(
     config: Path = typer.Option(..., "--config", "-c", help="YAML training config (see configs/)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: model.pt, report/, mlflow.db."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder: model.pt, report/, mlflow.db "
+                                                               "(required unless --print-config)."),
     manifest: Path | None = typer.Option(None, help="Use this manifest CSV instead of the config's data."),
     arch: str | None = typer.Option(None, help="Registry model name (radiolens models lists them)."),
     input_size: int | None = typer.Option(None, help="Model input size in pixels (square)."),
@@ -48,9 +50,16 @@ def train_cmd(
     n_bootstrap: int | None = typer.Option(None, help="Bootstrap resamples for the CIs."),
     mlflow: bool | None = typer.Option(None, "--mlflow/--no-mlflow", help="Track to <out>/mlflow.db."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress"),
+    set_: list[str] | None = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                          help="Override any config field by its dotted key (repeatable), e.g. "
+                                               "--set optim.lr=3e-4; applied after the named options."),
+    print_config: bool = typer.Option(False, "--print-config",
+                                      help="Print the resolved config (file + options) as YAML and exit."),
 ) -> None:
-    """Train a classifier from a typed YAML config, evaluate it and write model.pt + an HTML report."""
-    from radiolens.train.config import label_overrides, load_config
+    """Train a classifier from a typed YAML config, evaluate it and write model.pt + an HTML report.
+
+    The whole config, with every option applied, is validated before any manifest or image is read."""
+    from radiolens.train.config import config_yaml, label_overrides, load_config, parse_set_overrides
     from radiolens.train.job import run_training_job
 
     overrides = {"model.arch": arch, "model.input_size": input_size, "optim.epochs": epochs,
@@ -69,7 +78,13 @@ def train_cmd(
     label, label_clear = label_overrides(task, label_column, positive, negative, classes)
     overrides.update(label)
     clear += label_clear
+    overrides.update(parse_set_overrides(set_))
     cfg = load_config(config, overrides, tuple(clear))
+    if print_config:
+        typer.echo(config_yaml(cfg), nl=False)
+        return
+    if out is None:
+        raise ConfigError("--out is required (the folder for model.pt, report/ and mlflow.db)")
     summary = run_training_job(cfg, out, echo=lambda m: typer.echo(m, err=True))
     shown = ", ".join(f"{k}={v:.3f}" for k, v in summary.headline.items() if isinstance(v, float))
     typer.echo(f"model:  {summary.model}\nreport: {summary.report}\ntest:   {shown}\n"

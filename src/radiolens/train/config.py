@@ -197,6 +197,32 @@ def config_from_dict(raw: dict, overrides: dict | None = None, source: str = "co
         raise ConfigError(f"{source}: {where}: {first['msg']} ({exc.error_count()} error(s))") from exc
 
 
+def parse_set_overrides(items: list[str] | None) -> dict:
+    """``["optim.lr=3e-4", "augment.enabled=false"]`` (``radiolens train --set``) -> dotted overrides for
+    :func:`load_config`. Values are read as YAML scalars or flow collections (``[a, b]``), then the whole config
+    is validated by its pydantic model, so an unknown key or a value of the wrong type is refused before any
+    data is read."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=3e-4")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {key}: the value is not a YAML scalar or list") from exc
+        if value is None:
+            raise ConfigError(f"--set {key}: empty value (write null-able keys in the config file)")
+        out[key] = value
+    return out
+
+
+def config_yaml(cfg: TrainConfig) -> str:
+    """The resolved config as YAML (``radiolens train --print-config``): what a run with these options uses."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
 def label_overrides(task: str | None, columns: list[str] | None, positive: str | None,
                     negative: list[str] | None, classes: str | None) -> tuple[dict, list[str]]:
     """Dotted overrides of ``data.label`` (for :func:`load_config`) from the label options of a run, plus the
