@@ -79,11 +79,12 @@ def test_run_server_prepares_state_then_runs_uvicorn(recorded_run, bundle_path, 
     assert env[HEADER_TIMEOUT_ENV] == "7.5" and env[DEID_SECRET_ENV] == SECRET
     assert SECRET not in env[SETTINGS_ENV]  # the secret never travels inside the settings JSON
     assert ServeSettings.model_validate_json(env[SETTINGS_ENV]).model_path == bundle_path
-    assert len(lines) == 1 and "registered for this database" in lines[0] and SECRET not in lines[0]
+    assert len(lines) == 2 and "registered for this database" in lines[0] and SECRET not in "".join(lines)
+    assert lines[1].startswith("web viewer: http://127.0.0.1:8123/viewer/")
     assert (tmp_path / "st" / "radiolens.db").is_file()
 
     run_server(settings, host="127.0.0.1", port=8123, workers=1, log_level="info", echo=lines.append)
-    assert "unchanged for this database" in lines[-1]
+    assert "unchanged for this database" in lines[-2]
     other = settings.model_copy(update={"deid_secret": SECRET[::-1]})
     with pytest.raises(ConfigError):
         run_server(other, host="127.0.0.1", port=8123, workers=1, log_level="info", echo=lines.append)

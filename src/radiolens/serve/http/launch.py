@@ -72,6 +72,18 @@ def prepare_state(settings: ServeSettings, echo: Callable[[str], None]) -> str:
     return outcome
 
 
+def viewer_line(host: str, port: int, tls: bool) -> str:
+    """Where a reader opens the web viewer. A wildcard bind address is not something a browser can open, so
+    this machine's name stands in for it (readers elsewhere use the name or address IT gives them)."""
+    import socket
+
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:  # an IPv6 literal goes in brackets in a URL
+        shown = f"[{shown}]"
+    base = f"{'https' if tls else 'http'}://{shown}:{port}"
+    return f"web viewer: {base}/viewer/  (API reference: {base}/docs, health: {base}/healthz)"
+
+
 def run_server(settings: ServeSettings, *, host: str, port: int, workers: int, log_level: str,
                ssl_keyfile: Path | None = None, ssl_certfile: Path | None = None,
                echo: Callable[[str], None] = print) -> None:
@@ -90,6 +102,7 @@ def run_server(settings: ServeSettings, *, host: str, port: int, workers: int, l
     with private_umask():
         prepare_state(settings, echo)
         os.environ[HEADER_TIMEOUT_ENV] = str(settings.header_timeout_s)  # read by the protocol in every worker
+        echo(viewer_line(host, port, tls=ssl_certfile is not None))
         with metrics_dir:
             uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, http=HeaderTimeoutH11Protocol,
