@@ -151,3 +151,14 @@ def test_serve_init_modules_stay_minimal():
     for sub in ("store", "runtime", "http"):
         body = ast.parse((SERVE / sub / "__init__.py").read_text(encoding="utf-8")).body
         assert len(body) == 1 and isinstance(body[0], ast.Expr), f"serve/{sub}/__init__.py holds a docstring only"
+
+
+def test_the_package_init_reexports_lazily():
+    """``radiolens/__init__.py`` imports nothing of radiolens when it runs (only for type checkers), and what it
+    re-exports on first use comes from the modules the layer rule allows it."""
+    tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
+    eager = [n.lineno for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)
+             and any(name.startswith("radiolens") for name in
+                     ([a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""]))]
+    assert not eager, f"radiolens/__init__.py imports radiolens modules eagerly at lines {eager}"
+    assert {module.split(".")[1] for module in radiolens._EXPORTS.values()} <= INIT_REEXPORTS
