@@ -247,8 +247,8 @@ class Model:
 
     def explain(self, image: ImageSource) -> Explanation:
         """The record with the heatmap of its decision's class at the size of the input image."""
-        img, item = self._prepare(image)
         self._need_heatmaps()
+        img, item = self._prepare(image)
         return self._explained(self.predictor.predict(item, heatmap=True), img)
 
     def explain_batch(self, images: Iterable[ImageSource], *, batch_size: int | None = None,

@@ -295,3 +295,20 @@ def test_onnx_model_without_torch(api_model_files, images, tmp_path):
     blocked = _python("import radiolens\n"
                       f"radiolens.load_model({str(api_model_files[0])!r})", env)
     assert blocked.returncode != 0 and "radiolens[train]" in blocked.stderr  # a .pt needs PyTorch, and says so
+
+
+def test_an_export_without_feature_maps_predicts_but_cannot_explain(api_model_files, images, tmp_path):
+    from radiolens.io import read_image
+    from radiolens.models.bundle import ModelBundle
+    from radiolens.models.export import export_onnx
+
+    bundle = ModelBundle.load(api_model_files[0])
+    check = np.stack([bundle.preprocess(read_image(p)).numpy() for p in sorted(images.glob("kermany_*.jpeg"))])
+    export_onnx(bundle, tmp_path / "plain.onnx", check, cam_features=False)
+    model = radiolens.load_model(tmp_path / "plain.onnx")
+    assert model.heatmap_method is None
+    assert model.predict(images / "siim.dcm").class_probabilities  # predicting needs no feature maps
+    with pytest.raises(ModelError, match="no heatmaps"):
+        model.explain(images / "siim.dcm")
+    with pytest.raises(ModelError, match="no heatmaps"):
+        model.explain_batch([images / "siim.dcm"])
