@@ -25,13 +25,18 @@ LAYERS = {
     "monitor": 7,
     # the one prediction path: every driver above it (predict, serve, and those to come) calls it
     "pipeline": 8,
-    "predict": 9,
+    # drivers over the pipeline: batch scoring, and the in-process Python API (radiolens.load_model)
+    "predict": 9, "python_api": 9,
     "serve": 10,
     "gateway": 11,
     "_cli": 12,
     "cli": 13,
 }
 ROOT = Path(radiolens.__file__).parent
+#: The package's own ``__init__`` is level 0 (every module may read ``__version__``) but re-exports the Python
+#: API and the record types (``radiolens.load_model``): only these, imported on first use (PEP 562), so that
+#: ``import radiolens`` loads nothing above it (``tests/test_python_api.py`` checks that torch stays out).
+INIT_REEXPORTS = {"python_api", "pipeline"}
 
 
 def _top(path: Path) -> str:
@@ -71,6 +76,8 @@ def test_no_module_imports_a_higher_or_sibling_layer():
                 bad.append(f"{path.relative_to(ROOT)}:{line} relative import (use radiolens.<package>)")
                 continue
             if name == top or name == "__version__":
+                continue
+            if path == ROOT / "__init__.py" and name in INIT_REEXPORTS:
                 continue
             if name not in LAYERS or LAYERS[name] >= LAYERS[top]:
                 bad.append(f"{path.relative_to(ROOT)}:{line} {top} (layer {LAYERS[top]}) imports {name} "
@@ -144,3 +151,14 @@ def test_serve_init_modules_stay_minimal():
     for sub in ("store", "runtime", "http"):
         body = ast.parse((SERVE / sub / "__init__.py").read_text(encoding="utf-8")).body
         assert len(body) == 1 and isinstance(body[0], ast.Expr), f"serve/{sub}/__init__.py holds a docstring only"
+
+
+def test_the_package_init_reexports_lazily():
+    """``radiolens/__init__.py`` imports nothing of radiolens when it runs (only for type checkers), and what it
+    re-exports on first use comes from the modules the layer rule allows it."""
+    tree = ast.parse((ROOT / "__init__.py").read_text(encoding="utf-8"))
+    eager = [n.lineno for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)
+             and any(name.startswith("radiolens") for name in
+                     ([a.name for a in n.names] if isinstance(n, ast.Import) else [n.module or ""]))]
+    assert not eager, f"radiolens/__init__.py imports radiolens modules eagerly at lines {eager}"
+    assert {module.split(".")[1] for module in radiolens._EXPORTS.values()} <= INIT_REEXPORTS

@@ -53,6 +53,20 @@ class UnreadableImageError(InputError):
     code = "unreadable_image"
 
 
+class UnsupportedInputError(InputError):
+    """Something that is not an image source was given where one is expected (the Python API takes a path, a
+    NumPy array or a pydicom data set)."""
+
+    code = "unsupported_input"
+
+
+class PixelRangeError(InputError):
+    """An in-memory pixel array breaks the intensity convention (float in [0, 1], or uint8 / uint16 over their
+    full range), has NaN or infinite values, or an unsupported dtype."""
+
+    code = "bad_pixel_range"
+
+
 class BurnedInAnnotationError(InputError):
     """De-identification refused: the pixels may carry burned-in text."""
 

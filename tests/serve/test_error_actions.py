@@ -108,9 +108,11 @@ def test_every_input_error_code_has_its_own_action():
     from radiolens.serve.runtime import service
     from radiolens.serve.store import audit, auth
 
-    # inputs of CLI commands only (manifests, `monitor baseline`), never an HTTP answer
+    # inputs of CLI commands only (manifests, `monitor baseline`) and of the Python API only (in-memory arrays
+    # and objects given to `radiolens.load_model(...).predict`), never an HTTP answer
     cli_only = {radiolens.errors.ManifestError.code, radiolens.errors.DataLeakageError.code,
-                radiolens.errors.GateCalibrationError.code}
+                radiolens.errors.GateCalibrationError.code, radiolens.errors.PixelRangeError.code,
+                radiolens.errors.UnsupportedInputError.code}
     missing = (_codes(radiolens.errors) | _codes(service) | _codes(audit) | _codes(auth)) - cli_only - set(ACTIONS)
     assert not missing
     for code, action in ACTIONS.items():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from radiolens.errors import ImageDimensionError, UnreadableImageError
+from radiolens.errors import ImageDimensionError, PixelRangeError, UnreadableImageError
 from radiolens.io import formats
 from radiolens.io.formats import UPLOAD_NAME
 from radiolens.io.image import ImageMeta, RadioImage, Window
@@ -101,6 +101,62 @@ def _decode(source: Path | io.BytesIO, name: str, fmt: str, window: Window | Non
     if chroma is not None:
         meta.extra["chroma"] = round(chroma, 4)
     return RadioImage(pixels=np.ascontiguousarray(out, dtype=np.float32), meta=meta)
+
+
+#: ``ImageMeta.source_format`` of pixels handed over in memory (no file, so no header to read).
+ARRAY_FORMAT = "array"
+
+
+def image_from_array(array: np.ndarray, *, name: str = "array") -> RadioImage:
+    """Pixels already in memory (a notebook's NumPy array) -> the same :class:`RadioImage` a PNG of them gives.
+
+    The intensity convention is the raster files': display-ready grey values, bright = dense (MONOCHROME2),
+    - ``uint8`` / ``uint16``: the full range of the type (0..255, 0..65535), as an 8- or 16-bit PNG maps;
+    - floating point: already in [0, 1] (a [0, 1] array is taken as is, never rescaled by its own min and max,
+      so a dark image stays dark).
+    Shapes: (H, W), (H, W, 1), or (H, W, 3) / (H, W, 4) RGB(A), turned grey with the same BT.601 weights as a
+    colour file (alpha dropped), and measured for colour so the input gate can refuse a colour picture.
+    Anything else (other dtypes, values outside the range, NaN) is refused with a typed error, because a
+    mis-scaled array gives confident nonsense rather than an error further down.
+    """
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ImageDimensionError(f"{name}: expected a (H, W), (H, W, 1) or (H, W, 3|4) array, got shape "
+                                  f"{tuple(arr.shape)}")
+    integer = arr.dtype in (np.uint8, np.uint16)
+    if not integer and not np.issubdtype(arr.dtype, np.floating):
+        raise PixelRangeError(f"{name}: dtype {arr.dtype} is not supported: give uint8 (0..255), uint16 "
+                              "(0..65535) or floating point in [0, 1]")
+    samples = 1 if arr.ndim == 2 else int(arr.shape[-1])
+    peak, bits = (_peak(arr.dtype), 8 * arr.dtype.itemsize) if integer else (1.0, None)
+    check_dimensions(name, int(arr.shape[0]), int(arr.shape[1]), samples=samples, bits=8 * arr.dtype.itemsize)
+    if not integer:
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            raise PixelRangeError(f"{name}: contains NaN or infinite values")
+        if lo < 0.0 or hi > 1.0:
+            raise PixelRangeError(f"{name}: floating-point pixels must lie in [0, 1] (got {lo:.4g}..{hi:.4g}); "
+                                  "divide 8-bit values by 255, or window CT/raw values first")
+    chroma = None
+    if arr.ndim == 3:
+        rgb = arr[..., :3]
+        if arr.dtype == np.uint8:  # exactly what reading a colour PNG/JPEG of these pixels does (Pillow's luma)
+            im = Image.fromarray(np.ascontiguousarray(rgb))
+            chroma = _chroma(im)
+            arr = np.asarray(im.convert("L"))
+        else:
+            chroma = _chroma(Image.fromarray(np.clip(np.rint(rgb * (255.0 / peak)), 0, 255).astype(np.uint8)))
+            arr = _grey(rgb.astype(np.float32))
+    out = np.clip(arr.astype(np.float32) * np.float32(1.0 / peak), 0, 1).astype(np.float32, copy=False)
+    meta = ImageMeta(source_format=ARRAY_FORMAT, rows=int(out.shape[0]), columns=int(out.shape[1]),
+                     photometric_interpretation="MONOCHROME2",
+                     bits_stored=bits,
+                     window_used=Window(center=peak / 2.0, width=peak), window_source="full_range")
+    if chroma is not None:
+        meta.extra["chroma"] = round(chroma, 4)
+    return RadioImage(pixels=np.ascontiguousarray(out), meta=meta)
 
 
 def _chroma(rgb: Image.Image) -> float:

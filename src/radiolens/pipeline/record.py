@@ -111,6 +111,27 @@ class PredictionRecord:
         """(outputs,) calibrated, as the model computed them (also for a withheld image; None if never run)."""
         return self.raw_probabilities
 
+    @property
+    def class_probabilities(self) -> dict[str, float]:
+        """Calibrated probability by class name; empty when not assessed (the gate refused the image)."""
+        return {s.name: float(s.probability) for s in self.scores}
+
+    @property
+    def decisions(self) -> dict[str, bool]:
+        """The decision at the operating point by class name; empty when not assessed."""
+        return {s.name: bool(s.positive) for s in self.scores}
+
+    def __repr__(self) -> str:
+        """One readable line for a notebook: what was decided, why it is (not) for review, what the gate said.
+        The full record, with thresholds and provenance, is ``to_dict()``."""
+        r, g = self.review, self.gate
+        parts = [f"status={self.status!r}", f"label={self.label!r}"]
+        if self.scores:
+            parts.append("probabilities={" + ", ".join(f"{s.name!r}: {s.probability:.4f}" for s in self.scores) + "}")
+        parts.append(f"review={'yes' if r.flag else 'no'} ({r.reason})")
+        parts.append("gate=" + ("passed" if g.passed else f"refused ({g.reason()})"))
+        return f"PredictionRecord({', '.join(parts)}, model={self.provenance.label!r})"
+
     def withheld(self, status: str, reason: str) -> PredictionRecord:
         """This record not assessed (``status`` != OK): no scores, no decision, flagged for review."""
         return replace(self, status=status, scores=[], label=NOT_ASSESSED, positive_classes=[],
