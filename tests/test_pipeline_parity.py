@@ -13,78 +13,32 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
+from tests.kermany_models import NON_CHEST, driver_images, registered_small_cnn
 
-from radiolens.io import read_image
 from radiolens.models.backends import load_backend
-from radiolens.models.bundle import BundleInfo, ModelBundle
-from radiolens.models.export import export_onnx
-from radiolens.models.registry import create_model
-from radiolens.monitor import build_profile, register
 from radiolens.predict import PredictConfig, Scorer, discover
 
 pytestmark = pytest.mark.realdata
 
 SECRET = "test-deid-secret-not-for-production"
-NON_CHEST = ("693_UNCR.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm")  # CT, MR, ultrasound
-
-
-def _kermany(data_dir: Path, split: str, per_class: int) -> list[tuple[Path, int]]:
-    root = data_dir / "kermany_pediatric_pneumonia"
-    rows: dict[int, list[tuple[Path, int]]] = {0: [], 1: []}
-    with open(root / "manifest.csv") as fh:
-        for r in csv.DictReader(fh):
-            lab = int(r["label_int"])
-            if r["split"] == split and len(rows[lab]) < per_class:
-                rows[lab].append((root / r["path"], lab))
-    return rows[0] + rows[1]
 
 
 @pytest.fixture(scope="module")
 def model_files(data_dir, quick_fit, tmp_path_factory) -> tuple[Path, Path]:
     """(registered .pt, its fp32 ONNX export with the embedding output)."""
-    torch.manual_seed(0)
-    info = BundleInfo(arch="small_cnn", task="binary", class_names=["pneumonia"], input_size=(32, 32),
-                      name="parity-small-cnn", version="0.test")
-    bundle = ModelBundle(info=info, model=create_model("small_cnn", 1))
-    train = _kermany(data_dir, "train", 100)
-    x = torch.stack([bundle.preprocess(read_image(p)) for p, _ in train])
-    quick_fit(bundle, x, torch.tensor([[float(lab)] for _, lab in train]), epochs=3)
-    root = data_dir / "kermany_pediatric_pneumonia"
-    with open(root / "manifest.csv") as fh:  # enough validation patients for the gate's calibration half
-        val = [root / r["path"] for r in csv.DictReader(fh) if r["split"] == "val"][::5]
-    register(bundle, build_profile(bundle, (read_image(p) for p in val), None, source="kermany val"))
-    out = tmp_path_factory.mktemp("parity-model")
-    bundle.save(out / "m.pt")
-    bundle = ModelBundle.load(out / "m.pt")
-    export_onnx(bundle, out / "m.onnx", torch.stack([bundle.preprocess(read_image(p)) for p in val[:16]]).numpy())
-    return out / "m.pt", out / "m.onnx"
+    return registered_small_cnn(data_dir, quick_fit, tmp_path_factory.mktemp("parity-model"), "parity-small-cnn")
 
 
 @pytest.fixture(scope="module")
 def images(data_dir, pydicom_data_files, tmp_path_factory) -> Path:
     """A folder of the real images under plain names (the batch input); the service gets the same bytes."""
-    root = tmp_path_factory.mktemp("parity-images")
-    for i, (path, _) in enumerate(_kermany(data_dir, "val", 4)):
-        shutil.copy(path, root / f"kermany_{i}.jpeg")
-    siim = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))[0]
-    ds = pydicom.dcmread(str(siim))
-    ds.BurnedInAnnotation = "NO"  # reviewed by the site: the image has no burned-in text
-    ds.save_as(root / "siim.dcm", enforce_file_format=True)
-    by_name = {p.name: p for p in pydicom_data_files}
-    for name in NON_CHEST:  # as a site sends them after review (the service refuses undeclared burned-in text)
-        ds = pydicom.dcmread(str(by_name[name]))
-        ds.BurnedInAnnotation = "NO"
-        ds.save_as(root / name, enforce_file_format=True)
-    return root
+    return driver_images(tmp_path_factory.mktemp("parity-images"), data_dir, pydicom_data_files, reviewed=True)
 
 
 def _service_answers(model_pt: Path, onnx: Path | None, root: Path, tmp: Path) -> dict[str, dict]:

@@ -17,7 +17,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from tests.python_api.conftest import kermany_rows
+from tests.kermany_models import NON_CHEST, driver_images
 
 import radiolens
 from radiolens.errors import (
@@ -34,22 +34,13 @@ from radiolens.python_api import heatmap_at
 
 pytestmark = pytest.mark.realdata
 
-NON_CHEST = ("693_UNCR.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm")  # CT, MR, ultrasound (pydicom-data)
 SRC = str(Path(radiolens.__file__).parents[1])
 
 
 @pytest.fixture(scope="module")
 def images(data_dir, pydicom_data_files, tmp_path_factory) -> Path:
     """Real images under plain names: Kermany JPEGs of both classes, the SIIM chest DICOM, CT / MR / US files."""
-    root = tmp_path_factory.mktemp("api-images")
-    for i, (path, _) in enumerate(kermany_rows(data_dir, "val", 4)):
-        shutil.copy(path, root / f"kermany_{i}.jpeg")
-    siim = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))[0]
-    shutil.copy(siim, root / "siim.dcm")
-    by_name = {p.name: p for p in pydicom_data_files}
-    for name in NON_CHEST:
-        shutil.copy(by_name[name], root / name)
-    return root
+    return driver_images(tmp_path_factory.mktemp("api-images"), data_dir, pydicom_data_files, reviewed=False)
 
 
 def _python(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
