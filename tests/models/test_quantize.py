@@ -53,6 +53,9 @@ def fitted(tmp_path_factory, data_dir):
     cal, _ = load_preprocessed([it for it in val if group_half(it) == 0], bundle.info, limit=64)
     test_x, test_items = load_preprocessed([it for it in val if group_half(it) == 1], bundle.info, limit=200)
     fp32 = root / "m.onnx"
+    # the label definition a training run records: the word column, so quantize needs no 0/1 column
+    bundle.info.training["label"] = {"task": "binary", "columns": ["label"], "positive": "PNEUMONIA",
+                                     "negative": "NORMAL"}
     bundle.save(root / "m.pt")  # first, so the export records the .pt's sha256 as its source
     export_onnx(bundle, fp32, cal[:16])
     return bundle, root, fp32, cal, test_x, np.array([it.label for it in test_items])
@@ -135,6 +138,16 @@ def test_cli_quantize_writes_json_and_metadata(fitted, tmp_path, data_dir):
     payload = json.loads(report.read_text())
     assert {"auroc_fp32", "auroc_int8", "auroc_change", "speedup_int8"} <= set(payload["comparison"])
     assert OnnxBackend(out).info.metrics["int8_vs_fp32"]["auroc_int8"] == payload["comparison"]["auroc_int8"]
+    # labels came from the model's own definition (PNEUMONIA/NORMAL words); the 0/1 column gives the same
+    again = CliRunner().invoke(app, ["quantize", "-m", str(fp32), "-o", str(tmp_path / "q2.onnx"),
+                                     "--calibration", manifest, "--calibration-split", "val",
+                                     "--calibration-count", "32", "--eval", manifest, "--eval-split", "val",
+                                     "--eval-count", "120", "--threads", "1", "-l", "label_int",
+                                     "--report", str(tmp_path / "q2.json")])
+    assert again.exit_code == 0, again.output
+    explicit = json.loads((tmp_path / "q2.json").read_text())["comparison"]
+    assert explicit["auroc_fp32"] == payload["comparison"]["auroc_fp32"]
+    assert explicit["n_eval_images"] == payload["comparison"]["n_eval_images"]
 
 
 def test_cli_quantize_rejects_a_non_onnx_model(fitted, tmp_path, data_dir):
@@ -151,7 +164,8 @@ def test_model_card_shows_the_measured_int8_result(fitted, tmp_path, data_dir):
     manifest = str(data_dir / "kermany_pediatric_pneumonia" / "manifest.csv")
     out, report = tmp_path / "q.onnx", tmp_path / "q.json"
     runner = CliRunner()
-    result = runner.invoke(app, ["quantize", "--model", str(fp32), "--out", str(out), "--calibration", manifest,
+    result = runner.invoke(app, ["quantize", "-m", str(fp32), "-o", str(out), "--calibration", manifest,
+                                 "-l", "label_int",  # an explicit 0/1 column instead of the model's definition
                                  "--calibration-split", "val", "--calibration-count", "40", "--eval", manifest,
                                  "--eval-split", "val", "--eval-count", "150", "--threads", "1",
                                  "--report", str(report)])

@@ -24,7 +24,7 @@ def test_threshold_is_chosen_on_patients_not_used_to_fit(monitor_model, kermany,
     monitor_model.save(model)
     out = tmp_path / "registered.pt"
     result = CliRunner().invoke(app, ["monitor", "baseline", "--model", str(model), "--manifest",
-                                      str(root / "manifest.csv"), "--split", "val", "--label", "label_int",
+                                      str(root / "manifest.csv"), "--split", "val", "--label-column", "label_int",
                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     profile = MonitoringProfile.from_bundle(ModelBundle.load(out))

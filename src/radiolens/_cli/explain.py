@@ -40,7 +40,9 @@ def audit_cmd(
     manifest: Path = typer.Option(..., "--manifest"),
     column: list[str] = typer.Option(..., "--column", help="age_band | sex | view | site | any column"),
     out: Path = typer.Option(..., "--out", "-o"),
-    label: str = typer.Option(None, help="0/1 label column (default: the model's own label definition)."),
+    label: str = typer.Option(None, "--label-column", "-l", "--label",
+                              help="0/1 label column (default: the model's own label definition; --label is the "
+                                   "earlier name)."),
     split: str = typer.Option(None, help="Only rows of this split (e.g. test)."),
     n_bootstrap: int = typer.Option(1000),
 ) -> None:
@@ -69,7 +71,9 @@ def triage_cmd(
     manifest: Path = typer.Option(..., "--manifest"),
     out: Path = typer.Option(..., "--out", "-o"),
     budget: float = typer.Option(0.2, help="Maximum fraction of cases referred for human review."),
-    label: str = typer.Option(None, help="0/1 label column (default: the model's own label definition)."),
+    label: str = typer.Option(None, "--label-column", "-l", "--label",
+                              help="0/1 label column (default: the model's own label definition; --label is the "
+                                   "earlier name)."),
     val_split: str = typer.Option("val"),
     test_split: str = typer.Option("test"),
     mc_passes: int = typer.Option(0, help="MC-dropout passes for a spread (0 = threshold margin only)."),

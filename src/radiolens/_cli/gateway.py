@@ -13,7 +13,7 @@ from radiolens._cli.serve import _DB_HELP, _STATE_HELP, _backend, _settings
 
 
 def run_cmd(
-    model: Path = typer.Option(..., "--model", help="ModelBundle .pt file"),
+    model: Path = typer.Option(..., "--model", "-m", help="ModelBundle .pt file"),
     config: Path = typer.Option(None, "--config", help="gateway YAML: AE title, port, peers (allow-list), TLS, "
                                 "routing rules, destination, retries (docs/pacs.md)"),
     ae_title: str = typer.Option(None, "--ae-title", help="this node's AE title (overrides the file)"),

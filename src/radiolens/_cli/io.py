@@ -27,7 +27,7 @@ def _window(center: float | None, width: float | None):
 
 def preview_cmd(
     files: list[Path] = typer.Argument(..., help="Image files (DICOM, PNG, JPEG, TIFF) or folders of them."),
-    out: Path = typer.Option(..., "--out", help="Folder for the PNG previews."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the PNG previews."),
     window_center: float | None = typer.Option(None, "--window-center", help="VOI window centre (overrides the file)."),
     window_width: float | None = typer.Option(None, "--window-width", help="VOI window width (overrides the file)."),
     all_frames: bool = typer.Option(False, "--all-frames", help="One PNG per frame of multi-frame files."),

@@ -35,8 +35,8 @@ def _write_json(path: Path | None, payload: dict) -> None:
 
 
 def export_cmd(
-    model: Path = typer.Option(..., "--model", help="ModelBundle .pt file."),
-    out: Path = typer.Option(..., "--out", help="Output .onnx file."),
+    model: Path = typer.Option(..., "--model", "-m", help="ModelBundle .pt file."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output .onnx file."),
     fmt: Literal[EXPORT_FORMATS] = typer.Option("onnx", "--format", help="Export format."),
     check_images: Path | None = typer.Option(
         None, "--check-images", help="Folder or manifest CSV of real images for the parity check "
@@ -70,15 +70,17 @@ def export_cmd(
 
 
 def quantize_cmd(
-    model: Path = typer.Option(..., "--model", help="fp32 .onnx from `radiolens export`."),
-    out: Path = typer.Option(..., "--out", help="Output int8 .onnx file."),
+    model: Path = typer.Option(..., "--model", "-m", help="fp32 .onnx from `radiolens export`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output int8 .onnx file."),
     calibration: Path = typer.Option(..., "--calibration", help="Folder or manifest CSV of validation images."),
     calibration_split: str | None = typer.Option(None, "--calibration-split"),
     calibration_count: int = typer.Option(128, "--calibration-count", min=1),
     method: Literal[CALIBRATION_METHODS] = typer.Option("minmax", "--method", help="Calibration method."),
     eval_source: Path | None = typer.Option(None, "--eval", help="Labelled manifest CSV to compare fp32 vs int8."),
     eval_split: str | None = typer.Option(None, "--eval-split"),
-    label_column: str = typer.Option("label_int", "--label-column"),
+    label_column: str | None = typer.Option(None, "--label-column", "-l",
+                                            help="0/1 label column of --eval (default: the model's own label "
+                                                 "definition from training)."),
     eval_count: int = typer.Option(400, "--eval-count", min=2),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads for the speed comparison."),
     report: Path | None = typer.Option(None, "--report", help="Write the quantization report as JSON."),

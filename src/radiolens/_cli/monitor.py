@@ -21,13 +21,14 @@ def _monitor_config(path: Path | None):
 
 
 def baseline_cmd(
-    model: Path = typer.Option(..., "--model", help="ModelBundle .pt file"),
+    model: Path = typer.Option(..., "--model", "-m", help="ModelBundle .pt file"),
     manifest: Path = typer.Option(..., "--manifest", help="manifest CSV holding the validation images"),
-    out: Path = typer.Option(..., "--out", help="where to write the registered model (may equal --model)"),
+    out: Path = typer.Option(..., "--out", "-o", help="where to write the registered model (may equal --model)"),
     split: str = typer.Option("val", help="manifest split used as the baseline ('all' for every row); "
                               "must be held out from training"),
-    label: str = typer.Option(None, "--label", help="0/1 label column (default: the model's own label "
-                              "definition); gives the validation error rate reader disagreement is judged by"),
+    label: str = typer.Option(None, "--label-column", "-l", "--label",
+                              help="0/1 label column (default: the model's own label definition; --label is the "
+                              "earlier name); gives the validation error rate reader disagreement is judged by"),
     no_labels: bool = typer.Option(False, "--no-labels", help="build the baseline without labels"),
     max_images: int = typer.Option(2000, "--max-images", min=40, help="random sample of at most this many rows"),
     config: Path = typer.Option(None, "--config", help="monitoring YAML (gate: ..., drift: ...)"),
@@ -71,7 +72,7 @@ def baseline_cmd(
 
 def gate_cmd(
     files: list[Path] = typer.Argument(..., help="DICOM/PNG/JPEG files", show_default=False),
-    model: Path = typer.Option(..., "--model", help="ModelBundle .pt file with a monitoring baseline"),
+    model: Path = typer.Option(..., "--model", "-m", help="ModelBundle .pt file with a monitoring baseline"),
     config: Path = typer.Option(None, "--config", help="monitoring YAML (gate header rules)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
 ) -> None:
@@ -96,7 +97,7 @@ def gate_cmd(
 
 
 def status_cmd(
-    model: Path = typer.Option(..., "--model", help="the ModelBundle the service runs"),
+    model: Path = typer.Option(..., "--model", "-m", help="the ModelBundle the service runs"),
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help="service state folder"),
     config: Path = typer.Option(None, "--config", help="monitoring YAML (drift thresholds)"),
@@ -119,7 +120,7 @@ def status_cmd(
 
 
 def report_cmd(
-    model: Path = typer.Option(..., "--model", help="the ModelBundle the service runs"),
+    model: Path = typer.Option(..., "--model", "-m", help="the ModelBundle the service runs"),
     out: Path = typer.Option(Path("monitoring-report"), "--out", help="output folder"),
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help="service state folder"),

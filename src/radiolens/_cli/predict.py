@@ -13,8 +13,8 @@ from radiolens.errors import ConfigError, InputError
 
 def predict_cmd(
     source: Path = typer.Argument(..., help="Folder (recursive), manifest CSV, DICOM tree or one image."),
-    model: Path = typer.Option(..., "--model", help="ModelBundle .pt or exported .onnx."),
-    out: Path = typer.Option(..., "--out", help="results.csv or results.parquet (appended to; re-runs resume)."),
+    model: Path = typer.Option(..., "--model", "-m", help="ModelBundle .pt or exported .onnx."),
+    out: Path = typer.Option(..., "--out", "-o", help="results.csv or results.parquet (appended to; re-runs resume)."),
     backend: Literal[BACKENDS] | None = typer.Option(None, "--backend", help="Backend (default: by file)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1),
     workers: int | None = typer.Option(None, "--workers", min=0, help="Decoding processes (default: 0 = in the main "

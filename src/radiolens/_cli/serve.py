@@ -71,7 +71,7 @@ def _settings(**values):
 
 
 def serve_cmd(
-    model: Path = typer.Option(..., "--model", help="ModelBundle .pt file, or its ONNX export (`radiolens "
+    model: Path = typer.Option(..., "--model", "-m", help="ModelBundle .pt file, or its ONNX export (`radiolens "
                                "export`), served with ONNX Runtime alone: no PyTorch, no heatmaps or MC-dropout"),
     host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = typer.Option(8000, help="TCP port"),
@@ -217,7 +217,7 @@ def audit_export_cmd(
     since: str = typer.Option(None, help="ISO 8601 start, inclusive (naive = UTC)"),
     until: str = typer.Option(None, help="ISO 8601 end, exclusive"),
     fmt: Literal[AUDIT_FORMATS] = typer.Option("jsonl", "--format", help="output format"),
-    out: Path = typer.Option(None, "--out", help="file to write (default: stdout)"),
+    out: Path = typer.Option(None, "--out", "-o", help="file to write (default: stdout)"),
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
@@ -243,7 +243,7 @@ def db_upgrade_cmd(
 
 
 def db_backup_cmd(
-    out: Path = typer.Option(..., "--out", help="the backup file to write (never overwritten); its manifest is "
+    out: Path = typer.Option(..., "--out", "-o", help="the backup file to write (never overwritten); its manifest is "
                              "written beside it as FILE.manifest.json"),
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),

@@ -15,7 +15,7 @@ metadata, where the model card reads it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from radiolens.models.backends import OnnxBackend
 from radiolens.models.bundle import ModelBundle, file_sha256
 from radiolens.models.export import SOURCE_SHA_KEY, ExportReport, export_onnx, read_metadata
 from radiolens.models.quantize import QuantizeReport, compare_int8, quantize_onnx, record_in_metadata
-from radiolens.predict.sources import discover, group_half, load_preprocessed
+from radiolens.predict.sources import ScoreItem, discover, group_half, load_preprocessed
 
 
 @dataclass
@@ -70,9 +70,30 @@ class QuantizeOptions:
     method: str = "minmax"  #: calibration method (``models.quantize.CalibrationMethod``)
     eval_source: Path | None = None  #: labelled manifest CSV to compare fp32 vs int8 on (None: no comparison)
     eval_split: str | None = None
-    label_column: str = "label_int"
+    label_column: str | None = None  #: 0/1 column; None: the label definition the model was trained with
     eval_count: int = 400
     threads: int | None = None  #: ONNX Runtime threads for the speed comparison
+
+
+def _labelled_items(options: QuantizeOptions, info) -> list[ScoreItem]:
+    """The evaluation images with 0/1 labels: from ``label_column`` when given, else through the label
+    definition stored with the model at training (the same one ``radiolens evaluate`` uses), so a manifest
+    whose label is a word ("PNEUMONIA") needs no extra column."""
+    if options.label_column is not None:
+        return discover(options.eval_source, split=options.eval_split, label_column=options.label_column)
+    from radiolens.data.manifest import LabelSpec, load_manifest
+
+    stored = (info.training or {}).get("label")
+    if not stored or info.task != "binary":
+        raise ConfigError("this model does not record a binary label definition: pass --label-column")
+    manifest = load_manifest(options.eval_source)
+    if options.eval_split is not None:
+        manifest = manifest.subset(options.eval_split)
+    targets, _ = manifest.targets(LabelSpec.model_validate(stored))
+    items = discover(options.eval_source, split=options.eval_split)
+    if len(items) != len(targets):
+        raise InputError("the evaluation manifest's rows and labels do not line up")
+    return [replace(it, label=float(t)) for it, t in zip(items, np.asarray(targets).reshape(-1), strict=True)]
 
 
 def quantize_on_images(model: Path, out: Path, options: QuantizeOptions,
@@ -92,7 +113,7 @@ def quantize_on_images(model: Path, out: Path, options: QuantizeOptions,
     payload: dict[str, Any] = {"quantization": qrep.to_dict(), "model": info.name, "arch": info.arch}
     if options.eval_source is None:
         return payload
-    ev_items = discover(options.eval_source, split=options.eval_split, label_column=options.label_column)
+    ev_items = _labelled_items(options, info)
     if same:
         ev_items = [it for it in ev_items if group_half(it) == 1]
     images, used = load_preprocessed(ev_items, info, limit=options.eval_count)
