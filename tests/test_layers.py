@@ -14,7 +14,7 @@ import radiolens
 #: Lower number = lower layer. Packages on one level must not import each other either.
 LAYERS = {
     "__init__": 0, "errors": 0,
-    "settings": 1,
+    "settings": 1, "progress": 1,
     "io": 2,
     "data": 3,
     "models": 4,

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
-from radiolens import __version__
+from radiolens import __version__, progress
 from radiolens._cli import data as _data
 from radiolens._cli import evaluate as _evaluate
 from radiolens._cli import explain as _explain
@@ -41,8 +43,13 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                      help="Print the version and exit.")) -> None:
+                                      help="Print the version and exit."),
+         show_progress: bool | None = typer.Option(
+             None, "--progress/--no-progress",
+             help="Progress bars with rate and ETA on stderr for long steps (default: when stderr is a terminal)."),
+         ) -> None:
     """radiolens command-line interface."""
+    progress.enable(sys.stderr.isatty() if show_progress is None else show_progress)
 
 
 for _module in (_io, _data, _models, _train, _evaluate, _explain, _monitor, _predict, _serve, _gateway):

@@ -14,6 +14,7 @@ from radiolens.data.manifest import manifest_targets, read_split_rows
 from radiolens.explain.uncertainty import ScoredCases, score_with_uncertainty
 from radiolens.io import read_image
 from radiolens.models.bundle import ModelBundle
+from radiolens.progress import track
 
 
 @dataclass
@@ -29,6 +30,7 @@ def score_manifest(bundle: ModelBundle, manifest: Path, split: str | None, label
     :func:`radiolens.explain.uncertainty.score_with_uncertainty` for ``mc_passes`` and ``ensemble``."""
     frame = read_split_rows(manifest, split)
     y = manifest_targets(frame, manifest, label, bundle.info.training.get("label"))
-    images = (read_image(manifest.parent / p).first_frame() for p in frame["path"])
+    images = (read_image(manifest.parent / p).first_frame()
+              for p in track(frame["path"], f"scoring {split or 'all'}", total=len(frame)))
     scored = score_with_uncertainty(bundle, images, mc_passes=mc_passes, ensemble=ensemble, batch_size=batch_size)
     return ScoredManifest(frame, scored, y)

@@ -20,6 +20,7 @@ from radiolens.io import formats
 from radiolens.io.formats import Frames, read_image
 from radiolens.io.image import RadioImage, Window
 from radiolens.io.writers.preview import write_preview_png
+from radiolens.progress import track
 
 
 def preview_stem(path: Path, image: RadioImage, deidentified: bool) -> str:
@@ -72,14 +73,17 @@ def preview_files(items: Iterable[str | Path], out_dir: str | Path, *, window: W
     directly is always tried, so a missing or unreadable one is reported too.
     """
     summary = PreviewSummary()
-    for item in map(Path, items):
-        paths = formats.iter_input_files(item, keep=lambda p: formats.is_candidate(p, keep_unrecognised=True)) \
-            if item.is_dir() else [item]
-        for path in paths:
-            try:
-                summary.written += render_preview(path, out_dir, window=window, all_frames=all_frames)
-            except RadiolensError as exc:
-                summary.failed += 1
-                if on_error is not None:
-                    on_error(path, exc)
+    def keep(p: Path) -> bool:
+        return formats.is_candidate(p, keep_unrecognised=True)
+
+    # listed first so the bar knows the total (a listing is cheap next to decoding)
+    paths = [path for item in map(Path, items)
+             for path in (formats.iter_input_files(item, keep=keep) if item.is_dir() else [item])]
+    for path in track(paths, "previews", unit="file"):
+        try:
+            summary.written += render_preview(path, out_dir, window=window, all_frames=all_frames)
+        except RadiolensError as exc:
+            summary.failed += 1
+            if on_error is not None:
+                on_error(path, exc)
     return summary

@@ -13,6 +13,7 @@ from radiolens.io import read_image
 from radiolens.models.bundle import ModelBundle
 from radiolens.monitor.config import GateConfig
 from radiolens.monitor.profile import MonitoringProfile, build_profile, register
+from radiolens.progress import track
 
 
 @dataclass
@@ -44,7 +45,8 @@ def register_baseline(bundle: ModelBundle, manifest: Path, gate: GateConfig, opt
     else:
         note(f"note: no complete '{opts.patient_column}' column: every image counts as its own patient, so "
              "images of one patient may both fit and calibrate the gate (optimistic)")
-    images = (read_image(manifest.parent / p) for p in frame["path"])
+    images = (read_image(manifest.parent / p)
+              for p in track(frame["path"], "baseline images", total=len(frame)))
     profile = build_profile(bundle, images, targets, gate, source=f"{manifest.name} split={opts.split or 'all'}",
                             seed=opts.seed, groups=groups)
     register(bundle, profile, allow_high_rejection=opts.allow_high_rejection)

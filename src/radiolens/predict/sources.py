@@ -18,6 +18,7 @@ from radiolens.io import formats
 from radiolens.io.formats import read_image
 from radiolens.models.backends import preprocess
 from radiolens.models.info import BundleInfo
+from radiolens.progress import track
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def load_preprocessed(items: list[ScoreItem], info: BundleInfo, limit: int | Non
                       ) -> tuple[np.ndarray, list[ScoreItem]]:
     """Read + preprocess up to ``limit`` readable items (unreadable ones are skipped) -> (N, 1, H, W)."""
     arrays, kept = [], []
-    for item in items:
+    for item in track(items, "reading images", total=len(items) if limit is None else min(limit, len(items))):
         if limit is not None and len(arrays) >= limit:
             break
         try:

@@ -13,6 +13,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from radiolens import progress
 from radiolens.train.config import TrainConfig, config_from_dict
 
 
@@ -56,7 +57,7 @@ def tune(cfg: TrainConfig, out_dir: str | Path, n_trials: int = 10, space: Searc
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-    study.optimize(objective, n_trials=n_trials)
+    study.optimize(objective, n_trials=n_trials, show_progress_bar=progress.enabled())
     study.trials_dataframe().to_csv(out_dir / "trials.csv", index=False)
     best = study.best_trial
     final = cfg.model_dump(mode="json")
