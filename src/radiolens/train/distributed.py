@@ -44,3 +44,26 @@ def gather_concat(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
     parts = gather_all_tensors(tensor.to(device))
     return torch.cat([p.cpu() for p in parts])
+
+
+def launch_rank(strategy: str, devices: int) -> int:
+    """This process's global rank, known before the trainer exists, so a process other than rank 0 writes nothing
+    into the output folder from the start. The rule is Lightning's (``_AcceleratorConnector``): the first cluster
+    environment detected among torchrun, SLURM, LSF and MPI gives the rank; otherwise Lightning's own launcher's
+    ``NODE_RANK * devices + LOCAL_RANK``. The pipeline checks it against ``trainer.global_rank`` once the trainer
+    is built."""
+    if strategy != "ddp":
+        return 0
+    from lightning.fabric.plugins.environments import (
+        LightningEnvironment,
+        LSFEnvironment,
+        MPIEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
+
+    for env_type in (TorchElasticEnvironment, SLURMEnvironment, LSFEnvironment, MPIEnvironment):
+        if env_type.detect():
+            return int(env_type().global_rank())
+    env = LightningEnvironment()
+    return env.node_rank() * devices + env.local_rank()

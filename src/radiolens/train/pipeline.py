@@ -33,7 +33,7 @@ from radiolens.models.logits import stack_logits
 from radiolens.models.registry import create_model, get_architecture
 from radiolens.settings import data_dir
 from radiolens.train.config import TrainConfig, external_launcher
-from radiolens.train.distributed import shard_sampler
+from radiolens.train.distributed import launch_rank, shard_sampler
 from radiolens.train.losses import make_loss
 from radiolens.train.module import ClassifierModule, StagedFinetuning, weight_averaging
 
@@ -99,8 +99,7 @@ def _loader(images, targets, mean, std, batch_size, augment=None, shuffle=False,
 
 
 def _trainer(cfg: TrainConfig, out_dir: Path, use_gpu: bool):
-    """The Lightning trainer and its checkpoint callback. Built before any data is read: its global rank decides
-    whether this process may write into the output folder (under DDP only rank 0 does)."""
+    """The Lightning trainer and its checkpoint callback (``logger=False``: rank 0 attaches the MLflow logger)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -160,9 +159,8 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
             os.environ.setdefault("OMP_NUM_THREADS", str(cfg.num_threads))
     use_gpu = cfg.accelerator != "cpu" and torch.cuda.is_available()
     _check_launcher(cfg, cfg.trainer.world_size)
-    trainer, ckpt = _trainer(cfg, out_dir, use_gpu)
-    rank, world = trainer.global_rank, trainer.world_size
-    is_zero = trainer.is_global_zero
+    rank = launch_rank(cfg.trainer.strategy, cfg.trainer.devices)
+    is_zero = rank == 0
     if is_zero:
         out_dir.mkdir(parents=True, exist_ok=True)
     # the other ranks build what they need (a MedMNIST manifest's PNGs) in a folder of their own, removed
@@ -203,6 +201,10 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
     loss = make_loss(d.label.task, cfg.optim.loss, targets["train"], len(class_names),
                      cfg.optim.class_weighting, cfg.optim.focal_gamma)
     module = ClassifierModule(model, arch, d.label.task, loss, cfg.optim)
+    trainer, ckpt = _trainer(cfg, out_dir, use_gpu)
+    world = trainer.world_size
+    if trainer.global_rank != rank:  # launch_rank follows Lightning's rule; a new launcher would show up here
+        raise RuntimeError(f"rank {rank} predicted from the environment, Lightning says {trainer.global_rank}")
     if world > 1:  # augmentation, dropout and MixUp draw differently on each rank; the shuffle does not
         L.seed_everything(cfg.seed + rank, workers=True, verbose=False)
     bs = cfg.optim.batch_size // world  # optim.batch_size is the global batch (the config refuses a remainder)
