@@ -128,17 +128,23 @@ def test_shards_split_each_one_process_batch_and_validation_once():
     assert sorted(seen) == list(range(n))  # every validation image exactly once, none padded in
 
 
-def _radiolens(args: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
-    # ``python -m radiolens.cli``: Lightning's launcher starts the other processes with the same command line
-    res = subprocess.run([sys.executable, "-m", "radiolens.cli", *args], env=env, capture_output=True, text=True,
-                         timeout=timeout)
+#: How the two processes start: Lightning's own launcher (the command starts once and Lightning re-runs its command
+#: line for rank 1) or torchrun (both started by torch.distributed.run; Lightning detects its environment).
+LAUNCHERS = {"lightning": [sys.executable, "-m", "radiolens.cli"],
+             "torchrun": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "radiolens.cli"]}
+
+
+def _radiolens(launcher: str, args: list[str], env: dict, timeout: int = 900) -> subprocess.CompletedProcess:
+    res = subprocess.run([*LAUNCHERS[launcher], *args], env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res
 
 
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_two_cpu_processes_match_one_process_with_the_same_global_batch(pneumonia_small, tmp_path):
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(pneumonia_small, tmp_path, launcher):
     from mlflow import MlflowClient
 
     from radiolens.models.bundle import ModelBundle
@@ -154,7 +160,9 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(pneumoni
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(tmp_path / "tmp")}  # 2 processes x 1 thread
     (tmp_path / "tmp").mkdir()
     ddp_out = tmp_path / "ddp"
-    _radiolens(["train", "--config", str(path), "--out", str(ddp_out), "--strategy", "ddp", "--devices", "2"], env)
+    res = _radiolens(launcher, ["train", "--config", str(path), "--out", str(ddp_out), "--strategy", "ddp",
+                                "--devices", "2"], env)
+    assert res.stdout.count("model:") == 1  # rank 1 reports nothing
 
     one = run_training_job(config_from_dict({**raw, "mlflow": False}), tmp_path / "one", echo=lambda m: None)
     a, b = ModelBundle.load(one.model), ModelBundle.load(ddp_out / "model.pt")
