@@ -74,6 +74,41 @@ def test_a_launcher_with_other_numbers_is_refused_before_any_data(tmp_path, monk
     assert not (tmp_path / "out").exists()
 
 
+def test_a_torchrun_group_without_ddp_is_refused(tmp_path, monkeypatch):
+    """Two torchrun processes with the default strategy would train two models into one folder."""
+    from radiolens.train.pipeline import train_model
+
+    for key, value in {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match="torchrun started 2 processes; train them as one group with --strategy"):
+        train_model(config_from_dict(_raw(tmp_path / "missing.csv")), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("env", "devices", "rank"), [
+    ({}, 2, 0),  # the command as typed: Lightning's launcher makes it rank 0
+    ({"LOCAL_RANK": "1", "NODE_RANK": "0", "WORLD_SIZE": "2"}, 2, 1),  # a child of Lightning's launcher
+    ({"LOCAL_RANK": "1", "NODE_RANK": "1", "WORLD_SIZE": "4"}, 2, 3),  # its second node
+    ({"RANK": "5", "LOCAL_RANK": "1", "GROUP_RANK": "1", "LOCAL_WORLD_SIZE": "4", "WORLD_SIZE": "8"}, 4, 5),  # torchrun
+])
+def test_the_rank_is_known_before_the_trainer_and_agrees_with_lightning(monkeypatch, env, devices, rank):
+    """Rank 0 alone may create the output folder, and it must know before the trainer (built after the data)."""
+    import lightning as L
+
+    from radiolens.train.distributed import launch_rank
+
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE",
+                "TORCHELASTIC_RUN_ID", "SLURM_NTASKS", "SLURM_PROCID", "SLURM_JOB_NAME", "LSB_JOBID"):
+        monkeypatch.delenv(var, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert launch_rank("auto", devices) == 0
+    assert launch_rank("ddp", devices) == rank
+    trainer = L.Trainer(accelerator="cpu", strategy="ddp", devices=devices, num_nodes=max(1, rank // devices + 1),
+                        logger=False, enable_progress_bar=False, enable_model_summary=False)
+    assert trainer.global_rank == rank
+
+
 def test_cli_options_reach_the_config(tmp_path, monkeypatch):
     """--strategy/--devices/--num-nodes are config overrides: a one-process ddp is refused at load (exit 2, one
     line, no output folder); valid values arrive in cfg.trainer unchanged."""

@@ -135,12 +135,22 @@ def _trainer(cfg: TrainConfig, out_dir: Path, use_gpu: bool):
 
 
 def _check_launcher(cfg: TrainConfig, world: int) -> None:
+    """A torchrun / srun launch must agree with the config's process layout before any data is read: a torchrun
+    group running ``strategy: auto`` would train N independent models into one folder, and a size mismatch would
+    otherwise surface as Lightning's error after the data is decoded."""
     launcher = external_launcher()
-    if launcher is not None and cfg.trainer.strategy == "ddp":
-        size = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 0)
-        if size and size != world:
-            raise ConfigError(f"{launcher} started {size} processes but trainer.devices x trainer.num_nodes = "
-                              f"{cfg.trainer.devices} x {cfg.trainer.num_nodes}; give the launcher's numbers")
+    if launcher is None:
+        return
+    size = int(os.environ.get("WORLD_SIZE") or os.environ.get("SLURM_NTASKS") or 0)
+    if cfg.trainer.strategy != "ddp":
+        # under SLURM, a batch script may run one process inside a larger allocation: only torchrun is certain
+        if launcher == "torchrun" and size > 1:
+            raise ConfigError(f"torchrun started {size} processes; train them as one group with --strategy ddp "
+                              f"--devices <processes per node> (trainer.strategy: ddp)")
+        return
+    if size and size != world:
+        raise ConfigError(f"{launcher} started {size} processes but trainer.devices x trainer.num_nodes = "
+                          f"{cfg.trainer.devices} x {cfg.trainer.num_nodes}; give the launcher's numbers")
 
 
 def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult | None:
