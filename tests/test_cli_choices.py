@@ -42,7 +42,7 @@ def test_cli_value_sets_equal_the_library_ones():
     from radiolens.serve.config import ServeBackend, ServeSettings
     from radiolens.serve.http.schemas import KeyIn
     from radiolens.serve.store.auth import Role
-    from radiolens.train.config import OptimConfig
+    from radiolens.train.config import OptimConfig, TrainerConfig
 
     def args(annotation) -> tuple:
         return typing.get_args(annotation)
@@ -51,6 +51,7 @@ def test_cli_value_sets_equal_the_library_ones():
     assert common.MANIFEST_KINDS == MANIFEST_KINDS
     assert common.LOSSES == args(OptimConfig.model_fields["loss"].annotation)
     assert common.SCHEDULERS == args(OptimConfig.model_fields["scheduler"].annotation)
+    assert common.STRATEGIES == args(TrainerConfig.model_fields["strategy"].annotation)
     assert common.EXPORTERS == args(Exporter)
     assert common.CALIBRATION_METHODS == args(CalibrationMethod)
     assert common.BACKENDS == args(BackendKind)
@@ -79,6 +80,8 @@ BAD_OPTIONS = [
     (["train", "--config", "missing.yaml", "--out", "o", "--loss", "hinge"], "--loss"),
     (["train", "--config", "missing.yaml", "--out", "o", "--scheduler", "step"], "--scheduler"),
     (["train", "--config", "missing.yaml", "--out", "o", "--task", "regression"], "--task"),
+    (["train", "--config", "missing.yaml", "--out", "o", "--strategy", "fsdp"], "--strategy"),
+    (["train", "--config", "missing.yaml", "--out", "o", "--devices", "0"], "--devices"),
     (["train", "--config", "missing.yaml", "--out", "o", "--operating-point", "f1"], "--operating-point"),
     (["train", "--config", "missing.yaml", "--out", "o", "--operating-point", "sensitivity:1.5"],
      "--operating-point"),

@@ -45,6 +45,7 @@ def friendly_errors(func: F) -> F:
 TASKS = ("binary", "multiclass", "multilabel")
 LOSSES = ("auto", "bce", "ce", "focal")
 SCHEDULERS = ("cosine", "plateau", "none")
+STRATEGIES = ("auto", "ddp")
 MANIFEST_KINDS = ("imagefolder", "kermany", "nih", "medmnist")
 EXPORT_FORMATS = ("onnx",)
 EXPORTERS = ("dynamo", "legacy")

@@ -8,7 +8,7 @@ from typing import Literal
 
 import typer
 
-from radiolens._cli.common import LOSSES, SCHEDULERS, TASKS, friendly_errors, operating_point_option
+from radiolens._cli.common import LOSSES, SCHEDULERS, STRATEGIES, TASKS, friendly_errors, operating_point_option
 from radiolens.errors import ConfigError
 
 
@@ -50,6 +50,11 @@ def train_cmd(
     n_bootstrap: int | None = typer.Option(None, help="Bootstrap resamples for the CIs."),
     mlflow: bool | None = typer.Option(None, "--mlflow/--no-mlflow", help="Track to <out>/mlflow.db."),
     progress: bool | None = typer.Option(None, "--progress/--no-progress"),
+    strategy: Literal[STRATEGIES] | None = typer.Option(
+        None, help="ddp: DistributedDataParallel over --devices processes per node (gloo on CPU, NCCL on GPU)."),
+    devices: int | None = typer.Option(None, min=1,
+                                       help="Processes (GPUs) per node; --batch-size is the global batch."),
+    num_nodes: int | None = typer.Option(None, min=1, help="Machines in the DDP group (started by torchrun / srun)."),
     set_: list[str] | None = typer.Option(None, "--set", metavar="KEY=VALUE",
                                           help="Override any config field by its dotted key (repeatable), e.g. "
                                                "--set optim.lr=3e-4; applied after the named options."),
@@ -70,7 +75,8 @@ def train_cmd(
                  "optim.head_epochs": head_epochs, "optim.unfreeze_blocks": unfreeze_blocks,
                  "optim.unfreeze_all_from": unfreeze_all_from, "optim.max_minutes": max_minutes,
                  "optim.weight_averaging": weight_averaging, "optim.mixup_alpha": mixup_alpha,
-                 "augment.enabled": augment}
+                 "augment.enabled": augment, "trainer.strategy": strategy, "trainer.devices": devices,
+                 "trainer.num_nodes": num_nodes}
     clear: list[str] = []
     if manifest is not None:
         overrides["data.manifest"] = str(manifest.resolve())
@@ -86,6 +92,8 @@ def train_cmd(
     if out is None:
         raise ConfigError("--out is required (the folder for model.pt, report/ and mlflow.db)")
     summary = run_training_job(cfg, out, echo=lambda m: typer.echo(m, err=True))
+    if summary is None:  # a DDP process other than rank 0: rank 0 reports
+        return
     shown = ", ".join(f"{k}={v:.3f}" for k, v in summary.headline.items() if isinstance(v, float))
     typer.echo(f"model:  {summary.model}\nreport: {summary.report}\ntest:   {shown}\n"
                f"time:   {summary.timings_s['job_total_s']:.0f} s "

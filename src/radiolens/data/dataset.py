@@ -30,8 +30,10 @@ def _cache_key(paths: list[Path], size: tuple[int, int]) -> str:
 
 
 def decode_images(paths: list[Path], size: tuple[int, int], cache_dir: str | Path | None = None,
-                  progress: bool = False) -> torch.Tensor:
-    """All images as a (N, 1, H, W) uint8 tensor at ``size``; unreadable files raise ManifestError."""
+                  progress: bool = False, write_cache: bool = True) -> torch.Tensor:
+    """All images as a (N, 1, H, W) uint8 tensor at ``size``; unreadable files raise ManifestError.
+    ``write_cache=False`` reads a cached copy but never writes one (the processes of a distributed run other
+    than the first share the cache folder and must not race to write the same file)."""
     size = (int(size[0]), int(size[1]))
     cache_file = None
     if cache_dir is not None:
@@ -51,7 +53,7 @@ def decode_images(paths: list[Path], size: tuple[int, int], cache_dir: str | Pat
         except InputError as exc:
             raise ManifestError(f"CSV line {i + 2}: {exc}") from exc
         out_np[i] = np.rint(resize_unit(pixels, size).numpy() * 255.0)
-    if cache_file is not None:
+    if cache_file is not None and write_cache:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_suffix(".tmp")
         torch.save(out, tmp)
@@ -82,9 +84,9 @@ class ImageTensorDataset(Dataset):
 
 
 def manifest_images(manifest: Manifest, size: tuple[int, int], cache_dir: str | Path | None = None,
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, write_cache: bool = True) -> torch.Tensor:
     manifest.check_files_exist()
-    return decode_images(manifest.absolute_paths(), size, cache_dir, progress)
+    return decode_images(manifest.absolute_paths(), size, cache_dir, progress, write_cache)
 
 
 def intensity_stats(images: torch.Tensor) -> tuple[float, float]:

@@ -133,6 +133,46 @@ class EvalConfig(BaseModel):
         return v.strip()
 
 
+def external_launcher() -> str | None:
+    """The launcher that started this process as one rank of a group, read from its environment: ``torchrun``
+    (``WORLD_SIZE`` plus ``TORCHELASTIC_RUN_ID`` / ``LOCAL_WORLD_SIZE``), ``slurm`` (``srun`` sets
+    ``SLURM_PROCID``), else None. Read from the environment, without importing Lightning, so a config is checked
+    in milliseconds; Lightning's cluster environments detect the same variables when the trainer starts."""
+    if "SLURM_PROCID" in os.environ and "SLURM_NTASKS" in os.environ:
+        return "slurm"
+    if "WORLD_SIZE" in os.environ and ("TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_WORLD_SIZE" in os.environ):
+        return "torchrun"
+    return None
+
+
+class TrainerConfig(BaseModel):
+    """How many processes train one model. ``strategy: ddp`` runs Lightning's DistributedDataParallel with
+    ``devices`` processes on each of ``num_nodes`` machines (gloo on CPU, NCCL on GPU); ``optim.batch_size`` is
+    the *global* batch, split evenly over the processes, so a config means the same optimisation at any size."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Literal["auto", "ddp"] = "auto"
+    devices: int = Field(1, ge=1)  #: processes per node (one per GPU on GPU machines)
+    num_nodes: int = Field(1, ge=1)
+    #: GPU only: BatchNorm statistics over the global batch (torch's SyncBatchNorm has no CPU implementation, so
+    #: on CPU every process normalises with the statistics of its own share of the batch)
+    sync_batchnorm: bool = True
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+    @model_validator(mode="after")
+    def _processes(self) -> TrainerConfig:
+        if self.strategy == "auto" and self.world_size > 1:
+            raise ValueError(f"devices={self.devices}, num_nodes={self.num_nodes} need trainer.strategy: ddp "
+                             "(strategy auto trains in one process)")
+        if self.strategy == "ddp" and self.world_size < 2 and external_launcher() is None:
+            raise ValueError("strategy ddp needs devices * num_nodes >= 2 (or a torchrun / srun launch)")
+        return self
+
+
 class TrainConfig(BaseModel):
     """Everything one training run needs; ``radiolens train --config FILE`` reads this from YAML."""
 
@@ -150,6 +190,15 @@ class TrainConfig(BaseModel):
     mlflow_uri: str | None = None
     progress_bar: bool = True
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    trainer: TrainerConfig = TrainerConfig()
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> TrainConfig:
+        world = self.trainer.world_size
+        if self.optim.batch_size % world:
+            raise ValueError(f"optim.batch_size ({self.optim.batch_size}) is the global batch and must divide "
+                             f"evenly over the {world} processes (trainer.devices x trainer.num_nodes)")
+        return self
 
 
 def load_config(path: str | Path, overrides: dict | None = None, clear: tuple[str, ...] = ()) -> TrainConfig:

@@ -48,11 +48,12 @@ def headline_metrics(evaluation: dict) -> dict[str, Any]:
 
 
 def run_training_job(cfg: TrainConfig, out_dir: str | Path,
-                     echo: Callable[[str], Any] = print) -> TrainingJobSummary:
+                     echo: Callable[[str], Any] = print) -> TrainingJobSummary | None:
     """Train ``cfg``, evaluate on its test split (validation when there is none, with a warning through
     ``echo``) with temperature/thresholds fitted on validation, and write into ``out_dir``: ``model.pt`` (the
     bundle with its temperature, thresholds, metrics and training record), ``report/``, ``training_curves.png``
-    and ``summary.json``."""
+    and ``summary.json``. Under DDP (``trainer.strategy: ddp``) only global rank 0 evaluates and writes; the
+    other processes return None once training ends."""
     import torch
 
     from radiolens.evaluate import evaluate_predictions, write_report
@@ -63,6 +64,8 @@ def run_training_job(cfg: TrainConfig, out_dir: str | Path,
     out_dir = Path(out_dir)
     t0 = time.perf_counter()
     result = train_model(cfg, out_dir, echo=echo)
+    if result is None:  # a DDP process other than rank 0: it trained its share, rank 0 writes everything
+        return None
     bundle = result.bundle
     info = bundle.info
     info.training["label"] = cfg.data.label.model_dump()

@@ -16,6 +16,7 @@ from torchmetrics.functional.classification import binary_auroc, multiclass_auro
 
 from radiolens.models.registry import parameter_blocks, set_trainable_blocks
 from radiolens.train.config import OptimConfig
+from radiolens.train.distributed import gather_concat
 
 
 def auroc(task: str, logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -82,23 +83,38 @@ class ClassifierModule(L.LightningModule):
         if not self._val_logits:
             return
         logits, targets = torch.cat(self._val_logits), torch.cat(self._val_targets)
+        loss_sum, n = self._global_sums(self._val_loss_sum, self._val_n)
+        # under DDP each process scored a shard: the AUROC that stops training is the whole split's, computed
+        # from the same gathered tensors on every process (so every rank stops at the same epoch)
+        logits, targets = gather_concat(logits, self.device), gather_concat(targets, self.device)
         score = auroc(self.task, logits, targets)
-        val_loss = self._val_loss_sum / max(1, self._val_n)
+        val_loss = loss_sum / max(1, n)
         self._val_logits, self._val_targets, self._val_loss_sum, self._val_n = [], [], 0.0, 0
-        # NaN would make checkpointing pick nothing; a constant 0.5 ("chance") keeps it well defined
-        self.log("val_auroc", 0.5 if math.isnan(score) else score, prog_bar=True)
-        self.log("val_loss", val_loss, prog_bar=True)
+        # NaN would make checkpointing pick nothing; a constant 0.5 ("chance") keeps it well defined.
+        # sync_dist: the values are already equal on every rank; the mean of equal values leaves them equal and
+        # is what Lightning expects of epoch-level values in a distributed run
+        self.log("val_auroc", 0.5 if math.isnan(score) else score, prog_bar=True, sync_dist=True)
+        self.log("val_loss", val_loss, prog_bar=True, sync_dist=True)
         self._last_val = {"val_loss": val_loss, "val_auroc": score}
 
     def on_train_epoch_end(self) -> None:
-        train_loss = self._train_loss_sum / max(1, self._train_n)
+        loss_sum, n = self._global_sums(self._train_loss_sum, self._train_n)
+        train_loss = loss_sum / max(1, n)
         self._train_loss_sum, self._train_n = 0.0, 0
         lr = float(self.trainer.optimizers[0].param_groups[0]["lr"]) if self.trainer.optimizers else float("nan")
-        self.log("train_loss", train_loss)
-        self.log("lr", lr)
+        self.log("train_loss", train_loss, sync_dist=True)
+        self.log("lr", lr, sync_dist=True)
         self.history.append({"epoch": int(self.current_epoch) + 1, "train_loss": train_loss,
                              "val_loss": self._last_val.get("val_loss", float("nan")),
                              "val_auroc": self._last_val.get("val_auroc", float("nan")), "lr": lr})
+
+    def _global_sums(self, loss_sum: float, n: int) -> tuple[float, int]:
+        """A loss sum and sample count summed over every process (unchanged in a one-process run)."""
+        if self.trainer.world_size == 1:
+            return loss_sum, n
+        both = torch.tensor([loss_sum, float(n)], dtype=torch.float64, device=self.device)
+        both = self.trainer.strategy.reduce(both, reduce_op="sum")
+        return float(both[0]), int(both[1])
 
     def configure_optimizers(self):
         o = self.optim

@@ -39,6 +39,9 @@ def tune(cfg: TrainConfig, out_dir: str | Path, n_trials: int = 10, space: Searc
     base = cfg.model_dump()
     base["data"]["test_split"] = None  # tuning never touches the test split
     base["mlflow"] = False
+    # trials train in this one process: Lightning's DDP launcher re-runs the whole command for each fit, which
+    # would restart the study in every child; best_config.yaml keeps the config's own trainer section
+    base["trainer"] = {"strategy": "auto", "devices": 1, "num_nodes": 1}
 
     def objective(trial: optuna.Trial) -> float:
         raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
