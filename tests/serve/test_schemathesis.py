@@ -29,6 +29,13 @@ include-name = "POST /v1/predictions"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "413", "415", "422", "503", "504"]
 headers = {{ Authorization = "Bearer {key}" }}
 
+# The worklist's cursor is opaque (only a next_cursor the server handed out is one): any other string the
+# schema allows is refused with 422.
+[[operations]]
+include-name = "GET /v1/predictions"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "422"]
+headers = {{ Authorization = "Bearer {key}" }}
+
 # Signing in: schema-valid credentials are still wrong ones (401), and many of them are rate-limited (429).
 [[operations]]
 include-name = "POST /v1/session"

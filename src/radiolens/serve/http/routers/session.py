@@ -50,7 +50,7 @@ from radiolens.serve.store.web_sessions import (
 )
 
 router = APIRouter(prefix="/v1", tags=["session"])
-_ERRORS = {code: {"model": ErrorResponse} for code in (401, 403, 422)} | {
+_ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 422)} | {
     429: {"model": ErrorResponse, "description": "too many failed sign-ins for this username or address: wait "
           "Retry-After seconds"}}
 _FAILED = "wrong username or password"
