@@ -30,12 +30,13 @@ def _blank_png() -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture
-def worklist(app_factory, kermany_samples):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def worklist(request, app_factory, kermany_samples):
     """A running app with 5 assessed predictions (real Kermany images) and 1 not assessed, oldest first."""
     from fastapi.testclient import TestClient
 
-    app, keys = app_factory(PredictionHooks(inference_hooks=[_withhold_blank]), mc_dropout_passes=0)
+    kw = {} if request.param == "sqlite" else {"db_url": request.getfixturevalue("pg_url")}
+    app, keys = app_factory(PredictionHooks(inference_hooks=[_withhold_blank]), mc_dropout_passes=0, **kw)
     with TestClient(app) as c:
         made = []
         for path, _ in kermany_samples[:5]:
