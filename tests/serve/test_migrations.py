@@ -46,7 +46,6 @@ def test_upgrade_0004_to_0005_keeps_keys_and_checks_older_predictions(any_db):
     from radiolens.serve.store import audit
     from radiolens.serve.store.auth import authenticate
     from radiolens.serve.store.db import alembic_config
-    from radiolens.serve.store.tables import Prediction
 
     engine = make_engine(any_db)
     cfg = alembic_config(any_db)
@@ -69,9 +68,10 @@ def test_upgrade_0004_to_0005_keeps_keys_and_checks_older_predictions(any_db):
               "decision": {"label": "normal"}, "review": {"flag": True, "reason": "near threshold", "spread": 0.02}}
     pid = "ab" * 16
     with audit.writer(sessionmaker(bind=engine)) as s:  # a prediction as the service wrote it before 0005
-        s.add(Prediction(id=pid, created_at=audit.utcnow(), user_id=1, model_sha256="m", input_sha256="i",
-                         study_ref="s", result_json=audit.canonical_json(result), has_heatmap=False))
-        s.flush()
+        # plain SQL: the ORM describes the newest schema, whose columns a 0004 database lacks
+        s.execute(text("INSERT INTO predictions (id, created_at, user_id, model_sha256, input_sha256, study_ref, "
+                       "result_json, has_heatmap) VALUES (:i, :t, 1, 'm', 'i', 's', :j, false)"),
+                  {"i": pid, "t": audit.utcnow(), "j": audit.canonical_json(result)})
         audit.append(s, audit.AuditEvent("prediction", 1, "clinician", pid, "m", "i", "s",
                                          audit.served_fields(result), 1.0))
     assert upgrade(any_db, engine) == head_revision()
@@ -86,5 +86,71 @@ def test_upgrade_0004_to_0005_keeps_keys_and_checks_older_predictions(any_db):
     with engine.connect() as conn:
         cols = [c["name"] for c in inspect(conn).get_columns("api_keys")]
     assert "expires_at" not in cols
+    to("head")
+    engine.dispose()
+
+
+def test_upgrade_0005_to_0006_fills_worklist_columns_and_keeps_one_current_feedback(any_db):
+    """A database used before 0006: the worklist columns are filled from each stored result, and a reader's
+    repeated feedback (allowed before) is kept, all but the newest marked superseded, with the chain intact."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from radiolens.serve.store import audit
+    from radiolens.serve.store.db import alembic_config
+    from radiolens.serve.store.tables import Feedback, Prediction
+    from radiolens.serve.store.worklist import WorklistFilter, worklist_page
+
+    engine = make_engine(any_db)
+    cfg = alembic_config(any_db)
+
+    def to(rev: str, down: bool = False) -> None:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            (command.downgrade if down else command.upgrade)(cfg, rev)
+
+    to("0005")
+    results = {
+        "ab" * 16: {"status": "ok", "decision": {"label": "pneumonia"}, "review": {"flag": False}},
+        "cd" * 16: {"status": "out_of_distribution", "decision": {"label": "not assessed"}, "review": {"flag": True}},
+    }
+    sessions = sessionmaker(bind=engine)
+    for pid, result in results.items():  # what a 0005-era service stored (only the columns it had)
+        body = {"model": {"backend": "torch"}, "heatmap_url": None, "probabilities": [], "monitoring": {},
+                **result, "review": {**result["review"], "reason": "r", "spread": None}}
+        result_json = audit.canonical_json(body)
+        with audit.writer(sessions) as s:
+            s.execute(text("INSERT INTO predictions (id, created_at, user_id, model_sha256, input_sha256, study_ref, "
+                           "result_json, has_heatmap) VALUES (:i, :t, 1, 'm', 'i', 's', :j, false)"),
+                      {"i": pid, "t": audit.utcnow().replace(tzinfo=None), "j": result_json})  # naive = UTC
+            audit.append(s, audit.AuditEvent("prediction", 1, "clinician", pid, "m", "i", "s",
+                                             audit.prediction_outputs(body, result_json, {}), 1.0))
+    pid = "ab" * 16
+    for agree in (True, False, True):  # one reader's feedback sent three times, as 0005 allowed
+        with audit.writer(sessions) as s:
+            created = audit.utcnow().replace(tzinfo=None)
+            s.execute(text("INSERT INTO feedback (prediction_id, created_at, user_id, agree) VALUES (:p, :t, 7, :a)"),
+                      {"p": pid, "t": created, "a": agree})
+            fid = s.execute(text("SELECT max(id) FROM feedback")).scalar()
+            fb = Feedback(id=fid, prediction_id=pid, created_at=created, user_id=7, agree=agree)
+            audit.append(s, audit.AuditEvent("feedback", 7, "clinician", pid, "m", "i", "s",
+                                             audit.feedback_outputs(fb), 1.0))
+
+    to("0006")
+    with Session(engine) as s:
+        rows = {p.id: (p.status, p.decision, p.review_flag) for p in s.query(Prediction)}
+        assert rows == {"ab" * 16: ("ok", "pneumonia", False), "cd" * 16: ("out_of_distribution", "not assessed", True)}
+        fbs = s.query(Feedback).order_by(Feedback.id).all()
+        assert [f.superseded_at is None for f in fbs] == [False, False, True]
+        page = worklist_page(s, 7, WorklistFilter(awaiting_feedback=False), 10)
+        assert [(p.id, f.agree) for p, f in page.rows] == [(pid, True)]
+        assert worklist_page(s, 8, WorklistFilter(awaiting_feedback=True), 10).rows[0][0].id == pid
+    assert audit.verify(engine).ok  # every stored feedback row still matches its chained row
+    to("0005", down=True)  # and back: the downgrade drops what 0006 added
+    with engine.connect() as conn:
+        cols = [c["name"] for c in inspect(conn).get_columns("predictions")]
+        tables = inspect(conn).get_table_names()
+    assert "decision" not in cols and "web_sessions" not in tables
     to("head")
     engine.dispose()

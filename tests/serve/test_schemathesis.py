@@ -18,8 +18,8 @@ from radiolens.serve.store.auth import create_key
 from radiolens.serve.store.tables import ApiKey
 
 # Operations by the role that may call them (path regex -> role).
-_ROLE_OF = {r"^/v1/(predictions|models|me)": "clinician", r"^/v1/(audit|monitoring|service)|^/metrics": "auditor",
-            r"^/v1/keys": "admin"}
+_ROLE_OF = {r"^/v1/(predictions|models|me|session)": "clinician",
+            r"^/v1/(audit|monitoring|service)|^/metrics": "auditor", r"^/v1/keys": "admin"}
 
 
 # An upload is schema-valid whatever its bytes (format: binary), and only a decodable radiograph can be
@@ -28,6 +28,18 @@ _UPLOAD_CONFIG = """[[operations]]
 include-name = "POST /v1/predictions"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "413", "415", "422", "503", "504"]
 headers = {{ Authorization = "Bearer {key}" }}
+
+# The worklist's cursor is opaque (only a next_cursor the server handed out is one): any other string the
+# schema allows is refused with 422.
+[[operations]]
+include-name = "GET /v1/predictions"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "422"]
+headers = {{ Authorization = "Bearer {key}" }}
+
+# Signing in: schema-valid credentials are still wrong ones (401), and many of them are rate-limited (429).
+[[operations]]
+include-name = "POST /v1/session"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "429"]
 
 """
 

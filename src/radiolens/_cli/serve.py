@@ -144,6 +144,54 @@ def users_create_cmd(
     typer.echo(created.key)
 
 
+def _read_password(password_file: Path | None) -> str:
+    """From a file (its first line; keep it private) or typed at a hidden prompt, twice."""
+    from radiolens.errors import InputError
+
+    if password_file is not None:
+        try:
+            lines = password_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--password-file: cannot read {password_file.name} ({type(exc).__name__})") from None
+        if not lines or not lines[0]:
+            raise InputError("--password-file: the first line (the password) is empty")
+        return lines[0]
+    return typer.prompt("password", hide_input=True, confirmation_prompt=True)
+
+
+def users_add_cmd(
+    username: str = typer.Argument(..., help="sign-in name (letters, digits, . _ - @; stored lower-case)"),
+    role: Literal[ROLES] = typer.Option("clinician", help="what the account may do"),
+    password_file: Path = typer.Option(None, "--password-file", help="read the password from the first line of "
+                                       "this file (else it is asked for, hidden); at least 12 characters"),
+    label: str = typer.Option("", help="who holds the account (for admins; never written to the audit log)"),
+    expires_in: str = typer.Option(None, "--expires-in", help="account lifetime, e.g. 90d (default: never)"),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Add a reader account that signs in at the viewer with a username and password (argon2id-hashed)."""
+    from radiolens.serve.store.admin import add_account
+    from radiolens.serve.store.auth import parse_expiry
+
+    row = add_account(_store(db_url, state_dir), username, _read_password(password_file), role, label,
+                      parse_expiry(expires_in))
+    typer.echo(f"user_id={row.user_id} username={row.username} role={row.role}")
+
+
+def users_passwd_cmd(
+    username: str = typer.Argument(..., help="the account's sign-in name"),
+    password_file: Path = typer.Option(None, "--password-file", help="read the new password from this file's "
+                                       "first line (else it is asked for, hidden)"),
+    db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
+    state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
+) -> None:
+    """Set a new password for an account (its open browser sessions stay until they end)."""
+    from radiolens.serve.store.admin import set_account_password
+
+    row = set_account_password(_store(db_url, state_dir), username, _read_password(password_file))
+    typer.echo(f"password set for user_id={row.user_id} username={row.username}")
+
+
 def users_list_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
@@ -155,7 +203,8 @@ def users_list_cmd(
     typer.echo(f"{'user_id':>7}  {'key_id':16}  {'role':9}  {'status':8}  {'expires (UTC)':19}  label")
     for r in rows:
         exp = r.expires_at.strftime("%Y-%m-%d %H:%M:%S") if r.expires_at else "never"
-        typer.echo(f"{r.user_id:>7}  {r.key_id:16}  {r.role:9}  {r.status:8}  {exp:19}  {r.label}")
+        who = f"{r.label} (sign-in: {r.username})".strip() if r.username else r.label
+        typer.echo(f"{r.user_id:>7}  {r.key_id:16}  {r.role:9}  {r.status:8}  {exp:19}  {who}")
 
 
 def users_revoke_cmd(
@@ -276,9 +325,12 @@ def db_restore_cmd(
 def register(app: typer.Typer) -> None:
     """Add this layer's commands to the main app: ``serve`` and the ``users``, ``audit`` and ``db`` groups."""
     app.command("serve")(friendly_errors(serve_cmd))
-    users = typer.Typer(help="Manage API keys (users) of the service.", no_args_is_help=True)
+    users = typer.Typer(help="Manage API keys (machines) and sign-in accounts (readers) of the service.",
+                        no_args_is_help=True)
     app.add_typer(users, name="users")
     users.command("create")(friendly_errors(users_create_cmd))
+    users.command("add")(friendly_errors(users_add_cmd))
+    users.command("passwd")(friendly_errors(users_passwd_cmd))
     users.command("list")(friendly_errors(users_list_cmd))
     users.command("revoke")(friendly_errors(users_revoke_cmd))
     audit_app = typer.Typer(help="Check and export the hash-chained audit log.", no_args_is_help=True)

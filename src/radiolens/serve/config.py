@@ -66,6 +66,15 @@ class ServeSettings(BaseModel):
     #: spool (``state_dir/dicom-spool``) and scored by a gateway running on the same state folder (``radiolens
     #: gateway run``); without one they wait there unscored. Off: 404.
     dicomweb_stow: bool = False
+    #: Browser sessions of a password sign-in (``POST /v1/session``): refused this long after sign-in, and after
+    #: this long without a request (a shared reading-room workstation left signed in).
+    session_ttl_s: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    session_idle_s: int = Field(default=30 * 60, ge=60, le=24 * 3600)
+    #: Failed sign-ins allowed per username and per client address within ``signin_window_s``; more are
+    #: answered 429 with Retry-After until the oldest failure leaves the window.
+    signin_max_failures_user: int = Field(default=5, ge=1, le=1000)
+    signin_max_failures_address: int = Field(default=20, ge=1, le=10000)
+    signin_window_s: int = Field(default=15 * 60, ge=10, le=24 * 3600)
 
     @field_validator("model_path", "state_dir")
     @classmethod

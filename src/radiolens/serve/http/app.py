@@ -18,6 +18,8 @@ from starlette.formparsers import MultiPartParser
 from radiolens import __version__
 from radiolens.errors import InputError, NotDicomError, NotFoundError, RadiolensError, UnreadableImageError
 from radiolens.serve.config import ServeSettings
+from radiolens.serve.http.authn import default_authenticators
+from radiolens.serve.http.deps import CsrfRefused
 from radiolens.serve.http.error_actions import error_body
 from radiolens.serve.http.middleware import (
     LimitsMiddleware,
@@ -25,12 +27,12 @@ from radiolens.serve.http.middleware import (
     UploadAdmission,
     install_log_redaction,
 )
-from radiolens.serve.http.routers import admin, dicomweb, health, monitoring, predictions
+from radiolens.serve.http.routers import admin, dicomweb, health, monitoring, predictions, session
 from radiolens.serve.http.schemas import ADVISORY
 from radiolens.serve.http.security import SecurityHeadersMiddleware
 from radiolens.serve.runtime.hooks import PredictionHooks
 from radiolens.serve.runtime.pool import InferencePool
-from radiolens.serve.runtime.service import NotFound, Service
+from radiolens.serve.runtime.service import FeedbackExists, NotAssessed, NotFound, Service
 from radiolens.serve.store.audit import IntegrityCheckFailed
 from radiolens.serve.store.auth import LastAdminError
 
@@ -46,7 +48,7 @@ def _error(status: int, code: str, message: str, headers: dict | None = None) ->
 def _status_for(exc: RadiolensError) -> int:
     if isinstance(exc, (NotFound, NotFoundError)):
         return 404
-    if isinstance(exc, (IntegrityCheckFailed, LastAdminError)):  # stored state refuses the request
+    if isinstance(exc, (IntegrityCheckFailed, LastAdminError, FeedbackExists, NotAssessed)):  # stored state refuses
         return 409
     if isinstance(exc, (NotDicomError, UnreadableImageError)):
         return 415
@@ -124,6 +126,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
                          description=f"Chest X-ray decision support. {ADVISORY}", docs_url=None, redoc_url=None,
                          static_url=DOCS_ASSETS)
     app.state.service = service
+    app.state.authenticators = default_authenticators()  # serve/http/authn.py: where single sign-on plugs in
     app.state.inference_pool = InferencePool(settings.inference_workers)  # the only threads that predict
 
     @app.exception_handler(RadiolensError)
@@ -137,6 +140,8 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     @app.exception_handler(HTTPException)  # Starlette's: also the router's own 404/405, not only FastAPI's
     async def _http_error(request: Request, exc: HTTPException):
         codes = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
+        if isinstance(exc, CsrfRefused):
+            codes = {403: "csrf_failed"}
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # Starlette names only the first matching route's methods; a path with a GET
             headers["Allow"] = _allowed_methods(app, request.scope) or headers.get("Allow", "")  # and a POST route
@@ -162,6 +167,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     app.include_router(predictions.router)
     app.include_router(admin.router)
     app.include_router(monitoring.router)
+    app.include_router(session.router)
     admission_paths, admission_prefixes = ("/v1/predictions",), ()
     if settings.dicomweb_stow:  # off: the paths are unknown routes (404), and nothing is queued
         app.state.stow = _stow_receiver(service)
@@ -178,6 +184,14 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
     @app.get("/viewer/", include_in_schema=False)
     def _viewer():
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/viewer/worklist", include_in_schema=False)
+    def _worklist():
+        return FileResponse(STATIC_DIR / "worklist.html", headers={"Cache-Control": "no-store"})
+
+    @app.get("/viewer/signin", include_in_schema=False)
+    def _signin():
+        return FileResponse(STATIC_DIR / "signin.html", headers={"Cache-Control": "no-store"})
 
     @app.get("/docs", include_in_schema=False)
     def _docs():

@@ -38,8 +38,8 @@ ACTIONS: dict[str, str] = {
     "not_found": "The study may have been removed or the link is wrong: upload the study again.",
     "method_not_allowed": "Reload the page and try again; " + _ADMIN + ".",
     # -- who may do what
-    "unauthorized": "Sign in again with your API key; if it was revoked, ask your radiolens administrator for a "
-                    "new one.",
+    "unauthorized": "Sign in again (username and password, or your API key); if your account or key was revoked, "
+                    "ask your radiolens administrator.",
     "forbidden": "Your key's role cannot do this: ask your radiolens administrator for a key with the right role "
                  "(clinician keys analyse studies and record feedback).",
     # -- the service
@@ -50,6 +50,15 @@ ACTIONS: dict[str, str] = {
     "integrity_check_failed": "Do not rely on this result: its stored data no longer matches the audit log, so it "
                               "is withheld. Analyse the study again and tell your radiolens administrator (the "
                               "audit log records the failed check).",
+    "not_assessed": "The model did not assess this study (its input check refused the image), so there is no "
+                    "result to agree or disagree with: read the study without it.",
+    "feedback_exists": "You already gave feedback on this study: change it instead of sending it again (the "
+                       "viewer and worklist do this for you when you reload).",
+    "csrf_failed": "Reload the page and try again (your sign-in is kept); " + _ADMIN + ".",
+    "signin_failed": "Check your username and password and try again; if you forgot your password, ask your "
+                     "radiolens administrator to set a new one.",
+    "too_many_signins": "Too many failed sign-ins: wait the time shown and try again, or ask your radiolens "
+                        "administrator.",
     "last_admin": "Create another admin key first, then revoke this one (at least one admin key must stay "
                   "active).",
 }

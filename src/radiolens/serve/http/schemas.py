@@ -88,6 +88,60 @@ class FeedbackOut(BaseModel):
     created_at: UtcDateTime
     agree: bool
     corrected_label: str | None
+    user_id: int | None = Field(default=None, description="the reader's opaque user id")
+    superseded_at: UtcDateTime | None = Field(
+        default=None, description="when the reader replaced this feedback (PUT); null: their current one")
+
+
+class WorklistReview(BaseModel):
+    flag: bool
+    reason: str
+
+
+class WorklistProbability(BaseModel):
+    name: str
+    probability: float = Field(ge=0, le=1)
+    positive: bool
+
+
+class WorklistFeedback(BaseModel):
+    state: Literal["awaiting", "given", "not_allowed", "unavailable"] = Field(
+        description="the requesting reader's feedback: awaiting (none yet), given, not_allowed (the study was not "
+        "assessed), unavailable (the result failed its integrity check)")
+    agree: bool | None = None
+    corrected_label: str | None = None
+    given_at: UtcDateTime | None = None
+
+
+class WorklistItem(BaseModel):
+    id: str
+    created_at: UtcDateTime
+    integrity: Literal["ok", "failed"] = Field(description="failed: the stored result no longer matches the audit "
+                                               "chain; its content is withheld")
+    status: str | None = Field(description="the input gate's outcome: ok, or why the study was not assessed")
+    decision: str | None
+    review: WorklistReview | None
+    probabilities: list[WorklistProbability]
+    feedback: WorklistFeedback
+
+
+class WorklistOut(BaseModel):
+    items: list[WorklistItem]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next (older) page; null: last page")
+    limit: int
+
+
+class SigninIn(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class SessionOut(BaseModel):
+    user_id: int
+    role: str
+    expires_at: UtcDateTime
+    csrf_token: str = Field(description="send in the X-CSRF-Token header of every POST, PUT and DELETE made with "
+                            "the session cookie (also readable from the radiolens_csrf cookie)")
 
 
 class ModelInfo(ModelRef):

@@ -38,6 +38,7 @@ from radiolens.serve.store import audit
 from radiolens.serve.store.db import make_engine, session_factory, upgrade
 from radiolens.serve.store.state import private_dir, secure_state_dir, write_private
 from radiolens.serve.store.tables import Feedback, Prediction, ServiceState
+from radiolens.serve.store.worklist import WorklistFilter, worklist_page
 
 log = logging.getLogger("radiolens.serve")
 
@@ -226,7 +227,9 @@ class Service:
             with audit.writer(self.sessions) as s:
                 s.add(Prediction(id=pid, created_at=created, user_id=user_id, model_sha256=self.bundle.sha256,
                                  input_sha256=ing.input_sha256, study_ref=ing.study_ref,
-                                 result_json=result_json, has_heatmap=heat_png is not None))
+                                 result_json=result_json, has_heatmap=heat_png is not None,
+                                 status=result["status"], decision=result["decision"]["label"][:128],
+                                 review_flag=bool(result["review"]["flag"])))
                 s.flush()
                 audit.append(s, audit.AuditEvent("prediction", user_id, role, pid, self.bundle.sha256,
                                                  ing.input_sha256, ing.study_ref, outputs, latency_ms))
@@ -322,27 +325,124 @@ class Service:
             allowed.append("no finding")
         return allowed
 
+    def list_predictions(self, flt: WorklistFilter, limit: int, cursor: str | None, user_id: int,
+                         role: str) -> dict[str, Any]:
+        """A worklist page for this reader (``serve.store.worklist``). Each listed result is checked against its
+        chained row's result hash (a failed one is listed without its content, and audited); the request is
+        audited with the ids it listed and the names (not values) of the filters used. Opening a prediction
+        runs the full check (feedback and artefact files too)."""
+        with Session(self.engine) as s:
+            page = worklist_page(s, user_id, flt, limit, cursor)
+            ids = [p.id for p, _ in page.rows]
+            chained = {r.prediction_id: json.loads(r.outputs_json) for r in s.scalars(
+                select(audit.AuditEntry).where(audit.AuditEntry.prediction_id.in_(ids),
+                                               audit.AuditEntry.event == "prediction"))} if ids else {}
+        items, failed = [], []
+        for pred, fb in page.rows:
+            result = _listed_result(pred, chained.get(pred.id))
+            if result is None:
+                failed.append(pred.id)
+            items.append(worklist_item(pred, result, fb))
+        for pid in failed:
+            self.audit_access(user_id, role, "worklist", event=audit.INTEGRITY_FAILED, prediction_id=pid,
+                              failed=["result"])
+            log.error("integrity check failed for prediction %s (result): withheld from the worklist", pid)
+        self.audit_access(user_id, role, "worklist", listed=ids, filters=flt.given(), paged=cursor is not None)
+        return {"items": items, "next_cursor": page.next_cursor, "limit": limit}
+
     def add_feedback(self, prediction_id: str, agree: bool, corrected_label: str | None, user_id: int,
-                     role: str) -> dict[str, Any]:
+                     role: str, replace: bool = False) -> tuple[dict[str, Any], bool]:
+        """Record this reader's feedback; returns it and whether it is new (False: it replaced the reader's
+        earlier one, or repeated it unchanged). One current feedback per reader and prediction: without
+        ``replace`` an existing one is a ``FeedbackExists``; with it, the earlier row is marked superseded and
+        the new row's chained audit row records the old values too. Predictions that were not assessed (the input
+        gate refused the image) take no feedback (``NotAssessed``)."""
         t0 = time.perf_counter()
         self.artefact(prediction_id, "image")
         allowed = self.feedback_labels()
         if corrected_label is not None and corrected_label not in allowed:
             raise InputError(f"corrected_label must be one of: {', '.join(allowed)}")
-        with audit.writer(self.sessions) as s:
-            pred = s.get(Prediction, prediction_id)
-            if pred is None:
-                raise NotFound("no such prediction")
-            fb = Feedback(prediction_id=prediction_id, created_at=audit.utcnow(), user_id=user_id, agree=agree,
-                          corrected_label=corrected_label)
-            s.add(fb)
-            s.flush()
-            audit.append(s, audit.AuditEvent("feedback", user_id, role, prediction_id, pred.model_sha256,
-                                             pred.input_sha256, pred.study_ref, audit.feedback_outputs(fb),
-                                             (time.perf_counter() - t0) * 1000.0))
-            out = _feedback_dict(fb)
+        try:
+            with audit.writer(self.sessions) as s:
+                pred = s.get(Prediction, prediction_id)
+                if pred is None:
+                    raise NotFound("no such prediction")
+                if json.loads(pred.result_json).get("status", "ok") != "ok":
+                    raise NotAssessed("this study was not assessed by the model (the input check refused the "
+                                      "image), so there is no output to agree or disagree with")
+                current = s.scalar(select(Feedback).where(Feedback.prediction_id == prediction_id,
+                                                          Feedback.user_id == user_id,
+                                                          Feedback.superseded_at.is_(None)))
+                if current is not None and not replace:
+                    raise FeedbackExists("you already gave feedback on this prediction: change it with PUT "
+                                         f"/v1/predictions/{prediction_id}/feedback")
+                if current is not None and (current.agree, current.corrected_label) == (agree, corrected_label):
+                    return _feedback_dict(current), False  # unchanged: nothing to record
+                now = audit.utcnow()
+                outputs: dict[str, Any] = {}
+                if current is not None:
+                    current.superseded_at = now
+                    s.flush()
+                    outputs["replaces"] = {"feedback_id": int(current.id), "agree": bool(current.agree),
+                                           "corrected_label": current.corrected_label}
+                fb = Feedback(prediction_id=prediction_id, created_at=now, user_id=user_id, agree=agree,
+                              corrected_label=corrected_label)
+                s.add(fb)
+                s.flush()
+                audit.append(s, audit.AuditEvent("feedback", user_id, role, prediction_id, pred.model_sha256,
+                                                 pred.input_sha256, pred.study_ref,
+                                                 audit.feedback_outputs(fb) | outputs,
+                                                 (time.perf_counter() - t0) * 1000.0))
+                out = _feedback_dict(fb)
+        except IntegrityError:  # the one-current-feedback index: a concurrent write of the same reader won
+            raise FeedbackExists("your feedback on this prediction changed meanwhile: reload and try again") \
+                from None
         self.metrics.feedback.labels(str(agree).lower()).inc()
-        return out
+        return out, current is None
+
+
+class NotAssessed(InputError):
+    """Feedback on a prediction the model did not assess: there is nothing to agree or disagree with."""
+
+    code = "not_assessed"
+
+
+class FeedbackExists(InputError):
+    """A reader's second feedback on one prediction sent as new (POST): change it with PUT instead."""
+
+    code = "feedback_exists"
+
+
+def _listed_result(pred: Prediction, outputs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The stored result when it matches its chained row (by hash, or field by field for rows written before
+    the hash existed), else None."""
+    if outputs is None:
+        return None
+    try:
+        result = json.loads(pred.result_json)
+        if "result_sha256" in outputs:
+            return result if audit.sha256_hex(pred.result_json) == outputs["result_sha256"] else None
+        fields = audit.served_fields(result)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return result if all(fields.get(k) == v for k, v in outputs.items()) else None
+
+
+def worklist_item(pred: Prediction, result: dict[str, Any] | None, fb: Feedback | None) -> dict[str, Any]:
+    """One worklist row: no study reference, input hash or anything else that could lead back to a patient."""
+    if result is None:
+        return {"id": pred.id, "created_at": pred.created_at, "integrity": "failed", "status": None,
+                "decision": None, "review": None, "probabilities": [], "feedback": {"state": "unavailable"}}
+    assessed = result["status"] == "ok"
+    feedback: dict[str, Any] = {"state": "not_allowed" if not assessed else "given" if fb else "awaiting"}
+    if fb is not None:
+        feedback |= {"agree": fb.agree, "corrected_label": fb.corrected_label, "given_at": fb.created_at}
+    return {"id": pred.id, "created_at": pred.created_at, "integrity": "ok", "status": result["status"],
+            "decision": result["decision"]["label"],
+            "review": {"flag": bool(result["review"]["flag"]), "reason": result["review"]["reason"]},
+            "probabilities": [{"name": p["name"], "probability": p["probability"], "positive": p["positive"]}
+                              for p in result["probabilities"]],
+            "feedback": feedback}
 
 
 #: ``service_state`` key holding the fingerprint of the de-identification secret this database is used with.
@@ -432,7 +532,7 @@ def check_deid_secret(sessions: sessionmaker[Session], fingerprint: str, accept_
 
 def _feedback_dict(f: Feedback) -> dict[str, Any]:
     return {"id": f.id, "prediction_id": f.prediction_id, "created_at": f.created_at, "agree": f.agree,
-            "corrected_label": f.corrected_label}
+            "corrected_label": f.corrected_label, "user_id": f.user_id, "superseded_at": f.superseded_at}
 
 
 def build_prediction_result(ctx: PredictionContext, record: PredictionRecord, created, latency_ms: float,

@@ -86,6 +86,7 @@ class KeyListing:
     status: str
     expires_at: datetime | None
     label: str
+    username: str = ""  # a sign-in account's username ("" for an API key)
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class CreatedKey:
 
 
 def _listing(row) -> KeyListing:
-    return KeyListing(row.id, row.key_id, row.role, key_status(row), row.expires_at, row.label)
+    return KeyListing(row.id, row.key_id, row.role, key_status(row), row.expires_at, row.label, row.username or "")
 
 
 def create_user(where: StoreLocation, role: str, label: str = "", expires_in: timedelta | None = None) -> CreatedKey:
@@ -103,6 +104,30 @@ def create_user(where: StoreLocation, role: str, label: str = "", expires_in: ti
     with disposing(migrated_engine(where)) as engine, audit.writer(session_factory(engine)) as s:
         row, key = create_key_audited(s, role, label, audit.CLI_USER_ID, audit.CLI_ROLE, expires_in)
         return CreatedKey(_listing(row), key)
+
+
+def add_account(where: StoreLocation, username: str, password: str, role: str, label: str = "",
+                expires_in: timedelta | None = None) -> KeyListing:
+    """Add a password sign-in account (and the store when missing); audited as the command-line actor, with
+    the account's user id and role (never the username or anything of the password)."""
+    from radiolens.serve.store.accounts import create_account
+
+    with disposing(migrated_engine(where)) as engine, audit.writer(session_factory(engine)) as s:
+        row = create_account(s, username, password, role, label, expires_in)
+        audit.append(s, audit.key_event("account_created", audit.CLI_USER_ID, audit.CLI_ROLE, row.id, row.role,
+                                        expires_at=row.expires_at))
+        return _listing(row)
+
+
+def set_account_password(where: StoreLocation, username: str, password: str) -> KeyListing:
+    """Replace an account's password (audited as ``password_set``)."""
+    from radiolens.serve.store.accounts import set_password
+
+    with disposing(existing_engine(where, writable=True)) as engine, audit.writer(session_factory(engine)) as s:
+        row = set_password(s, username, password)
+        s.flush()
+        audit.append(s, audit.key_event("password_set", audit.CLI_USER_ID, audit.CLI_ROLE, row.id, row.role))
+        return _listing(row)
 
 
 def list_users(where: StoreLocation) -> list[KeyListing]:

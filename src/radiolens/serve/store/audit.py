@@ -52,10 +52,16 @@ DEID_KEY_SET, DEID_KEY_ROTATED = "deid_key_set", "deid_key_rotated"
 #: Every authenticated read (``outputs.resource`` says what was read); a refused key (401, never the key
 #: itself); a valid key with the wrong role (403); served data that no longer matches its chained row.
 READ, AUTH_FAILED, ACCESS_DENIED, INTEGRITY_FAILED = "read", "auth_failed", "access_denied", "integrity_fail"
+#: Password sign-in (``POST /v1/session``): success, a refusal (the reason, the account's user id when the
+#: username exists, keyed tags of the typed username and client address, never either in clear nor the
+#: password), a refusal by the rate limit, and sign out.
+SIGNIN, SIGNIN_FAILED, SIGNIN_LIMITED, SIGNOUT = "signin", "signin_failed", "signin_limited", "signout"
 #: Audit events written by the service (the column is free text; these are the values it uses).
 EVENTS = ("prediction", "feedback", "key_created", "key_revoked",  # requests
+          "account_created", "password_set",  # `radiolens users add|passwd`
           READ, AUTH_FAILED, ACCESS_DENIED, INTEGRITY_FAILED,  # every other request, refusals, tampering
           "drift_alert", "drift_cleared",  # serve.runtime.monitoring
+          SIGNIN, SIGNIN_FAILED, SIGNIN_LIMITED, SIGNOUT,  # serve.http.routers.session
           DEID_KEY_SET, DEID_KEY_ROTATED,
           "dicom_refused")  # a STOW-RS part refused (serve.runtime.stow); the gateway's own are gateway.node.EVENTS
 #: The stored artefacts of a prediction, ``<artefact_dir>/<prediction id>.<kind>.png``.
@@ -132,7 +138,7 @@ def key_event(event: str, actor_user_id: int, actor_role: str, key_user_id: int,
     """An audit row for API-key management: who acted and which key (its user id and role, and expiry when it
     has one), never the key itself, its hash or its label (labels are free text an admin may fill with a
     person's name)."""
-    if event not in ("key_created", "key_revoked"):
+    if event not in ("key_created", "key_revoked", "account_created", "password_set"):
         raise ValueError(f"not a key event: {event}")
     outputs: dict[str, Any] = {"key_user_id": int(key_user_id), "key_role": key_role}
     if expires_at is not None:
@@ -429,6 +435,8 @@ def check_prediction(pred: Prediction | None, chained: list[AuditEntry], feedbac
             have = feedback_outputs(fb)
             if fb.user_id != r.user_id or any(have[k] != v for k, v in want.items() if k in have):
                 out.append(Mismatch("feedback", f"stored feedback {fb.id} differs from its chained row"))
+    if _current_marks_broken(feedback):
+        out.append(Mismatch("feedback", "a reader's current feedback is not their newest (superseded marks edited)"))
     bound = outputs.get("artefacts")
     if bound is not None and (artefact_dir is not None or artefacts):
         for kind in kinds:
@@ -444,6 +452,15 @@ def check_prediction(pred: Prediction | None, chained: list[AuditEntry], feedbac
             if sha256_hex(data) != bound[kind]:
                 out.append(Mismatch(kind, f"{kind} file does not match its chained sha256 (replaced)"))
     return out
+
+
+def _current_marks_broken(feedback: list[Feedback]) -> bool:
+    """Each reader's newest feedback row is their current one and all earlier ones are superseded (the marks are
+    not chained: this catches one reader's earlier answer made current again by an edit)."""
+    newest: dict[int, int] = {}
+    for fb in feedback:
+        newest[fb.user_id] = max(newest.get(fb.user_id, fb.id), fb.id)
+    return any((fb.superseded_at is None) != (fb.id == newest[fb.user_id]) for fb in feedback)
 
 
 def row_is_chained(session: Session, row: AuditEntry) -> bool:

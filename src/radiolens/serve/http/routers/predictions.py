@@ -1,4 +1,4 @@
-"""Predictions: create (upload), read, heatmap and display image, reader feedback; models list."""
+"""Predictions: create (upload), the worklist, read, heatmap and display image, reader feedback; models list."""
 
 from __future__ import annotations
 
@@ -7,16 +7,25 @@ import threading
 from fastapi import APIRouter, Depends, File, Query, Request, Response, UploadFile
 
 from radiolens.serve.http.deps import current_principal, get_service, require
-from radiolens.serve.http.schemas import ErrorResponse, FeedbackIn, FeedbackOut, ModelInfo, ModelsOut, PredictionOut
-from radiolens.serve.params import PredictionId
+from radiolens.serve.http.schemas import (
+    ErrorResponse,
+    FeedbackIn,
+    FeedbackOut,
+    ModelInfo,
+    ModelsOut,
+    PredictionOut,
+    WorklistOut,
+)
+from radiolens.serve.params import IsoDateTime, PredictionId, parse_time
 from radiolens.serve.runtime.service import Service
 from radiolens.serve.store.auth import Principal, Role
+from radiolens.serve.store.worklist import MAX_PAGE, WorklistFilter
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
 
 _ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 413, 415, 422, 503, 504)} | {
     409: {"model": ErrorResponse, "description": "integrity_check_failed: the stored data no longer matches "
-          "the audit chain and is withheld"}}
+          "the audit chain and is withheld; feedback_exists / not_assessed: feedback refused (see the operation)"}}
 _READERS = (Role.clinician, Role.auditor)
 
 
@@ -40,6 +49,28 @@ async def create_prediction(
     except BaseException:
         abandon.set()
         raise
+
+
+@router.get("/predictions", response_model=WorklistOut, responses=_ERRORS)
+def list_predictions(
+    flagged: bool | None = Query(None, description="only predictions flagged for review (true) or not (false)"),
+    awaiting_feedback: bool | None = Query(None, description="true: assessed predictions you have not given "
+                                           "feedback on yet; false: those you have"),
+    decision: str | None = Query(None, min_length=1, max_length=128, description="the decision label, exactly "
+                                 "(e.g. normal, pneumonia, not assessed)"),
+    since: IsoDateTime | None = Query(None, description="created at or after (ISO 8601; naive = UTC)"),
+    until: IsoDateTime | None = Query(None, description="created before (ISO 8601; naive = UTC)"),
+    limit: int = Query(50, ge=1, le=MAX_PAGE, description="page size"),
+    cursor: str | None = Query(None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_-]+$",
+                               description="next_cursor of the previous page"),
+    principal: Principal = Depends(require(*_READERS)),
+    service: Service = Depends(get_service),
+) -> dict:
+    """The worklist: predictions newest first, a page at a time; no study references or other PHI. Each row
+    carries the requesting reader's own feedback state. The request is audited with the ids it listed."""
+    flt = WorklistFilter(flagged=flagged, awaiting_feedback=awaiting_feedback, decision=decision,
+                         since=parse_time(since, "since"), until=parse_time(until, "until"))
+    return service.list_predictions(flt, limit, cursor, principal.user_id, principal.role.value)
 
 
 @router.get("/predictions/{prediction_id}", response_model=PredictionOut, responses=_ERRORS)
@@ -72,8 +103,24 @@ def get_image(prediction_id: PredictionId, principal: Principal = Depends(requir
 def post_feedback(prediction_id: PredictionId, body: FeedbackIn,
                   principal: Principal = Depends(require(Role.clinician)),
                   service: Service = Depends(get_service)) -> dict:
+    """Your first feedback on a prediction (409 feedback_exists when you gave one: change it with PUT; 409
+    not_assessed when the model did not assess the study)."""
     return service.add_feedback(prediction_id, body.agree, body.corrected_label, principal.user_id,
-                                principal.role.value)
+                                principal.role.value)[0]
+
+
+@router.put("/predictions/{prediction_id}/feedback", response_model=FeedbackOut, responses={
+    **_ERRORS, 201: {"model": FeedbackOut, "description": "your first feedback on this prediction"}})
+def put_feedback(prediction_id: PredictionId, body: FeedbackIn, response: Response,
+                 principal: Principal = Depends(require(Role.clinician)),
+                 service: Service = Depends(get_service)) -> dict:
+    """Give or change your feedback (one per reader per prediction): 201 when it is your first, 200 when it
+    replaced your earlier one (kept as superseded, the change audited with old and new values) or repeated it.
+    409 not_assessed when the model did not assess the study."""
+    out, created = service.add_feedback(prediction_id, body.agree, body.corrected_label, principal.user_id,
+                                        principal.role.value, replace=True)
+    response.status_code = 201 if created else 200
+    return out
 
 
 @router.get("/models", response_model=ModelsOut, responses=_ERRORS)
