@@ -101,9 +101,11 @@ def test_a_killed_actor_s_batch_is_retried_and_written_once(cluster, archive, fi
     out = tmp_path / "ray.parquet"
     spec = ScorerSpec(fitted_pt, PredictConfig(batch_size=8, **CFG))
 
-    class Actor(DiesOnce):  # defined here so Ray ships it by value to the worker processes
+    class Actor(DiesOnce):
         def __init__(self, spec):
             super().__init__(spec, str(marker))
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import this test module
 
     summary = score_with_ray(spec, discover(archive), out, RayOptions(num_actors=1, cpus_per_actor=0.5,
                                                                        cpus_per_decode_task=0.5), actor_class=Actor)
