@@ -155,3 +155,25 @@ def test_options_are_checked_before_anything_runs():
         RayOptions(num_actors=0)
     with pytest.raises(ConfigError, match="gpus-per-actor"):
         RayOptions(gpus_per_actor=-1)
+
+
+def test_a_gpu_device_is_used_when_present_and_refused_in_words_when_not(fitted_pt, archive):
+    """GPU actors load their backend with device="cuda": where PyTorch sees no GPU that is a typed error (the
+    actor fails at start, not at the first batch); where it sees one, the GPU gives the CPU's probabilities."""
+    import numpy as np
+    import torch
+
+    from radiolens.errors import ModelError
+    from radiolens.models.backends import load_backend
+    from radiolens.predict.sources import load_preprocessed
+
+    with pytest.raises(ModelError, match="unknown device 'gpu'"):
+        load_backend(fitted_pt, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="sees no CUDA GPU"):
+            load_backend(fitted_pt, device="cuda")
+        return
+    cpu = load_backend(fitted_pt)
+    x, _ = load_preprocessed(discover(archive)[:8], cpu.info)
+    np.testing.assert_allclose(load_backend(fitted_pt, device="cuda").predict_proba(x), cpu.predict_proba(x),
+                               atol=1e-4)

@@ -157,6 +157,7 @@ def _stream(ray: Any, spec: ScorerSpec, info: BundleInfo, plan: Any, options: Ra
     cfg = spec.config
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # the driver's own bar counts written rows
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # not an INFO line per plan and operator
     todo = plan.todo
     blocks = max(1, math.ceil(len(todo) / cfg.batch_size))  # one decoding task per batch
     ds = ray.data.from_items([{"index": i, "key": it.key, "path": str(it.path)} for i, it in enumerate(todo)],
@@ -166,7 +167,7 @@ def _stream(ray: Any, spec: ScorerSpec, info: BundleInfo, plan: Any, options: Ra
     gpu = options.gpus_per_actor > 0
     actor_spec = spec.with_(threads=max(1, int(options.cpus_per_actor)), device="cuda" if gpu else "cpu")
     ds = ds.map_batches(actor_class, fn_constructor_kwargs={"spec": actor_spec}, batch_size=cfg.batch_size,
-                        batch_format="pandas", concurrency=min(options.num_actors, blocks),
+                        batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=min(options.num_actors, blocks)),
                         num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor if gpu else None,
                         max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
     total = tally([])
