@@ -10,7 +10,9 @@ Rows:
 
 Throughput is end to end as the command sees it: files on disk -> merged Parquet results, including the driver
 loading the model and, for Ray, starting the actors (the cluster itself is started once, before the rows, and its
-start-up time is printed separately). Per-image costs (one core, one thread): decode + prepare
+start-up time is printed separately). Each row also scores the first 16 files alone: the difference of the two
+runs gives the fixed cost of a run (model loading, actor start-up, merging) and the marginal rate, which is what
+a run over a million files approaches. Per-image costs (one core, one thread): decode + prepare
 (`predict.dataset.ImageItems`, i.e. `io.formats.read_image` + `pipeline.prepare`) per file type, and the model
 stage (`Scorer.score_batch`: forward pass, gate, decision, row) per image at batch 32.
 
@@ -90,7 +92,7 @@ def per_image_costs(model: Path, files: list[Path], batch: int = 32) -> dict:
             "model_stage_s": model_s, "batch": batch}
 
 
-def run_local(model: Path, root: Path, out: Path, cores: int) -> float:
+def run_local(model: Path, root: Path, out: Path, cores: int) -> tuple[float, int]:
     from radiolens.predict import PredictConfig, discover
     from radiolens.predict.config import default_inference_threads
     from radiolens.predict.spec import ScorerSpec
@@ -99,10 +101,10 @@ def run_local(model: Path, root: Path, out: Path, cores: int) -> float:
     spec = ScorerSpec(model, cfg, threads=default_inference_threads(cfg.workers))
     t0 = time.perf_counter()
     summary = spec.build().run(discover(root), out)
-    return (summary.scored + summary.errors + summary.not_assessed) / (time.perf_counter() - t0)
+    return time.perf_counter() - t0, summary.scored + summary.errors + summary.not_assessed
 
 
-def run_ray(model: Path, root: Path, out: Path, actors: int, cores: int) -> float:
+def run_ray(model: Path, root: Path, out: Path, actors: int, cores: int) -> tuple[float, int]:
     from radiolens.predict import PredictConfig, discover
     from radiolens.predict.ray_engine import RayOptions, score_with_ray
     from radiolens.predict.spec import ScorerSpec
@@ -113,7 +115,16 @@ def run_ray(model: Path, root: Path, out: Path, actors: int, cores: int) -> floa
     spec = ScorerSpec(model, PredictConfig(batch_size=32, progress=False, overwrite=True))
     t0 = time.perf_counter()
     summary = score_with_ray(spec, discover(root), out, options)
-    return (summary.scored + summary.errors + summary.not_assessed) / (time.perf_counter() - t0)
+    return time.perf_counter() - t0, summary.scored + summary.errors + summary.not_assessed
+
+
+def rates(run, small: Path, full: Path, out: Path) -> dict:
+    """End-to-end images/s over ``full``; fixed seconds and marginal images/s from the ``small`` run beside it."""
+    t_small, n_small = run(small, out)
+    t_full, n_full = run(full, out)
+    marginal = (n_full - n_small) / max(t_full - t_small, 1e-9)
+    return {"images_per_s": n_full / t_full, "seconds": t_full, "marginal_images_per_s": marginal,
+            "fixed_s": max(0.0, t_small - n_small / marginal)}
 
 
 def projection(costs: dict, efficiency: float, images: int = 1_000_000, cores_per_node: int = 16,
@@ -145,26 +156,34 @@ def main() -> None:
     build_inputs(data_dir(), args.n, 8, root)
     model = prepare_model(args.arch, args.size, work, data_dir())
     files = sorted(root.iterdir())
+    small = work / "small"
+    small.mkdir()
+    for f in files[:16]:
+        (small / f.name).symlink_to(f.resolve())
     costs = per_image_costs(model, files)
-    local = run_local(model, root, work / "local.parquet", cores)
+    out = work / "out.parquet"
+    local = rates(lambda src, o: run_local(model, src, o, cores), small, root, out)
     t0 = time.perf_counter()
     ray.init(num_cpus=cores, include_dashboard=False, logging_level="WARNING")
     ray_start_s = time.perf_counter() - t0
     try:
-        ray1 = run_ray(model, root, work / "ray1.parquet", 1, cores)
-        ray2 = run_ray(model, root, work / "ray2.parquet", 2, cores)
+        ray1 = rates(lambda src, o: run_ray(model, src, o, 1, cores), small, root, out)
+        ray2 = rates(lambda src, o: run_ray(model, src, o, 2, cores), small, root, out)
     finally:
         ray.shutdown()
     ideal = min(2, cores) / (costs["decode_s_mean"] + costs["model_stage_s"])
+    rays = {"ray_1_actor": ray1, "ray_2_actors": ray2}
+    efficiency = ray2["marginal_images_per_s"] / ideal  # of the 2 cores' ideal rate from the per-image costs
     result = {
         "machine": {"cores": cores, "load_average_before": load_before, "load_average_after": os.getloadavg(),
                     "arch": args.arch, "size": args.size, "files": len(files)},
         "per_image": costs,
-        "images_per_s": {"local": local, "ray_1_actor": ray1, "ray_2_actors": ray2},
-        "ratios": {"ray1_over_local": ray1 / local, "ray2_over_local": ray2 / local, "ray2_over_ray1": ray2 / ray1},
+        "runs": {"local": local, "ray_1_actor": ray1, "ray_2_actors": ray2},
+        "ratios_end_to_end": {k: r["images_per_s"] / local["images_per_s"] for k, r in rays.items()},
+        "ratios_marginal": {k: r["marginal_images_per_s"] / local["marginal_images_per_s"] for k, r in rays.items()},
         "ray_cluster_start_s": ray_start_s,
-        "ray_efficiency_2_actors": ray2 / ideal,
-        "projection_1M": projection(costs, min(1.0, ray2 / ideal), cores_per_node=args.cores_per_node),
+        "ray_efficiency_2_actors": efficiency,
+        "projection_1M": projection(costs, min(1.0, efficiency), cores_per_node=args.cores_per_node),
     }
     print(json.dumps(result, indent=2))
     if args.json:
