@@ -177,3 +177,14 @@ def test_a_gpu_device_is_used_when_present_and_refused_in_words_when_not(fitted_
     x, _ = load_preprocessed(discover(archive)[:8], cpu.info)
     np.testing.assert_allclose(load_backend(fitted_pt, device="cuda").predict_proba(x), cpu.predict_proba(x),
                                atol=1e-4)
+
+
+def test_ray_options_without_the_ray_engine_are_refused_before_any_work(tmp_path):
+    from typer.testing import CliRunner
+
+    from radiolens.cli import app
+
+    res = CliRunner().invoke(app, ["predict", str(tmp_path), "--model", str(tmp_path / "missing.pt"), "--out",
+                                   str(tmp_path / "r.parquet"), "--num-actors", "2"])
+    assert res.exit_code != 0 and "need --engine ray" in res.output, res.output
+    assert not (tmp_path / "r.parquet").exists()
