@@ -32,6 +32,7 @@ import math
 import os
 import pickle
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -166,10 +167,16 @@ def _stream(ray: Any, spec: ScorerSpec, info: BundleInfo, plan: Any, options: Ra
                         num_cpus=options.cpus_per_decode_task)
     gpu = options.gpus_per_actor > 0
     actor_spec = spec.with_(threads=max(1, int(options.cpus_per_actor)), device="cuda" if gpu else "cpu")
-    ds = ds.map_batches(actor_class, fn_constructor_kwargs={"spec": actor_spec}, batch_size=cfg.batch_size,
-                        batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=min(options.num_actors, blocks)),
-                        num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor if gpu else None,
-                        max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
+    with warnings.catch_warnings():
+        # Bounded retries (Ray Data's own default is unbounded: a batch that kills its actor every time would run
+        # for ever) can only be passed as plain remote arguments, which Ray 2.60 flags as deprecated for 2.64;
+        # the `distributed` extra pins 2.60.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*is deprecated")
+        ds = ds.map_batches(actor_class, fn_constructor_kwargs={"spec": actor_spec}, batch_size=cfg.batch_size,
+                            batch_format="pandas",
+                            compute=ray.data.ActorPoolStrategy(size=min(options.num_actors, blocks)),
+                            num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor if gpu else None,
+                            max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)
     total = tally([])
     written: set[str] = set()
     with tqdm(total=len(todo), unit="img", desc="scoring (ray)", disable=not cfg.progress, smoothing=0.1) as bar:
