@@ -39,6 +39,7 @@ def test_cli_value_sets_equal_the_library_ones():
     from radiolens.models.backends import BackendKind
     from radiolens.models.export import Exporter
     from radiolens.models.quantize import CalibrationMethod
+    from radiolens.predict.config import Engine
     from radiolens.serve.config import ServeBackend, ServeSettings
     from radiolens.serve.http.schemas import KeyIn
     from radiolens.serve.store.auth import Role
@@ -56,6 +57,7 @@ def test_cli_value_sets_equal_the_library_ones():
     assert common.CALIBRATION_METHODS == args(CalibrationMethod)
     assert common.BACKENDS == args(BackendKind)
     assert common.SERVE_BACKENDS == args(ServeBackend)
+    assert common.ENGINES == args(Engine)
     assert common.ROLES == args(KeyIn.model_fields["role"].annotation) == tuple(r.value for r in Role)
     assert set(common.LOG_LEVELS) == set(uvicorn.config.LOG_LEVELS)
     assert set(USER_METHODS) == set(METHODS) - {"random"}
@@ -94,6 +96,7 @@ BAD_OPTIONS = [
     (["quantize", "--model", "missing.onnx", "--out", "o.onnx", "--calibration", "missing", "--method", "mse"],
      "--method"),
     (["predict", "missing", "--model", "missing.pt", "--out", "o.csv", "--backend", "tensorrt"], "--backend"),
+    (["predict", "missing", "--model", "missing.pt", "--out", "o.csv", "--engine", "spark"], "--engine"),
     (["serve", "--model", "missing.pt", "--backend", "tensorrt"], "--backend"),
     (["serve", "--model", "missing.pt", "--log-level", "verbose"], "--log-level"),
     (["users", "create", "--role", "superuser"], "--role"),

@@ -7,7 +7,7 @@ from typing import Literal
 
 import typer
 
-from radiolens._cli.common import BACKENDS, friendly_errors
+from radiolens._cli.common import BACKENDS, ENGINES, friendly_errors
 from radiolens.errors import ConfigError, InputError
 
 
@@ -36,6 +36,14 @@ def predict_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT instead of resuming into it (needed "
                                    "when OUT was written by another model or backend)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    engine: Literal[ENGINES] = typer.Option("local", "--engine", help="local: this machine; ray: a Ray cluster "
+                                           "(decoding on CPU tasks, inference in actors; needs radiolens[distributed], "
+                                           "docs/scale.md)."),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster to join (e.g. auto, HEAD:6379, "
+                                       "ray://HEAD:10001; default: RAY_ADDRESS, else a local cluster). --engine ray."),
+    num_actors: int = typer.Option(1, "--num-actors", min=1, help="Inference actors (model copies). --engine ray."),
+    gpus_per_actor: float = typer.Option(0.0, "--gpus-per-actor", min=0.0, help="GPUs per inference actor (0: the "
+                                         "forward pass on CPU). --engine ray."),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Apply the service's input gate: images it refuses "
                               "(not a chest radiograph, or unlike the model's validation images) get status "
                               "out_of_distribution and no probabilities."),
@@ -44,9 +52,9 @@ def predict_cmd(
 
     A re-run skips files already scored and retries error rows; it refuses an OUT written by another model.
     """
-    from radiolens.models.backends import load_backend
-    from radiolens.predict import PredictConfig, Scorer, discover
+    from radiolens.predict import PredictConfig, discover
     from radiolens.predict.config import default_inference_threads
+    from radiolens.predict.spec import ScorerSpec
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise InputError(f"{out.name}: output must end in .csv or .parquet")
@@ -59,23 +67,20 @@ def predict_cmd(
         cfg = PredictConfig(**cfg_kwargs)
     except Exception as exc:  # pydantic ValidationError -> one line
         raise ConfigError(f"invalid option: {exc}") from exc
+    if engine == "local" and (address is not None or num_actors != 1 or gpus_per_actor):
+        raise ConfigError("--address, --num-actors and --gpus-per-actor need --engine ray")
     if threads is None:
         threads = default_inference_threads(cfg.workers)  # a core left to each decoding worker (measured)
-    be = load_backend(model, kind=backend, threads=threads)  # type: ignore[arg-type]
-    cam = None
-    # an .onnx export with feature output draws its heatmaps without PyTorch (models.feature_cam)
-    onnx_heatmaps = cam_model is None and bool(getattr(be, "has_features", False))
-    torch_heatmaps = heatmaps_for_flagged is not None and not onnx_heatmaps
-    if torch_heatmaps or (mc_dropout_passes > 1 and cam_model is not None):
-        from radiolens.errors import require_torch
+    spec = ScorerSpec(model, cfg, backend=backend, threads=threads, cam_model=cam_model,  # type: ignore[arg-type]
+                      heatmap_dir=heatmaps_for_flagged, gate=gate)
+    if engine == "ray":
+        from radiolens.predict.ray_engine import RayOptions, score_with_ray
 
-        require_torch("heatmaps and MC-dropout (--heatmaps-for-flagged, --cam-model, --mc-dropout-passes)")
-        from radiolens.models.bundle import ModelBundle
-        from radiolens.models.provenance import cam_model_for
-
-        cam = cam_model_for(be, ModelBundle.load(cam_model) if cam_model is not None else None)
-    items = discover(source, split=split, exclude=(out,))
-    summary = Scorer(be, cfg, cam_model=cam, heatmap_dir=heatmaps_for_flagged, gate=gate).run(items, out)
+        options = RayOptions(address=address, num_actors=num_actors, gpus_per_actor=gpus_per_actor)
+        summary = score_with_ray(spec, discover(source, split=split, exclude=(out,)), out, options)
+    else:
+        scorer = spec.build()
+        summary = scorer.run(discover(source, split=split, exclude=(out,)), out)
     typer.echo(f"{summary.total} inputs: {summary.scored} scored, {summary.errors} errors, "
                f"{summary.not_assessed} not assessed (input gate: {summary.gate}), "
                f"{summary.skipped_already_done} already in {out.name}"

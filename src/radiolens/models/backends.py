@@ -10,6 +10,7 @@ PyTorch is imported only by :class:`TorchBackend` and for ``.pt`` files: the ONN
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -76,25 +77,32 @@ class _Common:
 class TorchBackend(_Common):
     """Eager PyTorch (``kind="torch"``), or a traced+frozen TorchScript graph (``kind="torchscript"``)."""
 
-    def __init__(self, bundle: ModelBundle, torchscript: bool = False):
+    def __init__(self, bundle: ModelBundle, torchscript: bool = False, device: str = "cpu"):
         torch = require_torch("the PyTorch backend")
         self.bundle = bundle
         self.info = bundle.info
         self.sha256 = bundle.sha256
         self.source_sha256 = bundle.sha256  # the .pt is its own source (cf. OnnxBackend)
         self.kind = "torchscript" if torchscript else "torch"
+        self.device = _checked_device(device)
         self.model = bundle.model.eval()
+        if self.device != "cpu":
+            if not torch.cuda.is_available():
+                raise ModelError(f"device '{device}' asked for, but PyTorch sees no CUDA GPU here")
+            # a copy on the GPU: bundle.model stays on the CPU for Grad-CAM and MC-dropout (pipeline.Predictor)
+            self.model = copy.deepcopy(self.model).to(self.device)
         if torchscript:
             h, w = self.info.input_size
             with torch.inference_mode(False), torch.no_grad():
-                traced = torch.jit.trace(self.model, torch.zeros(2, 1, h, w), check_trace=False)
+                traced = torch.jit.trace(self.model, torch.zeros(2, 1, h, w, device=self.device), check_trace=False)
                 self.model = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
 
     def predict_logits(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.model(torch.from_numpy(self._check(batch, self.info))).float().numpy()
+            x = torch.from_numpy(self._check(batch, self.info)).to(self.device)
+            return self.model(x).float().cpu().numpy()
 
     @property
     def has_embedding(self) -> bool:
@@ -110,8 +118,8 @@ class TorchBackend(_Common):
 
         if getattr(self, "_tap", None) is None:
             self._tap = EmbeddingTap(self.model, self.info.num_outputs, self.info.arch)
-        logits, emb = self._tap(torch.from_numpy(self._check(batch, self.info)))
-        return logits.float().numpy(), emb.numpy()
+        logits, emb = self._tap(torch.from_numpy(self._check(batch, self.info)).to(self.device))
+        return logits.float().cpu().numpy(), emb.cpu().numpy()
 
 
 class OnnxBackend(_Common):
@@ -119,7 +127,7 @@ class OnnxBackend(_Common):
 
     kind = "onnx"
 
-    def __init__(self, path: str | Path, threads: int | None = None):
+    def __init__(self, path: str | Path, threads: int | None = None, device: str = "cpu"):
         import onnxruntime as ort
 
         from radiolens.models.feature_cam import CamHead
@@ -149,8 +157,15 @@ class OnnxBackend(_Common):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = int(threads or os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
+        providers = ["CPUExecutionProvider"]
+        if _checked_device(device) != "cpu":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ModelError(f"device '{device}' asked for, but this ONNX Runtime has no CUDA provider "
+                                 "(install onnxruntime-gpu)")
+            index = device.partition(":")[2] or "0"
+            providers = [("CUDAExecutionProvider", {"device_id": int(index)}), "CPUExecutionProvider"]
         try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
         except Exception as exc:
             raise ModelError(f"{self.path.name}: ONNX Runtime cannot load it ({type(exc).__name__})") from exc
         self._input = INPUT_NAME
@@ -187,16 +202,25 @@ class OnnxBackend(_Common):
         return logits, feats
 
 
+def _checked_device(device: str) -> str:
+    """"cpu", "cuda" or "cuda:N" (a typed error for anything else, before a model is loaded)."""
+    if device == "cpu" or device == "cuda" or (device.startswith("cuda:") and device[5:].isdigit()):
+        return device
+    raise ModelError(f"unknown device '{device}' (cpu, cuda or cuda:N)")
+
+
 def load_backend(path_or_bundle: str | Path | ModelBundle, kind: BackendKind | None = None,
-                 threads: int | None = None) -> TorchBackend | OnnxBackend:
+                 threads: int | None = None, device: str = "cpu") -> TorchBackend | OnnxBackend:
     """A ready backend for a ``.pt`` bundle (``torch``/``torchscript``) or an exported ``.onnx`` (``onnx``).
 
-    ``kind=None`` follows the file: ``.onnx`` -> ONNX Runtime, anything else -> eager PyTorch.
+    ``kind=None`` follows the file: ``.onnx`` -> ONNX Runtime, anything else -> eager PyTorch. ``device``
+    "cuda[:N]" runs the forward pass on a GPU (ONNX Runtime's CUDA provider, or the PyTorch model moved there);
+    preprocessing, the gate and the decision stay on the CPU.
     """
     if not isinstance(path_or_bundle, str | Path):  # an in-memory ModelBundle
         if kind == "onnx":
             raise ModelError("an in-memory bundle cannot run on ONNX Runtime: export it (`radiolens export`)")
-        return TorchBackend(path_or_bundle, torchscript=kind == "torchscript")
+        return TorchBackend(path_or_bundle, torchscript=kind == "torchscript", device=device)
     path = Path(path_or_bundle)
     is_onnx = path.suffix.lower() == ".onnx"
     kind = kind or ("onnx" if is_onnx else "torch")
@@ -205,7 +229,7 @@ def load_backend(path_or_bundle: str | Path | ModelBundle, kind: BackendKind | N
     if kind == "onnx":
         if not is_onnx:
             raise ModelError(f"{path.name}: the onnx backend needs an exported .onnx file (`radiolens export`)")
-        return OnnxBackend(path, threads=threads)
+        return OnnxBackend(path, threads=threads, device=device)
     if is_onnx:
         raise ModelError(f"{path.name}: an .onnx file runs only on the onnx backend")
     torch = require_torch(f"{path.name} (a PyTorch .pt bundle; a lean install serves its .onnx export)")
@@ -213,4 +237,4 @@ def load_backend(path_or_bundle: str | Path | ModelBundle, kind: BackendKind | N
 
     if threads:
         torch.set_num_threads(int(threads))
-    return TorchBackend(ModelBundle.load(path), torchscript=kind == "torchscript")
+    return TorchBackend(ModelBundle.load(path), torchscript=kind == "torchscript", device=device)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+#: Where batch scoring runs: "local" (this process and its decoding workers) or "ray" (a Ray cluster,
+#: ``predict.ray_engine``). Both write the same rows into the same resumable results.
+Engine = Literal["local", "ray"]
 
 
 def _default_workers(cores: int | None = None) -> int:

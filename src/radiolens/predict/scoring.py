@@ -26,6 +26,7 @@ import gc
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 from radiolens.errors import ConfigError, ModelError
 from radiolens.models.backends import Backend
 from radiolens.models.info import BundleInfo
+from radiolens.monitor.gate import OK
 from radiolens.pipeline.predictor import Failure, InferenceFailedError, Predictor
 from radiolens.pipeline.record import PredictionRecord
 from radiolens.predict.config import PredictConfig
@@ -43,7 +45,8 @@ from radiolens.predict.sources import ScoreItem
 
 log = logging.getLogger("radiolens.predict")
 
-__all__ = ["HeatmapFailedError", "InferenceFailedError", "ScoreSummary", "Scorer", "record_row", "result_columns"]
+__all__ = ["HeatmapFailedError", "InferenceFailedError", "RunPlan", "ScoreSummary", "Scorer", "record_row",
+           "result_columns", "tally"]
 
 
 class HeatmapFailedError(ModelError):
@@ -111,6 +114,32 @@ def record_row(info: BundleInfo, key: str, record: PredictionRecord, model: str,
     return row
 
 
+def tally(rows: list[dict], into: dict[str, int] | None = None) -> dict[str, int]:
+    """What rows count for the summary, read from the rows themselves (so an engine that only sees rows coming
+    back from elsewhere counts them as the local loop does): ``scored`` = status ok (a failed heatmap made its
+    row an error), ``refused`` = not assessed by the input gate, ``flagged`` = referred for review (error rows
+    never are), ``heatmaps`` = heatmap files written."""
+    n = dict(into) if into else dict(scored=0, errors=0, flagged=0, heatmaps=0, refused=0)
+    for r in rows:
+        status = r["status"]
+        n["errors"] += status == "error"
+        n["scored"] += status == OK
+        n["refused"] += status not in ("error", OK)
+        n["flagged"] += bool(r["flagged"])
+        n["heatmaps"] += bool(r["heatmap"])
+    return n
+
+
+@dataclass
+class RunPlan:
+    """An opened results store and what is left to score in it."""
+
+    store: ResultStore
+    todo: list[ScoreItem]
+    done: set[str]  # paths already finished before this run
+    retried: int  # earlier error rows dropped to be scored again
+
+
 class Scorer:
     def __init__(self, backend: Backend, config: PredictConfig | None = None,
                  cam_model: Any = None, heatmap_dir: str | Path | None = None,
@@ -144,50 +173,42 @@ class Scorer:
         return empty_row(self.info, key, "error", self.model_label, self.backend.sha256,
                          sop_uid_hash=rec.sop_uid_hash, error_code=code, error_message=message)
 
-    def _rows(self, items: list[ScoreItem], records: list[Decoded]) -> tuple[list[dict], dict[str, int]]:
-        """Rows of one decoded batch in input order (errors in place) and what they count."""
-        n = dict(scored=0, errors=0, flagged=0, heatmaps=0, refused=0)
+    def score_batch(self, keys: Mapping[int, str] | Sequence[str], records: list[Decoded]) -> list[dict]:
+        """Rows of one decoded batch in its order (errors in place); ``keys[record.index]`` is each row's path.
+
+        Every engine (the local loop below, the Ray actors of ``predict.ray_engine``) turns a decoded batch into
+        rows here, so a row does not depend on where it was computed."""
         ok = [r for r in records if r.tensor is not None]
         inputs = [prepared(r) for r in ok]
         results = dict(zip((r.index for r in ok), self.predictor.run(inputs), strict=True))
         ready = dict(zip((r.index for r in ok), inputs, strict=True))
         rows = []
         for rec in records:
-            key = items[rec.index].key
+            key = keys[rec.index]
             out = results.get(rec.index)
             if out is None:
                 rows.append(self._error_row(key, rec, rec.error_code, rec.error_message))
-                n["errors"] += 1
                 continue
             if isinstance(out, Failure):
                 rows.append(self._error_row(key, rec, out.error_code, out.error_message))
-                n["errors"] += 1
                 continue
             row = record_row(self.info, key, out, self.model_label, self.backend.sha256,
                              sop_uid_hash=rec.sop_uid_hash)
-            n["flagged"] += bool(out.review.flag)
-            if not out.assessed:
-                n["refused"] += 1
-            elif self._wants_heatmap(out):
+            if out.assessed and self._wants_heatmap(out):
                 try:  # heatmaps for positive or flagged cases only: each costs a forward (Grad-CAM: + backward) pass
                     heat = self.predictor.cam(ready[rec.index], out.target_index)
                     row["heatmap"] = write_heatmap(heat, self.info, rec.tensor, self.heatmap_dir, key)
-                    n["heatmaps"] += 1
-                    n["scored"] += 1
                 except Exception as exc:  # scores stay in the row; status error so a re-run retries it
                     log.warning("heatmap failed (%s)", type(exc).__name__)
                     row.update(status="error", error_code=HeatmapFailedError.code,
                                error_message=f"scores are valid; heatmap failed ({type(exc).__name__})")
-                    n["errors"] += 1
-            else:
-                n["scored"] += 1
             rows.append(row)
-        return rows, n
+        return rows
 
-    def run(self, items: list[ScoreItem], out: str | Path) -> ScoreSummary:
-        from tqdm import tqdm
-
-        t0 = time.perf_counter()
+    def plan(self, items: list[ScoreItem], out: str | Path) -> RunPlan:
+        """Open (or resume) the results at ``out`` and list what is left to score: finished paths are skipped,
+        earlier error rows dropped for a retry (``retry_errors``), a path listed twice scored once. Every engine
+        starts here, so resuming works the same whichever engine wrote the earlier rows."""
         cfg = self.config
         store = ResultStore(out, result_columns(self.info), overwrite=cfg.overwrite)
         store.check_provenance(self.model_label, self.backend.sha256)
@@ -200,6 +221,21 @@ class Scorer:
             if it.key not in seen:
                 seen.add(it.key)
                 todo.append(it)
+        return RunPlan(store, todo, done, retried)
+
+    def summary(self, items: list[ScoreItem], plan: RunPlan, counts: dict[str, int], seconds: float) -> ScoreSummary:
+        return ScoreSummary(total=len(items), skipped_already_done=sum(it.key in plan.done for it in items),
+                            scored=counts["scored"], errors=counts["errors"], flagged=counts["flagged"],
+                            heatmaps=counts["heatmaps"], seconds=seconds, retried_errors=plan.retried,
+                            flag_rule=self.flag_rule, not_assessed=counts["refused"], gate=self.gate_mode)
+
+    def run(self, items: list[ScoreItem], out: str | Path) -> ScoreSummary:
+        from tqdm import tqdm
+
+        t0 = time.perf_counter()
+        cfg = self.config
+        plan = self.plan(items, out)
+        todo = plan.todo
         # Decode workers are forked. Collect garbage first: an unreachable object inherited by a worker (e.g. an
         # ONNX Runtime session a caller dropped) can be freed there by the child's garbage collector, and its
         # destructor waits for thread-pool threads that do not exist after fork: the worker hangs for ever.
@@ -207,16 +243,14 @@ class Scorer:
         if cfg.workers:
             gc.collect()
         loader = decoded_batches(ImageItems(todo, self.info), cfg.batch_size, cfg.workers, cfg.prefetch_batches)
-        total = dict(scored=0, errors=0, flagged=0, heatmaps=0, refused=0)
+        keys = [it.key for it in todo]
+        total = tally([])
         with tqdm(total=len(todo), unit="img", desc="scoring", disable=not cfg.progress, smoothing=0.1) as bar:
             for records in loader:
-                rows, n = self._rows(todo, records)
-                store.append(rows)  # flushed + fsync'ed: a crash after this line loses nothing of this batch
-                total = {k: total[k] + n[k] for k in total}
+                rows = self.score_batch(keys, records)
+                plan.store.append(rows)  # flushed + fsync'ed: a crash after this line loses nothing of this batch
+                total = tally(rows, total)
                 bar.update(len(records))
                 bar.set_postfix(errors=total["errors"], refresh=False)
-        store.finalize()
-        return ScoreSummary(total=len(items), skipped_already_done=sum(it.key in done for it in items),
-                            scored=total["scored"], errors=total["errors"], flagged=total["flagged"],
-                            heatmaps=total["heatmaps"], seconds=time.perf_counter() - t0, retried_errors=retried,
-                            flag_rule=self.flag_rule, not_assessed=total["refused"], gate=self.gate_mode)
+        plan.store.finalize()
+        return self.summary(items, plan, total, time.perf_counter() - t0)
