@@ -43,8 +43,32 @@ def test_card_json_and_html(tmp_path, data_dir):
     assert ADVISORY in html and "data:image/png;base64," in html and "equalized-odds" in html
     assert "paediatric (&lt;18)</td><td>0</td>" in html and "0 cases" in html  # NIH has no children: listed
     assert "No risk-coverage curve attached" in html  # the bundle's stored rule has no curve
+    # the intended population is stated from the training rows of the manifest, counted independently here
+    train = m[m["split"] == "train"]
+    pop = data["scope"]["population"]
+    assert pop["images"] == len(train) and pop["patients"] == train["patient_id"].nunique()
+    assert pop["age_bands"]["under 18"] == int((train["age"] < 18).sum()) == 0
+    assert sum(pop["age_bands"].values()) == pop["age_known"] == int(train["age"].notna().sum())
+    assert pop["sex"] == {k: int(v) for k, v in train["sex"].value_counts().sort_index().items()}
+    lo, hi = pop["age_5th_to_95th"]
+    assert lo == round(train["age"].quantile(0.05)) and hi == round(train["age"].quantile(0.95))
+    assert "Patients aged under 18: none in the training data." in data["scope"]["out_of_scope"]
+    assert any(s.startswith("Lateral views: trained on AP, PA only") for s in data["scope"]["out_of_scope"])
+    assert "Input: 32 x 32 px" in html and "<h2>Out of scope</h2>" in html and "<h2>Limitations</h2>" in html
     with pytest.raises(InputError):
         build_card(bundle, eval_json=tmp_path / "missing.json")
+
+
+def test_training_record_renders_as_rounded_rows():
+    from radiolens.evaluate.model_card import display_rows
+
+    rows = dict(display_rows({"lr": 0.000312345678, "epochs_run": 12, "history": [{"epoch": 0}] * 12,
+                              "label": {"task": "binary", "columns": ["label"]}, "timings_s": {"fit": 123.456789},
+                              "thresholds": [0.123456789, 0.5]}))
+    assert rows == {"lr": "0.0003123", "epochs_run": "12",
+                    "history": "12 epochs recorded (see the evaluation report's training curves)",
+                    "label.task": "binary", "label.columns": "label", "timings_s.fit": "123.5",
+                    "thresholds": "0.1235, 0.5"}
 
 
 def test_card_draws_risk_coverage_from_a_triage_file(tmp_path):

@@ -115,11 +115,91 @@ def quantization_summary(path: Path, model_sha256: str = "") -> dict:
     return {**{k: cmp.get(k) for k in QUANTIZATION_FIELDS}, "from": path.name}
 
 
+#: Age bands of the population summary (the subgroup audit's bands).
+AGE_BAND_EDGES = ((0, 18, "under 18"), (18, 65, "18-64"), (65, 200, "65 and over"))
+
+
+def training_population(manifest: Path | None, split: str | None = "train") -> dict | None:
+    """Who the model was trained on, from the training manifest's optional ``age``, ``sex`` and ``view``
+    columns (rows of ``split`` when the manifest has splits): counts per age band, sex and view, and the
+    5th-95th age percentiles (not the extremes: a single oldest patient's age identifies more than a band)."""
+    if manifest is None:
+        return None
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise InputError(f"{manifest.name}: not a readable CSV ({type(exc).__name__})") from exc
+    if split and "split" in frame.columns and (frame["split"] == split).any():
+        frame = frame[frame["split"] == split]
+    out: dict = {"rows": f"{split} split" if split and "split" in frame.columns else "all rows",
+                 "images": int(len(frame))}
+    if "patient_id" in frame.columns:
+        out["patients"] = int(frame["patient_id"].replace("", pd.NA).dropna().nunique())
+    ages = pd.to_numeric(frame["age"], errors="coerce").dropna() if "age" in frame.columns else pd.Series([])
+    if len(ages):
+        out["age_known"] = int(len(ages))
+        out["age_5th_to_95th"] = [int(round(ages.quantile(0.05))), int(round(ages.quantile(0.95)))]
+        out["age_bands"] = {name: int(((ages >= lo) & (ages < hi)).sum()) for lo, hi, name in AGE_BAND_EDGES}
+    for column in ("sex", "view"):
+        if column in frame.columns:
+            values = frame[column].str.strip().replace("", "unknown")
+            out[column] = {k: int(v) for k, v in values.value_counts().sort_index().items()}
+    return out
+
+
+def out_of_scope(info, population: dict | None) -> list[str]:
+    """What the model must not be used for, from what it was (not) trained on."""
+    items = ["Diagnosis without a qualified reader: outputs are advisory.",
+             "Other modalities and body parts (CT, MR, ultrasound, extremity or abdominal radiographs); the input "
+             "gate refuses most of them, but it is a safety net, not a licence.",
+             f"Findings other than the model's outputs ({', '.join(info.class_names)})."]
+    pop = population or {}
+    bands = {k: v for k, v in (pop.get("age_bands") or {}).items()}
+    if bands:
+        missing = [name for name, n in bands.items() if n == 0]
+        if missing:
+            items.append(f"Patients aged {' or '.join(missing)}: none in the training data.")
+    elif population is not None:
+        items.append("Any particular age group: the training data records no ages, so the population the model "
+                     "suits is not known from the data.")
+    views = [v for v in (pop.get("view") or {}) if v != "unknown"]
+    if views and not any(v.upper().startswith("L") for v in views):
+        items.append(f"Lateral views: trained on {', '.join(sorted(views))} only.")
+    side = info.input_size[0] if info.input_size else None
+    if side:
+        items.append(f"Fine detail below what a {side} x {side} px input resolves (the model sees every image "
+                     "downsampled to this size).")
+    return items
+
+
+def display_rows(record: dict, prefix: str = "") -> list[tuple[str, str]]:
+    """A nested record (the bundle's training record) as (dotted key, text) rows with rounded numbers: floats to
+    4 significant digits, short lists inline; the per-epoch history is summarised, not dumped."""
+    rows: list[tuple[str, str]] = []
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if key == "history" and isinstance(value, list):
+            rows.append((name, f"{len(value)} epochs recorded (see the evaluation report's training curves)"))
+        elif isinstance(value, dict):
+            rows += display_rows(value, name + ".")
+        elif isinstance(value, float):
+            rows.append((name, f"{value:.4g}"))
+        elif isinstance(value, list | tuple):
+            shown = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in value]
+            rows.append((name, ", ".join(shown) if len(shown) <= 12 else ", ".join(shown[:12]) + ", ..."))
+        else:
+            rows.append((name, "" if value is None else str(value)))
+    return rows
+
+
 def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_json: Path | None = None,
                triage_json: Path | None = None, manifest: Path | None = None, images: list[Path] | None = None,
                intended_use: str | None = None, limitations: list[str] | None = None,
                quantization: Path | None = None) -> dict:
     info = bundle.info
+    population = training_population(manifest)
     ev_raw = _read_json(eval_json, "evaluation") or info.metrics or None
     triage = _read_json(triage_json, "triage")
     fitted_on = (triage or {}).get("model_sha256")
@@ -143,6 +223,8 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
         "training_data": {"summary": info.training,
                           "manifest_sha256": file_sha256(manifest) if manifest else None,
                           "manifest_name": manifest.name if manifest else None},
+        "scope": {"input_size": list(info.input_size), "population": population,
+                  "out_of_scope": out_of_scope(info, population)},
         "evaluation": evaluation,
         "calibration": _calibration_summary(ev_raw),
         "subgroups": subgroups,
@@ -166,7 +248,9 @@ def write_card(card: dict, out: Path, images: list[Path] | None = None) -> tuple
             raise InputError(f"image not found: {p.name}")
         embedded.append({"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()})
     html = render("radiolens.evaluate", "model_card.html", strict=False, card=card, images=embedded,
-                  figs=card_figures(card), pretty=json.dumps(card, indent=2, default=str))
+                  figs=card_figures(card), pretty=json.dumps(card, indent=2, default=str),
+                  training_rows=display_rows((card.get("training_data") or {}).get("summary") or {}),
+                  model_rows=display_rows(card.get("model") or {}))
     html_path = out / "model_card.html"
     html_path.write_text(html)
     return json_path, html_path
