@@ -169,17 +169,27 @@ class Predictor:
         ``heatmaps`` (one flag per input, or one for all): attach the CAM of each flagged input's target
         output to its record when it is assessed. With a feature heatmap in force (:attr:`heatmap_method`
         "cam" or "eigencam") the maps come from the feature maps of the same forward pass; otherwise
-        Grad-CAM (or the configured method) runs per image. A heatmap that fails makes that input's
-        Failure only: its batch neighbours are not affected.
+        Grad-CAM (or the configured method) runs per image. An image whose gate, review or heatmap raises
+        is that input's Failure only: its batch neighbours are not affected.
         """
+        out: list[PredictionRecord | Failure] = []
+        for o in self._run(items, heatmaps):
+            if isinstance(o, Exception):
+                code = InferenceFailedError.code
+                o = Failure(code, f"{code.replace('_', ' ')} ({type(o).__name__})")
+            out.append(o)
+        return out
+
+    def _run(self, items: Sequence[Prepared], heatmaps: Sequence[bool] | bool
+             ) -> list[PredictionRecord | Failure | Exception]:
         if not items:
             return []
         want = [bool(heatmaps)] * len(items) if isinstance(heatmaps, bool) else [bool(h) for h in heatmaps]
         if len(want) != len(items):
             raise ValueError("one heatmap flag per input is needed")
         features = any(want) and self.feature_head is not None
-        batch = np.stack([p.tensor for p in items]).astype(np.float32, copy=False)
         try:
+            batch = np.stack([p.tensor for p in items]).astype(np.float32, copy=False)
             probs, embs, feats = self._forward(batch, features)
             outs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | Failure] = [
                 (probs[i], None if embs is None else embs[i], None if feats is None else feats[i])
@@ -188,8 +198,9 @@ class Predictor:
             if len(items) > 1:
                 log.warning("forward pass failed on a batch of %d (%s); retrying image by image", len(items),
                             type(exc).__name__)
-            outs = [self._one(x, exc if len(items) == 1 else None, features) for x in batch]
-        results: list[PredictionRecord | Failure] = []
+            outs = [self._one(np.asarray(p.tensor, dtype=np.float32), exc if len(items) == 1 else None, features)
+                    for p in items]
+        results: list[PredictionRecord | Failure | Exception] = []
         for item, out, heat in zip(items, outs, want, strict=True):
             if isinstance(out, Failure):
                 results.append(out)
@@ -198,10 +209,11 @@ class Predictor:
             try:
                 rec = self.record(item, prob, emb)
                 results.append(self._attach_heatmap(rec, item, feat) if heat else rec)
-            except Exception as exc:
-                log.warning("prediction failed on one image of a batch of %d (%s)", len(items), type(exc).__name__)
-                code = InferenceFailedError.code
-                results.append(Failure(code, f"{code.replace('_', ' ')} ({type(exc).__name__})"))
+            except Exception as exc:  # this image's own error, kept for its caller
+                if len(items) > 1:
+                    log.warning("prediction failed on one image of a batch of %d (%s)", len(items),
+                                type(exc).__name__)
+                results.append(exc)
         return results
 
     def _one(self, x: np.ndarray, known: Exception | None, features: bool = False
@@ -217,19 +229,20 @@ class Predictor:
 
     def predict(self, item: Prepared, heatmap: bool = False) -> PredictionRecord:
         """One image (the service's path without micro-batching): :meth:`predict_batch` of one; a failed
-        forward pass (or heatmap) raises InferenceFailedError."""
+        forward pass raises InferenceFailedError, a failed gate, review or heatmap its own error."""
         out = self.predict_batch([item], [heatmap])[0]
-        if isinstance(out, InferenceFailedError):
+        if isinstance(out, Exception):
             raise out
         return out
 
     def predict_batch(self, items: Sequence[Prepared], heatmaps: Sequence[bool] | bool = False,
-                      ) -> list[PredictionRecord | InferenceFailedError]:
-        """The service's batched entry point (micro-batching): :meth:`run` on the whole batch, each Failure
-        turned into the InferenceFailedError its own request answers with (never raised here, so one image
-        cannot fail its batch neighbours)."""
+                      ) -> list[PredictionRecord | Exception]:
+        """The service's batched entry point (micro-batching): one forward pass for the batch, and per image
+        its record or the error its own request answers with (an InferenceFailedError when the forward pass
+        fails on it, else the error its gate, review or heatmap raised). Never raises for one image, so one
+        image cannot fail its batch neighbours."""
         return [InferenceFailedError(f"the model could not run on this image: {o.error_message}")
-                if isinstance(o, Failure) else o for o in self.run(items, heatmaps)]
+                if isinstance(o, Failure) else o for o in self._run(items, heatmaps)]
 
     def record(self, item: Prepared, probs: np.ndarray, embedding: np.ndarray | None) -> PredictionRecord:
         """Gate, decision and review of one image whose probabilities (and embedding) are computed."""
