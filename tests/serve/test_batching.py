@@ -10,6 +10,8 @@ import time
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from tests.serve.conftest import START_ROWS, decode_png
 
 from radiolens.serve.runtime.batching import MicroBatcher
@@ -112,12 +114,16 @@ def test_batched_service_answers_as_unbatched_and_audits_each_prediction(live, k
     assert srv.server.config.app.state.inference_pool.workers == 8
     got = _concurrent(srv.url, keys, uploads + [bad], threading.Barrier(len(uploads) + 1))
     assert [r.status_code for r in got[:-1]] == [201] * len(uploads), [r.text for r in got]
-    assert got[-1].status_code == 422 and "error" in got[-1].json()  # the bad one alone, with its own 4xx
+    # the bad one alone, with its own 4xx (an unreadable upload: 415)
+    assert got[-1].status_code == 415 and got[-1].json()["error"]["code"]
     assert service.batcher.largest >= 2  # neighbours shared forward passes
-    heat = [decode_png(httpx.get(srv.url + r.json()["heatmap_url"], headers=keys.h("clinician"),
-                                 timeout=60).content) for r in got[:-1]]
     report = audit.verify(service.engine)
     assert report.ok and report.rows == START_ROWS + len(uploads), report  # one row per prediction
+    with Session(service.engine) as s:
+        ids = list(s.scalars(select(audit.AuditEntry.prediction_id).where(audit.AuditEntry.event == "prediction")))
+    assert sorted(ids) == sorted(r.json()["id"] for r in got[:-1])
+    heat = [decode_png(httpx.get(srv.url + r.json()["heatmap_url"], headers=keys.h("clinician"),
+                                 timeout=60).content) for r in got[:-1]]  # (each read is audited too)
     metrics = httpx.get(f"{srv.url}/metrics", headers=keys.h("auditor"), timeout=60).text
     count = [ln for ln in metrics.splitlines() if ln.startswith("radiolens_inference_batch_size_count")]
     total = [ln for ln in metrics.splitlines() if ln.startswith("radiolens_inference_batch_size_sum")]
