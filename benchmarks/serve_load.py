@@ -12,6 +12,10 @@ own study/series/instance UIDs.
 
     python benchmarks/serve_load.py --requests 300 --clients 8 [--arch resnet18 --size 224] [--model bundle.pt]
 
+Micro-batching before/after in one run (heatmaps on; the service with batching off, then on):
+
+    python benchmarks/serve_load.py --compare-batching --arch resnet18 --size 224 --requests 200 --clients 8
+
 Without --model a bundle of --arch/--size with random weights is made (latency does not depend on the
 weights; outputs are meaningless).
 """
@@ -181,6 +185,11 @@ def main() -> None:
     ap.add_argument("--max-pending-uploads", type=int, default=None,
                     help="passed to radiolens serve (default: --clients, so no upload is turned away with 503 and "
                          "the table measures inference; set it lower to measure admission control)")
+    ap.add_argument("--batch-max-size", type=int, default=8, help="passed to radiolens serve (1 = micro-batching "
+                    "off)")
+    ap.add_argument("--batch-max-wait-ms", type=float, default=5.0, help="passed to radiolens serve")
+    ap.add_argument("--compare-batching", action="store_true", help="before/after in one run: heatmaps on, the "
+                    "service started with micro-batching off, then on (--batch-max-size), and the ratio")
     args = ap.parse_args()
     torch.set_num_threads(2)
 
@@ -188,12 +197,6 @@ def main() -> None:
     if not data_dir.is_dir():
         sys.exit("set RADIOLENS_DATA_DIR to the real data folder")
     uploads = load_uploads(data_dir, n_jpeg=240, dicom_every=args.dicom_every, png_every=args.png_every)
-
-    from typer.testing import CliRunner
-
-    from radiolens.cli import app as cli_app
-    from radiolens.serve.store import audit
-    from radiolens.serve.store.db import make_engine
 
     with tempfile.TemporaryDirectory(prefix="radiolens-bench-") as tmp:
         tmp = Path(tmp)
@@ -203,60 +206,91 @@ def main() -> None:
         from radiolens.models.bundle import ModelBundle
 
         n_drop = sum(isinstance(m, nn.modules.dropout._DropoutNd) for m in ModelBundle.load(model).model.modules())
-        state = tmp / "state"
-        out = CliRunner().invoke(cli_app, ["users", "create", "--role", "clinician", "--state-dir", str(state)])
-        key = out.stdout.strip().splitlines()[-1]
-        port = free_port()
-        env = dict(os.environ, OMP_NUM_THREADS="2",
-                   RADIOLENS_DEID_SECRET=os.environ.get("RADIOLENS_DEID_SECRET") or secrets.token_hex(32))
-        proc = subprocess.Popen([sys.executable, "-m", "radiolens.cli", "serve", "--model", str(model),
-                                 "--state-dir", str(state), "--port", str(port), "--log-level", "warning",
-                                 "--inference-workers", str(args.inference_workers), "--mc-passes",
-                                 str(args.mc_passes), "--timeout", str(args.timeout), "--max-pending-uploads",
-                                 str(args.max_pending_uploads or args.clients)], env=env)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    sys.exit("server did not start")
-                time.sleep(0.3)
-            rows = [run_mode(url, key, uploads, args.requests, args.clients, heatmap=h) for h in (False, True)]
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=120)
-        engine = make_engine(f"sqlite:///{state / 'radiolens.db'}")
-        report = audit.verify(engine)
-        engine.dispose()
+        if args.compare_batching:
+            runs = [("batching off", 1), (f"batching {args.batch_max_size}/{args.batch_max_wait_ms:g}ms",
+                                         args.batch_max_size)]
+            heatmaps: tuple[bool, ...] = (True,)
+        else:
+            runs, heatmaps = [("", args.batch_max_size)], (False, True)
+        rows, audits, loads = [], [], []
+        for i, (label, batch) in enumerate(runs):
+            loads.append(os.getloadavg()[0])
+            got, report = serve_and_measure(args, model, tmp / f"state{i}", uploads, batch, heatmaps)
+            for r in got:
+                r["mode"] = f"{r['mode']}, {label}" if label else r["mode"]
+            rows += got
+            audits.append((report, sum(r["requests"] - r["errors"] for r in got) + len(heatmaps) * args.clients + 2))
+            loads.append(os.getloadavg()[0])
 
     print(f"\nserve_load: {args.clients} clients, {args.requests} requests/mode, model {args.arch} "
           f"{args.size}px, {args.inference_workers} inference workers, {args.mc_passes} MC passes "
           f"({n_drop} dropout modules{': passes skipped' if not n_drop else ''}), "
-          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs; uploads: {upload_summary(uploads)} "
+          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, load average (1 min) "
+          f"{min(loads):.1f}-{max(loads):.1f} at the runs' starts and ends; uploads: {upload_summary(uploads)} "
           f"(1 DICOM per {args.dicom_every} and 1 PNG per {args.png_every} JPEGs)")
-    print(f"| {'mode':10} | {'requests':>8} | {'DICOM':>5} | {'PNG':>4} | {'errors':>6} | {'req/s':>6} | "
+    width = max(10, *(len(r["mode"]) for r in rows))
+    print(f"| {'mode':{width}} | {'requests':>8} | {'DICOM':>5} | {'PNG':>4} | {'errors':>6} | {'req/s':>6} | "
           f"{'p50 ms':>7} | {'p95 ms':>7} | {'p99 ms':>7} | {'p50 JPEG':>8} | {'p50 PNG':>7} | {'p50 DICOM':>9} |")
-    print(f"|{'-' * 12}|{'-' * 10}|{'-' * 7}|{'-' * 6}|{'-' * 8}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 9}|"
+    print(f"|{'-' * (width + 2)}|{'-' * 10}|{'-' * 7}|{'-' * 6}|{'-' * 8}|{'-' * 8}|{'-' * 9}|{'-' * 9}|{'-' * 9}|"
           f"{'-' * 10}|{'-' * 9}|{'-' * 11}|")
     for r in rows:
         k = r["by_kind"]
-        print(f"| {r['mode']:10} | {r['requests']:>8} | {r['dicom']:>5} | {r['png']:>4} | {r['errors']:>6} | "
+        print(f"| {r['mode']:{width}} | {r['requests']:>8} | {r['dicom']:>5} | {r['png']:>4} | {r['errors']:>6} | "
               f"{r['throughput']:>6.1f} | {r['p50']:>7.0f} | {r['p95']:>7.0f} | {r['p99']:>7.0f} | "
               f"{k.get('jpeg', float('nan')):>8.0f} | {k.get('png', float('nan')):>7.0f} | "
               f"{k.get('dicom', float('nan')):>9.0f} |")
     for r in rows:
         if r["error_statuses"]:
             print(f"{r['mode']}: failed requests by HTTP status (0: no answer): {r['error_statuses']}")
-    expected = sum(r["requests"] - r["errors"] for r in rows) + 2 * args.clients + 2
-    print(f"audit chain: {'OK' if report.ok else 'BROKEN'}, {report.rows} rows "
-          f"(expected {expected} = successful predictions incl. warm-up + the key's creation + the "
-          "de-identification secret's registration)")
+    if args.compare_batching:
+        off, on = rows
+        print(f"batching on / off: {on['throughput'] / off['throughput']:.2f}x requests/s, p95 "
+              f"{on['p95']:.0f} ms vs {off['p95']:.0f} ms")
+    for report, expected in audits:
+        print(f"audit chain: {'OK' if report.ok else 'BROKEN'}, {report.rows} rows "
+              f"(expected {expected} = successful predictions incl. warm-up + the key's creation + the "
+              "de-identification secret's registration)")
 
+
+def serve_and_measure(args, model: Path, state: Path, uploads, batch_max_size: int, heatmaps: tuple[bool, ...]):
+    """Start ``radiolens serve`` on fresh state, run one mode per heatmap setting, stop it, verify the audit."""
+    from typer.testing import CliRunner
+
+    from radiolens.cli import app as cli_app
+    from radiolens.serve.store import audit
+    from radiolens.serve.store.db import make_engine
+
+    out = CliRunner().invoke(cli_app, ["users", "create", "--role", "clinician", "--state-dir", str(state)])
+    key = out.stdout.strip().splitlines()[-1]
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="2",
+               RADIOLENS_DEID_SECRET=os.environ.get("RADIOLENS_DEID_SECRET") or secrets.token_hex(32))
+    proc = subprocess.Popen([sys.executable, "-m", "radiolens.cli", "serve", "--model", str(model),
+                             "--state-dir", str(state), "--port", str(port), "--log-level", "warning",
+                             "--inference-workers", str(args.inference_workers), "--mc-passes",
+                             str(args.mc_passes), "--timeout", str(args.timeout), "--max-pending-uploads",
+                             str(args.max_pending_uploads or args.clients), "--batch-max-size",
+                             str(batch_max_size), "--batch-max-wait-ms", str(args.batch_max_wait_ms)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                sys.exit("server did not start")
+            time.sleep(0.3)
+        rows = [run_mode(url, key, uploads, args.requests, args.clients, heatmap=h) for h in heatmaps]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    engine = make_engine(f"sqlite:///{state / 'radiolens.db'}")
+    report = audit.verify(engine)
+    engine.dispose()
+    return rows, report
 
 if __name__ == "__main__":
     main()

@@ -148,8 +148,9 @@ def test_models_metrics_openapi(client, kermany_samples):
     keys = client.keys
     m = client.get("/v1/models", headers=keys.h("clinician")).json()["models"][0]
     assert m["class_names"] == ["pneumonia"] and m["input_size"] == [32, 32]
-    # the .pt bundle with the default settings: Grad-CAM, and the review flag sees the MC-dropout spread
-    assert m["heatmap_method"] == "gradcam" and m["uncertainty_method"] == "mc-dropout"
+    # the .pt bundle with the default settings: Grad-CAM, drawn as the class activation map from the forward
+    # pass (equal for small_cnn's pooling + linear head), and the review flag sees the MC-dropout spread
+    assert m["heatmap_method"] == "cam" and m["uncertainty_method"] == "mc-dropout"
     assert "MC-dropout spread of 8 passes" in m["review_basis"]
     _upload(client, keys, kermany_samples[0][0].read_bytes(), ctype="image/jpeg", heatmap=False)
     text = client.get("/metrics", headers=keys.h("auditor")).text

@@ -50,7 +50,9 @@ def _until(predicate, what: str, limit_s: float = 60) -> None:
 
 def test_pool_stays_bounded_after_timeouts(live, kermany_samples):
     gate = Concurrency()
-    srv, keys = live(PredictionHooks(input_gates=[gate]), request_timeout_s=0.5, inference_workers=2)
+    # without micro-batching the pool has one thread per inference worker (with it: see test_batching.py)
+    srv, keys = live(PredictionHooks(input_gates=[gate]), request_timeout_s=0.5, inference_workers=2,
+                     batch_max_size=1)
     app = srv.server.config.app
     data = kermany_samples[0][0].read_bytes()
     try:

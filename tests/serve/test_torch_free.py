@@ -144,7 +144,7 @@ def test_serves_a_real_dicom_without_torch(exported, no_torch_env, siim_dicom, k
                       files={"file": ("upload", p.read_bytes(), ctype)}).json() for p, ctype in uploads]
         ref_heat = [None if r["heatmap_url"] is None else c.get(r["heatmap_url"], headers=keys.h("clinician")).content
                     for r in ref]
-    assert ref_models["heatmap_method"] == "gradcam" and ref_models["uncertainty_method"] == "none"
+    assert ref_models["heatmap_method"] == "cam" and ref_models["uncertainty_method"] == "none"
     bundle_sha = ModelBundle.load(pt).sha256
     for got, want, got_png, want_png in zip(lean, ref, lean_heat, ref_heat, strict=True):
         assert got["model"]["backend"] == "onnx" and want["model"]["backend"] == "torch"

@@ -33,7 +33,7 @@ def _admission(app) -> UploadAdmission:
 
 def test_uploads_beyond_the_bound_get_503_before_their_body_is_read(live, kermany_samples):
     gate = Concurrency()
-    srv, keys = live(PredictionHooks(input_gates=[gate]), inference_workers=1, max_pending_uploads=2,
+    srv, keys = live(PredictionHooks(input_gates=[gate]), inference_workers=1, batch_max_size=1, max_pending_uploads=2,
                      retry_after_s=7)
     app = srv.server.config.app
     data = kermany_samples[0][0].read_bytes()

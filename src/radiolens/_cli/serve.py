@@ -79,6 +79,10 @@ def serve_cmd(
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
     workers: int = typer.Option(1, help="uvicorn worker processes"),
     inference_workers: int = typer.Option(2, "--inference-workers", help="concurrent inferences per process"),
+    batch_max_size: int = typer.Option(8, "--batch-max-size", help="micro-batching: concurrent requests' images "
+                                       "run as one forward pass of up to this many (1 = off)"),
+    batch_max_wait_ms: float = typer.Option(5.0, "--batch-max-wait-ms", help="micro-batching: the longest an "
+                                            "image waits in the queue for batch neighbours"),
     max_upload_mb: float = typer.Option(64.0, "--max-upload-mb", help="request size limit (413 above)"),
     timeout_s: float = typer.Option(60.0, "--timeout", help="per-request timeout in seconds (504 above)"),
     max_pending_uploads: int = typer.Option(6, "--max-pending-uploads", help="uploads in progress per process "
@@ -115,6 +119,7 @@ def serve_cmd(
     settings = _settings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
                          state_dir=state_dir, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                          request_timeout_s=timeout_s, inference_workers=inference_workers,
+                         batch_max_size=batch_max_size, batch_max_wait_ms=batch_max_wait_ms,
                          max_pending_uploads=max_pending_uploads, header_timeout_s=header_timeout_s,
                          heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
                          monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx, model),

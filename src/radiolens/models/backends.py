@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -24,6 +25,7 @@ from radiolens.models.info import BundleInfo
 
 if TYPE_CHECKING:
     from radiolens.models.bundle import ModelBundle
+    from radiolens.models.feature_cam import CamHead
 
 BackendKind = Literal["torch", "torchscript", "onnx"]
 
@@ -91,6 +93,9 @@ class TorchBackend(_Common):
                 raise ModelError(f"device '{device}' asked for, but PyTorch sees no CUDA GPU here")
             # a copy on the GPU: bundle.model stays on the CPU for Grad-CAM and MC-dropout (pipeline.Predictor)
             self.model = copy.deepcopy(self.model).to(self.device)
+        self._cam_lock = threading.Lock()
+        self._cam_checked = False
+        self._cam_head: CamHead | None = None
         if torchscript:
             h, w = self.info.input_size
             with torch.inference_mode(False), torch.no_grad():
@@ -120,6 +125,67 @@ class TorchBackend(_Common):
             self._tap = EmbeddingTap(self.model, self.info.num_outputs, self.info.arch)
         logits, emb = self._tap(torch.from_numpy(self._check(batch, self.info)).to(self.device))
         return logits.float().cpu().numpy(), emb.cpu().numpy()
+
+    @property
+    def cam_head(self) -> CamHead | None:
+        """How this model's CAM-layer feature maps become a heatmap without a backward pass (the record an ONNX
+        export of it would carry), found once: ``"cam"`` when the class activation map equals Grad-CAM (global
+        average pooling + linear heads), ``"eigencam"`` for other heads, None for a TorchScript graph (no layer
+        left to hook) or a model without a CAM layer.
+
+        The check (:func:`radiolens.models.cam_layer.gradcam_weights_are_classifier_weights`) is structural:
+        whether the gradient Grad-CAM averages sums to the classifier's weights holds or fails for a head
+        whatever the input, so a seeded normal batch of the input size (what normalised images look like to
+        the model) stands for the real images an export checks with.
+        """
+        if self.kind != "torch":
+            return None
+        with self._cam_lock:
+            if not self._cam_checked:
+                import torch
+
+                from radiolens.models.cam_layer import FeatureTap, cam_target_layer, feature_heatmap_head
+
+                h, w = self.info.input_size
+                probe = torch.from_numpy(np.random.default_rng(0).standard_normal((2, 1, h, w)).astype(np.float32))
+                probe = probe.to(self.device)
+                try:
+                    self._cam_head = feature_heatmap_head(self.model, self.info.num_outputs, self.info.arch, probe)
+                    self._feature_tap = FeatureTap(cam_target_layer(self.model, self.info.arch))
+                except ModelError:
+                    self._cam_head = None
+                self._cam_checked = True
+        return self._cam_head
+
+    @property
+    def has_features(self) -> bool:
+        return self.cam_head is not None
+
+    def outputs(self, batch: np.ndarray, *, embedding: bool = False,
+                features: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(logits, embedding or None, (N, C, h, w) CAM-layer features or None) from ONE forward pass."""
+        if features and not self.has_features:
+            raise ModelError("this model gives no CAM-layer feature maps (a TorchScript graph has no layer to hook)")
+        if not features:
+            if embedding:
+                return (*self.logits_and_embedding(batch), None)
+            return self.predict_logits(batch), None, None
+        import torch
+
+        x = torch.from_numpy(self._check(batch, self.info)).to(self.device)
+
+        def forward(t: torch.Tensor):
+            if embedding and self.has_embedding:
+                from radiolens.models.embedding import EmbeddingTap
+
+                if getattr(self, "_tap", None) is None:
+                    self._tap = EmbeddingTap(self.model, self.info.num_outputs, self.info.arch)
+                return self._tap(t)
+            with torch.inference_mode():
+                return self.model(t), None
+
+        (logits, emb), feats = self._feature_tap.run(forward, x)
+        return (logits.float().cpu().numpy(), None if emb is None else emb.cpu().numpy(), feats.cpu().numpy())
 
 
 class OnnxBackend(_Common):
@@ -200,6 +266,17 @@ class OnnxBackend(_Common):
             raise ModelError(f"{self.path.name} has no feature output for heatmaps; export it again")
         logits, feats = self.session.run([self._output, self._features], {self._input: self._check(batch, self.info)})
         return logits, feats
+
+    def outputs(self, batch: np.ndarray, *, embedding: bool = False,
+                features: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(logits, embedding or None, CAM-layer features or None) from ONE run; the embedding only when the
+        file has it, the features raise ModelError when it has none."""
+        if features and self._features is None:
+            raise ModelError(f"{self.path.name} has no feature output for heatmaps; export it again")
+        emb_name = self._embedding if embedding else None
+        names = [self._output] + ([emb_name] if emb_name else []) + ([self._features] if features else [])
+        outs = self.session.run(names, {self._input: self._check(batch, self.info)})
+        return outs[0], (outs[1] if emb_name else None), (outs[-1] if features else None)
 
 
 def _checked_device(device: str) -> str:

@@ -102,3 +102,43 @@ def feature_heatmap_head(model: nn.Module, num_outputs: int, arch: str | None, p
     weight = head.weight.detach().float().cpu().numpy()
     bias = None if head.bias is None else head.bias.detach().float().cpu().numpy()
     return CamHead(CAM, name, weight, bias)
+
+
+class FeatureTap:
+    """The CAM layer's output, captured during forward passes this thread runs inside :meth:`capture`.
+
+    A forward hook that stays on the model and records only when armed on the calling thread, so one model can
+    serve several threads (and a ``copy.deepcopy`` of it, e.g. a per-thread Grad-CAM copy, keeps a disarmed
+    hook). This is what lets the PyTorch backend draw a class activation map from the very forward pass that
+    gives the probabilities, as an ONNX export does with its ``cam_features`` output.
+    """
+
+    def __init__(self, layer: nn.Module):
+        import threading
+
+        self._local = threading.local()
+        self._handle = layer.register_forward_hook(self._hook)
+
+    def _hook(self, _module: nn.Module, _inputs: tuple, out: torch.Tensor) -> None:
+        slot = getattr(self._local, "slot", None)
+        if slot is not None and isinstance(out, torch.Tensor):
+            slot.append(out.detach())
+
+    def __deepcopy__(self, memo):  # a copied model keeps a hook that feeds this (thread-local) tap
+        return self
+
+    def run(self, forward, x: torch.Tensor):
+        """``(forward(x), features)``: whatever ``forward`` returns, and the (N, C, h, w) CAM-layer output it
+        produced (exactly one call of the layer is required)."""
+        self._local.slot = []
+        try:
+            out = forward(x)
+            got = self._local.slot
+        finally:
+            self._local.slot = None
+        if len(got) != 1 or got[0].ndim != 4:
+            raise ModelError("the CAM layer did not run exactly once in the forward pass")
+        return out, got[0].float()
+
+    def close(self) -> None:
+        self._handle.remove()

@@ -38,6 +38,7 @@ import numpy as np
 from radiolens.errors import ModelError, require_torch
 from radiolens.io.image import ImageMeta, RadioImage
 from radiolens.models.backends import Backend, TorchBackend, preprocess, probabilities
+from radiolens.models.feature_cam import CAM
 from radiolens.models.info import BundleInfo
 from radiolens.monitor.config import GateConfig
 from radiolens.monitor.gate import InputGate
@@ -47,6 +48,8 @@ from radiolens.pipeline.record import ClassScore, GateOutcome, Heatmap, Predicti
 
 if TYPE_CHECKING:
     import torch
+
+    from radiolens.models.feature_cam import CamHead
 
 log = logging.getLogger("radiolens.pipeline")
 
@@ -140,50 +143,106 @@ class Predictor:
                 "header rules (this backend gives no embedding for the learned score)", "")
 
     # ------------------------------------------------------------------ model stage
-    def _forward(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities, embeddings or None) of one (N, 1, H, W) batch."""
-        if self._embedding_from == "backend":
+    def _forward(self, batch: np.ndarray, features: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(probabilities, embeddings or None, CAM-layer features or None) of one (N, 1, H, W) batch, from one
+        forward pass of the backend (plus the PyTorch embedding pass when the backend gives no embedding)."""
+        from_backend = self._embedding_from == "backend"
+        feats = None
+        if features:
+            logits, emb, feats = self.backend.outputs(batch, embedding=from_backend, features=True)  # type: ignore[attr-defined]
+        elif from_backend:
             logits, emb = self.backend.logits_and_embedding(batch)  # type: ignore[attr-defined]
         else:
             logits, emb = self.backend.predict_logits(batch), None
-            if self._embedding_from == "torch":
-                import torch
+        if self._embedding_from == "torch":
+            import torch
 
-                emb = self._tap(torch.from_numpy(np.ascontiguousarray(batch)))[1].numpy()
-        return probabilities(self.info, logits), (None if emb is None else np.asarray(emb))
+            emb = self._tap(torch.from_numpy(np.ascontiguousarray(batch)))[1].numpy()
+        return (probabilities(self.info, logits), None if emb is None else np.asarray(emb),
+                None if feats is None else np.asarray(feats))
 
-    def run(self, items: Sequence[Prepared]) -> list[PredictionRecord | Failure]:
-        """One record (or Failure) per prepared input, in order; one forward pass for the whole batch."""
+    def run(self, items: Sequence[Prepared], heatmaps: Sequence[bool] | bool = False
+            ) -> list[PredictionRecord | Failure]:
+        """One record (or Failure) per prepared input, in order; one forward pass for the whole batch.
+
+        ``heatmaps`` (one flag per input, or one for all): attach the CAM of each flagged input's target
+        output to its record when it is assessed. With a feature heatmap in force (:attr:`heatmap_method`
+        "cam" or "eigencam") the maps come from the feature maps of the same forward pass; otherwise
+        Grad-CAM (or the configured method) runs per image. An image whose gate, review or heatmap raises
+        is that input's Failure only: its batch neighbours are not affected.
+        """
+        out: list[PredictionRecord | Failure] = []
+        for o in self._run(items, heatmaps):
+            if isinstance(o, Exception):
+                code = InferenceFailedError.code
+                o = Failure(code, f"{code.replace('_', ' ')} ({type(o).__name__})")
+            out.append(o)
+        return out
+
+    def _run(self, items: Sequence[Prepared], heatmaps: Sequence[bool] | bool
+             ) -> list[PredictionRecord | Failure | Exception]:
         if not items:
             return []
-        batch = np.stack([p.tensor for p in items]).astype(np.float32, copy=False)
+        want = [bool(heatmaps)] * len(items) if isinstance(heatmaps, bool) else [bool(h) for h in heatmaps]
+        if len(want) != len(items):
+            raise ValueError("one heatmap flag per input is needed")
+        features = any(want) and self.feature_head is not None
         try:
-            probs, embs = self._forward(batch)
-            outs: list[tuple[np.ndarray, np.ndarray | None] | Failure] = [
-                (probs[i], None if embs is None else embs[i]) for i in range(len(items))]
+            batch = np.stack([p.tensor for p in items]).astype(np.float32, copy=False)
+            probs, embs, feats = self._forward(batch, features)
+            outs: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | Failure] = [
+                (probs[i], None if embs is None else embs[i], None if feats is None else feats[i])
+                for i in range(len(items))]
         except Exception as exc:
             if len(items) > 1:
                 log.warning("forward pass failed on a batch of %d (%s); retrying image by image", len(items),
                             type(exc).__name__)
-            outs = [self._one(x, exc if len(items) == 1 else None) for x in batch]
-        return [o if isinstance(o, Failure) else self.record(p, *o) for p, o in zip(items, outs, strict=True)]
+            outs = [self._one(np.asarray(p.tensor, dtype=np.float32), exc if len(items) == 1 else None, features)
+                    for p in items]
+        results: list[PredictionRecord | Failure | Exception] = []
+        for item, out, heat in zip(items, outs, want, strict=True):
+            if isinstance(out, Failure):
+                results.append(out)
+                continue
+            prob, emb, feat = out
+            try:
+                rec = self.record(item, prob, emb)
+                results.append(self._attach_heatmap(rec, item, feat) if heat else rec)
+            except Exception as exc:  # this image's own error, kept for its caller
+                if len(items) > 1:
+                    log.warning("prediction failed on one image of a batch of %d (%s)", len(items),
+                                type(exc).__name__)
+                results.append(exc)
+        return results
 
-    def _one(self, x: np.ndarray, known: Exception | None) -> tuple[np.ndarray, np.ndarray | None] | Failure:
+    def _one(self, x: np.ndarray, known: Exception | None, features: bool = False
+             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | Failure:
         try:
             if known is not None:
                 raise known
-            p, e = self._forward(x[None])
-            return p[0], None if e is None else e[0]
+            p, e, f = self._forward(x[None], features)
+            return p[0], None if e is None else e[0], None if f is None else f[0]
         except Exception as exc:
             code = InferenceFailedError.code
             return Failure(code, f"{code.replace('_', ' ')} ({type(exc).__name__})")
 
     def predict(self, item: Prepared, heatmap: bool = False) -> PredictionRecord:
-        """One image (the service's path); a failed forward pass raises InferenceFailedError."""
-        out = self.run([item])[0]
-        if isinstance(out, Failure):
-            raise InferenceFailedError(f"the model could not run on this image: {out.error_message}")
-        return self.with_heatmap(out, item) if heatmap and out.assessed else out
+        """One image (the service's path without micro-batching): :meth:`predict_batch` of one; a failed
+        forward pass raises InferenceFailedError, a failed gate, review or heatmap its own error."""
+        out = self.predict_batch([item], [heatmap])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def predict_batch(self, items: Sequence[Prepared], heatmaps: Sequence[bool] | bool = False,
+                      ) -> list[PredictionRecord | Exception]:
+        """The service's batched entry point (micro-batching): one forward pass for the batch, and per image
+        its record or the error its own request answers with (an InferenceFailedError when the forward pass
+        fails on it, else the error its gate, review or heatmap raised). Never raises for one image, so one
+        image cannot fail its batch neighbours."""
+        return [InferenceFailedError(f"the model could not run on this image: {o.error_message}")
+                if isinstance(o, Failure) else o for o in self._run(items, heatmaps)]
 
     def record(self, item: Prepared, probs: np.ndarray, embedding: np.ndarray | None) -> PredictionRecord:
         """Gate, decision and review of one image whose probabilities (and embedding) are computed."""
@@ -210,13 +269,26 @@ class Predictor:
         return self.torch_model is not None
 
     @property
-    def heatmap_method(self) -> str | None:
-        """The heatmap this predictor draws: the configured CAM method on the PyTorch model, else the export's
-        feature heatmap ("cam" or "eigencam"), else None (an export without feature output: no heatmaps)."""
-        if self.torch_model is not None:
-            return self.cam_method
+    def feature_head(self) -> CamHead | None:
+        """The feature heatmap in force, when heatmaps come from the forward pass's CAM-layer feature maps
+        (no backward pass): with a PyTorch model, only a class activation map where it equals the configured
+        Grad-CAM (global average pooling + linear heads; other heads and methods keep pytorch-grad-cam);
+        without one, the export's record ("cam" or "eigencam"). None: heatmaps need the PyTorch model (or
+        there are none). The backend finds it once (a PyTorch model is checked on first use)."""
         head = getattr(self.backend, "cam_head", None)
-        return head.method if head is not None else None
+        if head is None or self.torch_model is None:
+            return head
+        return head if head.method == CAM and self.cam_method == "gradcam" else None
+
+    @property
+    def heatmap_method(self) -> str | None:
+        """The heatmap this predictor draws: the feature heatmap in force ("cam", equal to Grad-CAM for its
+        head, or "eigencam": :attr:`feature_head`), else the configured CAM method on the PyTorch model, else
+        None (an export without feature output: no heatmaps)."""
+        head = self.feature_head
+        if head is not None:
+            return head.method
+        return self.cam_method if self.torch_model is not None else None
 
     @property
     def uncertainty_method(self) -> str:
@@ -268,9 +340,10 @@ class Predictor:
         return np.std(probabilities(self.info, logits.float().numpy()).astype(np.float64), axis=0)
 
     def cam(self, item: Prepared, target_index: int) -> np.ndarray:
-        """(H, W) CAM in [0, 1] at the model input size for one output: Grad-CAM (or the configured method) on
-        the PyTorch model, else from the export's feature maps without PyTorch."""
-        if self.torch_model is None and getattr(self.backend, "cam_head", None) is not None:
+        """(H, W) CAM in [0, 1] at the model input size for one output: from the feature maps of a forward pass
+        when a feature heatmap is in force (:attr:`feature_head`), else Grad-CAM (or the configured method) on
+        the PyTorch model."""
+        if self.feature_head is not None:
             return self.feature_cam(item, target_index)
         from radiolens.explain.cam import compute_cam
 
@@ -280,19 +353,28 @@ class Predictor:
         x = torch.from_numpy(np.ascontiguousarray(item.tensor, dtype=np.float32))[None]
         return compute_cam(model, x, target_index, method=self.cam_method, arch=self.info.arch)
 
-    def feature_cam(self, item: Prepared, target_index: int) -> np.ndarray:
-        """(H, W) heatmap in [0, 1] from the backend's CAM-layer feature maps (no PyTorch, no gradients)."""
+    def feature_cam(self, item: Prepared, target_index: int, features: np.ndarray | None = None) -> np.ndarray:
+        """(H, W) heatmap in [0, 1] from the backend's CAM-layer feature maps (no gradients): ``features`` when
+        the forward pass already gave them, else one forward pass for them."""
         from radiolens.models.feature_cam import heatmap_from_features
 
         head = getattr(self.backend, "cam_head", None)
         if head is None:
             raise ModelError("this model gives no feature maps for heatmaps: serve the .pt bundle or export again")
-        _, feats = self.backend.logits_and_features(np.ascontiguousarray(item.tensor, dtype=np.float32)[None])  # type: ignore[attr-defined]
-        return heatmap_from_features(head, feats[0], target_index, self.info.input_size)
+        if features is None:
+            _, _, feats = self.backend.outputs(np.ascontiguousarray(item.tensor, dtype=np.float32)[None],  # type: ignore[attr-defined]
+                                               features=True)
+            features = feats[0]
+        return heatmap_from_features(head, features, target_index, self.info.input_size)
 
     def with_heatmap(self, record: PredictionRecord, item: Prepared) -> PredictionRecord:
         """The record with the CAM of its target output (a record not assessed gets none)."""
+        return self._attach_heatmap(record, item, None)
+
+    def _attach_heatmap(self, record: PredictionRecord, item: Prepared, features: np.ndarray | None
+                        ) -> PredictionRecord:
         if not record.assessed:
             return record
         k = record.target_index
-        return record.with_heatmap(Heatmap(self.cam(item, k), self.info.class_names[k], k))
+        heat = self.feature_cam(item, k, features) if self.feature_head is not None else self.cam(item, k)
+        return record.with_heatmap(Heatmap(heat, self.info.class_names[k], k))

@@ -46,7 +46,13 @@ class ServeSettings(BaseModel):
     #: A connection must send a complete request head within this time (of connecting, or of its previous
     #: response), else it is closed: slow or stalled clients cannot hold connections (serve/http/server.py).
     header_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    #: Forward passes at once per process (with micro-batching: batching threads, each running one batch).
     inference_workers: int = Field(default=2, ge=1, le=64)
+    #: Dynamic micro-batching (serve/runtime/batching.py): concurrent requests' prepared images run as one
+    #: forward pass of up to ``batch_max_size`` images; the oldest waits at most ``batch_max_wait_ms`` for
+    #: neighbours. 1 = off: each request runs its own forward pass on its pool thread, as before.
+    batch_max_size: int = Field(default=8, ge=1, le=256)
+    batch_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     heatmaps: bool = True
     # checked at start-up, not at the first heatmap (explain.cam.METHODS less the benchmark-only "random")
     cam_method: Literal["gradcam", "gradcam++", "scorecam", "eigencam", "layercam", "xgradcam"] = "gradcam"
@@ -80,6 +86,17 @@ class ServeSettings(BaseModel):
     @classmethod
     def _expand(cls, v: Path) -> Path:
         return Path(v).expanduser()
+
+    @property
+    def batching(self) -> bool:
+        return self.batch_max_size > 1
+
+    @property
+    def pool_threads(self) -> int:
+        """Threads of the inference pool (serve/runtime/pool.py), which ingest, predict and store: one per
+        forward pass at once, or, with micro-batching, enough to fill every batching thread's batch (uploads
+        in progress stay bounded by ``max_pending_uploads``)."""
+        return self.inference_workers * (self.batch_max_size if self.batching else 1)
 
     @property
     def onnx_only(self) -> bool:

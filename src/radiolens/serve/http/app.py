@@ -127,7 +127,7 @@ def create_app(settings: ServeSettings, hooks: PredictionHooks | None = None) ->
                          static_url=DOCS_ASSETS)
     app.state.service = service
     app.state.authenticators = default_authenticators()  # serve/http/authn.py: where single sign-on plugs in
-    app.state.inference_pool = InferencePool(settings.inference_workers)  # the only threads that predict
+    app.state.inference_pool = InferencePool(settings.pool_threads)  # the only threads that predict
 
     @app.exception_handler(RadiolensError)
     async def _radiolens_error(request: Request, exc: RadiolensError):

@@ -44,6 +44,10 @@ def multiprocess_dir() -> str | None:
     return path
 
 
+#: Batch sizes are small integers: one bucket per power of two up to the largest configurable batch.
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
 class ServiceMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -59,6 +63,8 @@ class ServiceMetrics:
         self.feedback = Counter("radiolens_feedback_total", "Reader feedback", ["agree"], registry=self.registry)
         self.inference_seconds = Histogram("radiolens_inference_seconds", "De-identify + inference + heatmap time",
                                            ["heatmap"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("radiolens_inference_batch_size", "Images per forward pass (micro-batching)",
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
         # livesum: the service's in-flight total is the sum over the workers alive now; a worker that died
         # took its requests with it, so its share must drop out (mark_process_dead removes its file).
         self.in_flight = Gauge("radiolens_predictions_in_flight", "Predictions being computed",

@@ -1,5 +1,7 @@
 """The service's state and its prediction flow: ingest (de-identify) -> input-gate hooks -> the pipeline
-(:mod:`radiolens.pipeline`: forward pass, input gate, decision, review) -> inference hooks -> heatmap ->
+(:mod:`radiolens.pipeline`: forward pass, input gate, decision, review, heatmap; with micro-batching
+(:mod:`radiolens.serve.runtime.batching`) one forward pass for concurrent requests) -> inference hooks (a
+withheld output loses its heatmap) ->
 ``build_prediction_result`` (from the pipeline's record; the hook point) -> artefacts -> one DB transaction
 (prediction + audit row).
 
@@ -29,6 +31,7 @@ from radiolens.io.writers.png import display_png, heatmap_png
 from radiolens.pipeline import PredictionRecord, prepare
 from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, ServeSettings
 from radiolens.serve.params import is_prediction_id
+from radiolens.serve.runtime.batching import MicroBatcher
 from radiolens.serve.runtime.hooks import PredictionContext, PredictionHooks
 from radiolens.serve.runtime.inference import load_served_model, service_predictor
 from radiolens.serve.runtime.ingest import Ingestor
@@ -89,6 +92,9 @@ class Service:
                                       model_ref=self.model_ref)
         self.hooks = self.monitor.hooks().extended(hooks or PredictionHooks())
         self._warm_up()
+        self.batcher = MicroBatcher(self.predictor.predict_batch, settings.batch_max_size,
+                                    settings.batch_max_wait_ms, settings.inference_workers,
+                                    observe=self.metrics.batch_size.observe) if settings.batching else None
         self.shutting_down = False
         self._in_flight = 0
         self._cv = threading.Condition()
@@ -135,6 +141,8 @@ class Service:
         return True
 
     def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
         self.monitor.close()
         self.metrics.close()  # with several workers: this one's live gauges stop counting
         self.engine.dispose()
@@ -190,7 +198,13 @@ class Service:
         step()
         want_heat = heatmap and self.heatmaps_available
         ready = prepare(self.bundle.info, ing.image)
-        record = self.predictor.predict(ready)  # forward pass, input gate, decision, review
+        # forward pass, input gate, decision, review and (from the same forward pass where the head allows)
+        # the heatmap: with micro-batching, in one batch with concurrent requests' images
+        if self.batcher is not None:
+            record = self.batcher.submit(ready, want_heat)
+        else:
+            record = self.predictor.predict(ready, heatmap=want_heat)
+            self.metrics.batch_size.observe(1)
         step()
         ctx.record, ctx.probabilities, ctx.embedding = record, record.probabilities, record.embedding
         ctx.status, ctx.status_reason = record.status, record.gate.reason()
@@ -198,8 +212,6 @@ class Service:
             inference_hook(ctx)
         if ctx.status != "ok" and record.assessed:  # an inference hook withheld the output
             record = ctx.record = record.withheld(ctx.status, ctx.status_reason)
-        if want_heat and record.assessed:  # no heatmap for an output that is withheld
-            record = ctx.record = self.predictor.with_heatmap(record, ready)
         step()
         image_png, size = display_png(ing.image.pixels, self.settings.display_max_side)
         heat_png = heatmap_png(record.heatmap.array, size) if record.heatmap is not None else None
