@@ -36,11 +36,12 @@ class FullDepth:
     bits_stored: int
     photometric: str  # "MONOCHROME1" (white is low) | "MONOCHROME2"
     window: Window  # default VOI, in modality values
+    modality: str | None = None  # as coded by ImageMeta (CT: values are Hounsfield units, HU presets apply)
 
     def describe(self) -> dict[str, object]:
         """The metadata a viewer needs beside the PNG (rows, columns, rescale, photometric, default window)."""
         return {"rows": int(self.pixels.shape[0]), "columns": int(self.pixels.shape[1]),
-                "bits_stored": self.bits_stored, "photometric": self.photometric,
+                "bits_stored": self.bits_stored, "photometric": self.photometric, "modality": self.modality,
                 "rescale_slope": self.slope, "rescale_intercept": self.intercept,
                 "window_center": float(self.window.center), "window_width": float(self.window.width)}
 
@@ -77,7 +78,7 @@ def from_dataset(ds: Dataset, image: RadioImage, name: str) -> FullDepth:
         values_window = percentile_window(pixels.astype(np.float32) * slope + (intercept - slope * shift))
     bits = int(ds.get("BitsStored", 16) or 16)
     return FullDepth(pixels=pixels, slope=slope, intercept=intercept - slope * shift, bits_stored=bits,
-                     photometric=photometric, window=values_window)
+                     photometric=photometric, window=values_window, modality=image.meta.modality)
 
 
 def from_display(image: RadioImage) -> FullDepth:
@@ -87,4 +88,4 @@ def from_display(image: RadioImage) -> FullDepth:
     grey = np.clip(image.first_frame(), 0.0, 1.0)
     pixels = np.rint(grey.astype(np.float64) * peak).astype(np.uint16)
     return FullDepth(pixels=pixels, slope=1.0, intercept=0.0, bits_stored=bits, photometric="MONOCHROME2",
-                     window=Window(center=peak / 2.0, width=peak))
+                     window=Window(center=peak / 2.0, width=peak), modality=image.meta.modality)

@@ -62,6 +62,7 @@ class PixelsInfo(BaseModel):
     columns: int
     bits_stored: int
     photometric: Literal["MONOCHROME1", "MONOCHROME2"] = Field(description="MONOCHROME1: low values are white")
+    modality: str | None = Field(default=None, description="DICOM Modality as coded (CT: values in HU)")
     rescale_slope: float
     rescale_intercept: float
     window_center: float = Field(description="default VOI window, in rescaled values")

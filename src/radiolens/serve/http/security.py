@@ -40,7 +40,7 @@ def content_security_policy() -> ContentSecurityPolicy:
             .script_src("'self'")
             .style_src("'self'")
             .connect_src("'self'")
-            .img_src("'self'", "data:")
+            .img_src("'self'", "data:", "blob:")
             .font_src("'self'")
             .base_uri("'none'")
             .form_action("'self'")
