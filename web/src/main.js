@@ -145,6 +145,7 @@ function disableAll() {
       ToolGroupManager.getToolGroup(GROUP_ID)?.removeViewports(ENGINE_ID, id);
       state.engine.disableElement(id);
     }
+    $(id).replaceChildren();  // the canvas Cornerstone leaves behind still holds the last study's pixels
   }
   if (state.imageId) cache.removeImageLoadObject(state.imageId, { force: true });
   state.imageId = null;
@@ -212,7 +213,7 @@ async function enableHeatPane(group) {
   const main = viewport();
   viewport(VIEWPORTS.heat).setCamera(main.getCamera());
   viewport(VIEWPORTS.heat).setProperties(main.getProperties());
-  state.engine.resize(true, false);
+  state.engine.resize(true, true);
   viewport(VIEWPORTS.heat).render();
 }
 
@@ -227,6 +228,7 @@ async function setLayout(layout) {
     for (const s of state.sync) s.remove({ renderingEngineId: ENGINE_ID, viewportId: VIEWPORTS.heat });
     group.removeViewports(ENGINE_ID, VIEWPORTS.heat);
     state.engine.disableElement(VIEWPORTS.heat);
+    $(VIEWPORTS.heat).replaceChildren();
     show($(VIEWPORTS.heat), false);
     state.engine.resize(true, true);
   }
@@ -419,7 +421,7 @@ function renderResult() {
   const anyPositive = r.probabilities.some((p) => p.positive);
   $("decision").className = assessed ? (anyPositive ? "positive-text" : "negative-text") : "";
   const review = $("review");
-  review.textContent = (r.review.flag ? "\u26A0 Human review recommended: " : "No review flag: ") + r.review.reason +
+  review.textContent = (r.review.flag ? "Human review recommended: " : "No review flag: ") + r.review.reason +
     (r.review.spread === null || r.review.spread === undefined ? "" : " (MC-dropout spread " + r.review.spread.toFixed(3) + ")");
   review.className = "review " + (r.review.flag ? "flagged" : "clear");
   $("study").textContent = r.study_ref;
@@ -514,7 +516,7 @@ $("zoom-out").addEventListener("click", () => zoomBy(0.8));
 $("overlay").addEventListener("change", drawOverlay);
 $("opacity").addEventListener("input", drawOverlay);
 $("layout").addEventListener("change", () => setLayout($("layout").value));
-window.addEventListener("resize", () => { if (state.engine) { state.engine.resize(true, false); drawOverlay(); showZoom(); } });
+window.addEventListener("resize", () => { if (state.engine) { state.engine.resize(true, true); drawOverlay(); showZoom(); } });
 $("agree").addEventListener("click", () => feedback(true));
 $("disagree").addEventListener("click", () => feedback(false));
 if (state.key) signIn(state.key);
