@@ -370,7 +370,7 @@ def test_reading_view_warns_for_an_adult_film_on_a_paediatric_model(browser, liv
     warning = page.locator("#scope-warning")
     assert warning.is_visible()
     text = warning.inner_text()
-    assert "OUTSIDE THE MODEL'S INTENDED POPULATION" in text and "age range" in text and "aged 1-5 years" in text
+    assert "OUTSIDE THE MODEL'S INTENDED POPULATION" in text and "Age outside" in text and "ages 1-5 years" in text
     scope = page.locator("#scope-table").inner_text()
     assert "adult (18-64)" in scope and "PA" in scope and "32 × 32 px" in scope and "Paediatric" in scope
     verdict = page.locator("#probs tbody tr td.verdict").inner_text()

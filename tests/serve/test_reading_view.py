@@ -44,7 +44,7 @@ def test_full_depth_pixels_of_a_signed_16_bit_ct_reproduce_its_modality_values(c
     np.testing.assert_array_equal(values, apply_modality_lut(ds.pixel_array, ds).astype(np.float64))
     assert len(np.unique(arr)) > 256  # more grey levels than any 8-bit copy can hold
     assert meta["window_width"] > 0 and meta["photometric"] == ds.PhotometricInterpretation
-    assert body["scope"]["patient"]["view"] in ("not stated", str(ds.get("ViewPosition", "")).upper() or "x")
+    assert body["scope"]["image"]["view"] in ("not stated", str(ds.get("ViewPosition", "")).upper() or "x")
     assert client.get(body["pixels_url"]).status_code == 401  # same sign-in as every other read
 
 
@@ -55,11 +55,11 @@ def test_adult_siim_film_on_the_paediatric_model_is_out_of_scope(client, phi_dic
     scope = body["scope"]
     ds = pydicom.dcmread(str(siim_dicom))
     age = int(str(ds.PatientAge).rstrip("Y"))
-    assert age >= 18 and scope["patient"]["age_band"] == ("adult (18-64)" if age < 65 else "geriatric (>=65)")
-    assert scope["patient"]["sex"] == {"M": "male", "F": "female"}[PHI.get("PatientSex", ds.PatientSex)]
-    assert scope["patient"]["view"] == ds.ViewPosition
+    assert age >= 18 and scope["image"]["age_band"] == ("adult (18-64)" if age < 65 else "geriatric (>=65)")
+    assert scope["image"]["sex"] == {"M": "male", "F": "female"}[PHI.get("PatientSex", ds.PatientSex)]
+    assert scope["image"]["view"] == ds.ViewPosition
     assert scope["in_scope"] is False
-    assert any("age range" in w and "aged 1-5 years" in w for w in scope["warnings"])
+    assert any("Age outside the model's range" in w and "ages 1-5 years" in w for w in scope["warnings"])
     assert scope["model"]["input_size"] == [32, 32] and "Paediatric" in scope["model"]["population"]
     arr = _pixels(client, body, role="auditor")
     np.testing.assert_array_equal(arr, ds.pixel_array.astype(np.uint16))  # 8 bits stored: the values as such
@@ -75,7 +75,7 @@ def test_raster_upload_states_what_could_not_be_checked(client, kermany_samples)
     path, _ = kermany_samples[0]
     body = _upload(client, path.read_bytes(), ctype="image/jpeg")
     scope = body["scope"]
-    assert scope["patient"] == {"age_band": "not stated", "sex": "not stated", "view": "not stated"}
+    assert scope["image"] == {"age_band": "not stated", "sex": "not stated", "view": "not stated"}
     assert scope["in_scope"] is None and "the image states no age" in scope["not_checked"]
     arr = _pixels(client, body)
     assert arr.shape == (body["pixels"]["rows"], body["pixels"]["columns"]) and arr.max() <= 255

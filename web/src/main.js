@@ -446,7 +446,7 @@ function renderScope(scope) {
     $("scope-note").textContent = "Scope not recorded for this prediction.";
     return;
   }
-  const rows = [["Age band", scope.patient.age_band], ["Sex", scope.patient.sex], ["View", scope.patient.view],
+  const rows = [["Age band", scope.image.age_band], ["Sex", scope.image.sex], ["View", scope.image.view],
     ["Model population", scope.model.population], ["Model ages", scope.model.ages || "not stated"],
     ["Model views", scope.model.views.length ? scope.model.views.join(", ") : "not stated"],
     ["Model input size", scope.model.input_size.join(" \u00D7 ") + " px"]];

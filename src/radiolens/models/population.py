@@ -78,7 +78,7 @@ def scope_of(population: dict[str, Any], input_size: tuple[int, int], meta: Imag
     pop = Population.from_dict(population)
     band = age_band(meta.patient_age_years)
     view = meta.view_position or NOT_STATED
-    patient = {"age_band": band, "sex": SEXES.get(meta.patient_sex or "", NOT_STATED), "view": view}
+    image = {"age_band": band, "sex": SEXES.get(meta.patient_sex or "", NOT_STATED), "view": view}
     model = {"population": pop.description if pop else "population not stated",
              "ages": pop.ages() if pop else None, "views": list(pop.views) if pop else [],
              "input_size": [int(input_size[0]), int(input_size[1])]}
@@ -93,8 +93,8 @@ def scope_of(population: dict[str, Any], input_size: tuple[int, int], meta: Imag
                 unknown.append("the image states no age")
         elif (pop.age_min_years is not None and age < pop.age_min_years) or \
                 (pop.age_max_years is not None and age > pop.age_max_years):
-            warnings.append(f"Patient outside the model's age range: {band} patient, model trained on patients "
-                            f"{pop.ages()}.")
+            warnings.append(f"Age outside the model's range: age band {band}, model trained on ages "
+                            f"{pop.ages().removeprefix('aged ')}.")
         if meta.view_position is None:
             if pop.views:
                 unknown.append("the image states no view")
@@ -104,5 +104,5 @@ def scope_of(population: dict[str, Any], input_size: tuple[int, int], meta: Imag
     if meta.view_position in LATERAL_VIEWS and not any("View outside" in w for w in warnings):
         warnings.append(f"Lateral view ({meta.view_position}): chest models here are trained on frontal films.")
     in_scope = False if warnings else (None if unknown else True)
-    return {"patient": patient, "model": model, "in_scope": in_scope, "warnings": warnings,
+    return {"image": image, "model": model, "in_scope": in_scope, "warnings": warnings,
             "not_checked": unknown}

@@ -69,7 +69,9 @@ class PixelsInfo(BaseModel):
     window_width: float
 
 
-class ScopePatient(BaseModel):
+class ScopeImage(BaseModel):
+    """What the de-identified header kept (keyed 'image': it describes the film, not a person)."""
+
     age_band: str = Field(description="paediatric (<18) | adult (18-64) | geriatric (>=65) | not stated")
     sex: str = Field(description="male | female | other | not stated")
     view: str = Field(description="DICOM ViewPosition as kept by de-identification (AP, PA, LL, ...) or not stated")
@@ -85,7 +87,7 @@ class ScopeModel(BaseModel):
 class Scope(BaseModel):
     """The image beside the model's intended population (radiolens.models.population.scope_of)."""
 
-    patient: ScopePatient
+    image: ScopeImage
     model: ScopeModel
     in_scope: bool | None = Field(description="false: outside (see warnings); null: could not be checked")
     warnings: list[str]
