@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RADIOLENS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup system-deps demo test test-all lint clean
+.PHONY: setup system-deps demo test test-all lint clean viewer
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ test: setup system-deps
 
 test-all: setup system-deps
 	$(BIN)/python -m pytest -q -m ''
+
+# The web viewer's bundle (Cornerstone3D, from web/package-lock.json); needs Node >= 20 and npm. Output committed.
+viewer:
+	bash scripts/build-viewer.sh
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -40,6 +40,13 @@ PRIVATE_VALUE = "PRIVATE-TAG-SECRET-7781"
 START_ROWS = 1
 
 
+#: What the Kermany data's documentation says of its patients (PROVENANCE.md: Kermany et al. 2018), as
+#: configs/kermany_binary.yaml states it for a trained bundle.
+KERMANY_POPULATION = {"description": "Paediatric chest radiographs (children aged 1-5 years, anterior-posterior "
+                      "films; Kermany et al. 2018, Guangzhou)", "age_min_years": 1, "age_max_years": 5,
+                      "views": ["AP"]}
+
+
 @pytest.fixture(scope="session")
 def kermany_dir(data_dir: Path) -> Path:
     root = data_dir / "kermany_pediatric_pneumonia"
@@ -66,7 +73,7 @@ def bundle_path(tmp_path_factory, kermany_dir: Path, quick_fit) -> Path:
     torch.manual_seed(0)
     torch.set_num_threads(2)
     info = BundleInfo(arch="small_cnn", task="binary", class_names=["pneumonia"], input_size=(32, 32),
-                      name="test-small-cnn", version="0.test", triage={})
+                      name="test-small-cnn", version="0.test", triage={}, population=KERMANY_POPULATION)
     bundle = ModelBundle(info=info, model=create_model("small_cnn", 1))
     rows = _kermany_rows(kermany_dir, "train", 120)
     x = torch.stack([bundle.preprocess(read_image(p)) for p, _ in rows])

@@ -81,19 +81,22 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
     assert page.locator("#review").inner_text().startswith(("Human review recommended:", "No review flag:"))
     assert page.locator("#study").inner_text().strip()
 
-    canvas = page.locator("#canvas")
-    with_overlay = canvas.screenshot()
+    page.wait_for_selector("#zoom-level:has-text('scale')", timeout=30_000)  # the image is drawn
+    pane = page.locator("#viewport-wrap")
+    with_overlay = pane.screenshot()
     (tmp_path / "viewer_overlay_on.png").write_bytes(page.screenshot())
     page.uncheck("#overlay")
-    without_overlay = canvas.screenshot()
+    without_overlay = pane.screenshot()
     diff = np.abs(_pixels(with_overlay) - _pixels(without_overlay))
-    assert diff.mean() > 2.0, f"overlay barely changes the canvas (mean abs diff {diff.mean():.2f})"
+    assert diff.mean() > 2.0, f"overlay barely changes the image (mean abs diff {diff.mean():.2f})"
     assert (diff.max(axis=2) > 20).mean() > 0.02  # a visible area is coloured, not just noise
-    grey = _pixels(without_overlay)
+    grey = _pixels(without_overlay)[2:-2, 2:-2]
     assert np.allclose(grey[..., 0], grey[..., 1], atol=1) and grey.std() > 10  # a real grey radiograph is drawn
 
-    page.fill("#width", "60")  # narrow window: more contrast
-    narrowed = _pixels(canvas.screenshot())
+    # a narrower window (numbers typed in the W field): more contrast
+    page.fill("#ww", str(float(page.locator("#ww").input_value()) / 4))
+    page.press("#ww", "Enter")
+    narrowed = _pixels(pane.screenshot())[2:-2, 2:-2]
     assert narrowed.std() > grey.std()
 
     page.select_option("#corrected", "normal")
@@ -162,9 +165,13 @@ def _assert_result_cleared(page) -> None:
     assert page.locator("#probs tbody tr").count() == 0
     for sel in ("#decision", "#review", "#study", "#model-ref", "#not-assessed", "#feedback-status"):
         assert page.locator(sel).text_content() == "", sel
-    drawn = page.evaluate("""() => { const c = document.getElementById('canvas');
-        return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data).some(v => v !== 0); }""")
-    assert not drawn, "the previous study's pixels are still on the canvas"
+    drawn = page.evaluate("""() => Array.from(document.querySelectorAll('#result canvas')).some((c) => {
+        const ctx = c.getContext('2d');
+        return c.width > 0 && c.height > 0 && ctx.getImageData(0, 0, c.width, c.height).data.some(v => v !== 0); })""")
+    assert not drawn, "the previous study's pixels (or its heatmap) are still on a canvas"
+    for sel in ("#scope-warning", "#scope-note", "#zoom-level", "#pixel-info"):
+        assert page.locator(sel).text_content() == "", sel
+    assert page.locator("#scope-table tbody tr").count() == 0
 
 
 def test_refused_upload_clears_the_previous_result(browser, live, phi_dicom_bytes, pydicom_data_files, tmp_path):
@@ -244,3 +251,141 @@ def test_every_viewer_error_clears_the_result_and_says_what_to_do(browser, live,
         assert httpx.delete(f"{srv.url}/v1/keys/{key_id}", headers=keys.h("admin")).status_code == 200
 
     assert "Sign in again" in analyse(chest, meanwhile=revoke)
+
+
+# ---------------------------------------------------------------------- the reading view (Cornerstone3D)
+def _analyse(page, path: Path) -> None:
+    page.set_input_files("#file", str(path))
+    page.click("#predict")
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    page.wait_for_selector("#zoom-level:has-text('scale')", timeout=30_000)  # the image is drawn
+
+
+def _shot(page, selector: str = "#viewport-wrap") -> np.ndarray:
+    """The pane as drawn (image and heatmap layer), without its 1 px border."""
+    return _pixels(page.locator(selector).screenshot())[2:-2, 2:-2]
+
+
+def _grey(page, selector: str = "#viewport-wrap") -> np.ndarray:
+    return _shot(page, selector)[..., 0]
+
+
+def _set_window(page, width: float, level: float) -> None:
+    page.fill("#ww", str(width))
+    page.fill("#wc", str(level))
+    page.press("#wc", "Enter")
+
+
+def test_reading_view_window_level_zoom_invert(browser, live, pydicom_data_files, tmp_path):
+    """A real 16-bit CT slice in the reading view: window/level set in numbers and by dragging changes the rendered
+    pixel values as a window must; zoom changes the drawn size by the factor shown; invert reverses the greys."""
+    srv, keys = live()
+    ct = next(p for p in pydicom_data_files if p.name == "693_UNCR.dcm")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    console_errors: list[str] = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.add_init_script(RECORD_CSP_VIOLATIONS)
+    _sign_in(page, srv, keys.clinician)
+    _analyse(page, ct)
+    import pydicom
+
+    assert f"{pydicom.dcmread(str(ct)).BitsStored} bits stored" in page.locator("#pixel-info").inner_text()
+    _save_screenshot(page, tmp_path, "reading_default.png")
+    default = _grey(page)
+    assert default.std() > 10  # a real image, in greys
+
+    # Rendered values follow the window: all values above the window's top -> black; below its bottom -> white
+    # (MONOCHROME2); a narrow window around the body's values -> more contrast than the default.
+    _set_window(page, 10, 30000)
+    assert _grey(page).max() < 5
+    _set_window(page, 10, -30000)
+    grey = _grey(page)
+    assert np.percentile(grey, 50) > 250
+    _set_window(page, 400, 40)  # a soft-tissue window in HU
+    soft = _grey(page)
+    assert not np.allclose(soft, default, atol=3)
+    _save_screenshot(page, tmp_path, "reading_window_400_40.png")
+
+    # Dragging with the left button changes the window (and the numbers shown).
+    ww_before = float(page.locator("#ww").input_value())
+    box = page.locator("#viewport").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    page.mouse.down()
+    page.mouse.move(cx + 150, cy + 80, steps=8)
+    page.mouse.up()
+    assert float(page.locator("#ww").input_value()) != ww_before
+    assert not np.allclose(_grey(page), soft, atol=3)
+
+    # Presets put a different window in place, and say which.
+    page.click("[data-preset=lung]")
+    assert "lung" in page.locator("#preset-name").inner_text()
+    assert (float(page.locator("#ww").input_value()), float(page.locator("#wc").input_value())) == (1500.0, -600.0)
+
+    # Zoom: the drawn image shrinks by the factor the scale read-out states.
+    page.keyboard.press("0")  # reset: fit, default window
+    page.locator("#viewport").focus()
+    fit_scale = float(page.locator("#zoom-level").get_attribute("data-scale"))
+    fit_width = _drawn_width(_grey(page))
+    page.keyboard.press("-")
+    page.keyboard.press("-")
+    scale = float(page.locator("#zoom-level").get_attribute("data-scale"))
+    assert scale == pytest.approx(fit_scale * 0.64, rel=0.02)
+    assert _drawn_width(_grey(page)) == pytest.approx(fit_width * 0.64, rel=0.06)
+    _save_screenshot(page, tmp_path, "reading_zoomed_out.png")
+    page.keyboard.press("a")  # 1:1
+    assert float(page.locator("#zoom-level").get_attribute("data-scale")) == pytest.approx(1.0, rel=0.02)
+    page.keyboard.press("f")
+    assert float(page.locator("#zoom-level").get_attribute("data-scale")) == pytest.approx(fit_scale, rel=0.02)
+
+    # Invert reverses the grey scale.
+    before = _grey(page)
+    page.keyboard.press("i")
+    assert page.locator("#invert").get_attribute("aria-pressed") == "true"
+    inverted = _grey(page)
+    h, w = before.shape
+    inside = (slice(h // 4, 3 * h // 4), slice(w // 2 - h // 4, w // 2 + h // 4))  # within the drawn image
+    assert np.abs((255 - before[inside]) - inverted[inside]).mean() < 2 and before[inside].std() > 10
+    assert "1 / 2 / 3" in page.locator("#shortcuts").inner_text()  # the shortcuts are listed on screen
+    assert not console_errors, console_errors
+    assert page.evaluate("window.__cspViolations") == []
+
+
+def _drawn_width(grey: np.ndarray) -> int:
+    """Width in screen pixels of the columns holding any image content (the background is black)."""
+    cols = np.flatnonzero((grey > 8).mean(axis=0) > 0.02)
+    return int(cols[-1] - cols[0] + 1) if cols.size else 0
+
+
+def test_reading_view_warns_for_an_adult_film_on_a_paediatric_model(browser, live, phi_dicom_bytes, tmp_path):
+    """The test model states Kermany's population (children aged 1-5, AP): the adult SIIM PA film gets a visible
+    warning beside its result, with the age band, sex and view the de-identified header kept; the heatmap can be
+    shown overlaid or side by side."""
+    srv, keys = live()
+    study = tmp_path / "adult.dcm"
+    study.write_bytes(phi_dicom_bytes)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    _sign_in(page, srv, keys.clinician)
+    _analyse(page, study)
+    warning = page.locator("#scope-warning")
+    assert warning.is_visible()
+    text = warning.inner_text()
+    assert "OUTSIDE THE MODEL'S INTENDED POPULATION" in text and "Age outside" in text and "ages 1-5 years" in text
+    scope = page.locator("#scope-table").inner_text()
+    assert "adult (18-64)" in scope and "PA" in scope and "32 × 32 px" in scope and "Paediatric" in scope
+    verdict = page.locator("#probs tbody tr td.verdict").inner_text()
+    assert verdict in ("▲ POSITIVE (above threshold)", "negative (below threshold)")  # said in words
+    _save_screenshot(page, tmp_path, "reading_adult_on_paediatric.png")
+
+    with_heat = _shot(page)
+    page.keyboard.press("h")
+    without = _shot(page)
+    assert np.abs(with_heat - without).mean() > 1.0
+    page.keyboard.press("h")
+    page.locator("#layout").select_option("side-by-side")
+    page.wait_for_selector("#viewport-heat:not([hidden])")
+    left = _shot(page)
+    right = _shot(page, "#viewport-heat-wrap")
+    assert np.allclose(left[..., 0], left[..., 2], atol=2)  # left: the plain grey image
+    assert np.abs(right[..., 0] - right[..., 2]).mean() > 2  # right: coloured by the heatmap
+    _save_screenshot(page, tmp_path, "reading_side_by_side.png")

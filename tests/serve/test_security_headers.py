@@ -56,7 +56,7 @@ def test_every_response_carries_the_security_headers(live, siim_dicom):
         responses = [
             ok,
             c.get("/", follow_redirects=False),  # redirect to the viewer
-            c.get("/viewer/"), c.get("/viewer/static/viewer.js"), c.get("/viewer/static/viewer.css"),
+            c.get("/viewer/"), c.get("/viewer/static/app/viewer.js"), c.get("/viewer/static/viewer.css"),
             c.get("/openapi.json"), c.get("/docs-assets/swagger-ui-bundle.js"), c.get("/healthz"), c.get("/readyz"),
             c.get("/v1/models", headers=keys.h("clinician")),
             c.get(f"/v1/predictions/{pid}", headers=keys.h("clinician")),

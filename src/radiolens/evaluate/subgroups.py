@@ -20,8 +20,7 @@ from radiolens.errors import ManifestError
 from radiolens.evaluate.bootstrap import auroc_with_ci
 from radiolens.evaluate.calibration import expected_calibration_error
 from radiolens.evaluate.metrics import binary_rates
-
-AGE_BANDS = ("paediatric (<18)", "adult (18-64)", "geriatric (>=65)")
+from radiolens.models.population import AGE_BANDS
 
 #: Groups a column is expected to have: one with no cases is listed as "0 cases" (too small to judge) rather
 #: than silently missing, e.g. the paediatric band of an adult-only set like NIH ChestX-ray14.

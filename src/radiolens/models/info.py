@@ -41,6 +41,9 @@ class BundleInfo:
     monitoring: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    #: The intended population, from the training data's documentation (radiolens.models.population:
+    #: description, age_min_years, age_max_years, views); empty: not stated, and every result says so.
+    population: dict[str, Any] = field(default_factory=dict)
     name: str = ""
     version: str = "1"
     created_at: float = field(default_factory=time.time)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +37,20 @@ class DataConfig(BaseModel):
     fold: int | None = Field(None, ge=0)
     fold_column: str = "fold"
     cache_dir: str | None = None  # decoded-image cache shared between runs (default: none)
+    # who the images are of, from the data set's documentation (radiolens.models.population.Population):
+    # stored in the bundle, shown beside every result, and checked against each image's age and view
+    population: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("population")
+    @classmethod
+    def _population(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from radiolens.models.population import Population
+
+        try:
+            Population.from_dict(v)
+        except Exception as exc:  # ModelError: a malformed record; pydantic reports it as a config error
+            raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("medmnist")
     @classmethod

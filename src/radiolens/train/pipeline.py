@@ -255,6 +255,7 @@ def train_model(cfg: TrainConfig, out_dir: str | Path, echo=None) -> TrainResult
     info = BundleInfo(
         arch=arch, task=d.label.task, class_names=class_names, input_size=(size, size), mean=mean, std=std,
         negative_name=d.label.negative_name, name=cfg.name, dropout=cfg.model.dropout,
+        population=dict(d.population),
         training={"epochs_run": len(module.history), "best_epoch": best_epoch, "seed": cfg.seed,
                   "n_train": len(parts["train"]), "n_val": len(parts["val"]),
                   "n_test": len(parts["test"]) if "test" in parts else 0,

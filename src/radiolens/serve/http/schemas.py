@@ -55,6 +55,45 @@ class Review(BaseModel):
     spread: float | None = Field(default=None, description="MC-dropout std of the reviewed probability")
 
 
+class PixelsInfo(BaseModel):
+    """The full-depth copy at ``pixels_url``: ``value = pixel * rescale_slope + rescale_intercept``."""
+
+    rows: int
+    columns: int
+    bits_stored: int
+    photometric: Literal["MONOCHROME1", "MONOCHROME2"] = Field(description="MONOCHROME1: low values are white")
+    modality: str | None = Field(default=None, description="DICOM Modality as coded (CT: values in HU)")
+    rescale_slope: float
+    rescale_intercept: float
+    window_center: float = Field(description="default VOI window, in rescaled values")
+    window_width: float
+
+
+class ScopeImage(BaseModel):
+    """What the de-identified header kept (keyed 'image': it describes the film, not a person)."""
+
+    age_band: str = Field(description="paediatric (<18) | adult (18-64) | geriatric (>=65) | not stated")
+    sex: str = Field(description="male | female | other | not stated")
+    view: str = Field(description="DICOM ViewPosition as kept by de-identification (AP, PA, LL, ...) or not stated")
+
+
+class ScopeModel(BaseModel):
+    population: str = Field(description="the model's intended population, or 'population not stated'")
+    ages: str | None
+    views: list[str]
+    input_size: tuple[int, int]
+
+
+class Scope(BaseModel):
+    """The image beside the model's intended population (radiolens.models.population.scope_of)."""
+
+    image: ScopeImage
+    model: ScopeModel
+    in_scope: bool | None = Field(description="false: outside (see warnings); null: could not be checked")
+    warnings: list[str]
+    not_checked: list[str] = Field(description="why in_scope could not be judged")
+
+
 class PredictionOut(BaseModel):
     id: str
     status: Literal["ok", "out_of_distribution"] = Field(
@@ -71,6 +110,9 @@ class PredictionOut(BaseModel):
     image_url: str
     heatmap_url: str | None
     heatmap_target: str | None
+    pixels_url: str | None = Field(default=None, description="the de-identified image at full bit depth")
+    pixels: PixelsInfo | None = None
+    scope: Scope | None = Field(default=None, description="null for predictions stored before scope was kept")
     latency_ms: float
     advisory: str = ADVISORY
     monitoring: dict[str, Any] = Field(default_factory=dict, description="filled by monitoring hooks, if any")
@@ -150,6 +192,8 @@ class ModelInfo(ModelRef):
     thresholds: list[float]
     temperature: float
     input_size: tuple[int, int]
+    population: dict[str, Any] = Field(default_factory=dict, description="intended population (description, "
+                                       "age_min_years, age_max_years, views); empty: not stated")
     review_rule: str
     heatmap_method: str | None = Field(
         default=None, description="gradcam (or the configured CAM method) on the PyTorch model; for an ONNX "

@@ -3,7 +3,8 @@
 * ``Content-Security-Policy``: scripts, styles, images and fetches from this origin only; nothing inline, no
   plugins, no ``<base>``, forms post here only, and no page may be framed (``frame-ancestors 'none'``). The viewer
   and the API docs page (Swagger UI) keep all script and style in files, so no ``'unsafe-inline'`` is needed;
-  ``data:`` images are allowed for the viewer's empty favicon and Swagger UI's icons.
+  ``data:`` images are allowed for the viewer's empty favicon and Swagger UI's icons, ``blob:`` images for the
+  viewer's mouse cursors (Cornerstone3D draws them as SVG blobs in the page).
 * ``X-Frame-Options: DENY`` (browsers that predate ``frame-ancestors``), ``X-Content-Type-Options: nosniff``,
   ``Referrer-Policy: no-referrer`` (prediction URLs never leak to another site), ``Cross-Origin-Opener-Policy`` and
   ``Cross-Origin-Resource-Policy: same-origin``, a ``Permissions-Policy`` that turns off camera, microphone,
@@ -40,7 +41,7 @@ def content_security_policy() -> ContentSecurityPolicy:
             .script_src("'self'")
             .style_src("'self'")
             .connect_src("'self'")
-            .img_src("'self'", "data:")
+            .img_src("'self'", "data:", "blob:")
             .font_src("'self'")
             .base_uri("'none'")
             .form_action("'self'")

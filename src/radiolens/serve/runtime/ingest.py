@@ -17,7 +17,8 @@ import warnings
 from dataclasses import dataclass
 
 from radiolens.errors import ConfigError, NotDicomError, UnreadableImageError
-from radiolens.io import formats
+from radiolens.io import formats, fulldepth
+from radiolens.io.fulldepth import FullDepth
 from radiolens.io.image import RadioImage
 
 #: What the service accepts (the viewer's file picker offers the same); TIFF is read by the CLI only.
@@ -31,6 +32,8 @@ class Ingested:
     study_ref: str  # remapped StudyInstanceUID (DICOM) or "raster:<keyed hash>"
     source_format: str
     deid_report: dict
+    #: the de-identified pixels at full bit depth, for the reading viewer (never the upload's bytes)
+    full_depth: FullDepth
 
 
 class Ingestor:
@@ -88,10 +91,11 @@ class Ingestor:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = dicom_to_image(clean, name=formats.UPLOAD_NAME)
+            full = fulldepth.from_dataset(clean, image, formats.UPLOAD_NAME)
         study = str(clean.get("StudyInstanceUID", "") or "") or self.keyed_ref(digest)
         image.meta.extra.clear()
         return Ingested(image=image, input_sha256=digest, study_ref=study, source_format="dicom",
-                        deid_report=dict(report or {}))
+                        deid_report=dict(report or {}), full_depth=full)
 
     def _raster(self, data: bytes, digest: str, kind: str) -> Ingested:
         # Decoded from memory: the raw upload (its EXIF / text chunks may hold PHI) is never written to disk.
@@ -99,4 +103,5 @@ class Ingestor:
             warnings.simplefilter("ignore")
             image = formats.read_image(data, name=formats.UPLOAD_NAME)
         return Ingested(image=image, input_sha256=digest, study_ref=self.keyed_ref(digest), source_format=kind,
-                        deid_report={"raster": "pixels only; file metadata discarded"})
+                        deid_report={"raster": "pixels only; file metadata discarded"},
+                        full_depth=fulldepth.from_display(image))

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from radiolens.errors import ConfigError, InputError, NotFoundError
 from radiolens.io.image import RadioImage
 from radiolens.io.writers.png import display_png, heatmap_png
+from radiolens.models.population import scope_of
 from radiolens.pipeline import PredictionRecord, prepare
 from radiolens.serve.config import DEID_SECRET_ENV, DEID_SECRET_FILE_ENV, ServeSettings
 from radiolens.serve.params import is_prediction_id
@@ -215,9 +216,11 @@ class Service:
         step()
         image_png, size = display_png(ing.image.pixels, self.settings.display_max_side)
         heat_png = heatmap_png(record.heatmap.array, size) if record.heatmap is not None else None
+        pixels_png = ing.full_depth.png()  # the reading viewer's copy: de-identified, full bit depth
         created = audit.utcnow()
         latency_ms = (time.perf_counter() - t0) * 1000.0
-        result = build_prediction_result(ctx, record, created, latency_ms, has_heatmap=heat_png is not None)
+        result = build_prediction_result(ctx, record, created, latency_ms, has_heatmap=heat_png is not None,
+                                         pixels=ing.full_depth.describe())
         for hook in self.hooks.result_hooks:
             hook(ctx, result)
         result = json.loads(audit.canonical_json(result))  # plain JSON types from here on (hooks may add numpy)
@@ -226,14 +229,14 @@ class Service:
         step()  # the last point of return: from here on the prediction is stored and audited
         # Artefacts first (opaque names), then the DB rows: an audited prediction always has its artefacts,
         # and a failed transaction removes them again (a crash in between leaves at most an orphan file).
-        written = [self.artefact(pid, "image")]
-        self._write(written[0], image_png)
-        if heat_png is not None:
-            written.append(self.artefact(pid, "heatmap"))
-            self._write(written[1], heat_png)
+        artefacts = {"image": image_png, "pixels": pixels_png} | \
+            ({"heatmap": heat_png} if heat_png is not None else {})
+        written = []
+        for kind, data in artefacts.items():
+            written.append(self.artefact(pid, kind))
+            self._write(written[-1], data)
         # The chained row binds what will be served: the result JSON and each artefact file, by sha256.
         result_json = audit.canonical_json(result)
-        artefacts = {"image": image_png} | ({"heatmap": heat_png} if heat_png is not None else {})
         outputs = audit.prediction_outputs(result, result_json, artefacts)
         try:
             with audit.writer(self.sessions) as s:
@@ -548,11 +551,16 @@ def _feedback_dict(f: Feedback) -> dict[str, Any]:
 
 
 def build_prediction_result(ctx: PredictionContext, record: PredictionRecord, created, latency_ms: float,
-                            has_heatmap: bool) -> dict[str, Any]:
+                            has_heatmap: bool, pixels: dict[str, Any] | None = None) -> dict[str, Any]:
     """THE place a prediction response is assembled, from the pipeline's record (see ``hooks.py`` for
-    extending it); batch scoring writes its rows from the same record (``predict.scoring.record_row``)."""
+    extending it); batch scoring writes its rows from the same record (``predict.scoring.record_row``).
+
+    ``scope`` sets the image (age band, sex, view as de-identification kept them) beside the model's intended
+    population and input size, with a warning for each way it falls outside (:mod:`radiolens.models.population`);
+    ``pixels`` describes the full-depth copy at ``pixels_url`` (rows, columns, rescale, default window)."""
     body = record.to_dict()
     pid = ctx.prediction_id
+    info = ctx.bundle.info
     return {
         "id": pid,
         "status": body["status"],
@@ -567,6 +575,9 @@ def build_prediction_result(ctx: PredictionContext, record: PredictionRecord, cr
         "image_url": f"/v1/predictions/{pid}/image.png",
         "heatmap_url": f"/v1/predictions/{pid}/heatmap.png" if has_heatmap else None,
         "heatmap_target": body["heatmap_target"] if has_heatmap else None,
+        "pixels_url": f"/v1/predictions/{pid}/pixels.png" if pixels is not None else None,
+        "pixels": pixels,
+        "scope": scope_of(getattr(info, "population", None) or {}, info.input_size, ctx.image.meta),
         "latency_ms": round(latency_ms, 3),
         "monitoring": {},
     }

@@ -64,8 +64,9 @@ EVENTS = ("prediction", "feedback", "key_created", "key_revoked",  # requests
           SIGNIN, SIGNIN_FAILED, SIGNIN_LIMITED, SIGNOUT,  # serve.http.routers.session
           DEID_KEY_SET, DEID_KEY_ROTATED,
           "dicom_refused")  # a STOW-RS part refused (serve.runtime.stow); the gateway's own are gateway.node.EVENTS
-#: The stored artefacts of a prediction, ``<artefact_dir>/<prediction id>.<kind>.png``.
-ARTEFACT_KINDS = ("image", "heatmap")
+#: The stored artefacts of a prediction, ``<artefact_dir>/<prediction id>.<kind>.png``: the 8-bit display copy,
+#: the heatmap overlay, and the full-depth de-identified pixels (16-bit grey) for the reading viewer.
+ARTEFACT_KINDS = ("image", "heatmap", "pixels")
 
 
 class AuditIntegrityError(RadiolensError):

@@ -1,4 +1,5 @@
-"""Predictions: create (upload), the worklist, read, heatmap and display image, reader feedback; models list."""
+"""Predictions: create (upload), the worklist, read, heatmap, display image and full-depth pixels, reader feedback;
+models list."""
 
 from __future__ import annotations
 
@@ -98,6 +99,17 @@ def get_image(prediction_id: PredictionId, principal: Principal = Depends(requir
     return _png(service, principal, prediction_id, "image")
 
 
+@router.get("/predictions/{prediction_id}/pixels.png", response_class=Response, responses=_ERRORS,
+            summary="The de-identified image at full bit depth (16-bit grey PNG)")
+def get_pixels(prediction_id: PredictionId, principal: Principal = Depends(require(*_READERS)),
+               service: Service = Depends(get_service)) -> Response:
+    """WADO-RS in spirit (the pixel data of the one stored instance), PNG in form: a browser fetches it with the
+    same key as the rest, and it is lossless at 16 bits. The stored values of the *de-identified* first frame; the
+    prediction's ``pixels`` block gives rows, columns, rescale slope/intercept, photometric interpretation and the
+    default window. Never the uploaded file. Predictions stored before this copy was kept answer 404."""
+    return _png(service, principal, prediction_id, "pixels")
+
+
 @router.post("/predictions/{prediction_id}/feedback", response_model=FeedbackOut, status_code=201,
              responses=_ERRORS)
 def post_feedback(prediction_id: PredictionId, body: FeedbackIn,
@@ -130,6 +142,7 @@ def list_models(principal: Principal = Depends(current_principal), service: Serv
     return ModelsOut(models=[ModelInfo(**service.model_ref(), class_names=list(info.class_names),
                                        negative_name=info.negative_name, thresholds=list(info.thresholds),
                                        temperature=float(info.temperature), input_size=info.input_size,
+                                       population=dict(getattr(info, "population", None) or {}),
                                        review_rule=service.predictor.triage.rule_name,
                                        heatmap_method=service.predictor.heatmap_method
                                        if service.heatmaps_available else None,
