@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RADIOLENS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup system-deps demo test test-all lint clean
+.PHONY: setup system-deps demo test test-all lint image clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ test: setup system-deps
 
 test-all: setup system-deps
 	$(BIN)/python -m pytest -q -m ''
+
+# The serving image (deploy/container/Dockerfile) with podman, on a Debian base made here (docs/deploy.md).
+image:
+	bash scripts/build-image.sh
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -10,7 +10,7 @@
 # PIP_CA (CA bundle the build's pip trusts; default: this host's pip/requests bundle). The CA bundle reaches
 # the build as a build secret only, never a layer. Re-running reuses the base and podman's layer cache.
 #
-# Idempotent host set-up (root): podman, runc and mmdebstrap from apt; /etc/containers/containers.conf with
+# Idempotent host set-up (root): podman, runc, catatonit, CNI plugins, iptables and mmdebstrap from apt; /etc/containers/containers.conf with
 # runc as the runtime (crun does not run on hosts with the cgroup v1/hybrid layout) and default ulimits at or
 # below this host's hard limits (podman's defaults are higher than some hosts allow, and then nothing starts).
 set -euo pipefail
@@ -22,10 +22,12 @@ MIRROR="${MIRROR:-http://deb.debian.org/debian}"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
+# catatonit: the init process of `podman run --init`; CNI plugins and iptables: published ports.
 need=()
-command -v podman >/dev/null 2>&1 || need+=(podman)
-command -v runc >/dev/null 2>&1 || need+=(runc)
-if [ -z "${BASE_IMAGE:-}" ]; then command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap); fi
+for pkg in podman runc catatonit containernetworking-plugins iptables; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ -z "${BASE_IMAGE:-}" ]; then dpkg -s mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   $SUDO apt-get update -qq
