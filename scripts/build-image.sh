@@ -34,20 +34,20 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# Limits for containers and RUN steps: the host's hard limits, nproc capped at 32768 (higher values, even
+# below the shell's hard limit, were refused by runc on hosts without CAP_SYS_RESOURCE).
+nofile="$(ulimit -Hn)"; nproc="$(ulimit -Hu)"
+[ "$nofile" = unlimited ] && nofile=1048576
+[ "$nproc" = unlimited ] || [ "$nproc" -gt 32768 ] && nproc=32768
 conf=/etc/containers/containers.conf
 marker="# radiolens: runc, ulimits within the host's hard limits"
-if ! grep -qF "$marker" "$conf" 2>/dev/null; then
-  if [ -s "$conf" ]; then
-    echo "note: $conf exists without radiolens' settings; left as it is (needs runtime = \"runc\" and"
-    echo "      default_ulimits within 'ulimit -Hn' / 'ulimit -Hu' on hosts where podman run fails)"
-  else
-    nofile="$(ulimit -Hn)"; nproc="$(ulimit -Hu)"
-    [ "$nofile" = unlimited ] && nofile=1048576
-    [ "$nproc" = unlimited ] && nproc=65536
-    $SUDO mkdir -p /etc/containers
-    printf '%s\n[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n\n[engine]\nruntime = "runc"\n' \
-      "$marker" "$nofile" "$nofile" "$nproc" "$nproc" | $SUDO tee "$conf" >/dev/null
-  fi
+if [ -s "$conf" ] && ! grep -q "^# radiolens:" "$conf"; then
+  echo "note: $conf exists without radiolens' settings; left as it is (needs runtime = \"runc\" and"
+  echo "      default_ulimits nofile=$nofile, nproc=$nproc on hosts where podman run fails)"
+else
+  $SUDO mkdir -p /etc/containers
+  printf '%s\n[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n\n[engine]\nruntime = "runc"\n' \
+    "$marker" "$nofile" "$nofile" "$nproc" "$nproc" | $SUDO tee "$conf" >/dev/null
 fi
 
 if [ -z "${BASE_IMAGE:-}" ]; then
@@ -77,7 +77,10 @@ echo "building $IMAGE from $BASE_IMAGE"
 t0=$(date +%s)
 # --format docker: the OCI image format has no HEALTHCHECK. --network host: the build reaches the package
 # index the way this host does.
+# --ulimit: buildah sets its own nproc/nofile limits for RUN steps (containers.conf's do not apply there), and
+# without CAP_SYS_RESOURCE a limit above the host's hard limit stops every RUN step.
 $SUDO podman build --format docker --layers --network host "${secret[@]}" \
+  --ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc:$nproc" \
   --build-arg "BASE_IMAGE=$BASE_IMAGE" -t "$IMAGE" -f "$root/deploy/container/Dockerfile" "$root"
 echo "image build: $(( $(date +%s) - t0 )) s"
 $SUDO podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' "$IMAGE"
