@@ -57,7 +57,9 @@ if [ -z "${BASE_IMAGE:-}" ]; then
     t0=$(date +%s)
     # No documentation, man pages or translations (dpkg path excludes, kept for later installs too); no
     # recommended packages. python3.11-venv is added by the Dockerfile's builder stage only.
-    $SUDO mmdebstrap --variant=minbase --include=python3.11,ca-certificates \
+    # usrmerge and the perl it pulls in (about 50 MB) are replaced by the usr-is-merged marker package.
+    $SUDO mmdebstrap --variant=minbase --include=usr-is-merged,python3.11,ca-certificates \
+      --customize-hook='chroot "$1" apt-get purge -y -qq usrmerge perl libperl5.36 perl-modules-5.36 libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl' \
       --aptopt='APT::Install-Recommends "false"' \
       --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
       --dpkgopt='path-include=/usr/share/doc/*/copyright' --dpkgopt='path-exclude=/usr/share/locale/*' \
