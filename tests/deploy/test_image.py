@@ -17,11 +17,15 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+import pydicom
 import pytest
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
 from tests.serve.conftest import SECRET, bundle_path, free_port, kermany_dir, siim_dicom, siim_original  # noqa: F401
 from tests.serve.test_torch_free import exported  # noqa: F401
 
 import radiolens
+from radiolens.models.export import FP32_TOLERANCE
 
 ROOT = Path(radiolens.__file__).parents[2]
 IMAGE = f"radiolens-serve:{radiolens.__version__}"
@@ -35,6 +39,16 @@ def _podman(*args: str, timeout: float = 300, check: bool = True) -> subprocess.
     done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
     assert not check or done.returncode == 0, f"podman {' '.join(args)}: {done.stderr[-3000:]}"
     return done
+
+
+def _recoded(path: Path, syntax: pydicom.uid.UID, folder: Path) -> Path:
+    """``path`` decoded as the service decodes JPEG baseline (Pillow) and losslessly re-encoded as ``syntax``."""
+    ds = pydicom.dcmread(path)
+    ds.decompress(decoding_plugin="pillow")
+    ds.compress(syntax)
+    out = folder / f"recoded-{syntax.name.split()[0]}.dcm"
+    ds.save_as(out, enforce_file_format=True)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +125,16 @@ def test_image_is_small_non_root_and_serves_a_real_dicom(image, exported, siim_d
         assert body["model"]["backend"] == "onnx"
         assert body["source_format"] == "dicom"
         assert body["status"] != "ok" or 0.0 <= body["probabilities"][0]["probability"] <= 1.0
+        # JPEG 2000 and JPEG-LS DICOM decode in the image without python-gdcm (pylibjpeg plugins): the same
+        # pixels, losslessly re-encoded, give the same prediction as the original upload.
+        for syntax in (JPEG2000Lossless, JPEGLSLossless):
+            recoded = _recoded(siim_dicom, syntax, tmp_path)
+            again = httpx.post(f"{url}/v1/predictions", headers={"Authorization": f"Bearer {key}"},
+                               files={"file": ("upload", recoded.read_bytes(), "application/dicom")}, timeout=120)
+            assert again.status_code == 201, (syntax.name, again.text)
+            assert again.json()["status"] == body["status"], syntax.name
+            np.testing.assert_allclose([p["probability"] for p in again.json()["probabilities"]],
+                                       [p["probability"] for p in body["probabilities"]], atol=FP32_TOLERANCE)
         # Written as the service's user into the state volume; nothing outside it.
         assert all(p.stat().st_uid == UID for p in (state / "state").rglob("*"))
 

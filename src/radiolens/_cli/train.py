@@ -50,6 +50,10 @@ def train_cmd(
     progress: bool | None = typer.Option(None, "--progress/--no-progress"),
 ) -> None:
     """Train a classifier from a typed YAML config, evaluate it and write model.pt + an HTML report."""
+    from radiolens.errors import require_torch
+
+    # PyTorch first: its extra (`train`) also brings pandas, which the config and data layers import earlier.
+    require_torch("radiolens train")
     from radiolens.train.config import label_overrides, load_config
     from radiolens.train.job import run_training_job
 
