@@ -66,9 +66,9 @@ compose="$root/deploy/compose"
 # image serves compose.yaml. No cluster is made at install time: the entrypoint makes one in the volume.
 debian_image localhost/radiolens-postgres:bookworm postgresql-15 \
   'echo "postgres:x:999:999:PostgreSQL administrator:/var/lib/postgresql:/bin/sh" >> "$1"/etc/passwd && echo "postgres:x:999:" >> "$1"/etc/group && mkdir -p "$1"/etc/postgresql-common && echo "create_main_cluster = false" > "$1"/etc/postgresql-common/createcluster.conf' \
-  "install -m 0755 $compose/postgres/docker-entrypoint.sh \"\$1\"/usr/local/bin/docker-entrypoint.sh && install -d -o 999 -g 999 -m 0700 \"\$1\"/var/lib/postgresql/data && install -d -o 999 -g 999 -m 2775 \"\$1\"/var/run/postgresql" \
+  "install -m 0755 $compose/postgres/docker-entrypoint.sh \"\$1\"/usr/local/bin/docker-entrypoint.sh && install -d -o 999 -g 999 -m 0700 \"\$1\"/var/lib/postgresql/data" \
   'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-  'ENV PGDATA=/var/lib/postgresql/data' 'USER postgres' 'STOPSIGNAL SIGINT' 'EXPOSE 5432' \
+  'ENV PGDATA=/var/lib/postgresql/data' 'ENV PGHOST=/tmp' 'USER postgres' 'STOPSIGNAL SIGINT' 'EXPOSE 5432' \
   'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' 'CMD ["postgres"]'
 
 # Orthanc 1.10 with the DICOMweb plugin, as user orthanc (uid/gid 998); deploy/compose/orthanc/orthanc.json
@@ -76,7 +76,7 @@ debian_image localhost/radiolens-postgres:bookworm postgresql-15 \
 debian_image localhost/radiolens-orthanc:bookworm orthanc,orthanc-dicomweb,curl \
   'echo "orthanc:x:998:998:Orthanc:/var/lib/orthanc:/bin/sh" >> "$1"/etc/passwd && echo "orthanc:x:998:" >> "$1"/etc/group' \
   "install -m 0644 $compose/orthanc/orthanc.json \"\$1\"/etc/orthanc/orthanc.json && rm -f \"\$1\"/etc/orthanc/serve-folders.json \"\$1\"/etc/orthanc/worklists.json && install -d -o 998 -g 998 -m 0750 \"\$1\"/var/lib/orthanc/db" \
-  'USER orthanc' 'EXPOSE 4242 8042' 'ENTRYPOINT ["/usr/sbin/Orthanc"]' 'CMD ["/etc/orthanc/"]'
+  'USER orthanc' 'EXPOSE 4242' 'EXPOSE 8042' 'ENTRYPOINT ["/usr/sbin/Orthanc"]' 'CMD ["/etc/orthanc/"]'
 
 # Prometheus 2.42 as nobody (uid 65534, as in the prom/prometheus image), storage in /prometheus.
 debian_image localhost/radiolens-prometheus:bookworm prometheus \

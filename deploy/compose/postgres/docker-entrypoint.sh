@@ -10,7 +10,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile="${POSTGRES_PASSWORD_FILE:?set POSTGRES_PASSWORD_FILE to a file holding the password}"
   initdb --pgdata="$PGDATA" --username="$user" --pwfile="$pwfile" --auth-local=peer --auth-host=scram-sha-256 \
     --encoding=UTF8 --locale=C.UTF-8 >/dev/null
-  echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
+  # The local socket in /tmp: /run is empty in the image and only root may create folders there.
+  printf "listen_addresses = '*'\nunix_socket_directories = '/tmp'\n" >> "$PGDATA/postgresql.conf"
   echo "host all all all scram-sha-256" >> "$PGDATA/pg_hba.conf"
   db="${POSTGRES_DB:-$user}"
   if [ "$db" != postgres ]; then
