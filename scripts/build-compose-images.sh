@@ -71,11 +71,12 @@ debian_image localhost/radiolens-postgres:bookworm postgresql-15 \
   'ENV PGDATA=/var/lib/postgresql/data' 'ENV PGHOST=/tmp' 'USER postgres' 'STOPSIGNAL SIGINT' 'EXPOSE 5432' \
   'ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]' 'CMD ["postgres"]'
 
-# Orthanc 1.10 with the DICOMweb plugin, as user orthanc (uid/gid 998); deploy/compose/orthanc/orthanc.json
-# replaces Debian's configuration; the users (credentials.json) come from a secret file. curl: healthcheck.
+# Orthanc 1.10 with the DICOMweb plugin, as user orthanc (uid/gid 998). deploy/compose/orthanc/orthanc.json
+# (DICOMweb section included) replaces Debian's configuration files; the users (credentials.json) come from a
+# secret file. curl: the healthcheck.
 debian_image localhost/radiolens-orthanc:bookworm orthanc,orthanc-dicomweb,curl \
   'echo "orthanc:x:998:998:Orthanc:/var/lib/orthanc:/bin/sh" >> "$1"/etc/passwd && echo "orthanc:x:998:" >> "$1"/etc/group' \
-  "install -m 0644 $compose/orthanc/orthanc.json \"\$1\"/etc/orthanc/orthanc.json && rm -f \"\$1\"/etc/orthanc/serve-folders.json \"\$1\"/etc/orthanc/worklists.json && install -d -o 998 -g 998 -m 0750 \"\$1\"/var/lib/orthanc/db" \
+  "install -m 0644 $compose/orthanc/orthanc.json \"\$1\"/etc/orthanc/orthanc.json && rm -f \"\$1\"/etc/orthanc/serve-folders.json \"\$1\"/etc/orthanc/worklists.json \"\$1\"/etc/orthanc/dicomweb.json && install -d -o 998 -g 998 -m 0750 \"\$1\"/var/lib/orthanc/db" \
   'USER orthanc' 'EXPOSE 4242' 'EXPOSE 8042' 'ENTRYPOINT ["/usr/sbin/Orthanc"]' 'CMD ["/etc/orthanc/"]'
 
 # Prometheus 2.42 as nobody (uid 65534, as in the prom/prometheus image), storage in /prometheus.
