@@ -144,6 +144,8 @@ def test_stack_predicts_a_real_dicom_and_prometheus_scrapes_it(images, exported,
         t_down = time.monotonic()
         down = _run(*compose, "down", "-v", env=env, check=False, timeout=300)
         print(f"[compose] down -v: {time.monotonic() - t_down:.1f} s (rc {down.returncode})")
+        # podman-compose 1.0.3 leaves the project's network behind
+        _run("podman", "network", "rm", "-f", f"{project}_default", check=False)
     left = _run("podman", "ps", "-a", "--filter", f"name={project}", "--format", "{{.Names}}").stdout.split()
     assert left == []
     volumes = _run("podman", "volume", "ls", "--format", "{{.Name}}").stdout.split()
