@@ -1,11 +1,13 @@
 """compose.yaml brought up for real with podman-compose: radiolens (the serving image), PostgreSQL, Orthanc and
-Prometheus, all from images built here out of Debian packages (scripts/build-compose-images.sh).
+Prometheus, all from images built here out of Debian packages (scripts/build-compose-images.sh), and the
+DICOM gateway.
 
 The stack gets its own secret files (scripts/compose-secrets.sh), a real ONNX export of the service tests'
 trained model and free host ports. Every service's own healthcheck must pass; the real SIIM chest DICOM is
 uploaded and predicted (the service's database is the PostgreSQL container); Prometheus must have scraped the
 service (with the auditor key the service made for it) and answer every query of the provisioned Grafana
-dashboard; Orthanc answers with its DICOMweb plugin loaded. ``down -v`` removes containers and volumes.
+dashboard; Orthanc answers with its DICOMweb plugin loaded, and the DICOM it forwards to the gateway gets its
+SR back into the same study. ``down -v`` removes containers and volumes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import radiolens
 
 ROOT = Path(radiolens.__file__).parents[2]
 DASHBOARD = ROOT / "deploy" / "compose" / "grafana" / "dashboards" / "radiolens.json"
-SERVICES = ("postgres", "radiolens", "orthanc", "prometheus")
+SERVICES = ("postgres", "radiolens", "radiolens-gateway", "orthanc", "prometheus")
+SR_CLASS = "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR: the TID 1500 report
 UID = 10001
 
 pytestmark = pytest.mark.slow
@@ -62,11 +65,12 @@ def test_stack_predicts_a_real_dicom_and_prometheus_scrapes_it(images, exported,
     secrets = tmp_path / "secrets"
     _run(str(ROOT / "scripts" / "compose-secrets.sh"), str(secrets))
     assert all((p.stat().st_mode & 0o077) == 0 for p in secrets.iterdir())  # owner-only, every one
-    ports = {k: free_port() for k in ("radiolens", "prometheus", "orthanc_http", "orthanc_dicom")}
+    ports = {k: free_port() for k in ("radiolens", "radiolens_dicom", "prometheus", "orthanc_http", "orthanc_dicom")}
     project = f"radiolenstest{os.getpid()}"
     env = {**os.environ, "RADIOLENS_SECRETS_DIR": str(secrets), "RADIOLENS_MODEL_DIR": str(models),
            "RADIOLENS_PORT": f"127.0.0.1:{ports['radiolens']}", "PROMETHEUS_PORT": f"127.0.0.1:{ports['prometheus']}",
            "ORTHANC_HTTP_PORT": f"127.0.0.1:{ports['orthanc_http']}",
+           "RADIOLENS_DICOM_PORT": f"127.0.0.1:{ports['radiolens_dicom']}",
            "ORTHANC_DICOM_PORT": f"127.0.0.1:{ports['orthanc_dicom']}"}
     compose = ("podman-compose", "-p", project, "-f", str(ROOT / "compose.yaml"))
     containers = {s: f"{project}_{s}_1" for s in SERVICES}
@@ -135,6 +139,26 @@ def test_stack_predicts_a_real_dicom_and_prometheus_scrapes_it(images, exported,
         assert httpx.get(f"{orthanc}/system", timeout=10).status_code == 401
         assert "dicom-web" in httpx.get(f"{orthanc}/plugins", auth=auth, timeout=10).json()
         assert httpx.get(f"{orthanc}/dicom-web/studies", auth=auth, timeout=10).status_code == 200
+
+        # The PACS round trip: the DICOM stored in Orthanc, forwarded by Orthanc (C-STORE) to the gateway, whose
+        # TID 1500 SR comes back into the same study in Orthanc.
+        stored = httpx.post(f"{orthanc}/instances", content=siim_dicom.read_bytes(), auth=auth, timeout=60)
+        assert stored.status_code == 200, stored.text
+        study = stored.json()["ParentStudy"]
+        sent = httpx.post(f"{orthanc}/modalities/radiolens/store", content=stored.json()["ID"], auth=auth,
+                          timeout=120)
+        assert sent.status_code == 200, sent.text
+        deadline = time.monotonic() + 240
+        while True:
+            classes = [httpx.get(f"{orthanc}/instances/{i['ID']}/simplified-tags", auth=auth, timeout=10)
+                       .json().get("SOPClassUID") for i in
+                       httpx.get(f"{orthanc}/studies/{study}/instances", auth=auth, timeout=10).json()]
+            if SR_CLASS in classes:
+                break
+            assert time.monotonic() < deadline, (classes, _run("podman", "logs", "--tail", "40",
+                                                               containers["radiolens-gateway"], check=False).stderr)
+            time.sleep(2)
+        print(f"[compose] PACS round trip: the study in Orthanc holds {len(classes)} instances {sorted(classes)}")
 
         # Hardening as declared: the service runs as 10001 on a read-only root filesystem.
         assert _run("podman", "exec", containers["radiolens"], "id", "-u").stdout.strip() == str(UID)

@@ -54,7 +54,7 @@ def test_services_run_hardened_with_healthchecks_volumes_and_file_secrets():
     compose = _load(ROOT / "compose.yaml")
     grafana = _load(ROOT / "compose.grafana.yaml")
     services = {**compose["services"], **grafana["services"]}
-    assert set(services) == {"radiolens", "postgres", "orthanc", "prometheus", "grafana"}
+    assert set(services) == {"radiolens", "radiolens-gateway", "postgres", "orthanc", "prometheus", "grafana"}
     for name, svc in services.items():
         assert svc.get("healthcheck", {}).get("test"), name
         assert svc.get("user") and not str(svc["user"]).startswith("0"), name  # never root
@@ -67,10 +67,10 @@ def test_services_run_hardened_with_healthchecks_volumes_and_file_secrets():
         for secret in svc.get("secrets", []):
             assert (secret if isinstance(secret, str) else secret["source"]) in declared_secrets, name
     assert all(set(s) == {"file"} for s in declared_secrets.values())  # files, never environment values
-    radiolens_svc = services["radiolens"]
-    assert radiolens_svc["read_only"] and radiolens_svc["init"] and radiolens_svc["cap_drop"] == ["ALL"]
-    assert "@" in radiolens_svc["environment"]["RADIOLENS_DB_URL"]
-    assert ":" not in radiolens_svc["environment"]["RADIOLENS_DB_URL"].split("//")[1].split("@")[0]  # no password
+    for radiolens_svc in (services["radiolens"], services["radiolens-gateway"]):
+        assert radiolens_svc["read_only"] and radiolens_svc["init"] and radiolens_svc["cap_drop"] == ["ALL"]
+        url = radiolens_svc["environment"]["RADIOLENS_DB_URL"]
+        assert "@postgres:" in url and ":" not in url.split("//")[1].split("@")[0]  # no password in the URL
     for svc in services.values():  # no password or key in any environment value
         for key in svc.get("environment", {}):
             assert not re.search(r"PASSWORD$|SECRET$|KEY$", key), key
