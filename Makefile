@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export RADIOLENS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: setup system-deps demo test test-all lint clean viewer
+.PHONY: setup system-deps demo test test-all lint viewer image compose-images compose-secrets clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,6 +35,17 @@ test-all: setup system-deps
 # The web viewer's bundle (Cornerstone3D, from web/package-lock.json); needs Node >= 20 and npm. Output committed.
 viewer:
 	bash scripts/build-viewer.sh
+
+# The serving image (deploy/container/Dockerfile) with podman, on a Debian base made here (docs/deploy.md).
+image:
+	bash scripts/build-image.sh
+
+# compose.yaml's images (radiolens, PostgreSQL, Orthanc, Prometheus) from Debian packages, and its secret files.
+compose-images:
+	bash scripts/build-compose-images.sh
+
+compose-secrets:
+	bash scripts/compose-secrets.sh
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -3,7 +3,9 @@
 # (dciodvfy validates every DICOM radiolens writes) and Orthanc (the PACS peer of the DICOM networking tests,
 # tests/pacs/; it brings dcmtk) with its DICOMweb plugin (orthanc-dicomweb: STOW-RS of results), and kubectl
 # (`kubectl kustomize` renders deploy/kubernetes/ offline for tests/deploy/test_kubernetes.py).
-# Idempotent; installs only what is missing.
+# Idempotent; installs only what is missing. The container tools of the slow deployment tests (podman, runc,
+# catatonit, mmdebstrap, podman-compose, the CNI dnsname plugin) are installed by scripts/build-image.sh and
+# scripts/build-compose-images.sh when those run, not here.
 set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)

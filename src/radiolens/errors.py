@@ -105,6 +105,12 @@ class WeightsUnavailableError(ModelError):
 #: experiment-tracking stack). A lean ``radiolens[serve]`` install runs exported ONNX models without them.
 TRAIN_ONLY_MODULES = frozenset({"torch", "torchvision", "timm", "lightning", "pytorch_lightning", "torchmetrics",
                                 "pytorch_grad_cam", "mlflow", "optuna", "onnxscript", "medmnist"})
+#: Every top-level module a ``radiolens[serve]`` install lacks, with the extra that installs it: the train stack;
+#: pandas and pyarrow (``tables``: data manifests, splits, evaluation tables, Parquet result files), which no
+#: serving path needs and which would add about 140 MB to the serving image; python-gdcm (``gdcm``), a second
+#: DICOM decoder next to the pylibjpeg plugins that already decode JPEG, JPEG-LS, JPEG 2000 and RLE.
+EXTRA_OF_MODULE: dict[str, str] = {**dict.fromkeys(TRAIN_ONLY_MODULES, "train"),
+                                   "pandas": "tables", "pyarrow": "tables", "gdcm": "gdcm"}
 
 
 class MissingExtraError(ConfigError):
@@ -120,12 +126,12 @@ class MissingExtraError(ConfigError):
 
 
 def missing_extra(exc: BaseException, purpose: str = "this") -> MissingExtraError | None:
-    """The :class:`MissingExtraError` an ``ImportError`` of a train-only module stands for, else None (any
-    other import failure is a real bug and must surface as itself)."""
+    """The :class:`MissingExtraError` an ``ImportError`` of an optional extra's module stands for (naming that
+    extra), else None (any other import failure is a real bug and must surface as itself)."""
     name = getattr(exc, "name", None) or ""
     root = name.split(".")[0]
-    if isinstance(exc, ImportError) and root in TRAIN_ONLY_MODULES:
-        return MissingExtraError(root, purpose)
+    if isinstance(exc, ImportError) and root in EXTRA_OF_MODULE:
+        return MissingExtraError(root, purpose, EXTRA_OF_MODULE[root])
     return None
 
 

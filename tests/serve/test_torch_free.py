@@ -1,7 +1,8 @@
 """Serving and batch scoring an ONNX export with PyTorch made unimportable (a ``radiolens[serve]`` install).
 
-The subprocesses run with an import blocker (``sitecustomize``) that refuses torch and every other train-only
-package (``radiolens.errors.TRAIN_ONLY_MODULES``) as an uninstalled package would. They serve the export over a
+The subprocesses run with an import blocker (``sitecustomize``) that refuses torch, every other train-only
+package and the other extras' packages (pandas, pyarrow, python-gdcm: ``radiolens.errors.EXTRA_OF_MODULE``) as an
+uninstalled package would. They serve the export over a
 real socket and batch-score with it; the probabilities must equal the PyTorch bundle's on the same real images
 within the export's own parity tolerance (``models.export.FP32_TOLERANCE``), the preprocessed input must
 equal PyTorch's to float rounding, and the heatmaps (drawn from the export's feature maps, no gradients) must
@@ -28,7 +29,7 @@ import radiolens
 from radiolens.cli import app as cli_app
 from radiolens.data.model_input import to_model_array_pillow
 from radiolens.data.transforms import to_model_tensor
-from radiolens.errors import TRAIN_ONLY_MODULES, RadiolensError
+from radiolens.errors import EXTRA_OF_MODULE, RadiolensError
 from radiolens.io import read_image
 from radiolens.models.bundle import ModelBundle
 from radiolens.models.export import FP32_TOLERANCE
@@ -47,7 +48,7 @@ BLOCKER = f"""
 import importlib.abc
 import sys
 
-BLOCKED = {sorted(TRAIN_ONLY_MODULES)!r}
+BLOCKED = {sorted(EXTRA_OF_MODULE)!r}
 
 
 class _NotInstalled(importlib.abc.MetaPathFinder):
@@ -213,10 +214,23 @@ def test_training_commands_say_which_extra_to_install(no_torch_env, tmp_path):
     assert pt.returncode == 2 and "radiolens[train]" in pt.stderr and "Traceback" not in pt.stderr
 
 
+def test_parquet_output_says_which_extra_before_scoring(exported, no_torch_env, kermany_samples, tmp_path):
+    """Without pyarrow (a ``radiolens[serve]`` install) Parquet output is refused up front, naming its extra."""
+    _, onnx_path = exported
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    (folder / "k.jpeg").write_bytes(kermany_samples[0][0].read_bytes())
+    r = _cli(no_torch_env, "predict", str(folder), "--model", str(onnx_path), "--out", str(tmp_path / "r.parquet"),
+             "--no-progress", "--workers", "0")
+    assert r.returncode == 2 and "pip install 'radiolens[tables]'" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "r.parquet").exists() and not (tmp_path / "r.parquet.parts").exists()
+
+
 @pytest.mark.slow
 def test_serve_extra_installs_without_torch_and_serves_a_real_dicom(exported, siim_dicom, tmp_path):
     """``pip install 'radiolens[serve]'`` into a fresh virtualenv (from PyPI, through this machine's pip
-    configuration): no torch there, and ``radiolens serve --model FILE.onnx`` answers a real DICOM."""
+    configuration): no torch, pandas, pyarrow or python-gdcm there, and ``radiolens serve --model FILE.onnx``
+    answers a real DICOM."""
     _, onnx_path = exported
     root = Path(radiolens.__file__).parents[2]
     venv = tmp_path / "venv"
@@ -226,8 +240,9 @@ def test_serve_extra_installs_without_torch_and_serves_a_real_dicom(exported, si
     install = subprocess.run([str(py), "-m", "pip", "install", "--quiet", f"{root}[serve]"], env=env,
                              capture_output=True, text=True, timeout=1800)
     assert install.returncode == 0, install.stderr[-3000:]
-    no_torch = subprocess.run([str(py), "-c", "import torch"], env=env, capture_output=True, text=True)
-    assert no_torch.returncode != 0 and "No module named 'torch'" in no_torch.stderr
+    for absent in ("torch", "pandas", "pyarrow", "gdcm"):  # train stack and the tables/gdcm extras stay out
+        check = subprocess.run([str(py), "-c", f"import {absent}"], env=env, capture_output=True, text=True)
+        assert check.returncode != 0 and f"No module named '{absent}'" in check.stderr
     env["RADIOLENS_DEID_SECRET"] = SECRET
     cli = venv / "bin" / "radiolens"
     state = tmp_path / "state"

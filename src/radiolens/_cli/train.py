@@ -64,6 +64,10 @@ def train_cmd(
     """Train a classifier from a typed YAML config, evaluate it and write model.pt + an HTML report.
 
     The whole config, with every option applied, is validated before any manifest or image is read."""
+    from radiolens.errors import require_torch
+
+    # PyTorch first: its extra (`train`) also brings pandas, which the config and data layers import earlier.
+    require_torch("radiolens train")
     from radiolens.train.config import config_yaml, label_overrides, load_config, parse_set_overrides
     from radiolens.train.job import run_training_job
 

@@ -20,7 +20,6 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 RISE_TOL = 0.10
 FLAT_TOL = 0.05
@@ -49,6 +48,9 @@ def window(n: int) -> int:
 
 
 def smooth(values: list[float], w: int) -> np.ndarray:
+    # pandas on demand: this package is imported by the service (monitoring reports), which runs without it.
+    import pandas as pd
+
     return pd.Series(values, dtype=float).rolling(w, center=True, min_periods=1).mean().to_numpy()
 
 

@@ -17,13 +17,25 @@ import os
 import shutil
 from pathlib import Path
 
-from radiolens.errors import InputError
+from radiolens.errors import InputError, missing_extra
 
 
 class ResultsMismatchError(InputError):
     """The results file was written by another model (or backend): resuming into it would mix two models."""
 
     code = "results_other_model"
+
+
+def _require_pyarrow() -> None:
+    """Parquet needs pyarrow (the ``tables`` extra, not part of ``radiolens[serve]``): say so before any image
+    is scored, not after."""
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as exc:
+        err = missing_extra(exc, "Parquet output")
+        if err is None:
+            raise
+        raise err from None
 
 
 def _is_error(row: dict) -> bool:
@@ -38,6 +50,8 @@ class ResultStore:
         if suffix not in (".csv", ".parquet"):
             raise InputError(f"{self.path.name}: output must end in .csv or .parquet")
         self.format = suffix[1:]
+        if self.format == "parquet":
+            _require_pyarrow()
         self.parts_dir = self.path.with_name(self.path.name + ".parts")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if overwrite:
