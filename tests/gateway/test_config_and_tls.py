@@ -78,3 +78,20 @@ def test_dicom_over_tls_requires_a_client_certificate(gateway_factory, service_f
     assert store(no_cert) == []  # the server asks for a certificate and gets none
     assert store(None) == []  # plain DICOM on the TLS port
     assert store(client) == [0]  # still serving
+
+
+def test_gateway_backend_follows_an_onnx_model(tmp_path, monkeypatch):
+    """No --backend: an .onnx model runs on ONNX Runtime (as `radiolens serve` does), not refused as a torch one."""
+    monkeypatch.setenv("RADIOLENS_DEID_SECRET", "test-deid-secret-not-for-production")
+    from radiolens._cli.serve import _backend
+
+    model = tmp_path / "model.onnx"
+    assert _backend(None, None, model) == {"backend": None, "onnx_path": None}
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("ae_title: RADIOLENS\nport: 0\n")
+    r = CliRunner().invoke(cli_app, ["gateway", "run", "--model", str(model), "--config", str(cfg),
+                                     "--state-dir", str(tmp_path / "s")])
+    assert r.exit_code != 0 and "ONNX export" not in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli_app, ["gateway", "run", "--model", str(model), "--backend", "torch",
+                                     "--config", str(cfg), "--state-dir", str(tmp_path / "s")])
+    assert r.exit_code != 0 and "is an ONNX export" in r.output

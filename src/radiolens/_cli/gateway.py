@@ -27,7 +27,8 @@ def run_cmd(
                                      "on 127.0.0.1:PORT"),
     no_heatmaps: bool = typer.Option(False, "--no-heatmaps", help="no Grad-CAM, so no Secondary Capture"),
     mc_passes: int = typer.Option(8, "--mc-passes", help="MC-dropout passes for the review spread (0 = off)"),
-    backend: Literal[SERVE_BACKENDS] = typer.Option("torch", "--backend"),
+    backend: Literal[SERVE_BACKENDS] | None = typer.Option(
+        None, "--backend", help="torch or onnx (default: onnx for an .onnx --model, torch for a .pt bundle)"),
     onnx: Path = typer.Option(None, "--onnx", help="an export of --model (`radiolens export`)"),
     insecure_demo_secret: bool = typer.Option(False, "--insecure-demo-secret",
                                               help="accept a published demo de-identification secret"),
