@@ -196,8 +196,7 @@ def _score_pixels(it: dict, items: list[dict], planted: Path, out_ds, cache: dic
     changed = before != after
     if it["category"] == "burned_in_text":
         r = it["render"]
-        glyph = render_text(before.shape, r["text"], r["font"], r["size"], tuple(r["xy"]))
-        return bool(changed[glyph].mean() >= 0.95)
+        return not legible(before, after, render_text(before.shape, r["text"], r["font"], r["size"], tuple(r["xy"])))
     keep = np.ones(before.shape, dtype=bool)
     for other in items:
         if other["category"] != "burned_in_text":
@@ -207,6 +206,25 @@ def _score_pixels(it: dict, items: list[dict], planted: Path, out_ds, cache: dic
         m = r["size"]
         keep[max(0, ys.min() - m):ys.max() + m + 1, max(0, xs.min() - m):xs.max() + m + 1] = False
     return bool(changed[keep].mean() <= 0.005) if keep.any() else True
+
+
+def legible(before: np.ndarray, after: np.ndarray, glyph: np.ndarray) -> bool:
+    """Whether text drawn at ``glyph`` still stands out in ``after``: more than 5 % of its pixels differ from
+    the median of their surroundings (the glyph's box less the glyph grown by 2 px) by more than half the
+    contrast it had when planted. A black box over the text leaves no contrast; untouched text keeps all."""
+    from scipy import ndimage as ndi
+
+    ys, xs = np.nonzero(glyph)
+    y0, y1, x0, x1 = max(0, ys.min() - 3), ys.max() + 4, max(0, xs.min() - 3), xs.max() + 4
+    g = glyph[y0:y1, x0:x1]
+    ring = ~ndi.binary_dilation(g, iterations=2)
+    if not ring.any():
+        return False
+    b, a = before[y0:y1, x0:x1], after[y0:y1, x0:x1]
+    planted = abs(float(np.median(b[g])) - float(np.median(b[ring])))
+    if planted == 0:
+        return False
+    return bool((np.abs(a[g] - np.median(a[ring])) > 0.5 * planted).mean() > 0.05)
 
 
 def score(manifest: dict, corpus: Path, out: Path) -> dict:

@@ -298,19 +298,24 @@ def _burn(ds: Dataset, p: Planter, day: dt.date) -> list[dict]:
     texts = [f"DOE{p.token(4)}^JOHN", day.strftime("%d-%b-%Y").upper(), f"MRN {p.token(4)}",
              f"{p.token(3)} ST JUDE"]
     specs = []
+    spots = [(0.03, 0.03), (0.55, 0.04), (0.3, 0.45), (0.05, 0.88), (0.45, 0.3), (0.5, 0.7)]
+    p.rng.shuffle(spots)  # the middle ones lie over anatomy
     for i, text in enumerate(texts):
         size = max(12, int(min(rows, cols) * p.rng.choice((0.025, 0.035, 0.05))))
         font = str(fonts[(i + p.counter) % len(fonts)])
-        spots = [(0.03, 0.03), (0.55, 0.04), (0.3, 0.45), (0.05, 0.9), (0.45, 0.3)]
-        fx, fy = spots[(i + p.rng.randrange(5)) % len(spots)]
-        xy = (int(cols * fx), int(rows * fy) - (size if fy > 0.8 else 0))
-        contrast = p.rng.choice(("max", "min", "mid"))
-        value = {"max": max(vmax, hi), "min": lo, "mid": lo + (hi - lo) * 3 // 4}[contrast]
+        fx, fy = spots[i]
+        xy = (int(cols * fx), int(rows * fy))
         mask = render_text((rows, cols), text, font, size, xy)
         if mask.sum() < 20:
             continue
+        ys, xs = np.nonzero(mask)
+        background = float(np.median(grey[ys.min():ys.max() + 1, xs.min():xs.max() + 1]))
+        contrast = p.rng.choice(("max", "min", "mid"))
+        value = {"max": max(vmax, hi), "min": lo, "mid": lo + (hi - lo) * 3 // 4}[contrast]
+        if abs(value - background) < 0.25 * (hi - lo):  # invisible on this background: the other extreme
+            contrast, value = ("min", lo) if background - lo > hi - background else ("max", max(vmax, hi))
         arr[mask] = value
-        spec = {"text": text, "font": font, "size": size, "xy": list(xy), "contrast": contrast}
+        spec = {"text": text, "font": font, "size": size, "xy": list(xy), "contrast": contrast, "value": int(value)}
         specs.append(spec)
         p.add("burned_in_text", "remove", {"path": ["PixelData"], "tag": "pixels", "vr": "", "render": spec},
               "", planted=text)

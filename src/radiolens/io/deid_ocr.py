@@ -45,11 +45,19 @@ class PixelTextConfig(BaseModel):
     #: Confidence at which a word counts when a confident word sits on the same line.
     line_confidence: float = Field(default=30.0, ge=0, le=100)
     #: Side of the top-hat structuring element, in pixels of the OCR input: strokes thinner than this survive.
-    stroke_px: int = Field(default=25, ge=3, le=101)
-    #: Mask margin around each detected word, as a fraction of its height.
+    stroke_px: int = Field(default=21, ge=3, le=101)
+    #: Mask margin above and below each text line, as a fraction of its height.
     margin: float = Field(default=0.35, ge=0, le=2)
+    #: Mask margin left and right of each text line (characters at its ends that touch other structures and
+    #: were not grouped with it), as a fraction of its height.
+    side_margin: float = Field(default=1.0, ge=0, le=4)
     #: Frames larger than this (longest side) are read downscaled; boxes are mapped back.
-    max_side: int = Field(default=2048, ge=256, le=8192)
+    max_side: int = Field(default=1280, ge=256, le=8192)
+    #: Candidate text lines read per stroke map (the longest first).
+    max_candidates: int = Field(default=150, ge=1, le=2000)
+    #: Share of a candidate line's stroke pixels that must share one grey level (within 0.2 % of the frame's range): burned-in
+    #: text is drawn in one colour, while edges of anatomy that happen to read as letters are not.
+    min_uniformity: float = Field(default=0.75, ge=0, le=1)
     language: str = Field(default="eng", pattern=r"^[a-z_]{3,16}(\+[a-z_]{3,16})*$")
 
 
@@ -81,76 +89,202 @@ def require_tesseract(language: str = "eng") -> None:
         raise ConfigError(f"tesseract lacks language data {sorted(missing)} (Debian: tesseract-ocr-<lang>)")
 
 
-def to_uint8(frame: np.ndarray) -> np.ndarray:
-    """One frame (grey or RGB, any integer/float type) as 8-bit grey, min-max scaled: what OCR reads."""
+def _luminance(frame: np.ndarray) -> np.ndarray:
     a = np.asarray(frame, dtype=np.float32)
     if a.ndim == 3:
         a = a[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return a
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """One frame (grey or RGB, any integer/float type) as 8-bit grey, min-max scaled: what OCR reads."""
+    a = _luminance(frame)
     lo, hi = float(a.min()), float(a.max())
     if hi <= lo:
         return np.zeros(a.shape, dtype=np.uint8)
     return np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
 
 
-def _views(grey: np.ndarray, stroke: int) -> list[np.ndarray]:
-    """The frame as Tesseract should see it: as is, and thin bright / thin dark strokes as dark-on-white."""
+def _strokes(grey: np.ndarray, stroke: int) -> list[np.ndarray]:
+    """Binary maps of thin strokes standing out from their surroundings: bright (white top-hat) and dark
+    (black top-hat), each at a strict and a lenient threshold (text of any contrast, on any background)."""
     from scipy import ndimage as ndi
 
     a = grey.astype(np.float32)
-    views = [grey]
+    maps = []
     for tophat in (ndi.white_tophat(a, size=(stroke, stroke)), ndi.black_tophat(a, size=(stroke, stroke))):
-        peak = float(np.percentile(tophat, 99.9)) or 1.0
-        views.append((255 - np.clip(tophat * (255.0 / peak), 0, 255)).astype(np.uint8))
-    return views
+        peak = float(np.percentile(tophat, 99.99))
+        for fraction in (0.5, 0.2):
+            threshold = max(6.0, fraction * peak)
+            maps.append(tophat > threshold)
+    return maps
+
+
+def _glyphs(bw: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (y0, y1, x0, x1) of connected components shaped like characters."""
+    from scipy import ndimage as ndi
+
+    labels, _n = ndi.label(bw)
+    out = []
+    limit = max(bw.shape) // 6
+    for sl in ndi.find_objects(labels):
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if 5 <= h <= limit and w <= 20 * h:
+            out.append((sl[0].start, sl[0].stop, sl[1].start, sl[1].stop))
+    return out
+
+
+def _lines(boxes: list[tuple[int, int, int, int]], max_lines: int) -> list[tuple[int, int, int, int]]:
+    """Character boxes grouped into text lines (similar height, shared centre line, small gaps); lines of
+    at least two characters, the ones with most characters first."""
+    boxes = sorted(boxes, key=lambda b: b[2])
+    parent = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (y0, y1, x0, x1) in enumerate(boxes):
+        h, cy = y1 - y0, (y0 + y1) / 2
+        for j in range(i + 1, len(boxes)):
+            v0, v1, u0, u1 = boxes[j]
+            if u0 - x1 > 1.2 * h:
+                break
+            g = v1 - v0
+            if 0.5 < g / h < 2.0 and abs((v0 + v1) / 2 - cy) < 0.45 * max(h, g):
+                parent[root(j)] = root(i)
+    groups: dict[int, list] = {}
+    for i, b in enumerate(boxes):
+        groups.setdefault(root(i), []).append(b)
+    lines = [[min(b[0] for b in g), max(b[1] for b in g), min(b[2] for b in g), max(b[3] for b in g), len(g)]
+             for g in groups.values()]
+    # words of one line, split by punctuation too small to be a character (hyphens, dots): joined when on
+    # the same band and close
+    lines.sort(key=lambda ln: ln[2])
+    merged: list[list[int]] = []
+    for ln in lines:
+        for m in merged:
+            h = max(m[1] - m[0], ln[1] - ln[0])
+            overlap = min(m[1], ln[1]) - max(m[0], ln[0])
+            if overlap > 0.6 * min(m[1] - m[0], ln[1] - ln[0]) and ln[2] - m[3] < 2.0 * h and 0.5 < (
+                    ln[1] - ln[0]) / max(1, m[1] - m[0]) < 2.0:
+                m[0], m[1], m[3], m[4] = min(m[0], ln[0]), max(m[1], ln[1]), max(m[3], ln[3]), m[4] + ln[4]
+                break
+        else:
+            merged.append(list(ln))
+    # a line: two characters or more, or one component as wide as a word (touching letters)
+    keep = [m for m in merged if m[4] >= 2 or (m[3] - m[2]) >= 2 * (m[1] - m[0])]
+    keep.sort(key=lambda ln: -ln[4])
+    return [tuple(m[:4]) for m in keep[:max_lines]]
 
 
 def _alnum(text: str) -> int:
     return sum(c.isalnum() for c in text)
 
 
-def _words(image: np.ndarray, cfg: PixelTextConfig) -> list[tuple[int, int, int, int, float, int]]:
-    """(x0, y0, x1, y1, confidence, alphanumeric count) of every word Tesseract reads in ``image``."""
+def _read_lines(bw: np.ndarray, lines, cfg: "PixelTextConfig") -> list[int]:
+    """Indexes of the candidate ``lines`` in which Tesseract reads text. All candidates go to Tesseract at
+    once: each cut out of the stroke map, scaled to a 40-pixel line height and stacked as dark text on white
+    (one process start per map rather than one per candidate; single lines at one size read best)."""
     import pytesseract
     from PIL import Image
 
-    data = pytesseract.image_to_data(Image.fromarray(image), lang=cfg.language, config="--psm 11",
-                                     output_type=pytesseract.Output.DICT)
-    out = []
-    for text, conf, x, y, w, h in zip(data["text"], data["conf"], data["left"], data["top"], data["width"],
-                                      data["height"], strict=True):
-        n = _alnum(str(text))
-        if n >= 2 and float(conf) >= cfg.line_confidence and w > 0 and h > 0:
-            out.append((x, y, x + w, y + h, float(conf), n))
-    return out
+    target, gap = 40, 24
+    crops, spans, y, width = [], [], gap, 0
+    for y0, y1, x0, x1 in lines:
+        pad = max(2, (y1 - y0) // 4)
+        crop = bw[max(0, y0 - pad):y1 + pad, max(0, x0 - 4 * pad):x1 + 4 * pad]
+        scale = target / max(1, crop.shape[0])
+        w = max(1, min(4000, round(crop.shape[1] * scale)))
+        img = Image.fromarray(np.where(crop, 0, 255).astype(np.uint8)).resize((w, target), Image.BILINEAR)
+        crops.append((img, y))
+        spans.append((y, y + target))
+        y += target + gap
+        width = max(width, w)
+    if not crops:
+        return []
+    sheet = Image.new("L", (width + 2 * gap, y), 255)
+    for img, top in crops:
+        sheet.paste(img, (gap, top))
+    data = pytesseract.image_to_data(sheet, lang=cfg.language, config="--psm 6", output_type=pytesseract.Output.DICT)
+    found: set[int] = set()
+    for text, conf, top, h in zip(data["text"], data["conf"], data["top"], data["height"], strict=True):
+        n, conf = _alnum(str(text)), float(conf)
+        # two characters read with confidence, or three with some: the candidates already look like text lines
+        if not ((n >= 2 and conf >= cfg.min_confidence) or (n >= 3 and conf >= cfg.line_confidence)):
+            continue
+        centre = top + h / 2
+        for k, (a, b) in enumerate(spans):
+            if a - gap / 2 <= centre < b + gap / 2:
+                found.add(k)
+    return sorted(found)
 
 
-def _same_line(a, b) -> bool:
-    ha, hb = a[3] - a[1], b[3] - b[1]
-    overlap = min(a[3], b[3]) - max(a[1], b[1])
-    gap = max(a[0], b[0]) - min(a[2], b[2])
-    return overlap > 0.5 * min(ha, hb) and gap < 4 * max(ha, hb)
+def _extend(bw: np.ndarray, line: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Grow a confirmed line sideways while the strokes go on (characters the grouping missed because they
+    touch something else, e.g. a collimation edge): half-height steps whose stroke density is at least 40 %
+    of the line's."""
+    y0, y1, x0, x1 = line
+    h = y1 - y0
+    density = float(bw[y0:y1, x0:x1].mean())
+    if density <= 0:
+        return line
+    step = max(2, h // 2)
+    for _ in range(60):
+        if x1 >= bw.shape[1] or bw[y0:y1, x1:x1 + step].mean() < 0.4 * density:
+            break
+        x1 = min(bw.shape[1], x1 + step)
+    for _ in range(60):
+        if x0 <= 0 or bw[y0:y1, max(0, x0 - step):x0].mean() < 0.4 * density:
+            break
+        x0 = max(0, x0 - step)
+    return y0, y1, x0, x1
+
+
+def _uniformity(raw: np.ndarray, strokes: np.ndarray, tolerance: float) -> float:
+    """Share of a line's stroke pixels (original values, full resolution) within ``tolerance`` of their most
+    common value: burned-in text is drawn in one colour, edges of anatomy are not."""
+    if strokes.shape != raw.shape:  # the stroke map was made downscaled: nearest-neighbour back up
+        from PIL import Image
+
+        strokes = np.asarray(Image.fromarray(strokes.astype(np.uint8)).resize(raw.shape[::-1], Image.NEAREST)) > 0
+    values = raw[strokes]
+    if values.size == 0:
+        return 0.0
+    levels, counts = np.unique(np.round(values / max(tolerance, 1e-6)), return_counts=True)
+    mode = levels[counts.argmax()]
+    return float((np.abs(np.round(values / max(tolerance, 1e-6)) - mode) <= 1).mean())
 
 
 def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0) -> list[TextBox]:
-    """Boxes (margin included, clipped to the frame) around the text Tesseract finds in one frame."""
-    grey = to_uint8(frame)
+    """Boxes (margin included, clipped to the frame) around the text lines found in one frame.
+
+    Candidates first, by image processing alone: thin strokes (top-hats) cut into character-shaped
+    components, grouped into lines; then Tesseract confirms which candidates read as text.
+    """
+    raw = _luminance(frame)
+    grey = to_uint8(raw)
     h, w = grey.shape
+    tolerance = max(0.5, 0.002 * float(raw.max() - raw.min()))
     scale = max(h, w) / cfg.max_side if max(h, w) > cfg.max_side else 1.0
     if scale > 1.0:
         from PIL import Image
 
         grey = np.asarray(Image.fromarray(grey).resize((round(w / scale), round(h / scale)), Image.BILINEAR))
-    words = []
-    for view in _views(grey, cfg.stroke_px):
-        words.extend(_words(view, cfg))
-    sure = [wd for wd in words if wd[4] >= cfg.min_confidence]
-    kept = sure + [wd for wd in words if wd[4] < cfg.min_confidence and wd[5] >= 3
-                   and any(_same_line(wd, s) for s in sure)]
-    boxes = []
-    for x0, y0, x1, y1, _conf, _n in kept:
-        m = cfg.margin * (y1 - y0)
-        boxes.append(TextBox(index, max(0, int((x0 - m) * scale)), max(0, int((y0 - m) * scale)),
-                             min(w, int(np.ceil((x1 + m) * scale))), min(h, int(np.ceil((y1 + m) * scale)))))
+    boxes: list[TextBox] = []
+    for bw in _strokes(grey, cfg.stroke_px):
+        lines = _lines(_glyphs(bw), cfg.max_candidates)
+        for k in _read_lines(bw, lines, cfg):
+            y0, y1, x0, x1 = lines[k]
+            full = raw[int(y0 * scale):int(np.ceil(y1 * scale)), int(x0 * scale):int(np.ceil(x1 * scale))]
+            if _uniformity(full, bw[y0:y1, x0:x1], tolerance) < cfg.min_uniformity:
+                continue  # reads like letters but is not drawn in one colour: anatomy
+            y0, y1, x0, x1 = _extend(bw, lines[k])
+            m, side = cfg.margin * (y1 - y0), cfg.side_margin * (y1 - y0)
+            boxes.append(TextBox(index, max(0, int((x0 - side) * scale)), max(0, int((y0 - m) * scale)),
+                                 min(w, int(np.ceil((x1 + side) * scale))), min(h, int(np.ceil((y1 + m) * scale)))))
     return boxes
 
 
