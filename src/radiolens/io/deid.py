@@ -120,6 +120,12 @@ for _name, _act in (("X_TAGS", "X"), ("Z_TAGS", "Z"), ("D_TAGS", "D"), ("U_TAGS"
         if len(_t) == 2:  # masked entries (curves 50xx, overlays 60xx) are handled by group in _walk
             _ACTIONS[Tag(_t)] = _act
 
+#: Birth and death dates written in another calendar (LO, not in the table's edition): removed like Patient's Birth
+#: Date is emptied (HIPAA Safe Harbor: no date element of a birth or death date), rather than given a dummy.
+ALTERNATIVE_CALENDAR_DATES = frozenset({Tag(0x0010, 0x0033), Tag(0x0010, 0x0034)})
+for _t in ALTERNATIVE_CALENDAR_DATES:
+    _ACTIONS.setdefault(_t, "X")
+
 #: Value representations that can carry identifying text or time points. Any attribute of these VRs that the
 #: table does not list, that is not retained (:data:`RETAINED`) and not in :data:`KEPT_TEXT` gets the ``D``
 #: action (dummy value; DA/DT shifted under ``shift_dates``): a safe default for attributes the table misses

@@ -97,12 +97,16 @@ def _luminance(frame: np.ndarray) -> np.ndarray:
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
-    """One frame (grey or RGB, any integer/float type) as 8-bit grey, min-max scaled: what OCR reads."""
+    """One frame (grey or RGB, any integer/float type) as 8-bit grey: what OCR reads. Scaled between the 0.5th
+    and 99.5th percentiles, not min-max: text drawn far above the anatomy's range (the largest stored value)
+    would otherwise squeeze the anatomy, and fainter text over it, into a few dark grey levels."""
     a = _luminance(frame)
-    lo, hi = float(a.min()), float(a.max())
+    lo, hi = (float(v) for v in np.percentile(a, (0.5, 99.5)))
+    if hi <= lo:
+        lo, hi = float(a.min()), float(a.max())
     if hi <= lo:
         return np.zeros(a.shape, dtype=np.uint8)
-    return np.round((a - lo) * (255.0 / (hi - lo))).astype(np.uint8)
+    return np.round(np.clip((a - lo) * (255.0 / (hi - lo)), 0, 255)).astype(np.uint8)
 
 
 def _strokes(grey: np.ndarray, stroke: int) -> list[np.ndarray]:
@@ -243,7 +247,7 @@ def _extend(bw: np.ndarray, line: tuple[int, int, int, int]) -> tuple[int, int, 
     return y0, y1, x0, x1
 
 
-def _uniformity(raw: np.ndarray, strokes: np.ndarray, tolerance: float) -> float:
+def _uniformity(raw: np.ndarray, strokes: np.ndarray, tolerance: float) -> tuple[float, float]:
     """Share of a line's stroke pixels (original values, full resolution) within ``tolerance`` of their most
     common value: burned-in text is drawn in one colour, edges of anatomy are not."""
     if strokes.shape != raw.shape:  # the stroke map was made downscaled: nearest-neighbour back up
@@ -252,10 +256,38 @@ def _uniformity(raw: np.ndarray, strokes: np.ndarray, tolerance: float) -> float
         strokes = np.asarray(Image.fromarray(strokes.astype(np.uint8)).resize(raw.shape[::-1], Image.NEAREST)) > 0
     values = raw[strokes]
     if values.size == 0:
-        return 0.0
+        return 0.0, 0.0
     levels, counts = np.unique(np.round(values / max(tolerance, 1e-6)), return_counts=True)
     mode = levels[counts.argmax()]
-    return float((np.abs(np.round(values / max(tolerance, 1e-6)) - mode) <= 1).mean())
+    share = float((np.abs(np.round(values / max(tolerance, 1e-6)) - mode) <= 1).mean())
+    return share, float(mode * tolerance)
+
+
+def _colour_span(raw: np.ndarray, box: tuple[int, int, int, int], colour: float, tolerance: float) -> tuple[int, int]:
+    """The columns of a text line, found by its colour: from the line's columns, sideways while columns of the
+    line's band hold the text colour at a character's density (5-70 % of the band's height; a saturated
+    region fills whole columns), across gaps narrower than the line's height."""
+    y0, y1, x0, x1 = box
+    h = y1 - y0
+    band = np.abs(raw[y0:y1] - colour) <= 1.5 * tolerance
+    fill = band.mean(axis=0)
+    text = (fill >= 0.05) & (fill <= 0.7)
+    limit = 40 * h
+    lo, gap = x0, 0
+    for x in range(x0 - 1, max(-1, x0 - limit), -1):
+        gap = 0 if text[x] else gap + 1
+        if gap > h:
+            break
+        if text[x]:
+            lo = x
+    hi, gap = x1, 0
+    for x in range(x1, min(raw.shape[1], x1 + limit)):
+        gap = 0 if text[x] else gap + 1
+        if gap > h:
+            break
+        if text[x]:
+            hi = x + 1
+    return lo, hi
 
 
 def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0) -> list[TextBox]:
@@ -276,16 +308,40 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0) -> lis
     boxes: list[TextBox] = []
     for bw in _strokes(grey, cfg.stroke_px):
         lines = _lines(_glyphs(bw), cfg.max_candidates)
-        for k in _read_lines(bw, lines, cfg):
+
+        colours: dict[int, float] = {}
+
+        def one_colour(k: int) -> bool:
             y0, y1, x0, x1 = lines[k]
             full = raw[int(y0 * scale):int(np.ceil(y1 * scale)), int(x0 * scale):int(np.ceil(x1 * scale))]
-            if _uniformity(full, bw[y0:y1, x0:x1], tolerance) < cfg.min_uniformity:
-                continue  # reads like letters but is not drawn in one colour: anatomy
-            y0, y1, x0, x1 = _extend(bw, lines[k])
+            share, colours[k] = _uniformity(full, bw[y0:y1, x0:x1], tolerance)
+            return share >= cfg.min_uniformity
+
+        # read as text, and drawn in one colour (edges of anatomy that happen to read as letters are not)
+        confirmed = {k for k in _read_lines(bw, lines, cfg) if one_colour(k)}
+        # the rest of a confirmed line: candidates on its band, close to it, also in one colour (a date split
+        # at its hyphens, a word over brighter anatomy that Tesseract did not read on its own)
+        for _ in range(3):
+            more = {k for k, ln in enumerate(lines) if k not in confirmed
+                    and any(_continues(lines[c], ln) for c in confirmed) and one_colour(k)}
+            if not more:
+                break
+            confirmed |= more
+        for k in sorted(confirmed):
+            y0, y1, x0, x1 = (round(v * scale) for v in _extend(bw, lines[k]))  # full resolution from here
+            x0, x1 = _colour_span(raw, (y0, y1, x0, x1), colours[k], tolerance)
             m, side = cfg.margin * (y1 - y0), cfg.side_margin * (y1 - y0)
-            boxes.append(TextBox(index, max(0, int((x0 - side) * scale)), max(0, int((y0 - m) * scale)),
-                                 min(w, int(np.ceil((x1 + side) * scale))), min(h, int(np.ceil((y1 + m) * scale)))))
+            boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + side))),
+                                 min(h, int(np.ceil(y1 + m)))))
     return boxes
+
+
+def _continues(a, b) -> bool:
+    """Whether line ``b`` sits on the band of line ``a`` and within two line heights of it, sideways."""
+    ha, hb = a[1] - a[0], b[1] - b[0]
+    overlap = min(a[1], b[1]) - max(a[0], b[0])
+    gap = max(a[2], b[2]) - min(a[3], b[3])
+    return overlap > 0.5 * min(ha, hb) and gap < 2 * max(ha, hb) and 0.4 < hb / max(1, ha) < 2.5
 
 
 def frames_of(pixels: np.ndarray, ds) -> np.ndarray:
