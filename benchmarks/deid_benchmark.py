@@ -236,7 +236,8 @@ def score(manifest: dict, corpus: Path, out: Path) -> dict:
     total_ok = sum(v[0] for v in per.values())
     total = sum(v[1] for v in per.values())
     return {"overall": total_ok / total if total else 0.0, "correct": total_ok, "required": total,
-            "categories": {k: {"correct": v[0], "required": v[1], "score": v[0] / v[1]} for k, v in sorted(per.items())}}
+            "categories": {k: {"correct": v[0], "required": v[1], "score": v[0] / v[1]}
+                           for k, v in sorted(per.items())}}
 
 
 # -- OCR on clean radiographs -------------------------------------------------------------------------------------

@@ -55,8 +55,8 @@ class PixelTextConfig(BaseModel):
     max_side: int = Field(default=1280, ge=256, le=8192)
     #: Candidate text lines read per stroke map (the longest first).
     max_candidates: int = Field(default=150, ge=1, le=2000)
-    #: Share of a candidate line's stroke pixels that must share one grey level (within 0.2 % of the frame's range): burned-in
-    #: text is drawn in one colour, while edges of anatomy that happen to read as letters are not.
+    #: Share of a candidate line's stroke pixels that must share one grey level (within 0.2 % of the frame's
+    #: range): burned-in text is drawn in one colour, while edges of anatomy that happen to read as letters are not.
     min_uniformity: float = Field(default=0.75, ge=0, le=1)
     language: str = Field(default="eng", pattern=r"^[a-z_]{3,16}(\+[a-z_]{3,16})*$")
 
@@ -150,7 +150,7 @@ def _lines(boxes: list[tuple[int, int, int, int]], max_lines: int) -> list[tuple
             i = parent[i]
         return i
 
-    for i, (y0, y1, x0, x1) in enumerate(boxes):
+    for i, (y0, y1, _x0, x1) in enumerate(boxes):
         h, cy = y1 - y0, (y0 + y1) / 2
         for j in range(i + 1, len(boxes)):
             v0, v1, u0, u1 = boxes[j]
@@ -188,7 +188,7 @@ def _alnum(text: str) -> int:
     return sum(c.isalnum() for c in text)
 
 
-def _read_lines(bw: np.ndarray, lines, cfg: "PixelTextConfig") -> list[int]:
+def _read_lines(bw: np.ndarray, lines, cfg: PixelTextConfig) -> list[int]:
     """Indexes of the candidate ``lines`` in which Tesseract reads text. All candidates go to Tesseract at
     once: each cut out of the stroke map, scaled to a 40-pixel line height and stacked as dark text on white
     (one process start per map rather than one per candidate; single lines at one size read best)."""
@@ -307,33 +307,40 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0) -> lis
         grey = np.asarray(Image.fromarray(grey).resize((round(w / scale), round(h / scale)), Image.BILINEAR))
     boxes: list[TextBox] = []
     for bw in _strokes(grey, cfg.stroke_px):
-        lines = _lines(_glyphs(bw), cfg.max_candidates)
-
-        colours: dict[int, float] = {}
-
-        def one_colour(k: int) -> bool:
-            y0, y1, x0, x1 = lines[k]
-            full = raw[int(y0 * scale):int(np.ceil(y1 * scale)), int(x0 * scale):int(np.ceil(x1 * scale))]
-            share, colours[k] = _uniformity(full, bw[y0:y1, x0:x1], tolerance)
-            return share >= cfg.min_uniformity
-
-        # read as text, and drawn in one colour (edges of anatomy that happen to read as letters are not)
-        confirmed = {k for k in _read_lines(bw, lines, cfg) if one_colour(k)}
-        # the rest of a confirmed line: candidates on its band, close to it, also in one colour (a date split
-        # at its hyphens, a word over brighter anatomy that Tesseract did not read on its own)
-        for _ in range(3):
-            more = {k for k, ln in enumerate(lines) if k not in confirmed
-                    and any(_continues(lines[c], ln) for c in confirmed) and one_colour(k)}
-            if not more:
-                break
-            confirmed |= more
-        for k in sorted(confirmed):
-            y0, y1, x0, x1 = (round(v * scale) for v in _extend(bw, lines[k]))  # full resolution from here
-            x0, x1 = _colour_span(raw, (y0, y1, x0, x1), colours[k], tolerance)
+        for y0, y1, x0, x1, colour in _text_lines(raw, bw, scale, tolerance, cfg):
+            x0, x1 = _colour_span(raw, (y0, y1, x0, x1), colour, tolerance)
             m, side = cfg.margin * (y1 - y0), cfg.side_margin * (y1 - y0)
             boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + side))),
                                  min(h, int(np.ceil(y1 + m)))))
     return boxes
+
+
+def _text_lines(raw: np.ndarray, bw: np.ndarray, scale: float, tolerance: float, cfg: PixelTextConfig):
+    """The candidate lines of one stroke map that are text, at full resolution, with their colour."""
+    lines = _lines(_glyphs(bw), cfg.max_candidates)
+    colours: dict[int, float] = {}
+
+    def one_colour(k: int) -> bool:
+        y0, y1, x0, x1 = lines[k]
+        full = raw[int(y0 * scale):int(np.ceil(y1 * scale)), int(x0 * scale):int(np.ceil(x1 * scale))]
+        share, colours[k] = _uniformity(full, bw[y0:y1, x0:x1], tolerance)
+        return share >= cfg.min_uniformity
+
+    # read as text, and drawn in one colour (edges of anatomy that happen to read as letters are not)
+    confirmed = {k for k in _read_lines(bw, lines, cfg) if one_colour(k)}
+    # the rest of a confirmed line: candidates on its band, close to it, also in one colour (a date split at its
+    # hyphens, a word over brighter anatomy that Tesseract did not read on its own)
+    for _ in range(3):
+        more = {k for k, ln in enumerate(lines) if k not in confirmed
+                and any(_continues(lines[c], ln) for c in confirmed) and one_colour(k)}
+        if not more:
+            break
+        confirmed |= more
+    out = []
+    for k in sorted(confirmed):
+        y0, y1, x0, x1 = (round(v * scale) for v in _extend(bw, lines[k]))  # full resolution from here
+        out.append((y0, y1, x0, x1, colours[k]))
+    return out
 
 
 def _continues(a, b) -> bool:
