@@ -6,12 +6,14 @@ read. Tesseract (Debian's ``tesseract-ocr``, through the maintained ``pytesserac
 established open-source engine, runs on CPU, and needs no model download beyond the Debian package.
 
 Radiographs are not documents: text sits on a busy background (anatomy, collimation edges) in any polarity and
-contrast. Each frame is therefore read three times: as it is (8-bit, min-max scaled), and as the white and
-black morphological top-hats (strokes thinner than :attr:`PixelTextConfig.stroke_px` kept, smooth anatomy
-removed), each rendered as dark text on white, which is what Tesseract reads best. A word counts when
-Tesseract is confident about it and it holds at least two letters or digits; a less confident word counts when
-it sits on the same line as a confident one (a name next to a date). Boxes are grown by a margin and merged
-along a line before masking.
+contrast, and Tesseract's own page segmentation reads ribs as letters. So candidates are found first by image
+processing: thin strokes that stand out from their surroundings (white and black morphological top-hats, strokes
+thinner than :attr:`PixelTextConfig.stroke_px`, at a strict and a lenient threshold), cut into character-shaped
+connected components and grouped into lines. All candidate lines of a stroke map are then cut out, scaled to
+one line height and read by Tesseract in a single call. A candidate is text when Tesseract reads two characters
+with confidence (or three with some) *and* its strokes are drawn in one colour (burned-in text is; edges of
+anatomy that happen to read as letters are not). A confirmed line takes its neighbours on the same band and is
+widened along its band by its colour, so characters touching other structures are covered too.
 
 Policies (:class:`PixelTextConfig`): ``off`` (no OCR, the header rule of :mod:`radiolens.io.deid` alone),
 ``refuse`` (a file whose pixels show text is refused, typed :class:`~radiolens.errors.BurnedInAnnotationError`)
@@ -40,9 +42,9 @@ class PixelTextConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     policy: PixelTextPolicy = "off"
-    #: Tesseract word confidence (0-100) at which a word counts on its own.
+    #: Tesseract confidence (0-100) at which a word of two or more letters/digits confirms a candidate line.
     min_confidence: float = Field(default=60.0, ge=0, le=100)
-    #: Confidence at which a word counts when a confident word sits on the same line.
+    #: Confidence at which a word of three or more letters/digits confirms it.
     line_confidence: float = Field(default=30.0, ge=0, le=100)
     #: Side of the top-hat structuring element, in pixels of the OCR input: strokes thinner than this survive.
     stroke_px: int = Field(default=21, ge=3, le=101)
