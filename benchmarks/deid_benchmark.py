@@ -290,17 +290,28 @@ def ocr_clean(images: list[tuple[str, np.ndarray]]) -> dict:
 
 # -- the whole run ------------------------------------------------------------------------------------------------
 def run(out_dir: Path, data_dir: Path | None, limit: int | None = None, tools=TOOLS, sources=None,
-        n_clean: int = 0) -> dict:
+        n_clean: int = 0, max_frames: int = 0) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = sources if sources is not None else default_sources(data_dir)
     if limit:
         sources = sources[:limit]
+    left_out = []
+    if max_frames:  # long cines cost minutes of OCR each (every frame is read); left out of quick runs, listed
+        kept = []
+        for src in sources:
+            try:
+                n = int(pydicom.dcmread(src, stop_before_pixels=True).get("NumberOfFrames", 1) or 1)
+            except Exception:  # noqa: BLE001 - unreadable: the corpus builder lists it as skipped
+                n = 1
+            (kept if n <= max_frames else left_out).append(src)
+        sources = kept
     manifest_path = build_corpus(sources, out_dir)
     manifest = json.loads(manifest_path.read_text())
     corpus = out_dir / "corpus"
     files = [corpus / n for n in manifest["files"]]
     results = {"files": len(files), "items": sum(len(e["items"]) for e in manifest["files"].values()),
-               "skipped_sources": manifest.get("skipped", []), "tools": {},
+               "skipped_sources": manifest.get("skipped", []), "left_out_frames": [p.name for p in left_out],
+               "tools": {},
                "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
                            "system": platform.platform()}}
     for tool in tools:
@@ -346,8 +357,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="use the first N sources only")
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--clean-images", type=int, default=200, help="Kermany images for the OCR false positives")
+    parser.add_argument("--max-frames", type=int, default=0, help="leave out sources with more frames (0: none)")
     args = parser.parse_args(argv)
-    results = run(args.out, args.data_dir, args.limit, tuple(args.tools.split(",")), n_clean=args.clean_images)
+    results = run(args.out, args.data_dir, args.limit, tuple(args.tools.split(",")), n_clean=args.clean_images,
+                  max_frames=args.max_frames)
     print(f"{results['files']} files, {results['items']} required actions; {platform.platform()}")
     print(markdown(results))
     return 0

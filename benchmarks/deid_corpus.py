@@ -354,7 +354,7 @@ def make_file(src: Path, dst: Path, seed: int) -> list[dict]:
         ds = pydicom.dcmread(src)
         if "PixelData" not in ds or "SOPClassUID" not in ds or "Rows" not in ds:
             return []
-        ds.PixelData  # noqa: B018 - loads deferred data before the file is copied
+        ds.pixel_array  # noqa: B018 - only images whose pixels decode (truncated or undecodable ones are listed)
         rng = random.Random(f"{seed}:{src.name}")
         p = Planter(rng)
         day = dt.date(1990, 1, 1) + dt.timedelta(days=rng.randrange(12000))

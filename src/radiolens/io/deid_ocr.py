@@ -389,12 +389,30 @@ def mask_text(ds, boxes: list[TextBox]) -> int:
     """
     if not boxes:
         return 0
+    pixels = np.array(ds.pixel_array)  # decoded, writable (pydicom may hand out a read-only view)
     if ds.file_meta.TransferSyntaxUID.is_compressed:
-        ds.decompress()
-    pixels = ds.pixel_array.copy()
+        _to_native(ds, pixels)
     frames = frames_of(pixels, ds)
     fill = _fill_value(ds, frames)
     for b in boxes:
         frames[b.frame, b.y0:b.y1, b.x0:b.x1] = fill
     ds.PixelData = frames.reshape(pixels.shape).tobytes()
     return len(boxes)
+
+
+def _to_native(ds, pixels: np.ndarray) -> None:
+    """Describe ``ds`` as holding ``pixels`` natively (Explicit VR Little Endian), as pydicom decoded them:
+    colour as interleaved RGB, the sign its Pixel Representation says."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
+        if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+            ds.PhotometricInterpretation = "RGB"  # pydicom converts YCbCr to RGB when decoding
+        ds.PlanarConfiguration = 0
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OB" if int(ds.get("BitsAllocated", 8)) <= 8 else "OW"
+    ds["PixelData"].is_undefined_length = False
+    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if keyword in ds:
+            del ds[keyword]
