@@ -95,3 +95,31 @@ def test_refuse_policy_passes_a_clean_radiograph(pydicom_data_files):
     src = next(p for p in pydicom_data_files if p.name == "RG1_UNCR.dcm")
     _clean, report = Deidentifier(SECRET, pixel_text="refuse").deidentify_dataset(pydicom.dcmread(src))
     assert report["text_regions_masked"] == 0 and report["pixel_text_policy"] == "refuse"
+
+
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "SC_rgb_jpeg.dcm", "MR_small_RLE.dcm",
+                                  "SC_rgb_expb.dcm"])
+def test_mask_changes_the_box_only_in_every_encoding(name, monkeypatch):
+    """Masking decodes compressed pixel data (written back native little endian, YBR as RGB) and keeps big
+    endian data big endian: inside the box every pixel is display black, outside none changes."""
+    import io
+
+    import numpy as np
+    from pydicom.data import get_testdata_file
+
+    import radiolens.io.deid as deid_module
+    from radiolens.io.deid_ocr import TextBox
+
+    monkeypatch.setattr(deid_module, "detect_text", lambda ds, cfg: [TextBox(0, 2, 2, 10, 10)])
+    ds = pydicom.dcmread(get_testdata_file(name))
+    before = np.array(ds.pixel_array)
+    clean, report = Deidentifier(SECRET, pixel_text="mask").deidentify_dataset(ds)
+    buf = io.BytesIO()
+    clean.save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+    after = pydicom.dcmread(buf).pixel_array
+    changed = before != after
+    assert report["text_regions_masked"] == 1
+    assert (after[2:10, 2:10] == (0 if after.ndim == 3 else before.min())).all()
+    changed[2:10, 2:10] = False
+    assert not changed.any()

@@ -384,19 +384,23 @@ def _fill_value(ds, frames: np.ndarray):
 def mask_text(ds, boxes: list[TextBox]) -> int:
     """Black out ``boxes`` in ``ds``'s pixel data, in place; returns how many boxes were filled.
 
-    Compressed pixel data is decompressed first (pydicom's ``decompress``: native little endian afterwards),
-    since masking must change the decoded pixels; everything else about the image stays.
+    Compressed pixel data is written back native, Explicit VR Little Endian, since masking changes the decoded
+    pixels; native big endian data stays big endian; everything else about the image stays.
     """
     if not boxes:
         return 0
     pixels = np.array(ds.pixel_array)  # decoded, writable (pydicom may hand out a read-only view)
-    if ds.file_meta.TransferSyntaxUID.is_compressed:
+    ts = ds.file_meta.TransferSyntaxUID
+    if ts.is_compressed:
         _to_native(ds, pixels)
     frames = frames_of(pixels, ds)
     fill = _fill_value(ds, frames)
     for b in boxes:
         frames[b.frame, b.y0:b.y1, b.x0:b.x1] = fill
-    ds.PixelData = frames.reshape(pixels.shape).tobytes()
+    out = frames.reshape(pixels.shape)
+    if not ds.file_meta.TransferSyntaxUID.is_little_endian:  # big endian data sets stay big endian
+        out = out.astype(out.dtype.newbyteorder(">"))
+    ds.PixelData = out.tobytes()
     return len(boxes)
 
 
