@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pydicom
 import pytest
 from PIL import Image
 
@@ -102,3 +103,21 @@ def test_missing_input_is_one_line(tmp_path):
                 env={"RADIOLENS_DEID_SECRET": "long-enough-secret"})
     assert proc.returncode == 2
     _assert_clean_errors(proc, 1)
+
+
+def test_deid_pixel_text_option(pydicom_dir, tmp_path):
+    """--pixel-text: an unknown policy is a configuration error (exit 2, nothing written); ``mask`` processes an
+    ultrasound the header rule would refuse, blacking out the real text of its header bar, and the report
+    counts what was masked (never what it said)."""
+    env = {"RADIOLENS_DEID_SECRET": "env-secret-123456"}
+    src = pydicom_dir / "US1_UNCR.dcm"
+    bad = _cli("deid", str(src), str(tmp_path / "bad"), "--pixel-text", "blur", env=env)
+    assert bad.returncode == 2 and "--pixel-text" in bad.stderr and not (tmp_path / "bad").exists()
+    _assert_clean_errors(bad, 1)
+    masked = _cli("deid", str(src), str(tmp_path / "out"), "--pixel-text", "mask", env=env)
+    assert masked.returncode == 0, masked.stderr
+    header, row = (tmp_path / "out" / "deid_report.csv").read_text().splitlines()
+    report = dict(zip(header.split(","), row.split(","), strict=True))
+    assert report["status"] == "ok" and int(report["text_regions_masked"]) >= 1
+    out = pydicom.dcmread(tmp_path / "out" / report["output"])
+    assert out.BurnedInAnnotation == "NO" and out.SOPInstanceUID != pydicom.dcmread(src).SOPInstanceUID

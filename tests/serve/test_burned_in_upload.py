@@ -53,3 +53,34 @@ def test_possibly_burned_in_uploads_are_refused(client, siim_original, case, tmp
                     files={"file": ("upload.dcm", reviewed, "application/dicom")})
     assert r.status_code == 201, r.text
     assert client.get(r.json()["image_url"], headers=client.keys.h("clinician")).status_code == 200
+
+
+def test_text_burned_into_the_pixels_is_refused_by_default(client, siim_original):
+    """The header says NO, the pixels show a name and an ID: the service's default pixel-text policy (refuse)
+    reads them with OCR and refuses the upload, storing nothing."""
+    import numpy as np
+    from PIL import Image, ImageDraw, ImageFont
+
+    from radiolens.serve.store import audit
+
+    ds = pydicom.dcmread(str(siim_original))
+    ds.decompress()
+    pixels = ds.pixel_array.copy()
+    canvas = Image.new("L", (pixels.shape[1], pixels.shape[0]), 0)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 40)
+    ImageDraw.Draw(canvas).text((40, 40), "DOE^JANE 4471230", fill=255, font=font)
+    pixels[np.asarray(canvas) > 127] = pixels.max()
+    ds.PixelData = pixels.tobytes()
+    ds.BurnedInAnnotation = "NO"
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    assert client.app_.state.service.settings.pixel_text.policy == "refuse"
+    artefacts = client.app_.state.service.artefact_dir
+    before = sorted(p for p in artefacts.rglob("*") if p.is_file())
+    r = client.post("/v1/predictions", headers=client.keys.h("clinician"),
+                    files={"file": ("upload.dcm", buf.getvalue(), "application/dicom")})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "burned_in_annotation"
+    assert "DOE" not in r.text and "4471230" not in r.text
+    assert audit.verify(client.app_.state.service.engine).rows == START_ROWS
+    assert sorted(p for p in artefacts.rglob("*") if p.is_file()) == before

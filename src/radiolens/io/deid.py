@@ -81,6 +81,7 @@ from pydicom.valuerep import validate_value
 from radiolens import __version__ as _radiolens_version
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
 from radiolens.io import vocab
+from radiolens.io.deid_ocr import PixelTextConfig, detect_text, mask_text, require_tesseract
 from radiolens.io.deid_pixels import strip_stream_metadata
 from radiolens.io.writers.dicom import dicom_file_name, write_dicom
 
@@ -118,6 +119,12 @@ for _name, _act in (("X_TAGS", "X"), ("Z_TAGS", "Z"), ("D_TAGS", "D"), ("U_TAGS"
     for _t in getattr(_annex_e, _name):
         if len(_t) == 2:  # masked entries (curves 50xx, overlays 60xx) are handled by group in _walk
             _ACTIONS[Tag(_t)] = _act
+
+#: Birth and death dates written in another calendar (LO, not in the table's edition): removed like Patient's Birth
+#: Date is emptied (HIPAA Safe Harbor: no date element of a birth or death date), rather than given a dummy.
+ALTERNATIVE_CALENDAR_DATES = frozenset({Tag(0x0010, 0x0033), Tag(0x0010, 0x0034)})
+for _t in ALTERNATIVE_CALENDAR_DATES:
+    _ACTIONS.setdefault(_t, "X")
 
 #: Value representations that can carry identifying text or time points. Any attribute of these VRs that the
 #: table does not list, that is not retained (:data:`RETAINED`) and not in :data:`KEPT_TEXT` gets the ``D``
@@ -230,10 +237,20 @@ def load_secret(value: str | None = None, *, on_command_line: bool = False, publ
 class Deidentifier:
     """Keyed, reproducible Annex E de-identifier. One instance = one secret = one UID/pseudonym namespace."""
 
-    def __init__(self, secret: str | bytes, shift_dates: bool = False, allow_burned_in: bool = False):
+    def __init__(self, secret: str | bytes, shift_dates: bool = False, allow_burned_in: bool = False,
+                 pixel_text: PixelTextConfig | str | None = None):
+        """``pixel_text``: a :class:`~radiolens.io.deid_ocr.PixelTextConfig` or just its policy (``off``,
+        ``refuse``, ``mask``). ``mask`` replaces the header rule (every file is read and cleaned instead);
+        ``refuse`` adds OCR to it; ``off`` (default) is the header rule alone. Tesseract is checked here, so
+        a missing engine stops the start, not the first file."""
         self._key = resolve_secret(secret)
         self.shift_dates = bool(shift_dates)
         self.allow_burned_in = bool(allow_burned_in)
+        if pixel_text is None or isinstance(pixel_text, str):
+            pixel_text = PixelTextConfig(policy=pixel_text or "off")
+        self.pixel_text = pixel_text
+        if pixel_text.policy != "off":
+            require_tesseract(pixel_text.language)
 
     # -- keyed primitives -------------------------------------------------------------------------------
     def _mac(self, purpose: str, value: str) -> bytes:
@@ -263,7 +280,7 @@ class Deidentifier:
         """
         values = _cs_values(ds.get("BurnedInAnnotation"))
         verdict = "\\".join(values) if values else "absent"
-        if self.allow_burned_in:
+        if self.allow_burned_in or self.pixel_text.policy == "mask":  # mask: the pixels are read and cleaned
             return verdict
         if values == ["NO"]:
             return verdict
@@ -287,11 +304,14 @@ class Deidentifier:
             pseudonym = self.pseudonym(patient_key)
             offset = self.date_offset_days(patient_key) if self.shift_dates else None
             counts = {"removed": 0, "emptied": 0, "replaced": 0, "uids_remapped": 0, "dates_shifted": 0,
-                      "private_removed": 0, "stream_segments_removed": 0}
+                      "private_removed": 0, "stream_segments_removed": 0, "text_regions_masked": 0}
             try:
+                boxes = self._pixel_text(clean)
                 counts["private_removed"] = _remove_private(clean)
                 self._walk(clean, counts, pseudonym, offset, top=True)
                 self._finish(clean, ds, pseudonym)
+                if self.pixel_text.policy == "mask":
+                    counts["text_regions_masked"] = self._mask(clean, boxes)
                 counts["stream_segments_removed"] = strip_stream_metadata(clean)
                 clean.preamble = b"\x00" * 128  # the 128-byte preamble is free-form and can hold anything
             except RadiolensError:
@@ -309,6 +329,7 @@ class Deidentifier:
             "modality": vocab.modality(clean.get("Modality")) or "",
             "burned_in_annotation": "absent" if burned == "absent" else vocab.burned_in(burned),
             "date_shift_option": self.shift_dates,
+            "pixel_text_policy": self.pixel_text.policy,
             "retained": sorted(pydicom.datadict.keyword_for_tag(t) for t in RETAINED if t in clean),
             "profile": _profile_codes(self.shift_dates),
             **counts,
@@ -332,6 +353,45 @@ class Deidentifier:
         return report
 
     # -- internals ----------------------------------------------------------------------------------------
+    def _pixel_text(self, ds: Dataset) -> list:
+        """OCR the pixels unless the policy is ``off``; under ``refuse``, text found refuses the file."""
+        if self.pixel_text.policy == "off" or "PixelData" not in ds:
+            return []
+        try:
+            boxes = detect_text(ds, self.pixel_text)
+        except RadiolensError:
+            raise
+        except Exception as exc:  # undecodable pixels cannot be checked, so cannot be passed on
+            raise InputError(f"the pixel data cannot be checked for burned-in text ({type(exc).__name__})") \
+                from None
+        if boxes and self.pixel_text.policy == "refuse":
+            raise BurnedInAnnotationError(f"refused: OCR found text in the pixels ({len(boxes)} region(s)); it "
+                                          "may show patient details")
+        return boxes
+
+    def _mask(self, clean: Dataset, boxes: list) -> int:
+        """Black boxes over the text found; a changed image becomes a new SOP instance (PS3.15 E.1.1: the
+        Clean Pixel Data Option), and the header then says what is true of it: no burned-in text."""
+        if "PixelData" not in clean:
+            return 0
+        masked = mask_text(clean, boxes)
+        if masked:
+            clean.SOPInstanceUID = self.remap_uid(f"pixel-text-masked:{clean.SOPInstanceUID}")
+            clean.file_meta.MediaStorageSOPInstanceUID = clean.SOPInstanceUID
+            image_type = list(_cs_values(clean.get("ImageType")))
+            if image_type:
+                image_type[0] = "DERIVED"
+                clean.ImageType = image_type
+        clean.BurnedInAnnotation = "NO"
+        methods = [str(v) for v in (clean.DeidentificationMethod if isinstance(
+            clean.DeidentificationMethod, pydicom.multival.MultiValue) else [clean.DeidentificationMethod])]
+        clean.DeidentificationMethod = _valid("LO", [*methods, f"pixel text OCR-masked: {masked} region(s)"])
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = "113101", "DCM", \
+            "Clean Pixel Data Option"
+        clean.DeidentificationMethodCodeSequence.append(item)
+        return masked
+
     def _walk(self, ds: Dataset, counts: dict, pseudonym: str, offset: int | None, top: bool) -> None:
         for elem in list(ds):
             tag = elem.tag

@@ -23,7 +23,7 @@ OnError = Callable[[Path, RadiolensError], None]
 REPORT_FIELDS = ("source_ref", "status", "error_code", "output", "sop_instance_uid", "study_instance_uid",
                  "series_instance_uid", "patient_pseudonym", "modality", "burned_in_annotation", "removed",
                  "emptied", "replaced", "uids_remapped", "dates_shifted", "private_removed",
-                 "stream_segments_removed")
+                 "stream_segments_removed", "text_regions_masked")
 OK, REFUSED = "ok", "refused"
 
 

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 
 from radiolens.errors import ConfigError
 from radiolens.io.deid import SECRET_ENV, SECRET_FILE_ENV, load_secret, secret_from_env
+from radiolens.io.deid_ocr import PixelTextConfig
 from radiolens.monitor.config import MonitorConfig
 
 _log = logging.getLogger("radiolens.serve")
@@ -37,6 +38,10 @@ class ServeSettings(BaseModel):
     #: Accept a de-identification secret published in radiolens' demo script or docs (``PUBLIC_SECRETS``):
     #: for a throw-away demo only, never with real data (anyone could recompute the remapped UIDs).
     insecure_demo_secret: bool = False
+    #: Burned-in text in uploaded DICOM pixels, read by Tesseract OCR (radiolens.io.deid_ocr): ``refuse``
+    #: (default: HTTP 422 burned_in_annotation, nothing stored), ``mask`` (black boxes, stored as a new
+    #: instance) or ``off`` (the header rule alone, no OCR in the upload path).
+    pixel_text: PixelTextConfig = Field(default_factory=lambda: PixelTextConfig(policy="refuse"))
     max_upload_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     request_timeout_s: float = Field(default=60.0, gt=0)
     #: Uploads being received, waiting for the inference pool or predicted, per process; more are answered 503

@@ -37,7 +37,7 @@ class Ingested:
 
 
 class Ingestor:
-    def __init__(self, secret: str):
+    def __init__(self, secret: str, pixel_text=None):
         try:
             from radiolens.io.deid import Deidentifier  # the io layer's de-identifier
         except ImportError as exc:  # refuse to serve rather than store anything not de-identified
@@ -54,7 +54,8 @@ class Ingestor:
         #: refs and remapped UIDs no longer match those made before.
         self.secret_fingerprint = secret_fingerprint(secret)
         logging.getLogger("radiolens.serve").info("de-identification secret fingerprint %s", self.secret_fingerprint)
-        self._deid = Deidentifier(secret, shift_dates=False, allow_burned_in=False)
+        # pixel_text: ServeSettings.pixel_text (OCR refuse by default); None = the header rule alone
+        self._deid = Deidentifier(secret, shift_dates=False, allow_burned_in=False, pixel_text=pixel_text)
 
     def remap_uid(self, uid: str) -> str:
         """The de-identified form of a UID, as stored for an ingested DICOM (the keyed remap)."""

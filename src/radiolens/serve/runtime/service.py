@@ -75,7 +75,7 @@ class Service:
         self.predictor = service_predictor(settings, self.bundle)
         secure_state_dir(settings.state_dir)  # 0700 / 0600: de-identified images and the audit database
         self.artefact_dir = private_dir(settings.state_dir / "artefacts")
-        self.ingestor = Ingestor(settings.resolved_secret())
+        self.ingestor = Ingestor(settings.resolved_secret(), pixel_text=settings.pixel_text)
         self.db_url = settings.resolved_db_url()
         self.engine = make_engine(self.db_url)
         if settings.auto_migrate:

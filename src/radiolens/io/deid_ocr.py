@@ -1,0 +1,422 @@
+"""Burned-in text in pixel data: find it with Tesseract OCR, then refuse the file or mask the text.
+
+Why OCR and why Tesseract: a header's BurnedInAnnotation is often absent or wrong (CR readers and secondary
+captures stamp names, dates and IDs into the pixels without saying so), so the pixels themselves have to be
+read. Tesseract (Debian's ``tesseract-ocr``, through the maintained ``pytesseract`` binding) is the
+established open-source engine, runs on CPU, and needs no model download beyond the Debian package.
+
+Radiographs are not documents: text sits on a busy background (anatomy, collimation edges) in any polarity and
+contrast, and Tesseract's own page segmentation reads ribs as letters. So candidates are found first by image
+processing: thin strokes that stand out from their surroundings (white and black morphological top-hats, strokes
+thinner than :attr:`PixelTextConfig.stroke_px`, at a strict and a lenient threshold), cut into character-shaped
+connected components and grouped into lines. All candidate lines of a stroke map are then cut out, scaled to
+one line height and read by Tesseract in a single call. A candidate is text when Tesseract reads two characters
+with confidence (or three with some) *and* its strokes are drawn in one colour (burned-in text is; edges of
+anatomy that happen to read as letters are not). A confirmed line takes its neighbours on the same band and is
+widened along its band by its colour, so characters touching other structures are covered too.
+
+Policies (:class:`PixelTextConfig`): ``off`` (no OCR, the header rule of :mod:`radiolens.io.deid` alone),
+``refuse`` (a file whose pixels show text is refused, typed :class:`~radiolens.errors.BurnedInAnnotationError`)
+and ``mask`` (black boxes over the text; :mod:`radiolens.io.deid` then writes a new SOP instance with
+BurnedInAnnotation ``NO`` and the method recorded). Nothing detected is ever logged or reported: only counts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from radiolens.errors import ConfigError
+
+PixelTextPolicy = Literal["refuse", "mask", "off"]
+POLICIES: tuple[str, ...] = ("refuse", "mask", "off")
+
+
+class PixelTextConfig(BaseModel):
+    """How pixel data is checked for burned-in text (part of the de-identification configuration)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    policy: PixelTextPolicy = "off"
+    #: Tesseract confidence (0-100) at which a word of two or more letters/digits confirms a candidate line.
+    min_confidence: float = Field(default=60.0, ge=0, le=100)
+    #: Confidence at which a word of three or more letters/digits confirms it.
+    line_confidence: float = Field(default=30.0, ge=0, le=100)
+    #: Side of the top-hat structuring element, in pixels of the OCR input: strokes thinner than this survive.
+    stroke_px: int = Field(default=21, ge=3, le=101)
+    #: Mask margin above and below each text line, as a fraction of its height.
+    margin: float = Field(default=0.35, ge=0, le=2)
+    #: Mask margin left and right of each text line (characters at its ends that touch other structures and
+    #: were not grouped with it), as a fraction of its height.
+    side_margin: float = Field(default=1.0, ge=0, le=4)
+    #: Frames larger than this (longest side) are read downscaled; boxes are mapped back.
+    max_side: int = Field(default=1280, ge=256, le=8192)
+    #: Candidate text lines read per stroke map (the longest first).
+    max_candidates: int = Field(default=150, ge=1, le=2000)
+    #: Share of a candidate line's stroke pixels that must share one grey level (within 0.2 % of the frame's
+    #: range): burned-in text is drawn in one colour, while edges of anatomy that happen to read as letters are not.
+    min_uniformity: float = Field(default=0.75, ge=0, le=1)
+    language: str = Field(default="eng", pattern=r"^[a-z_]{3,16}(\+[a-z_]{3,16})*$")
+
+
+@dataclass(frozen=True)
+class TextBox:
+    """A region of one frame (pixel coordinates, end exclusive) that shows text."""
+
+    frame: int
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+
+def require_tesseract(language: str = "eng") -> None:
+    """Fail with a ``ConfigError`` saying what to install when OCR is asked for but cannot run."""
+    try:
+        import pytesseract
+    except ImportError as exc:
+        raise ConfigError("pixel text checks need pytesseract (pip install 'radiolens[ocr]')") from exc
+    if shutil.which(pytesseract.pytesseract.tesseract_cmd) is None:
+        raise ConfigError("pixel text checks need the tesseract program (Debian: apt-get install tesseract-ocr)")
+    try:
+        languages = set(pytesseract.get_languages(config=""))
+    except Exception as exc:  # tesseract present but broken
+        raise ConfigError(f"tesseract cannot run ({type(exc).__name__})") from None
+    missing = set(language.split("+")) - languages
+    if missing:
+        raise ConfigError(f"tesseract lacks language data {sorted(missing)} (Debian: tesseract-ocr-<lang>)")
+
+
+def _luminance(frame: np.ndarray) -> np.ndarray:
+    a = np.asarray(frame, dtype=np.float32)
+    if a.ndim == 3:
+        a = a[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return a
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """One frame (grey or RGB, any integer/float type) as 8-bit grey: what OCR reads. Scaled between the 0.5th
+    and 99.5th percentiles, not min-max: text drawn far above the anatomy's range (the largest stored value)
+    would otherwise squeeze the anatomy, and fainter text over it, into a few dark grey levels."""
+    a = _luminance(frame)
+    lo, hi = (float(v) for v in np.percentile(a, (0.5, 99.5)))
+    if hi <= lo:
+        lo, hi = float(a.min()), float(a.max())
+    if hi <= lo:
+        return np.zeros(a.shape, dtype=np.uint8)
+    return np.round(np.clip((a - lo) * (255.0 / (hi - lo)), 0, 255)).astype(np.uint8)
+
+
+def _strokes(grey: np.ndarray, stroke: int) -> list[np.ndarray]:
+    """Binary maps of thin strokes standing out from their surroundings: bright (white top-hat) and dark
+    (black top-hat), each at a strict and a lenient threshold (text of any contrast, on any background)."""
+    from scipy import ndimage as ndi
+
+    a = grey.astype(np.float32)
+    maps = []
+    for tophat in (ndi.white_tophat(a, size=(stroke, stroke)), ndi.black_tophat(a, size=(stroke, stroke))):
+        peak = float(np.percentile(tophat, 99.99))
+        for fraction in (0.5, 0.2):
+            threshold = max(6.0, fraction * peak)
+            maps.append(tophat > threshold)
+    return maps
+
+
+def _glyphs(bw: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (y0, y1, x0, x1) of connected components shaped like characters."""
+    from scipy import ndimage as ndi
+
+    labels, _n = ndi.label(bw)
+    out = []
+    limit = max(bw.shape) // 6
+    for sl in ndi.find_objects(labels):
+        h, w = sl[0].stop - sl[0].start, sl[1].stop - sl[1].start
+        if 5 <= h <= limit and w <= 20 * h:
+            out.append((sl[0].start, sl[0].stop, sl[1].start, sl[1].stop))
+    return out
+
+
+def _lines(boxes: list[tuple[int, int, int, int]], max_lines: int) -> list[tuple[int, int, int, int]]:
+    """Character boxes grouped into text lines (similar height, shared centre line, small gaps); lines of
+    at least two characters, the ones with most characters first."""
+    boxes = sorted(boxes, key=lambda b: b[2])
+    parent = list(range(len(boxes)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, (y0, y1, _x0, x1) in enumerate(boxes):
+        h, cy = y1 - y0, (y0 + y1) / 2
+        for j in range(i + 1, len(boxes)):
+            v0, v1, u0, u1 = boxes[j]
+            if u0 - x1 > 1.2 * h:
+                break
+            g = v1 - v0
+            if 0.5 < g / h < 2.0 and abs((v0 + v1) / 2 - cy) < 0.45 * max(h, g):
+                parent[root(j)] = root(i)
+    groups: dict[int, list] = {}
+    for i, b in enumerate(boxes):
+        groups.setdefault(root(i), []).append(b)
+    lines = [[min(b[0] for b in g), max(b[1] for b in g), min(b[2] for b in g), max(b[3] for b in g), len(g)]
+             for g in groups.values()]
+    # words of one line, split by punctuation too small to be a character (hyphens, dots): joined when on
+    # the same band and close
+    lines.sort(key=lambda ln: ln[2])
+    merged: list[list[int]] = []
+    for ln in lines:
+        for m in merged:
+            h = max(m[1] - m[0], ln[1] - ln[0])
+            overlap = min(m[1], ln[1]) - max(m[0], ln[0])
+            if overlap > 0.6 * min(m[1] - m[0], ln[1] - ln[0]) and ln[2] - m[3] < 2.0 * h and 0.5 < (
+                    ln[1] - ln[0]) / max(1, m[1] - m[0]) < 2.0:
+                m[0], m[1], m[3], m[4] = min(m[0], ln[0]), max(m[1], ln[1]), max(m[3], ln[3]), m[4] + ln[4]
+                break
+        else:
+            merged.append(list(ln))
+    # a line: two characters or more, or one component as wide as a word (touching letters)
+    keep = [m for m in merged if m[4] >= 2 or (m[3] - m[2]) >= 2 * (m[1] - m[0])]
+    keep.sort(key=lambda ln: -ln[4])
+    return [tuple(m[:4]) for m in keep[:max_lines]]
+
+
+def _alnum(text: str) -> int:
+    return sum(c.isalnum() for c in text)
+
+
+def _read_lines(bw: np.ndarray, lines, cfg: PixelTextConfig) -> list[int]:
+    """Indexes of the candidate ``lines`` in which Tesseract reads text. All candidates go to Tesseract at
+    once: each cut out of the stroke map, scaled to a 40-pixel line height and stacked as dark text on white
+    (one process start per map rather than one per candidate; single lines at one size read best)."""
+    import pytesseract
+    from PIL import Image
+
+    target, gap = 40, 24
+    crops, spans, y, width = [], [], gap, 0
+    for y0, y1, x0, x1 in lines:
+        pad = max(2, (y1 - y0) // 4)
+        crop = bw[max(0, y0 - pad):y1 + pad, max(0, x0 - 4 * pad):x1 + 4 * pad]
+        scale = target / max(1, crop.shape[0])
+        w = max(1, min(4000, round(crop.shape[1] * scale)))
+        img = Image.fromarray(np.where(crop, 0, 255).astype(np.uint8)).resize((w, target), Image.BILINEAR)
+        crops.append((img, y))
+        spans.append((y, y + target))
+        y += target + gap
+        width = max(width, w)
+    if not crops:
+        return []
+    sheet = Image.new("L", (width + 2 * gap, y), 255)
+    for img, top in crops:
+        sheet.paste(img, (gap, top))
+    data = pytesseract.image_to_data(sheet, lang=cfg.language, config="--psm 6", output_type=pytesseract.Output.DICT)
+    found: set[int] = set()
+    for text, conf, top, h in zip(data["text"], data["conf"], data["top"], data["height"], strict=True):
+        n, conf = _alnum(str(text)), float(conf)
+        # two characters read with confidence, or three with some: the candidates already look like text lines
+        if not ((n >= 2 and conf >= cfg.min_confidence) or (n >= 3 and conf >= cfg.line_confidence)):
+            continue
+        centre = top + h / 2
+        for k, (a, b) in enumerate(spans):
+            if a - gap / 2 <= centre < b + gap / 2:
+                found.add(k)
+    return sorted(found)
+
+
+def _extend(bw: np.ndarray, line: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """Grow a confirmed line sideways while the strokes go on (characters the grouping missed because they
+    touch something else, e.g. a collimation edge): half-height steps whose stroke density is at least 40 %
+    of the line's."""
+    y0, y1, x0, x1 = line
+    h = y1 - y0
+    density = float(bw[y0:y1, x0:x1].mean())
+    if density <= 0:
+        return line
+    step = max(2, h // 2)
+    for _ in range(60):
+        if x1 >= bw.shape[1] or bw[y0:y1, x1:x1 + step].mean() < 0.4 * density:
+            break
+        x1 = min(bw.shape[1], x1 + step)
+    for _ in range(60):
+        if x0 <= 0 or bw[y0:y1, max(0, x0 - step):x0].mean() < 0.4 * density:
+            break
+        x0 = max(0, x0 - step)
+    return y0, y1, x0, x1
+
+
+def _uniformity(raw: np.ndarray, strokes: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """Share of a line's stroke pixels (original values, full resolution) within ``tolerance`` of their most
+    common value: burned-in text is drawn in one colour, edges of anatomy are not."""
+    if strokes.shape != raw.shape:  # the stroke map was made downscaled: nearest-neighbour back up
+        from PIL import Image
+
+        strokes = np.asarray(Image.fromarray(strokes.astype(np.uint8)).resize(raw.shape[::-1], Image.NEAREST)) > 0
+    values = raw[strokes]
+    if values.size == 0:
+        return 0.0, 0.0
+    levels, counts = np.unique(np.round(values / max(tolerance, 1e-6)), return_counts=True)
+    mode = levels[counts.argmax()]
+    share = float((np.abs(np.round(values / max(tolerance, 1e-6)) - mode) <= 1).mean())
+    return share, float(mode * tolerance)
+
+
+def _colour_span(raw: np.ndarray, box: tuple[int, int, int, int], colour: float, tolerance: float) -> tuple[int, int]:
+    """The columns of a text line, found by its colour: from the line's columns, sideways while columns of the
+    line's band hold the text colour at a character's density (5-70 % of the band's height; a saturated
+    region fills whole columns), across gaps narrower than the line's height."""
+    y0, y1, x0, x1 = box
+    h = y1 - y0
+    band = np.abs(raw[y0:y1] - colour) <= 1.5 * tolerance
+    fill = band.mean(axis=0)
+    text = (fill >= 0.05) & (fill <= 0.7)
+    limit = 40 * h
+    lo, gap = x0, 0
+    for x in range(x0 - 1, max(-1, x0 - limit), -1):
+        gap = 0 if text[x] else gap + 1
+        if gap > h:
+            break
+        if text[x]:
+            lo = x
+    hi, gap = x1, 0
+    for x in range(x1, min(raw.shape[1], x1 + limit)):
+        gap = 0 if text[x] else gap + 1
+        if gap > h:
+            break
+        if text[x]:
+            hi = x + 1
+    return lo, hi
+
+
+def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0) -> list[TextBox]:
+    """Boxes (margin included, clipped to the frame) around the text lines found in one frame.
+
+    Candidates first, by image processing alone: thin strokes (top-hats) cut into character-shaped
+    components, grouped into lines; then Tesseract confirms which candidates read as text.
+    """
+    raw = _luminance(frame)
+    grey = to_uint8(raw)
+    h, w = grey.shape
+    tolerance = max(0.5, 0.002 * float(raw.max() - raw.min()))
+    scale = max(h, w) / cfg.max_side if max(h, w) > cfg.max_side else 1.0
+    if scale > 1.0:
+        from PIL import Image
+
+        grey = np.asarray(Image.fromarray(grey).resize((round(w / scale), round(h / scale)), Image.BILINEAR))
+    boxes: list[TextBox] = []
+    for bw in _strokes(grey, cfg.stroke_px):
+        for y0, y1, x0, x1, colour in _text_lines(raw, bw, scale, tolerance, cfg):
+            x0, x1 = _colour_span(raw, (y0, y1, x0, x1), colour, tolerance)
+            m, side = cfg.margin * (y1 - y0), cfg.side_margin * (y1 - y0)
+            boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + side))),
+                                 min(h, int(np.ceil(y1 + m)))))
+    return boxes
+
+
+def _text_lines(raw: np.ndarray, bw: np.ndarray, scale: float, tolerance: float, cfg: PixelTextConfig):
+    """The candidate lines of one stroke map that are text, at full resolution, with their colour."""
+    lines = _lines(_glyphs(bw), cfg.max_candidates)
+    colours: dict[int, float] = {}
+
+    def one_colour(k: int) -> bool:
+        y0, y1, x0, x1 = lines[k]
+        full = raw[int(y0 * scale):int(np.ceil(y1 * scale)), int(x0 * scale):int(np.ceil(x1 * scale))]
+        share, colours[k] = _uniformity(full, bw[y0:y1, x0:x1], tolerance)
+        return share >= cfg.min_uniformity
+
+    # read as text, and drawn in one colour (edges of anatomy that happen to read as letters are not)
+    confirmed = {k for k in _read_lines(bw, lines, cfg) if one_colour(k)}
+    # the rest of a confirmed line: candidates on its band, close to it, also in one colour (a date split at its
+    # hyphens, a word over brighter anatomy that Tesseract did not read on its own)
+    for _ in range(3):
+        more = {k for k, ln in enumerate(lines) if k not in confirmed
+                and any(_continues(lines[c], ln) for c in confirmed) and one_colour(k)}
+        if not more:
+            break
+        confirmed |= more
+    out = []
+    for k in sorted(confirmed):
+        y0, y1, x0, x1 = (round(v * scale) for v in _extend(bw, lines[k]))  # full resolution from here
+        out.append((y0, y1, x0, x1, colours[k]))
+    return out
+
+
+def _continues(a, b) -> bool:
+    """Whether line ``b`` sits on the band of line ``a`` and within two line heights of it, sideways."""
+    ha, hb = a[1] - a[0], b[1] - b[0]
+    overlap = min(a[1], b[1]) - max(a[0], b[0])
+    gap = max(a[2], b[2]) - min(a[3], b[3])
+    return overlap > 0.5 * min(ha, hb) and gap < 2 * max(ha, hb) and 0.4 < hb / max(1, ha) < 2.5
+
+
+def frames_of(pixels: np.ndarray, ds) -> np.ndarray:
+    """``pixels`` (pydicom's array) as (frames, rows, cols[, samples])."""
+    n = int(ds.get("NumberOfFrames", 1) or 1)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if n == 1:
+        return pixels[None]
+    return pixels if pixels.ndim == (4 if samples > 1 else 3) else pixels[None]
+
+
+def detect_text(ds, cfg: PixelTextConfig) -> list[TextBox]:
+    """Text boxes in every frame of ``ds``'s pixel data (empty when there is none, or no pixel data)."""
+    if "PixelData" not in ds:
+        return []
+    frames = frames_of(ds.pixel_array, ds)
+    boxes: list[TextBox] = []
+    for i, frame in enumerate(frames):
+        boxes.extend(detect_frame(frame, cfg, i))
+    return boxes
+
+
+def _fill_value(ds, frames: np.ndarray):
+    """Display black: the smallest stored value (the largest for MONOCHROME1, where high values are dark)."""
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
+        return 0
+    return frames.max() if photometric == "MONOCHROME1" else frames.min()
+
+
+def mask_text(ds, boxes: list[TextBox]) -> int:
+    """Black out ``boxes`` in ``ds``'s pixel data, in place; returns how many boxes were filled.
+
+    Compressed pixel data is written back native, Explicit VR Little Endian, since masking changes the decoded
+    pixels; native big endian data stays big endian; everything else about the image stays.
+    """
+    if not boxes:
+        return 0
+    pixels = np.array(ds.pixel_array)  # decoded, writable (pydicom may hand out a read-only view)
+    ts = ds.file_meta.TransferSyntaxUID
+    if ts.is_compressed:
+        _to_native(ds, pixels)
+    frames = frames_of(pixels, ds)
+    fill = _fill_value(ds, frames)
+    for b in boxes:
+        frames[b.frame, b.y0:b.y1, b.x0:b.x1] = fill
+    out = frames.reshape(pixels.shape)
+    if not ds.file_meta.TransferSyntaxUID.is_little_endian:  # big endian data sets stay big endian
+        out = out.astype(out.dtype.newbyteorder(">"))
+    ds.PixelData = out.tobytes()
+    return len(boxes)
+
+
+def _to_native(ds, pixels: np.ndarray) -> None:
+    """Describe ``ds`` as holding ``pixels`` natively (Explicit VR Little Endian), as pydicom decoded them:
+    colour as interleaved RGB, the sign its Pixel Representation says."""
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:
+        if str(ds.get("PhotometricInterpretation", "")).startswith("YBR"):
+            ds.PhotometricInterpretation = "RGB"  # pydicom converts YCbCr to RGB when decoding
+        ds.PlanarConfiguration = 0
+    ds.PixelData = pixels.tobytes()
+    ds["PixelData"].VR = "OB" if int(ds.get("BitsAllocated", 8)) <= 8 else "OW"
+    ds["PixelData"].is_undefined_length = False
+    for keyword in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths"):
+        if keyword in ds:
+            del ds[keyword]

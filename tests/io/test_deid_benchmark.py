@@ -1,0 +1,125 @@
+"""The de-identification benchmark (benchmarks/deid_benchmark.py) on a small corpus: radiolens must stay at or
+above its floor, and the scorer must not be vacuous (an untouched copy scores zero where PHI was planted)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pydicom
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import deid_benchmark as bench  # noqa: E402
+import deid_corpus as corpus  # noqa: E402
+
+from radiolens.errors import BurnedInAnnotationError  # noqa: E402
+from radiolens.io.deid import Deidentifier  # noqa: E402
+
+#: Floors of the small corpus (docs/deid.md quotes the full corpus): every required action, and per category.
+FLOOR_OVERALL = 0.999
+FLOOR_CATEGORY = 0.99
+SMALL = ("CT_small.dcm", "SC_rgb_jpeg.dcm", "693_UNCR.dcm")
+SECRET = "test-benchmark-secret-0123456789"
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory, pydicom_data_files, data_dir):
+    sources = [p for p in corpus.default_sources(data_dir) if p.name in SMALL]
+    sources += sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))[:1]
+    assert len(sources) == len(SMALL) + 1
+    out = tmp_path_factory.mktemp("deid-bench")
+    manifest = json.loads(corpus.build_corpus(sources, out).read_text())
+    return out, manifest
+
+
+def test_corpus_is_deterministic_and_covers_every_category(small, tmp_path):
+    out, manifest = small
+    sources = [p for p in corpus.default_sources(None) if p.name == "CT_small.dcm"]
+    again = json.loads(corpus.build_corpus(sources, tmp_path).read_text())
+    first = next(e for e in manifest["files"].values() if e["source"] == "CT_small.dcm")
+    assert next(iter(again["files"].values()))["items"] == first["items"]
+    categories = {it["category"] for e in manifest["files"].values() for it in e["items"]}
+    assert categories >= {"header_text", "dates", "times", "alt_calendar", "uids", "sequences_depth1",
+                          "sequences_depth2", "sequences_depth3", "private_known", "private_unknown", "file_meta",
+                          "preamble", "jpeg_segments", "overlays", "curves", "burned_in_text", "pixels_kept",
+                          "kept_attributes"}
+    actions = {it["action"] for e in manifest["files"].values() for it in e["items"]}
+    assert actions == {"remove", "replace", "shift", "keep"}
+
+
+def test_untouched_copy_scores_zero_on_planted_phi(small, tmp_path):
+    out, manifest = small
+    for name in manifest["files"]:
+        shutil.copy(out / "corpus" / name, tmp_path / name)
+    result = bench.score(manifest, out / "corpus", tmp_path)
+    for category, row in result["categories"].items():
+        if category in ("kept_attributes", "pixels_kept"):
+            assert row["score"] == 1.0
+        else:
+            assert row["score"] == 0.0, category
+
+
+def test_radiolens_stays_at_or_above_its_floor(small):
+    out, manifest = small
+    files = [out / "corpus" / n for n in manifest["files"]]
+    dst = out / "radiolens"
+    dst.mkdir(exist_ok=True)
+    bench.run_radiolens(files, dst)
+    result = bench.score(manifest, out / "corpus", dst)
+    low = {c: r["score"] for c, r in result["categories"].items() if r["score"] < FLOOR_CATEGORY}
+    assert not low, low
+    assert result["overall"] >= FLOOR_OVERALL, result
+
+
+def test_mask_policy_writes_a_new_instance_without_text(small):
+    out, manifest = small
+    name = next(n for n, e in manifest["files"].items() if e["source"] == "693_UNCR.dcm")
+    ds = pydicom.dcmread(out / "corpus" / name)
+    plain, _ = Deidentifier(SECRET, allow_burned_in=True).deidentify_dataset(ds)
+    masked, report = Deidentifier(SECRET, pixel_text="mask").deidentify_dataset(ds)
+    assert report["text_regions_masked"] >= 1 and report["pixel_text_policy"] == "mask"
+    assert masked.SOPInstanceUID != plain.SOPInstanceUID == Deidentifier(SECRET).remap_uid(ds.SOPInstanceUID)
+    assert masked.file_meta.MediaStorageSOPInstanceUID == masked.SOPInstanceUID
+    assert masked.BurnedInAnnotation == "NO"
+    assert "113101" in {item.CodeValue for item in masked.DeidentificationMethodCodeSequence}
+    assert any("OCR" in str(v) for v in masked.DeidentificationMethod)
+    with pytest.raises(BurnedInAnnotationError, match="OCR found text"):
+        Deidentifier(SECRET, pixel_text="refuse", allow_burned_in=True).deidentify_dataset(ds)
+
+
+def test_refuse_policy_passes_a_clean_radiograph(pydicom_data_files):
+    """No false refusal on a real chest CR without text (its header alone does not cause a refusal)."""
+    src = next(p for p in pydicom_data_files if p.name == "RG1_UNCR.dcm")
+    _clean, report = Deidentifier(SECRET, pixel_text="refuse").deidentify_dataset(pydicom.dcmread(src))
+    assert report["text_regions_masked"] == 0 and report["pixel_text_policy"] == "refuse"
+
+
+@pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "SC_rgb_jpeg.dcm", "MR_small_RLE.dcm",
+                                  "SC_rgb_expb.dcm"])
+def test_mask_changes_the_box_only_in_every_encoding(name, monkeypatch):
+    """Masking decodes compressed pixel data (written back native little endian, YBR as RGB) and keeps big
+    endian data big endian: inside the box every pixel is display black, outside none changes."""
+    import io
+
+    import numpy as np
+    from pydicom.data import get_testdata_file
+
+    import radiolens.io.deid as deid_module
+    from radiolens.io.deid_ocr import TextBox
+
+    monkeypatch.setattr(deid_module, "detect_text", lambda ds, cfg: [TextBox(0, 2, 2, 10, 10)])
+    ds = pydicom.dcmread(get_testdata_file(name))
+    before = np.array(ds.pixel_array)
+    clean, report = Deidentifier(SECRET, pixel_text="mask").deidentify_dataset(ds)
+    buf = io.BytesIO()
+    clean.save_as(buf, enforce_file_format=True)
+    buf.seek(0)
+    after = pydicom.dcmread(buf).pixel_array
+    changed = before != after
+    assert report["text_regions_masked"] == 1
+    assert (after[2:10, 2:10] == (0 if after.ndim == 3 else before.min())).all()
+    changed[2:10, 2:10] = False
+    assert not changed.any()
