@@ -46,3 +46,14 @@ def test_cli_progress_flag_draws_a_bar_with_rate_on_stderr_only(data_dir, tmp_pa
     assert quiet.exit_code == 0 and "previews" not in quiet.stderr
     assert not progress.enabled()
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == sorted(p.name for p in (tmp_path / "b").iterdir())
+
+
+def test_deid_draws_a_bar_per_file(pydicom_data_files, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in pydicom_data_files[:4]:
+        (src / p.name).write_bytes(p.read_bytes())
+    r = CliRunner().invoke(app, ["--progress", "deid", str(src), str(tmp_path / "out"), "--secret",
+                                 "progress-test-secret-123456"])
+    assert "de-identifying" in r.stderr and "/4 [" in r.stderr and "file/s" in r.stderr, r.output
+    assert "de-identifying" not in r.stdout

@@ -16,6 +16,7 @@ from pathlib import Path
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
 from radiolens.io import formats
 from radiolens.io.deid import Deidentifier
+from radiolens.progress import track
 
 #: ``on_error(path, exc)``: told about every file that got an "error" or "refused" row.
 OnError = Callable[[Path, RadiolensError], None]
@@ -66,12 +67,12 @@ def deidentify_tree(src: str | Path, out_dir: str | Path, deid: Deidentifier,
         raise ConfigError("the output folder must not be inside the input folder (inputs are never modified)")
     # DICOM by the format table, or no suffix at all (PACS exports): an extension-less file that is not DICOM
     # gets an error row rather than being skipped unseen.
-    files = formats.iter_input_files(src, keep=lambda p: formats.is_candidate(p, (formats.DICOM.name,),
-                                                                              keep_unrecognised=True))
+    files = list(formats.iter_input_files(src, keep=lambda p: formats.is_candidate(p, (formats.DICOM.name,),
+                                                                                   keep_unrecognised=True)))
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     written: set[str] = set()
-    for path in files:
+    for path in track(files, "de-identifying", unit="file"):
         rel = path.name if src.is_file() else path.relative_to(src).as_posix()
         row = {"source_ref": "src-" + deid._mac("source", rel).hex()[:16]}
         try:
