@@ -1,6 +1,10 @@
 // radiolens reading viewer, built on Cornerstone3D (web/: `npm ci && npm run build` writes static/app/viewer.js).
-// The API key lives in sessionStorage (cleared with the tab). Every image shown is the service's de-identified
-// copy: the full-depth pixels (pixels.png, 16-bit) with their rescale and default window, never the upload.
+// Two ways in: an API key (kept in sessionStorage, cleared with the tab) or the session cookie of a password sign-in
+// (/viewer/signin; HttpOnly, so the page never holds it: the browser sends it, and state-changing requests echo the
+// radiolens_csrf cookie in X-CSRF-Token). Every image shown is the service's de-identified copy: the full-depth
+// pixels (pixels.png, 16-bit) with their rescale and default window, never the upload.
+// `/viewer/?prediction=<id>` opens a stored prediction (the worklist's Enter); N / P then move through the
+// worklist's items (kept by the worklist page in sessionStorage) without going back to the list.
 import {
   RenderingEngine, Enums, imageLoader, cache, metaData, init as csInit, utilities as csUtils,
 } from "@cornerstonejs/core";
@@ -17,7 +21,7 @@ const ENGINE_ID = "radiolens-engine", GROUP_ID = "radiolens-tools";
 const VIEWPORTS = { main: "viewport", heat: "viewport-heat" };
 
 const state = {
-  key: sessionStorage.getItem("radiolens.key"), model: null, upload: 0,
+  key: sessionStorage.getItem("radiolens.key"), me: null, mine: null, model: null, upload: 0,
   result: null, heat: null, pixels: null, imageId: null, engine: null, layout: "overlaid",
 };
 
@@ -28,11 +32,24 @@ class ApiError extends Error {
   constructor(message, action, status, code) { super(message); this.action = action; this.status = status; this.code = code; }
 }
 
+function cookie(name) {
+  const hit = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  return hit ? decodeURIComponent(hit.slice(name.length + 1)) : "";
+}
+
+// With a key: the key, and no cookie matters (the service prefers a key). Without one: no Authorization header at
+// all (an empty "Bearer" would be refused before the cookie is looked at), the session cookie, and the CSRF token
+// on every request that changes something.
+function authHeaders(method) {
+  if (state.key) return { Authorization: "Bearer " + state.key };
+  return ["POST", "PUT", "PATCH", "DELETE"].includes(method) ? { "X-CSRF-Token": cookie("radiolens_csrf") } : {};
+}
+
 async function api(path, options = {}) {
-  const headers = Object.assign({ Authorization: "Bearer " + state.key }, options.headers || {});
+  const headers = Object.assign(authHeaders((options.method || "GET").toUpperCase()), options.headers || {});
   let resp;
   try {
-    resp = await fetch(path, Object.assign({}, options, { headers }));
+    resp = await fetch(path, Object.assign({ credentials: "same-origin" }, options, { headers }));
   } catch (e) {
     throw new ApiError("The radiolens service cannot be reached.", "Check the network connection and try again; " + ADMIN, 0, "network");
   }
@@ -70,27 +87,49 @@ async function signIn(key) {
   }
   state.key = key;
   try {
-    const me = await (await api("/v1/me")).json();
-    const models = await (await api("/v1/models")).json();
-    state.model = models.models[0];
+    await enter();
     sessionStorage.setItem("radiolens.key", key);
-    $("who").textContent = "user " + me.user_id + " (" + me.role + ")";
-    $("model").textContent = state.model.name + " v" + state.model.version;
-    const sel = $("corrected");
-    sel.replaceChildren();
-    const labels = [""].concat(state.model.class_names);
-    if (state.model.task === "binary") labels.push(state.model.negative_name);
-    for (const l of labels) { const o = document.createElement("option"); o.value = l; o.textContent = l || "(none)"; sel.appendChild(o); }
-    show($("login"), false); show($("app"), true); show($("login-error"), false);
   } catch (e) {
     state.key = null; sessionStorage.removeItem("radiolens.key");
     showError($("login-error"), e.status === 401 ? new ApiError("Unknown or revoked key.", e.action, 401) : e);
   }
 }
 
-function signOut() {
+// A password sign-in's session (its CSRF cookie is the sign that one may exist: the session cookie is HttpOnly).
+async function resumeSession() {
+  if (!cookie("radiolens_csrf")) return;
+  try {
+    await enter();
+  } catch (e) {
+    showError($("login-error"), e.status === 401
+      ? new ApiError("Your sign-in has ended.", "Sign in again with your username and password (link below).", 401) : e);
+  }
+}
+
+// Who is signed in and which model answers; then the app, and the prediction named in the address, if any.
+async function enter() {
+  const me = await (await api("/v1/me")).json();
+  const models = await (await api("/v1/models")).json();
+  state.me = me;
+  state.model = models.models[0];
+  $("who").textContent = "user " + me.user_id + " (" + me.role + ")" + (state.key ? "" : ", signed in");
+  $("model").textContent = state.model.name + " v" + state.model.version;
+  const sel = $("corrected");
+  sel.replaceChildren();
+  const labels = [""].concat(state.model.class_names);
+  if (state.model.task === "binary") labels.push(state.model.negative_name);
+  for (const l of labels) { const o = document.createElement("option"); o.value = l; o.textContent = l || "(none)"; sel.appendChild(o); }
+  show($("login"), false); show($("app"), true); show($("login-error"), false);
+  const id = new URLSearchParams(window.location.search).get("prediction");
+  if (id) openPrediction(id);
+}
+
+async function signOut() {
+  if (!state.key && cookie("radiolens_csrf")) {
+    try { await api("/v1/session", { method: "DELETE" }); } catch (e) { /* ended already: signed out either way */ }
+  }
   sessionStorage.removeItem("radiolens.key");
-  state.key = null; clearResult(); show($("upload-error"), false);
+  state.key = null; state.me = null; clearResult(); show($("upload-error"), false); show($("reading-nav"), false);
   show($("app"), false); show($("login"), true);
 }
 
@@ -362,7 +401,8 @@ function clearResult() {
   $("probs").querySelector("tbody").replaceChildren();
   $("scope-table").querySelector("tbody").replaceChildren();
   for (const id of ["not-assessed", "decision", "review", "study", "model-ref", "feedback-status", "scope-warning",
-    "scope-note", "zoom-level", "pixel-info", "preset-name"]) $(id).textContent = "";
+    "scope-note", "zoom-level", "pixel-info", "preset-name", "feedback-current", "feedback-disabled"]) $(id).textContent = "";
+  show($("feedback-disabled"), false);
   show($("not-assessed"), false); show($("scope-warning"), false);
   $("review").className = "review";
   drawOverlay();
@@ -381,14 +421,11 @@ async function predict() {
     const form = new FormData();
     form.append("file", file, "upload");  // the local file name is not sent: it may identify the patient
     const result = await (await api("/v1/predictions", { method: "POST", body: form })).json();
-    const pixels = await loadPixels(result);
-    const heat = result.heatmap_url ? await loadBitmap(result.heatmap_url) : null;
-    if (upload !== state.upload) return;  // another file was chosen meanwhile: this result belongs to neither
-    state.result = result; state.pixels = pixels; state.heat = heat;
-    renderResult();
-    await showImage();
-    if (upload !== state.upload) { clearResult(); return; }
-    $("viewport").focus();
+    if (upload !== state.upload) return;
+    // a new study, not the worklist item the address named: the address and the worklist bar say so
+    history.replaceState(null, "", "/viewer/");
+    show($("reading-nav"), false);
+    await showPrediction(result, upload);
   } catch (e) {
     if (upload !== state.upload) return;
     clearResult();
@@ -396,6 +433,82 @@ async function predict() {
   } finally {
     show($("busy"), false); $("predict").disabled = false;
   }
+}
+
+// Shows a prediction (just made, or stored) as the reading view: pixels, heatmap, findings, this reader's feedback.
+// `upload` is the token taken when the request started: a result whose study is no longer wanted is dropped.
+async function showPrediction(result, upload) {
+  const pixels = await loadPixels(result);
+  const heat = result.heatmap_url ? await loadBitmap(result.heatmap_url) : null;
+  if (upload !== state.upload) return;  // another file or study was chosen meanwhile: this result belongs to neither
+  state.result = result; state.pixels = pixels; state.heat = heat;
+  renderResult();
+  await showImage();
+  if (upload !== state.upload) { clearResult(); return; }
+  $("viewport").focus();
+}
+
+// A stored prediction (`/viewer/?prediction=<id>`, the worklist's Enter, N / P): GET /v1/predictions/{id} and its
+// de-identified pixels and heatmap, drawn exactly as after an upload.
+async function openPrediction(id) {
+  clearResult();
+  show($("upload-error"), false);
+  const upload = state.upload;
+  history.replaceState(null, "", "/viewer/?prediction=" + encodeURIComponent(id));
+  updateSignInLink();
+  renderNav(id);
+  show($("busy"), true);
+  try {
+    const result = await (await api("/v1/predictions/" + encodeURIComponent(id))).json();
+    if (upload !== state.upload) return;
+    await showPrediction(result, upload);
+  } catch (e) {
+    if (upload !== state.upload) return;
+    clearResult();
+    showError($("upload-error"), e, "This study could not be opened: ");
+  } finally {
+    if (upload === state.upload) show($("busy"), false);
+  }
+}
+
+// ------------------------------------------------------------------ worklist context (N / P, back to the list)
+// The worklist page keeps what it listed in sessionStorage ("radiolens.worklist": the form's filters as a query
+// string, the API query, the ids shown in order and the next page's cursor).
+function worklist() {
+  try { return JSON.parse(sessionStorage.getItem("radiolens.worklist")) || null; } catch (e) { return null; }
+}
+
+function worklistHref(selected) {
+  const w = worklist(), q = new URLSearchParams(w ? w.filters : "");
+  if (selected) q.set("selected", selected);
+  const qs = q.toString();
+  return "/viewer/worklist" + (qs ? "?" + qs : "");
+}
+
+function renderNav(id) {
+  const w = worklist(), i = w ? w.ids.indexOf(id) : -1;
+  for (const a of [$("back-to-worklist"), $("worklist-link")]) a.href = worklistHref(id);
+  show($("reading-nav"), i >= 0);
+  if (i < 0) return;
+  $("nav-pos").textContent = "study " + (i + 1) + " of " + w.ids.length + (w.cursor ? "+" : "") + " in the worklist";
+  $("prev-item").disabled = i === 0;
+  $("next-item").disabled = i === w.ids.length - 1 && !w.cursor;
+}
+
+async function step(delta) {
+  const w = worklist(), id = state.result ? state.result.id : new URLSearchParams(window.location.search).get("prediction");
+  const i = w ? w.ids.indexOf(id) : -1;
+  if (i < 0) return;
+  if (i + delta >= w.ids.length && w.cursor) {  // past the last listed item: the worklist's next page
+    try {
+      const q = new URLSearchParams(w.query); q.set("cursor", w.cursor);
+      const page = await (await api("/v1/predictions?" + q.toString())).json();
+      w.ids = w.ids.concat(page.items.map((it) => it.id)); w.cursor = page.next_cursor;
+      sessionStorage.setItem("radiolens.worklist", JSON.stringify(w));
+    } catch (e) { showError($("upload-error"), e, "The worklist's next page could not be read: "); return; }
+  }
+  const next = w.ids[i + delta];
+  if (next) openPrediction(next);
 }
 
 function cell(tr, text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td); }
@@ -430,6 +543,7 @@ function renderResult() {
   $("overlay").disabled = !r.heatmap_url;
   $("opacity").disabled = !r.heatmap_url;
   $("feedback-status").textContent = "";
+  renderFeedback();
   const m = state.pixels.meta;
   $("pixel-info").textContent = state.pixels.fullDepth
     ? "De-identified image, " + state.pixels.width + " \u00D7 " + state.pixels.height + " px, " + m.bits_stored +
@@ -466,19 +580,59 @@ function renderScope(scope) {
     scope.in_scope === null ? "Not checked against the model's population: " + scope.not_checked.join("; ") + "." : "";
 }
 
+// ------------------------------------------------------------------ reader feedback (one per reader per study)
+function feedbackWords(fb) {
+  return (fb.agree ? "agree" : "disagree") + (fb.corrected_label ? ", corrected to " + fb.corrected_label : "");
+}
+
+// This reader's current feedback (their row not superseded), from the prediction's feedback list; the controls
+// show it, and are off, with the reason on screen, for a study the model did not assess (the API refuses it).
+function renderFeedback() {
+  const r = state.result, assessed = (r.status || "ok") === "ok";
+  const uid = state.me ? state.me.user_id : null;
+  state.mine = (r.feedback || []).filter((f) => f.user_id === uid && !f.superseded_at).pop() || null;
+  for (const id of ["agree", "disagree", "corrected"]) $(id).disabled = !assessed;
+  $("feedback-disabled").textContent = assessed ? "" : "Feedback is off for this study: the model did not assess it " +
+    "(its input check refused the image), so there is no result to agree or disagree with.";
+  show($("feedback-disabled"), !assessed);
+  const mine = state.mine;
+  $("agree").setAttribute("aria-pressed", String(Boolean(mine && mine.agree)));
+  $("disagree").setAttribute("aria-pressed", String(Boolean(mine && !mine.agree)));
+  $("corrected").value = mine && mine.corrected_label ? mine.corrected_label : "";
+  $("feedback-current").textContent = !assessed ? "" : mine
+    ? "Your feedback: " + feedbackWords(mine) + " (given " + mine.created_at.replace("T", " ").slice(0, 16) +
+      " UTC). Press Agree or Disagree to change it."
+    : "You have not given feedback on this study yet.";
+}
+
+// The first feedback is a POST, a change a PUT (the service keeps the earlier row, superseded, in the audit log).
+// A 409 (feedback given meanwhile elsewhere, study not assessed) shows the API's message and what to do; after
+// feedback_exists the current state is read again, so the next press changes it.
 async function feedback(agree) {
   if (!state.result) return;
-  const corrected = $("corrected").value || null, upload = state.upload;
+  const corrected = $("corrected").value || null, upload = state.upload, before = state.mine;
   try {
-    const fb = await (await api("/v1/predictions/" + state.result.id + "/feedback", {
-      method: "POST", headers: { "Content-Type": "application/json" },
+    const resp = await api("/v1/predictions/" + state.result.id + "/feedback", {
+      method: before ? "PUT" : "POST", headers: { "Content-Type": "application/json" },
       body: JSON.stringify({ agree, corrected_label: corrected }),
-    })).json();
+    });
+    const fb = await resp.json();
     if (upload !== state.upload) return;  // the study on screen has changed: the status is not about it
-    $("feedback-status").textContent = "Feedback recorded (" + (fb.agree ? "agree" : "disagree") +
-      (fb.corrected_label ? ", corrected to " + fb.corrected_label : "") + ").";
+    const same = before && before.agree === fb.agree && (before.corrected_label || null) === (fb.corrected_label || null);
+    $("feedback-status").textContent = (resp.status === 201 ? "Feedback recorded (" : same ? "Feedback unchanged (" : "Feedback changed (") +
+      feedbackWords(fb) + ").";
+    state.result.feedback = (state.result.feedback || []).filter((f) => f.id !== fb.id).concat([fb]);
+    if (before && !same) before.superseded_at = fb.created_at;
+    renderFeedback();
   } catch (e) {
-    if (upload === state.upload) showError($("feedback-status"), e, "Feedback not recorded: ");
+    if (upload !== state.upload) return;
+    showError($("feedback-status"), e, "Feedback not recorded: ");
+    if (e.code === "feedback_exists") {
+      try {
+        const fresh = await (await api("/v1/predictions/" + state.result.id)).json();
+        if (upload === state.upload) { state.result.feedback = fresh.feedback; renderFeedback(); }
+      } catch (e2) { /* the message above stands */ }
+    }
   }
 }
 
@@ -487,13 +641,17 @@ const KEYS = {
   "1": () => applyPreset("lung"), "2": () => applyPreset("mediastinum"), "3": () => applyPreset("bone"),
   "0": resetView, i: toggleInvert, f: fit, a: actualSize, "+": () => zoomBy(1.25), "=": () => zoomBy(1.25),
   "-": () => zoomBy(0.8), h: toggleOverlay, s: () => setLayout(state.layout === "overlaid" ? "side-by-side" : "overlaid"),
+  n: () => step(1), p: () => step(-1),
   ArrowLeft: () => panBy(-40, 0), ArrowRight: () => panBy(40, 0), ArrowUp: () => panBy(0, -40), ArrowDown: () => panBy(0, 40),
 };
 
 document.addEventListener("keydown", (e) => {
   const t = e.target;
-  if (!state.pixels || e.ctrlKey || e.metaKey || e.altKey || (t && ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName) && t.type !== "checkbox" && t.type !== "range")) return;
-  const action = KEYS[e.key.length === 1 ? e.key.toLowerCase() : e.key];
+  if (e.ctrlKey || e.metaKey || e.altKey || (t && ["INPUT", "SELECT", "TEXTAREA"].includes(t.tagName) && t.type !== "checkbox" && t.type !== "range")) return;
+  const key = e.key.length === 1 ? e.key.toLowerCase() : e.key;
+  // N / P also move on from a study that could not be shown; everything else needs an image
+  if (!state.pixels && !((key === "n" || key === "p") && state.me)) return;
+  const action = KEYS[key];
   if (action) { e.preventDefault(); action(); }
 });
 
@@ -519,4 +677,12 @@ $("layout").addEventListener("change", () => setLayout($("layout").value));
 window.addEventListener("resize", () => { if (state.engine) { state.engine.resize(true, true); drawOverlay(); showZoom(); } });
 $("agree").addEventListener("click", () => feedback(true));
 $("disagree").addEventListener("click", () => feedback(false));
-if (state.key) signIn(state.key);
+$("prev-item").addEventListener("click", () => step(-1));
+$("next-item").addEventListener("click", () => step(1));
+
+// "Sign in with username": the sign-in page sends the reader back here, to the same study.
+function updateSignInLink() {
+  $("signin-link").href = "/viewer/signin?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+}
+updateSignInLink();
+if (state.key) signIn(state.key); else resumeSession();

@@ -7,7 +7,7 @@
 
   function nextPage() {
     const next = new URLSearchParams(window.location.search).get("next") || "";
-    return /^\/viewer\/[A-Za-z0-9/_?=&.-]*$/.test(next) ? next : "/viewer/worklist";
+    return /^\/viewer\/[A-Za-z0-9/_?=&.+%-]*$/.test(next) ? next : "/viewer/worklist";
   }
 
   function showError(message, action) {

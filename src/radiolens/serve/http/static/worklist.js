@@ -1,5 +1,7 @@
 // radiolens worklist: GET /v1/predictions a page at a time, with filters and keyboard navigation. Signed in with the
-// session cookie (the sign-in page); state-changing requests echo the CSRF cookie in X-CSRF-Token.
+// session cookie (the sign-in page); state-changing requests echo the CSRF cookie in X-CSRF-Token. The filters live
+// in the page's address (so the viewer's "back to the worklist" and a reload keep them), and what is listed is kept
+// in sessionStorage ("radiolens.worklist") for the viewer's next / previous keys.
 "use strict";
 
 (function () {
@@ -12,7 +14,26 @@
   }
 
   function toSignIn() {
-    window.location.assign("/viewer/signin?next=" + encodeURIComponent("/viewer/worklist"));
+    window.location.assign("/viewer/signin?next=" + encodeURIComponent("/viewer/worklist" + window.location.search));
+  }
+
+  // The form's values as the page address's query (dates as typed), and back.
+  const FIELDS = { flagged: "f-flagged", decision: "f-decision", since: "f-since", until: "f-until" };
+  function filtersToAddress() {
+    const q = new URLSearchParams();
+    for (const [name, id] of Object.entries(FIELDS)) if ($(id).value.trim()) q.set(name, $(id).value.trim());
+    if ($("f-awaiting").checked) q.set("awaiting", "true");
+    return q.toString();
+  }
+  function filtersFromAddress() {
+    const q = new URLSearchParams(window.location.search);
+    for (const [name, id] of Object.entries(FIELDS)) if (q.get(name)) $(id).value = q.get(name);
+    $("f-awaiting").checked = q.get("awaiting") === "true";
+    return q.get("selected");
+  }
+  function remember() {
+    sessionStorage.setItem("radiolens.worklist", JSON.stringify({
+      filters: filtersToAddress(), query: state.query, ids: state.items.map((it) => it.id), cursor: state.cursor }));
   }
 
   function showError(body, status) {
@@ -98,7 +119,7 @@
     if (item) window.location.assign("/viewer/?prediction=" + encodeURIComponent(item.id));
   }
 
-  async function load(append) {
+  async function load(append, selectId) {
     $("list-error").hidden = true;
     const q = append ? new URLSearchParams(state.query) : query();
     if (append) q.set("cursor", state.cursor); else state.query = q.toString();
@@ -109,7 +130,10 @@
     state.cursor = page.next_cursor;
     $("more").hidden = !state.cursor;
     $("count").textContent = state.items.length + (state.cursor ? "+" : "") + " predictions";
-    if (state.items.length) select(append ? state.selected + 1 : 0);
+    if (!append) history.replaceState(null, "", "/viewer/worklist" + (filtersToAddress() ? "?" + filtersToAddress() : ""));
+    remember();
+    const wanted = selectId ? state.items.findIndex((it) => it.id === selectId) : -1;
+    if (state.items.length) select(wanted >= 0 ? wanted : append ? state.selected + 1 : 0);
   }
 
   function typing(target) {
@@ -134,8 +158,9 @@
     toSignIn();
   });
 
+  const selected = filtersFromAddress();
   get("/v1/me").then((me) => {
     $("who").textContent = "user " + me.user_id + " (" + me.role + ")";
-    return load(false);
+    return load(false, selected);
   }).catch(() => {});
 })();
