@@ -1,5 +1,5 @@
-"""Every `radiolens ...` command written in README.md and docs/*.md is checked against the real CLI parser, so
-the documentation cannot drift from the commands.
+"""Every `radiolens ...` command written in README.md, docs/*.md and benchmarks/README.md is checked against the
+real CLI parser, so the documentation cannot drift from the commands.
 
 What is checked, and how far:
 
@@ -26,7 +26,7 @@ import typer
 from radiolens.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md"]
 SHELL_BLOCKS = {"", "bash", "sh", "shell", "console", "zsh"}
 FENCE = re.compile(r"^\s*```\s*([\w+-]*)")
 INLINE = re.compile(r"`(radiolens(?: [^`]*)?)`")

@@ -1,4 +1,4 @@
-"""The decoding/inference split `radiolens predict` picks when not told (measured in docs/inference.md)."""
+"""The decoding/inference split `radiolens predict` picks when not told (measured in benchmarks/README.md)."""
 
 from __future__ import annotations
 
