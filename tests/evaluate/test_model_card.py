@@ -47,16 +47,29 @@ def test_card_json_and_html(tmp_path, data_dir):
     train = m[m["split"] == "train"]
     pop = data["scope"]["population"]
     assert pop["images"] == len(train) and pop["patients"] == train["patient_id"].nunique()
-    assert pop["age_bands"]["under 18"] == int((train["age"] < 18).sum()) == 0
+    assert pop["age_bands"]["paediatric (<18)"] == int((train["age"] < 18).sum()) == 0
     assert sum(pop["age_bands"].values()) == pop["age_known"] == int(train["age"].notna().sum())
     assert pop["sex"] == {k: int(v) for k, v in train["sex"].value_counts().sort_index().items()}
     lo, hi = pop["age_5th_to_95th"]
     assert lo == round(train["age"].quantile(0.05)) and hi == round(train["age"].quantile(0.95))
-    assert "Patients aged under 18: none in the training data." in data["scope"]["out_of_scope"]
+    assert "Patients in the age band(s) paediatric (<18): none in the training data." in data["scope"]["out_of_scope"]
+    assert data["scope"]["stated_population"] is None and "states no intended population" in html
     assert any(s.startswith("Lateral views: trained on AP, PA only") for s in data["scope"]["out_of_scope"])
     assert "Input: 32 x 32 px" in html and "<h2>Out of scope</h2>" in html and "<h2>Limitations</h2>" in html
     with pytest.raises(InputError):
         build_card(bundle, eval_json=tmp_path / "missing.json")
+
+
+def test_stated_population_reaches_the_card(tmp_path):
+    info = BundleInfo(arch="small_cnn", task="binary", class_names=["pneumonia"], input_size=(48, 48),
+                      population={"description": "Children aged 1-5 years, AP films", "age_min_years": 1,
+                                  "age_max_years": 5, "views": ["AP"]})
+    bundle = ModelBundle(info=info, model=create_model("small_cnn", 1))
+    card = build_card(bundle)
+    assert "Patients outside the stated age range (1 to 5 years)." in card["scope"]["out_of_scope"]
+    assert "Views other than AP (the stated population)." in card["scope"]["out_of_scope"]
+    html = write_card(card, tmp_path / "card")[1].read_text()
+    assert "Children aged 1-5 years, AP films" in html and "Population not stated" in html  # no manifest given
 
 
 def test_training_record_renders_as_rounded_rows():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from radiolens.errors import InputError
 from radiolens.models.bundle import ModelBundle, file_sha256
+from radiolens.models.population import AGE_BANDS, Population, age_band
 
 ADVISORY = ("Advisory only: decision support for qualified readers. It does not make a diagnosis and must not be "
             "used without review of the image by a clinician.")
@@ -115,8 +116,6 @@ def quantization_summary(path: Path, model_sha256: str = "") -> dict:
     return {**{k: cmp.get(k) for k in QUANTIZATION_FIELDS}, "from": path.name}
 
 
-#: Age bands of the population summary (the subgroup audit's bands).
-AGE_BAND_EDGES = ((0, 18, "under 18"), (18, 65, "18-64"), (65, 200, "65 and over"))
 
 
 def training_population(manifest: Path | None, split: str | None = "train") -> dict | None:
@@ -141,7 +140,8 @@ def training_population(manifest: Path | None, split: str | None = "train") -> d
     if len(ages):
         out["age_known"] = int(len(ages))
         out["age_5th_to_95th"] = [int(round(ages.quantile(0.05))), int(round(ages.quantile(0.95)))]
-        out["age_bands"] = {name: int(((ages >= lo) & (ages < hi)).sum()) for lo, hi, name in AGE_BAND_EDGES}
+        bands = ages.map(age_band)  # the bands of the subgroup audit and of every prediction's scope
+        out["age_bands"] = {name: int((bands == name).sum()) for name in AGE_BANDS}
     for column in ("sex", "view"):
         if column in frame.columns:
             values = frame[column].str.strip().replace("", "unknown")
@@ -150,17 +150,27 @@ def training_population(manifest: Path | None, split: str | None = "train") -> d
 
 
 def out_of_scope(info, population: dict | None) -> list[str]:
-    """What the model must not be used for, from what it was (not) trained on."""
+    """What the model must not be used for: from the population the bundle states (its training data's
+    documentation) and from what the training manifest holds."""
+    stated = Population.from_dict(info.population or {})
     items = ["Diagnosis without a qualified reader: outputs are advisory.",
              "Other modalities and body parts (CT, MR, ultrasound, extremity or abdominal radiographs); the input "
              "gate refuses most of them, but it is a safety net, not a licence.",
              f"Findings other than the model's outputs ({', '.join(info.class_names)})."]
+    if stated is not None:
+        lo, hi = stated.age_min_years, stated.age_max_years
+        if hi is not None:
+            items.append(f"Patients outside the stated age range ({lo or 0:g} to {hi:g} years).")
+        elif lo is not None:
+            items.append(f"Patients younger than {lo:g} years (the stated population).")
+        if stated.views:
+            items.append(f"Views other than {', '.join(stated.views)} (the stated population).")
     pop = population or {}
     bands = {k: v for k, v in (pop.get("age_bands") or {}).items()}
     if bands:
         missing = [name for name, n in bands.items() if n == 0]
         if missing:
-            items.append(f"Patients aged {' or '.join(missing)}: none in the training data.")
+            items.append(f"Patients in the age band(s) {', '.join(missing)}: none in the training data.")
     elif population is not None:
         items.append("Any particular age group: the training data records no ages, so the population the model "
                      "suits is not known from the data.")
@@ -224,6 +234,7 @@ def build_card(bundle: ModelBundle, *, eval_json: Path | None = None, subgroups_
                           "manifest_sha256": file_sha256(manifest) if manifest else None,
                           "manifest_name": manifest.name if manifest else None},
         "scope": {"input_size": list(info.input_size), "population": population,
+                  "stated_population": info.population or None,
                   "out_of_scope": out_of_scope(info, population)},
         "evaluation": evaluation,
         "calibration": _calibration_summary(ev_raw),
