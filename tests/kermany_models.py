@@ -72,3 +72,20 @@ def driver_images(root: Path, data_dir: Path, pydicom_data_files: list[Path], re
         else:
             shutil.copy(source, root / name)
     return root
+
+
+#: Per-pixel bound between heatmaps (maps in [0, 1]) computed two ways, e.g. from ONNX Runtime's feature maps
+#: and by pytorch-grad-cam on PyTorch: they differ only by float rounding (measured at most 4.1e-6 on the
+#: images of :func:`kermany_and_siim_images`); the bound leaves room for other CPUs' kernels, as the min-max
+#: normalisation can magnify rounding where a map's range is small.
+HEATMAP_TOLERANCE = 1e-4
+
+
+def kermany_and_siim_images(data_dir: Path) -> list:
+    """Six real Kermany validation JPEGs (three of each class) and the real SIIM chest DICOM, read."""
+    from radiolens.io import read_image
+
+    paths = [p for p, _ in kermany_rows(data_dir, "val", 3)]
+    paths += sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))[:1]
+    assert len(paths) == 7
+    return [read_image(p) for p in paths]

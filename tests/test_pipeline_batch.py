@@ -4,15 +4,14 @@ come from the forward pass's feature maps where that equals Grad-CAM, and one ba
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from tests.kermany_models import HEATMAP_TOLERANCE, kermany_and_siim_images
 
 from radiolens.explain.cam import compute_cam
-from radiolens.io import read_image
 from radiolens.models.backends import TorchBackend
 from radiolens.models.bundle import BundleInfo, ModelBundle
 from radiolens.models.registry import create_model
@@ -20,24 +19,9 @@ from radiolens.pipeline import InferenceFailedError, PredictionRecord, Predictor
 
 pytestmark = pytest.mark.realdata
 
-#: Per-pixel bound between heatmaps (maps in [0, 1]) computed two ways; the same bound as
-#: tests/models/test_feature_cam.py (float rounding, magnified where a map's range is small).
-HEATMAP_TOLERANCE = 1e-4
-
-
 @pytest.fixture(scope="module")
 def real_images(data_dir: Path) -> list:
-    """Six real Kermany validation JPEGs (both classes) and the real SIIM chest DICOM."""
-    root = data_dir / "kermany_pediatric_pneumonia"
-    per: dict[str, list[Path]] = {}
-    with open(root / "manifest.csv") as fh:
-        for r in csv.DictReader(fh):
-            if r["split"] == "val" and len(per.setdefault(r["label_int"], [])) < 3:
-                per[r["label_int"]].append(root / r["path"])
-    siim = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
-    paths = [p for ps in per.values() for p in ps] + siim[:1]
-    assert len(paths) == 7
-    return [read_image(p) for p in paths]
+    return kermany_and_siim_images(data_dir)
 
 
 def _predictor(arch: str, size: int, task: str = "binary", classes=("pneumonia",), **kw) -> Predictor:

@@ -8,16 +8,15 @@ EigenCAM. Both within :data:`HEATMAP_TOLERANCE` per pixel (maps in [0, 1]), the 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
+from tests.kermany_models import HEATMAP_TOLERANCE, kermany_and_siim_images
 
 from radiolens.explain.cam import compute_cam
-from radiolens.io import read_image
 from radiolens.models.backends import OnnxBackend
 from radiolens.models.bundle import BundleInfo, ModelBundle
 from radiolens.models.export import export_onnx
@@ -26,26 +25,9 @@ from radiolens.models.registry import create_model
 
 pytestmark = pytest.mark.realdata
 
-#: Per-pixel bound between a heatmap from ONNX Runtime's feature maps and pytorch-grad-cam's on PyTorch (maps
-#: in [0, 1]). The two differ only by the float rounding of two runtimes: measured at most 4.1e-6 over the
-#: cases below; the bound leaves room for other CPUs' kernels, as the min-max normalisation can magnify
-#: rounding where a map's range is small.
-HEATMAP_TOLERANCE = 1e-4
-
-
 @pytest.fixture(scope="module")
 def real_images(data_dir: Path) -> list:
-    """Six real Kermany validation JPEGs (both classes) and the real SIIM chest DICOM."""
-    root = data_dir / "kermany_pediatric_pneumonia"
-    per: dict[str, list[Path]] = {}
-    with open(root / "manifest.csv") as fh:
-        for r in csv.DictReader(fh):
-            if r["split"] == "val" and len(per.setdefault(r["label_int"], [])) < 3:
-                per[r["label_int"]].append(root / r["path"])
-    siim = sorted((data_dir / "siim_acr_pneumothorax" / "dicom").glob("*.dcm"))
-    paths = [p for ps in per.values() for p in ps] + siim[:1]
-    assert len(paths) == 7
-    return [read_image(p) for p in paths]
+    return kermany_and_siim_images(data_dir)
 
 
 def _export(arch: str, task: str, classes: list[str], size: int, images: list, tmp_path: Path):

@@ -36,24 +36,33 @@ def any_db(request, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
-def test_upgrade_0004_to_0005_keeps_keys_and_checks_older_predictions(any_db):
-    """A database used before 0005: its keys keep working (no expiry), and a prediction whose chained row has
-    no result hash yet is still checked, field by field, against what that row recorded."""
+def _migrator(db_url: str):
+    """(engine, to(revision, down=False)): moves the database at ``db_url`` to a given Alembic revision."""
     from alembic import command
-    from sqlalchemy import inspect, text
-    from sqlalchemy.orm import Session, sessionmaker
 
-    from radiolens.serve.store import audit
-    from radiolens.serve.store.auth import authenticate
     from radiolens.serve.store.db import alembic_config
 
-    engine = make_engine(any_db)
-    cfg = alembic_config(any_db)
+    engine = make_engine(db_url)
+    cfg = alembic_config(db_url)
 
     def to(rev: str, down: bool = False) -> None:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
             (command.downgrade if down else command.upgrade)(cfg, rev)
+
+    return engine, to
+
+
+def test_upgrade_0004_to_0005_keeps_keys_and_checks_older_predictions(any_db):
+    """A database used before 0005: its keys keep working (no expiry), and a prediction whose chained row has
+    no result hash yet is still checked, field by field, against what that row recorded."""
+    from sqlalchemy import inspect, text
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from radiolens.serve.store import audit
+    from radiolens.serve.store.auth import authenticate
+
+    engine, to = _migrator(any_db)
 
     to("0004")
     import hashlib
@@ -93,22 +102,14 @@ def test_upgrade_0004_to_0005_keeps_keys_and_checks_older_predictions(any_db):
 def test_upgrade_0005_to_0006_fills_worklist_columns_and_keeps_one_current_feedback(any_db):
     """A database used before 0006: the worklist columns are filled from each stored result, and a reader's
     repeated feedback (allowed before) is kept, all but the newest marked superseded, with the chain intact."""
-    from alembic import command
     from sqlalchemy import inspect, text
     from sqlalchemy.orm import Session, sessionmaker
 
     from radiolens.serve.store import audit
-    from radiolens.serve.store.db import alembic_config
     from radiolens.serve.store.tables import Feedback, Prediction
     from radiolens.serve.store.worklist import WorklistFilter, worklist_page
 
-    engine = make_engine(any_db)
-    cfg = alembic_config(any_db)
-
-    def to(rev: str, down: bool = False) -> None:
-        with engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            (command.downgrade if down else command.upgrade)(cfg, rev)
+    engine, to = _migrator(any_db)
 
     to("0005")
     results = {

@@ -13,8 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy.orm import Session
-from tests.serve.test_browser import RECORD_CSP_VIOLATIONS, _grey
-from tests.serve.test_worklist_browser import chromium  # noqa: F401  (the module's Chromium fixture)
+from tests.serve.test_browser import (
+    RECORD_CSP_VIOLATIONS,
+    _grey,
+    browser,  # noqa: F401  (the Chromium fixture)
+)
 
 from radiolens.serve.store.accounts import create_account
 
@@ -39,7 +42,7 @@ def _shot(page, tmp_path: Path, name: str) -> None:
         shutil.copy(tmp_path / name, Path(out_dir) / name)
 
 
-def test_read_from_the_worklist_with_a_session_and_give_feedback(chromium, live, kermany_samples,  # noqa: F811
+def test_read_from_the_worklist_with_a_session_and_give_feedback(browser, live, kermany_samples,  # noqa: F811
                                                                  pydicom_data_files, tmp_path):
     srv, keys = live(mc_dropout_passes=0)
     with Session(srv.server.config.app.state.service.engine) as s, s.begin():
@@ -58,7 +61,7 @@ def test_read_from_the_worklist_with_a_session_and_give_feedback(chromium, live,
     assert [m["status"] for m in made] == ["ok", "ok", "out_of_distribution"]
     chest_new, chest_old, not_assessed = made[1], made[0], made[2]  # the worklist lists newest first
 
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.add_init_script(RECORD_CSP_VIOLATIONS)
     api_calls: list[tuple[str, str | None]] = []
     page.on("request", lambda r: api_calls.append((r.method + " " + r.url, r.headers.get("authorization")))

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy.orm import Session
-from tests.serve.test_browser import CHROMIUM, CHROMIUM_ARGS, RECORD_CSP_VIOLATIONS
+from tests.serve.test_browser import RECORD_CSP_VIOLATIONS, browser  # noqa: F401  (the Chromium fixture)
 
 from radiolens.serve.store.accounts import create_account
 
@@ -18,24 +18,11 @@ pytestmark = pytest.mark.browser
 PASSWORD = "a long reading-room passphrase"
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: install Debian's chromium package "
-                    "(scripts/install-system-deps.sh). Browser tests fail rather than skip.")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield b
-        b.close()
-
-
 def _selected(page) -> str:
     return page.locator("#worklist tbody tr[aria-selected='true']").get_attribute("data-id")
 
 
-def test_sign_in_and_move_through_the_worklist_with_the_keyboard(chromium, live, kermany_samples, tmp_path):
+def test_sign_in_and_move_through_the_worklist_with_the_keyboard(browser, live, kermany_samples, tmp_path):  # noqa: F811
     srv, keys = live(mc_dropout_passes=0)
     with Session(srv.server.config.app.state.service.engine) as s, s.begin():
         create_account(s, "dr.reader", PASSWORD, "clinician")
@@ -51,7 +38,7 @@ def test_sign_in_and_move_through_the_worklist_with_the_keyboard(chromium, live,
     assert httpx.post(f"{srv.url}/v1/predictions/{made[0]}/feedback", headers=keys.h("clinician"),
                       json={"agree": True}).status_code == 201
 
-    page = chromium.new_page(viewport={"width": 1200, "height": 800})
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
     page.add_init_script(RECORD_CSP_VIOLATIONS)
     page.goto(f"{srv.url}/viewer/worklist")
     page.wait_for_url("**/viewer/signin?next=*")  # not signed in: sent to the sign-in page

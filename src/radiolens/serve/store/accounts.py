@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from radiolens.errors import InputError
-from radiolens.serve.store.auth import MAX_EXPIRY, Principal, Role, is_expired, parse_role
+from radiolens.serve.store.auth import MAX_EXPIRY, Principal, Role, inactive_reason, parse_role
 from radiolens.serve.store.tables import ApiKey
 
 #: Usernames: what a hospital directory uses (letters, digits, ``.``, ``_``, ``-``, ``@``), lower-cased.
@@ -105,10 +105,8 @@ def verify_password(session: Session, username: str, password: str) -> Principal
         return SigninFailure("unknown_user")
     if not ok:
         return SigninFailure("wrong_password", row.id)
-    if row.revoked_at is not None:
-        return SigninFailure("revoked", row.id)
-    if is_expired(row):
-        return SigninFailure("expired", row.id)
+    if (reason := inactive_reason(row)) is not None:
+        return SigninFailure(reason, row.id)
     if hasher().check_needs_rehash(row.password_hash):
         row.password_hash = hasher().hash(password)
     return Principal(user_id=row.id, role=Role(row.role))

@@ -139,11 +139,17 @@ def check_key(session: Session, presented: str | None) -> Principal | AuthFailur
         return AuthFailure("unknown_key")
     if not ok:
         return AuthFailure("wrong_secret", row.id)
-    if row.revoked_at is not None:
-        return AuthFailure("revoked", row.id)
-    if is_expired(row):
-        return AuthFailure("expired", row.id)
+    if (reason := inactive_reason(row)) is not None:
+        return AuthFailure(reason, row.id)
     return Principal(user_id=row.id, role=Role(row.role))
+
+
+def inactive_reason(row) -> str | None:
+    """"revoked" or "expired" when a key or sign-in account can no longer be used, else None (one rule for
+    API keys and password accounts, which share the table)."""
+    if row.revoked_at is not None:
+        return "revoked"
+    return "expired" if is_expired(row) else None
 
 
 def authenticate(session: Session, presented: str) -> Principal | None:
