@@ -188,6 +188,9 @@ def main() -> None:
     ap.add_argument("--batch-max-size", type=int, default=8, help="passed to radiolens serve (1 = micro-batching "
                     "off)")
     ap.add_argument("--batch-max-wait-ms", type=float, default=5.0, help="passed to radiolens serve")
+    ap.add_argument("--pixel-text", choices=("refuse", "mask", "off"), default="refuse",
+                    help="passed to radiolens serve: OCR of DICOM pixels for burned-in text (the service's default "
+                         "refuse runs it on every DICOM upload)")
     ap.add_argument("--compare-batching", action="store_true", help="before/after in one run: heatmaps on, the "
                     "service started with micro-batching off, then on (--batch-max-size), and the ratio")
     args = ap.parse_args()
@@ -270,7 +273,8 @@ def serve_and_measure(args, model: Path, state: Path, uploads, batch_max_size: i
                              "--inference-workers", str(args.inference_workers), "--mc-passes",
                              str(args.mc_passes), "--timeout", str(args.timeout), "--max-pending-uploads",
                              str(args.max_pending_uploads or args.clients), "--batch-max-size",
-                             str(batch_max_size), "--batch-max-wait-ms", str(args.batch_max_wait_ms)], env=env)
+                             str(batch_max_size), "--batch-max-wait-ms", str(args.batch_max_wait_ms),
+                             "--pixel-text", args.pixel_text], env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

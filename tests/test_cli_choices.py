@@ -36,6 +36,7 @@ def test_cli_value_sets_equal_the_library_ones():
     from radiolens.data.builders import MANIFEST_KINDS
     from radiolens.data.manifest import Task
     from radiolens.explain.cam import METHODS
+    from radiolens.io.deid_ocr import PixelTextPolicy
     from radiolens.models.backends import BackendKind
     from radiolens.models.export import Exporter
     from radiolens.models.quantize import CalibrationMethod
@@ -58,6 +59,7 @@ def test_cli_value_sets_equal_the_library_ones():
     assert common.BACKENDS == args(BackendKind)
     assert common.SERVE_BACKENDS == args(ServeBackend)
     assert common.ENGINES == args(Engine)
+    assert common.PIXEL_TEXT_POLICIES == args(PixelTextPolicy)
     assert common.ROLES == args(KeyIn.model_fields["role"].annotation) == tuple(r.value for r in Role)
     assert set(common.LOG_LEVELS) == set(uvicorn.config.LOG_LEVELS)
     assert set(USER_METHODS) == set(METHODS) - {"random"}
@@ -99,6 +101,8 @@ BAD_OPTIONS = [
     (["predict", "missing", "--model", "missing.pt", "--out", "o.csv", "--engine", "spark"], "--engine"),
     (["serve", "--model", "missing.pt", "--backend", "tensorrt"], "--backend"),
     (["serve", "--model", "missing.pt", "--log-level", "verbose"], "--log-level"),
+    (["serve", "--model", "missing.pt", "--pixel-text", "blur"], "--pixel-text"),
+    (["deid", "missing", "out", "--pixel-text", "blur"], "--pixel-text"),
     (["users", "create", "--role", "superuser"], "--role"),
     (["audit", "export", "--format", "xml"], "--format"),
 ]

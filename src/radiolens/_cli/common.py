@@ -56,6 +56,7 @@ ENGINES = ("local", "ray")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 ROLES = ("clinician", "auditor", "admin")
 AUDIT_FORMATS = ("jsonl", "csv")
+PIXEL_TEXT_POLICIES = ("refuse", "mask", "off")
 
 
 def operating_point_option(value: str | None) -> str | None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Literal
 
 import typer
 
-from radiolens._cli.common import friendly_errors
-from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
+from radiolens._cli.common import PIXEL_TEXT_POLICIES, friendly_errors
+from radiolens.errors import BurnedInAnnotationError, InputError, RadiolensError
 
 EXIT_SOME_FILES_FAILED = 1
 
@@ -55,7 +56,7 @@ def deid_cmd(
     shift_dates: bool = typer.Option(False, "--shift-dates", help="Keep dates, shifted by a per-patient offset."),
     allow_burned_in: bool = typer.Option(False, "--allow-burned-in",
                                          help="Also process files that may have burned-in text (check pixels!)."),
-    pixel_text: str = typer.Option("off", "--pixel-text",
+    pixel_text: Literal[PIXEL_TEXT_POLICIES] = typer.Option("off", "--pixel-text",
                                    help="Burned-in text in the pixels, read by Tesseract OCR: off (the header rule "
                                         "alone), refuse (also refuse files where OCR finds text) or mask (black "
                                         "boxes over it, written as a new instance with BurnedInAnnotation NO)."),
@@ -70,10 +71,6 @@ def deid_cmd(
     typed = getattr(ctx.get_parameter_source("secret"), "name", "") == "COMMANDLINE"
     secret = load_secret(secret, on_command_line=typed, public="warn",
                          warn=lambda msg: typer.echo(f"warning: {msg}", err=True))
-    from radiolens.io.deid_ocr import POLICIES
-
-    if pixel_text not in POLICIES:
-        raise ConfigError(f"--pixel-text must be one of {', '.join(POLICIES)}")
     deid = Deidentifier(secret, shift_dates=shift_dates, allow_burned_in=allow_burned_in, pixel_text=pixel_text)
 
     def on_error(path: Path, exc: RadiolensError) -> None:

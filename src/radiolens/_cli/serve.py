@@ -11,7 +11,7 @@ from typing import Literal
 
 import typer
 
-from radiolens._cli.common import AUDIT_FORMATS, LOG_LEVELS, ROLES, SERVE_BACKENDS, friendly_errors
+from radiolens._cli.common import AUDIT_FORMATS, LOG_LEVELS, PIXEL_TEXT_POLICIES, ROLES, SERVE_BACKENDS, friendly_errors
 
 _DB_HELP = "SQLAlchemy URL (default: SQLite file radiolens.db in --state-dir); env RADIOLENS_DB_URL"
 _STATE_HELP = "folder for the SQLite DB and stored artefacts (heatmaps, de-identified display images)"
@@ -111,9 +111,13 @@ def serve_cmd(
     dicomweb_stow: bool = typer.Option(
         False, "--dicomweb-stow", help="accept DICOMweb STOW-RS at /dicomweb/studies (clinician keys): instances "
         "are queued in STATE_DIR/dicom-spool and scored by a DICOM gateway on the same state folder"),
+    pixel_text: Literal[PIXEL_TEXT_POLICIES] = typer.Option(
+        "refuse", "--pixel-text", help="text burned into uploaded DICOM pixels, read by Tesseract OCR: refuse "
+        "(422), mask (black boxes, a new instance) or off (the header's BurnedInAnnotation rule alone)"),
     log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
 ) -> None:
     """Run the inference API and web viewer (advisory only: never a diagnosis)."""
+    from radiolens.io.deid_ocr import PixelTextConfig
     from radiolens.serve.http.launch import run_server
 
     settings = _settings(model_path=model, db_url=db_url or os.environ.get("RADIOLENS_DB_URL", ""),
@@ -124,7 +128,8 @@ def serve_cmd(
                          heatmaps=not no_heatmaps, mc_dropout_passes=mc_passes, auto_migrate=False,
                          monitor=_monitor_settings(monitor_config, alert_webhook), **_backend(backend, onnx, model),
                          onnx_threads=onnx_threads, accept_new_deid_secret=accept_new_deid_secret,
-                         insecure_demo_secret=insecure_demo_secret, dicomweb_stow=dicomweb_stow)
+                         insecure_demo_secret=insecure_demo_secret, dicomweb_stow=dicomweb_stow,
+                         pixel_text=PixelTextConfig(policy=pixel_text))
     run_server(settings, host=host, port=port, workers=workers, log_level=log_level, ssl_keyfile=ssl_keyfile,
                ssl_certfile=ssl_certfile, echo=lambda line: typer.echo(line, err=True))
 
