@@ -20,6 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from tests.kermany_models import NON_CHEST, driver_images, registered_small_cnn
+from tests.serve.conftest import OCR_OFF
 
 from radiolens.models.backends import load_backend
 from radiolens.predict import PredictConfig, Scorer, discover
@@ -48,6 +49,7 @@ def _service_answers(model_pt: Path, onnx: Path | None, root: Path, tmp: Path) -
 
     backend = {"backend": "onnx", "onnx_path": onnx} if onnx else {}
     settings = ServeSettings(model_path=model_pt, state_dir=tmp / "state", deid_secret=SECRET, inference_workers=1,
+                             **OCR_OFF,
                              mc_dropout_passes=0, heatmaps=False, **backend)
     app = create_app(settings)
     with Session(app.state.service.engine) as s, s.begin():

@@ -68,6 +68,7 @@ def test_every_route_audits_reads_refusals_and_wrong_roles(client, kermany_sampl
         ("GET", "/v1/predictions/{prediction_id}"): lambda: {},
         ("GET", "/v1/predictions/{prediction_id}/heatmap.png"): lambda: {},
         ("GET", "/v1/predictions/{prediction_id}/image.png"): lambda: {},
+        ("GET", "/v1/predictions/{prediction_id}/pixels.png"): lambda: {},
         ("GET", "/v1/predictions"): lambda: {"params": {"flagged": "false"}},
         ("POST", "/v1/predictions/{prediction_id}/feedback"): lambda: {"json": {"agree": False}},
         ("PUT", "/v1/predictions/{prediction_id}/feedback"): lambda: {"json": {"agree": True}},

@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy.orm import Session
+from tests.serve.conftest import OCR_OFF
 from tests.serve.test_browser import (
     RECORD_CSP_VIOLATIONS,
     _grey,
     browser,  # noqa: F401  (the Chromium fixture)
 )
 
-from radiolens.io.deid_ocr import PixelTextConfig
 from radiolens.serve.store.accounts import create_account
 
 pytestmark = pytest.mark.browser
@@ -45,9 +45,7 @@ def _shot(page, tmp_path: Path, name: str) -> None:
 
 def test_read_from_the_worklist_with_a_session_and_give_feedback(browser, live, kermany_samples,  # noqa: F811
                                                                  pydicom_data_files, tmp_path):
-    # OCR of the pixels off (the header rule still applies): this test is about reading, and the CT slice it
-    # uses carries real annotation text that the default policy refuses before the gate could
-    srv, keys = live(mc_dropout_passes=0, pixel_text=PixelTextConfig(policy="off"))
+    srv, keys = live(mc_dropout_passes=0, **OCR_OFF)
     with Session(srv.server.config.app.state.service.engine) as s, s.begin():
         account = create_account(s, "dr.reader", PASSWORD, "clinician")
         s.flush()

@@ -77,8 +77,13 @@ def test_sign_in_and_move_through_the_worklist_with_the_keyboard(browser, live, 
 
     # a filter, applied from the form, then back to the keyboard
     page.check("#f-awaiting")
-    page.click("#f-apply")
-    page.wait_for_selector("#worklist tbody tr.selected")
+    # wait for the filtered page itself: the old rows (and their selection) are on screen until it arrives
+    with page.expect_response(lambda r: "/v1/predictions?" in r.url and "awaiting_feedback" in r.url):
+        page.click("#f-apply")
+    # ... and for its rows: the new table starts with its first row selected (the old one had the second)
+    page.wait_for_function("document.querySelectorAll('#worklist tbody tr').length === 4 && "
+                           "document.querySelector('#worklist tbody tr.selected') === "
+                           "document.querySelector('#worklist tbody tr')")
     assert page.locator("#worklist tbody tr").count() == 4  # the key's feedback is not this reader's
     assert page.evaluate("window.__cspViolations") == []
 

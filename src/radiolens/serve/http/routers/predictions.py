@@ -57,7 +57,8 @@ def list_predictions(
     flagged: bool | None = Query(None, description="only predictions flagged for review (true) or not (false)"),
     awaiting_feedback: bool | None = Query(None, description="true: assessed predictions you have not given "
                                            "feedback on yet; false: those you have"),
-    decision: str | None = Query(None, min_length=1, max_length=128, description="the decision label, exactly "
+    decision: str | None = Query(None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$",
+                                 description="the decision label, exactly "
                                  "(e.g. normal, pneumonia, not assessed)"),
     since: IsoDateTime | None = Query(None, description="created at or after (ISO 8601; naive = UTC)"),
     until: IsoDateTime | None = Query(None, description="created before (ISO 8601; naive = UTC)"),
