@@ -21,7 +21,15 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLSLossless
-from tests.serve.conftest import SECRET, bundle_path, free_port, kermany_dir, siim_dicom, siim_original  # noqa: F401
+from tests.serve.conftest import (  # noqa: F401
+    SECRET,
+    bundle_path,
+    free_port,
+    kermany_dir,
+    siim_dicom,
+    siim_original,
+    wait_until_ready,
+)
 from tests.serve.test_torch_free import exported  # noqa: F401
 
 import radiolens
@@ -39,6 +47,18 @@ def _podman(*args: str, timeout: float = 300, check: bool = True) -> subprocess.
     done = subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout)
     assert not check or done.returncode == 0, f"podman {' '.join(args)}: {done.stderr[-3000:]}"
     return done
+
+
+class _Container:
+    """A running container seen as a process (``poll()`` is None while it runs), for the service tests'
+    readiness wait."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def poll(self) -> int | None:
+        running = _podman("inspect", "--format", "{{.State.Running}}", self.name, check=False).stdout.strip()
+        return None if running == "true" else 1
 
 
 def _recoded(path: Path, syntax: pydicom.uid.UID, folder: Path) -> Path:
@@ -96,16 +116,8 @@ def test_image_is_non_root_and_serves_a_real_dicom(image, exported, siim_dicom, 
             "-p", f"127.0.0.1:{port}:8000", image)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = started + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            running = _podman("inspect", "--format", "{{.State.Running}}", name).stdout.strip()
-            assert running == "true" and time.monotonic() < deadline, _podman("logs", name, check=False).stderr
-            time.sleep(0.3)
+        wait_until_ready(url, _Container(name), started + 300 - time.monotonic(),
+                         why=lambda: _podman("logs", name, check=False).stderr)
         load = os.getloadavg()
         print(f"[image] cold start (run -> /readyz 200): {time.monotonic() - started:.1f} s on {os.cpu_count()} "
               f"cores, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")

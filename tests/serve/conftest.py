@@ -231,7 +231,8 @@ def free_port() -> int:
 
 
 def wait_until_ready(url: str, proc, timeout_s: float, why=lambda: "server did not become ready") -> None:
-    """Poll ``url``/readyz until it answers 200; fail (with ``why()``) if ``proc`` exits or time runs out."""
+    """Poll ``url``/readyz until it answers 200; fail (with ``why()``) if ``proc`` exits (anything with
+    ``poll()``: a Popen, or the container in tests/deploy) or time runs out."""
     import httpx
 
     deadline = time.monotonic() + timeout_s
