@@ -2,8 +2,10 @@
 
 Why OCR and why Tesseract: a header's BurnedInAnnotation is often absent or wrong (CR readers and secondary
 captures stamp names, dates and IDs into the pixels without saying so), so the pixels themselves have to be
-read. Tesseract (Debian's ``tesseract-ocr``, through the maintained ``pytesseract`` binding) is the
-established open-source engine, runs on CPU, and needs no model download beyond the Debian package.
+read. Tesseract is the established open-source engine and runs on CPU. It is called in-process through the
+maintained ``tesserocr`` binding (its wheels carry libtesseract, so no Tesseract program, and none of the ICU,
+Cairo and Pango libraries Debian's program links, is needed; one engine per thread is kept loaded, so a check
+costs no process start); its only data is the language model, e.g. Debian's ``tesseract-ocr-eng`` (4 MB).
 
 Radiographs are not documents: text sits on a busy background (anatomy, collimation edges) in any polarity and
 contrast, and Tesseract's own page segmentation reads ribs as letters. So candidates are found first by image
@@ -23,8 +25,13 @@ BurnedInAnnotation ``NO`` and the method recorded). Nothing detected is ever log
 
 from __future__ import annotations
 
-import shutil
+import os
+import queue
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -74,21 +81,69 @@ class TextBox:
     y1: int
 
 
+#: Where Tesseract language data is looked for after ``TESSDATA_PREFIX`` (Debian/Ubuntu, Fedora, Homebrew, the
+#: upstream default prefix).
+TESSDATA_DIRS: tuple[str, ...] = (
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+    "/opt/homebrew/share/tessdata",
+)
+
+
+def _tesserocr():
+    try:
+        import tesserocr
+    except ImportError as exc:
+        raise ConfigError("pixel text checks need tesserocr (pip install 'radiolens[ocr]')") from exc
+    return tesserocr
+
+
+@lru_cache(maxsize=8)
+def tessdata_dir(language: str = "eng") -> str:
+    """The folder holding ``<language>.traineddata`` for every language of ``language`` (``eng+deu``):
+    ``TESSDATA_PREFIX`` (the folder itself or its ``tessdata`` child), then :data:`TESSDATA_DIRS`."""
+    wanted = language.split("+")
+    candidates = []
+    prefix = os.environ.get("TESSDATA_PREFIX")
+    if prefix:
+        candidates += [prefix, os.path.join(prefix, "tessdata")]
+    candidates += list(TESSDATA_DIRS)
+    for folder in candidates:
+        if all(Path(folder, f"{lang}.traineddata").is_file() for lang in wanted):
+            return folder
+    raise ConfigError(f"no Tesseract language data for {language!r} (Debian: apt-get install tesseract-ocr-"
+                      f"{wanted[0]}; or set TESSDATA_PREFIX to the folder holding {wanted[0]}.traineddata)")
+
+
 def require_tesseract(language: str = "eng") -> None:
     """Fail with a ``ConfigError`` saying what to install when OCR is asked for but cannot run."""
+    with _engine(language):
+        pass
+
+
+# Idle engines by language. An engine is not thread-safe and takes ~0.1 s to load, so each check borrows one
+# and gives it back: the service keeps as many as it ever ran checks at once.
+_ENGINES: dict[str, queue.SimpleQueue] = {}
+
+
+@contextmanager
+def _engine(language: str) -> Iterator:
+    tesserocr = _tesserocr()
+    idle = _ENGINES.setdefault(language, queue.SimpleQueue())
     try:
-        import pytesseract
-    except ImportError as exc:
-        raise ConfigError("pixel text checks need pytesseract (pip install 'radiolens[ocr]')") from exc
-    if shutil.which(pytesseract.pytesseract.tesseract_cmd) is None:
-        raise ConfigError("pixel text checks need the tesseract program (Debian: apt-get install tesseract-ocr)")
+        api = idle.get_nowait()
+    except queue.Empty:
+        try:
+            api = tesserocr.PyTessBaseAPI(path=tessdata_dir(language), lang=language, psm=tesserocr.PSM.SINGLE_BLOCK)
+        except RuntimeError as exc:  # data present but unreadable / wrong version
+            raise ConfigError(f"Tesseract cannot load {language!r} ({type(exc).__name__})") from None
     try:
-        languages = set(pytesseract.get_languages(config=""))
-    except Exception as exc:  # tesseract present but broken
-        raise ConfigError(f"tesseract cannot run ({type(exc).__name__})") from None
-    missing = set(language.split("+")) - languages
-    if missing:
-        raise ConfigError(f"tesseract lacks language data {sorted(missing)} (Debian: tesseract-ocr-<lang>)")
+        yield api
+    finally:
+        api.Clear()
+        idle.put(api)
 
 
 def _luminance(frame: np.ndarray) -> np.ndarray:
@@ -194,7 +249,6 @@ def _read_lines(bw: np.ndarray, lines, cfg: PixelTextConfig) -> list[int]:
     """Indexes of the candidate ``lines`` in which Tesseract reads text. All candidates go to Tesseract at
     once: each cut out of the stroke map, scaled to a 40-pixel line height and stacked as dark text on white
     (one process start per map rather than one per candidate; single lines at one size read best)."""
-    import pytesseract
     from PIL import Image
 
     target, gap = 40, 24
@@ -214,10 +268,10 @@ def _read_lines(bw: np.ndarray, lines, cfg: PixelTextConfig) -> list[int]:
     sheet = Image.new("L", (width + 2 * gap, y), 255)
     for img, top in crops:
         sheet.paste(img, (gap, top))
-    data = pytesseract.image_to_data(sheet, lang=cfg.language, config="--psm 6", output_type=pytesseract.Output.DICT)
+    words = _words(sheet, cfg.language)
     found: set[int] = set()
-    for text, conf, top, h in zip(data["text"], data["conf"], data["top"], data["height"], strict=True):
-        n, conf = _alnum(str(text)), float(conf)
+    for text, conf, top, h in words:
+        n = _alnum(text)
         # two characters read with confidence, or three with some: the candidates already look like text lines
         if not ((n >= 2 and conf >= cfg.min_confidence) or (n >= 3 and conf >= cfg.line_confidence)):
             continue
@@ -226,6 +280,25 @@ def _read_lines(bw: np.ndarray, lines, cfg: PixelTextConfig) -> list[int]:
             if a - gap / 2 <= centre < b + gap / 2:
                 found.add(k)
     return sorted(found)
+
+
+def _words(sheet, language: str) -> list[tuple[str, float, int, int]]:
+    """Tesseract's words on ``sheet`` (one block of lines): text, confidence (0-100), top and height."""
+    tesserocr = _tesserocr()
+    out = []
+    with _engine(language) as api:
+        api.SetImage(sheet)
+        api.Recognize()
+        level, words = tesserocr.RIL.WORD, api.GetIterator()
+        for word in tesserocr.iterate_level(words, level) if words is not None else ():
+            try:
+                text = word.GetUTF8Text(level)
+            except RuntimeError:  # tesserocr's way of saying the word is empty
+                continue
+            box = word.BoundingBox(level)
+            if text and box:
+                out.append((text, float(word.Confidence(level)), box[1], box[3] - box[1]))
+    return out
 
 
 def _extend(bw: np.ndarray, line: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
