@@ -203,6 +203,7 @@ def test_users_add_cli(tmp_path):
     assert r.exit_code == 0, r.output
     r = runner.invoke(cli_app, ["users", "passwd", "prompted", "--password-file", str(pw), "--state-dir", state])
     assert r.exit_code == 0, r.output
+    assert "0 open session(s) ended" in r.output
 
     from radiolens.serve.store.db import make_engine
 
@@ -215,3 +216,31 @@ def test_users_add_cli(tmp_path):
     dumped = "".join(audit.export(engine, "jsonl"))
     assert "dr.reader" not in dumped and PASSWORD not in dumped
     engine.dispose()
+
+
+def test_new_password_ends_open_sessions(signin_client, tmp_path):
+    """Whoever signed in with the old password is signed out when it changes (`radiolens users passwd`)."""
+    from radiolens.serve.store.accounts import set_password
+
+    c, _keys, app = signin_client
+    uid = _account(app)
+    other = _account(app, name="reader.two")
+    assert c.post("/v1/session", json={"username": "reader.one", "password": PASSWORD}).status_code == 200
+    cookie = c.cookies.get("radiolens_session")
+    assert c.get("/v1/me").json()["user_id"] == uid
+    from fastapi.testclient import TestClient
+
+    with TestClient(app) as c2:  # another account's session is not touched
+        assert c2.post("/v1/session", json={"username": "reader.two", "password": PASSWORD}).status_code == 200
+        with Session(app.state.service.engine) as s, s.begin():
+            row, ended = set_password(s, "reader.one", PASSWORD + " new")
+            changed = row.id
+        assert changed == uid and ended == 1
+        assert c2.get("/v1/me").json()["user_id"] == other
+    r = c.get("/v1/predictions")
+    assert r.status_code == 401 and "sign in again" in r.json()["error"]["message"]
+    assert _rows(app)[-1]["outputs"]["reason"] == "session_ended"
+    c.cookies.set("radiolens_session", cookie)
+    assert c.get("/v1/me").status_code == 401
+    assert c.post("/v1/session", json={"username": "reader.one", "password": PASSWORD}).status_code == 401
+    assert c.post("/v1/session", json={"username": "reader.one", "password": PASSWORD + " new"}).status_code == 200

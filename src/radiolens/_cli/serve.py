@@ -195,11 +195,11 @@ def users_passwd_cmd(
     db_url: str = typer.Option(None, "--db-url", help=_DB_HELP),
     state_dir: Path = typer.Option(Path("radiolens-state"), "--state-dir", help=_STATE_HELP),
 ) -> None:
-    """Set a new password for an account (its open browser sessions stay until they end)."""
+    """Set a new password for an account; its open browser sessions end (signed in again with the new one)."""
     from radiolens.serve.store.admin import set_account_password
 
-    row = set_account_password(_store(db_url, state_dir), username, _read_password(password_file))
-    typer.echo(f"password set for user_id={row.user_id} username={row.username}")
+    row, ended = set_account_password(_store(db_url, state_dir), username, _read_password(password_file))
+    typer.echo(f"password set for user_id={row.user_id} username={row.username}; {ended} open session(s) ended")
 
 
 def users_list_cmd(

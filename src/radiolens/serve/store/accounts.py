@@ -112,11 +112,15 @@ def verify_password(session: Session, username: str, password: str) -> Principal
     return Principal(user_id=row.id, role=Role(row.role))
 
 
-def set_password(session: Session, username: str, password: str) -> ApiKey:
-    """Replace an account's password (``InputError`` for an unknown username or a too short password)."""
+def set_password(session: Session, username: str, password: str) -> tuple[ApiKey, int]:
+    """Replace an account's password and end its open browser sessions (whoever knew the old password is signed
+    out); returns the account and how many sessions were ended. ``InputError`` for an unknown username or a
+    too short password."""
+    from radiolens.serve.store.web_sessions import end_sessions_of
+
     check_password_rules(password)
     row = session.scalar(select(ApiKey).where(ApiKey.username == normalise_username(username)))
     if row is None or not row.password_hash:
         raise InputError("no such account")
     row.password_hash = hasher().hash(password)
-    return row
+    return row, end_sessions_of(session, row.id)

@@ -119,15 +119,16 @@ def add_account(where: StoreLocation, username: str, password: str, role: str, l
         return _listing(row)
 
 
-def set_account_password(where: StoreLocation, username: str, password: str) -> KeyListing:
-    """Replace an account's password (audited as ``password_set``)."""
+def set_account_password(where: StoreLocation, username: str, password: str) -> tuple[KeyListing, int]:
+    """Replace an account's password and end its open browser sessions (audited as ``password_set``); returns
+    the account and how many sessions were ended."""
     from radiolens.serve.store.accounts import set_password
 
     with disposing(existing_engine(where, writable=True)) as engine, audit.writer(session_factory(engine)) as s:
-        row = set_password(s, username, password)
+        row, ended = set_password(s, username, password)
         s.flush()
         audit.append(s, audit.key_event("password_set", audit.CLI_USER_ID, audit.CLI_ROLE, row.id, row.role))
-        return _listing(row)
+        return _listing(row), ended
 
 
 def list_users(where: StoreLocation) -> list[KeyListing]:

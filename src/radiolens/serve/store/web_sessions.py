@@ -3,7 +3,8 @@
 A session is two random 256-bit tokens: the session token (sent back only in an ``HttpOnly`` cookie) and a CSRF
 token (readable by the page, which echoes it in the ``X-CSRF-Token`` header of every state-changing request).
 Only their sha256 is stored, as for API keys: a copy of the database opens no session. A session ends at sign
-out, at its absolute expiry, after an idle period, or when its account is revoked or expires.
+out, at its absolute expiry, after an idle period, when its account is revoked or expires, or when the
+account's password is changed.
 
 Failed sign-ins are counted in the database (not in process memory), so the limit holds across uvicorn worker
 processes and hosts sharing one PostgreSQL database; they are counted by keyed tags, never by the typed username
@@ -98,6 +99,18 @@ def end_session(session: Session, session_id: int) -> bool:
         return False
     row.ended_at = utcnow()
     return True
+
+
+def end_sessions_of(session: Session, user_id: int) -> int:
+    """End every open session of an account (a new password must lock out whoever signed in with the old one);
+    returns how many were open."""
+    from sqlalchemy import update
+
+    from radiolens.serve.store.audit import utcnow
+
+    done = session.execute(update(WebSession).where(WebSession.user_id == user_id, WebSession.ended_at.is_(None))
+                           .values(ended_at=utcnow()))
+    return int(done.rowcount or 0)
 
 
 # ---------------------------------------------------------------------- failed sign-ins
