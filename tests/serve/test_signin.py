@@ -244,3 +244,21 @@ def test_new_password_ends_open_sessions(signin_client, tmp_path):
     assert c.get("/v1/me").status_code == 401
     assert c.post("/v1/session", json={"username": "reader.one", "password": PASSWORD}).status_code == 401
     assert c.post("/v1/session", json={"username": "reader.one", "password": PASSWORD + " new"}).status_code == 200
+
+
+def test_concurrent_failed_signins_do_not_pass_the_limit(signin_client):
+    """A burst of wrong passwords sent at once gets no more verifications than the limit allows: each attempt
+    counts before its (slow, argon2) password check."""
+    import concurrent.futures as cf
+
+    c, _keys, app = signin_client
+    _account(app)
+
+    def attempt(i: int) -> int:
+        return c.post("/v1/session", json={"username": "reader.one", "password": f"wrong guess {i}"}).status_code
+
+    with cf.ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(attempt, range(8)))
+    assert sorted(set(codes)) == [401, 429] and codes.count(401) <= 3, codes  # limit per username: 3
+    failed = [r for r in _rows(app) if r["event"] == audit.SIGNIN_FAILED]
+    assert len(failed) == codes.count(401)

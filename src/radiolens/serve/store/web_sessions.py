@@ -135,15 +135,24 @@ def retry_after(session: Session, scope: str, tag_value: str, limit: int, window
     return max(1, int((_aware(oldest) + window - now).total_seconds()) + 1)
 
 
-def record_failure(session: Session, tags: dict[str, str], window: timedelta) -> None:
-    """Count one failure under each (scope, tag); drop failures that left the window."""
+def record_failure(session: Session, tags: dict[str, str], window: timedelta) -> list[int]:
+    """Count one failure under each (scope, tag); drop failures that left the window. Returns the new rows' ids
+    (a sign-in records its failure before the password is checked and takes it back on success, so that
+    concurrent attempts cannot pass the limit while their passwords are being verified)."""
     from radiolens.serve.store.audit import utcnow
 
     now = utcnow()
     session.execute(delete(SigninFailure).where(SigninFailure.created_at <= _cmp(session, now - window)))
-    for scope, value in tags.items():
-        session.add(SigninFailure(created_at=now, scope=scope, tag=value))
+    rows = [SigninFailure(created_at=now, scope=scope, tag=value) for scope, value in tags.items()]
+    session.add_all(rows)
     session.flush()
+    return [row.id for row in rows]
+
+
+def forget_failures(session: Session, ids: list[int]) -> None:
+    """Take back failures recorded by :func:`record_failure` (the attempt succeeded or was not made)."""
+    if ids:
+        session.execute(delete(SigninFailure).where(SigninFailure.id.in_(ids)))
 
 
 def clear_failures(session: Session, scope: str, tag_value: str) -> None:

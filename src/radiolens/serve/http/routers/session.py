@@ -43,6 +43,7 @@ from radiolens.serve.store.web_sessions import (
     SessionPrincipal,
     clear_failures,
     end_session,
+    forget_failures,
     open_session,
     record_failure,
     retry_after,
@@ -95,10 +96,16 @@ def _signin(request: Request, service: Service, body: SigninIn) -> JSONResponse:
     window = timedelta(seconds=settings.signin_window_s)
     tags = _client_tags(request, service, body.username)
     limits = {"user": settings.signin_max_failures_user, "addr": settings.signin_max_failures_address}
-    with Session(service.engine) as s:
-        waits = {scope: retry_after(s, scope, tags[scope], limits[scope], window) for scope in tags}
+    # The attempt counts as a failure before its password is checked (taken back if it succeeds or is refused
+    # for the limit): concurrent attempts see each other, so a burst cannot pass the limit while argon2 runs.
+    with Session(service.engine) as s, s.begin():
+        pending = record_failure(s, tags, window)
+    with Session(service.engine) as s:  # this attempt's own row is counted: allowed while at most the limit
+        waits = {scope: retry_after(s, scope, tags[scope], limits[scope] + 1, window) for scope in tags}
     limited = {scope: w for scope, w in waits.items() if w}
     if limited:
+        with Session(service.engine) as s, s.begin():
+            forget_failures(s, pending)
         scope, wait = max(limited.items(), key=lambda kv: kv[1])
         service.audit_access(_account_id(service, body.username), "", "session", event=audit.SIGNIN_LIMITED,
                              limit=scope, username_tag=tags["user"], address_tag=tags["addr"])
@@ -107,9 +114,8 @@ def _signin(request: Request, service: Service, body: SigninIn) -> JSONResponse:
     t0 = time.perf_counter()
     with Session(service.engine) as s, s.begin():  # commits a rehash of a stale hash
         out = verify_password(s, body.username, body.password)
-    if isinstance(out, SigninFailure):
+    if isinstance(out, SigninFailure):  # the failure recorded above stays
         with audit.writer(service.sessions) as s:
-            record_failure(s, tags, window)
             audit.append(s, audit.AuditEvent(audit.SIGNIN_FAILED, out.user_id, "", "", "", "", "",
                                              {"resource": "session", "reason": out.reason,
                                               "username_tag": tags["user"], "address_tag": tags["addr"]},
@@ -120,6 +126,7 @@ def _signin(request: Request, service: Service, body: SigninIn) -> JSONResponse:
     ttl = timedelta(seconds=settings.session_ttl_s)
     with audit.writer(service.sessions) as s:
         opened = open_session(s, out.user_id, ttl)
+        forget_failures(s, pending)
         clear_failures(s, "user", tags["user"])
         audit.append(s, audit.AuditEvent(audit.SIGNIN, out.user_id, out.role.value, "", "", "", "",
                                          {"resource": "session", "session_id": opened.row_id,
