@@ -215,12 +215,14 @@ def _score_pixels(it: dict, items: list[dict], planted: Path, out_ds, cache: dic
 
 def preexisting_glyph(before: np.ndarray, box: list[int]) -> np.ndarray:
     """The strokes of text a source image already carried, inside its hand-checked ``box``: the pixels that
-    stand out from the box's edge by at least half as much as the box's most distinct pixel (the corpus has
-    no glyph mask for text it did not draw)."""
+    differ from the background (the median of a 2-pixel ring round the box) by at least half as much as the
+    box's most distinct pixel (the corpus has no glyph mask for text it did not draw)."""
     x0, y0, x1, y1 = box
-    region = before[y0:y1, x0:x1].astype(np.float64)
-    edge = np.concatenate([region[0], region[-1], region[:, 0], region[:, -1]])
-    dev = np.abs(region - np.median(edge))
+    ring = np.zeros(before.shape, dtype=bool)
+    ring[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = True
+    ring[y0:y1, x0:x1] = False
+    background = float(np.median(before[ring])) if ring.any() else float(np.median(before[y0:y1, x0:x1]))
+    dev = np.abs(before[y0:y1, x0:x1].astype(np.float64) - background)
     glyph = np.zeros(before.shape, dtype=bool)
     glyph[y0:y1, x0:x1] = (dev >= 0.5 * dev.max()) & (dev > 0)
     return glyph
