@@ -260,7 +260,7 @@ def _crop(bw: np.ndarray, line: tuple[int, int, int, int]) -> np.ndarray:
     return bw[max(0, y0 - pad):y1 + pad, max(0, x0 - 4 * pad):x1 + 4 * pad]
 
 
-def _read_crops(crops: list[np.ndarray], cfg: PixelTextConfig) -> set[int]:
+def _read_crops(crops: list[np.ndarray], cfg: PixelTextConfig, strict: frozenset[int] = frozenset()) -> set[int]:
     """Indexes of the binary ``crops`` (True: stroke) in which Tesseract reads text. All go to Tesseract at
     once: each scaled to a 40-pixel line height and stacked as dark text on white (one call per sheet rather
     than one per candidate; single lines at one size read best)."""
@@ -286,12 +286,12 @@ def _read_crops(crops: list[np.ndarray], cfg: PixelTextConfig) -> set[int]:
         n = _alnum(text)
         # two characters read with confidence, or three with some (the candidates already look like text lines),
         # or a word of which several letters or digits were each read with high confidence
-        if not ((n >= 2 and conf >= cfg.min_confidence) or (n >= 3 and conf >= cfg.line_confidence)
-                or sure >= cfg.sure_characters):
+        sure_enough = (n >= 2 and conf >= cfg.min_confidence) or sure >= cfg.sure_characters
+        if not (sure_enough or (n >= 3 and conf >= cfg.line_confidence)):
             continue
         centre = top + h / 2
         for k, (a, b) in enumerate(spans):
-            if a - gap / 2 <= centre < b + gap / 2:
+            if a - gap / 2 <= centre < b + gap / 2 and (k not in strict or sure_enough):
                 found.add(k)
     return found
 
@@ -447,7 +447,7 @@ def _text_lines(raw: np.ndarray, bw: np.ndarray, scale: float, tolerance: float,
     for k in candidates:
         crops.append(_crop(bw, lines[k]))
         crops.append(np.abs(_crop(raw, full_box(lines[k])) - colours[k]) <= 1.5 * tolerance)
-    confirmed = {candidates[i // 2] for i in _read_crops(crops, cfg)}
+    confirmed = {candidates[i // 2] for i in _read_crops(crops, cfg, frozenset(range(1, len(crops), 2)))}
     # the rest of a confirmed line: candidates on its band, close to it, also in one colour (a date split at its
     # hyphens, a word over brighter anatomy that Tesseract did not read on its own)
     for _ in range(3):
