@@ -99,10 +99,11 @@ def test_refuse_policy_passes_a_clean_radiograph(pydicom_data_files):
 
 
 @pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "SC_rgb_jpeg.dcm", "MR_small_RLE.dcm",
-                                  "SC_rgb_expb.dcm"])
+                                  "SC_rgb_expb.dcm", "OBXXXX1A_expb.dcm"])
 def test_mask_changes_the_box_only_in_every_encoding(name, monkeypatch):
     """Masking decodes compressed pixel data (written back native little endian, YBR as RGB) and keeps big
-    endian data big endian: inside the box every pixel is display black, outside none changes."""
+    endian data big endian: inside the box every pixel is display black, outside none changes (also for
+    8-bit values in big endian 16-bit words, OBXXXX1A_expb from pydicom-data, stored pairwise swapped)."""
     import io
 
     import numpy as np

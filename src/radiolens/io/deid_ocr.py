@@ -518,6 +518,12 @@ def mask_text(ds, boxes: list[TextBox]) -> int:
     out = frames.reshape(pixels.shape)
     if not ds.file_meta.TransferSyntaxUID.is_little_endian:  # big endian data sets stay big endian
         out = out.astype(out.dtype.newbyteorder(">"))
+        if out.dtype.itemsize == 1 and ds["PixelData"].VR == "OW":
+            # 8-bit values in big endian 16-bit words: each pair of bytes is stored swapped (pydicom swaps them
+            # back when decoding), so written as they are every two neighbouring pixels would trade places
+            data = out.tobytes() + (b"\x00" if out.size % 2 else b"")
+            ds.PixelData = np.frombuffer(data, dtype=np.uint8).reshape(-1, 2)[:, ::-1].tobytes()
+            return len(boxes)
     ds.PixelData = out.tobytes()
     return len(boxes)
 
