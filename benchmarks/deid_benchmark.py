@@ -146,7 +146,7 @@ def score_file(items: list[dict], planted: Path, output: Path) -> list[bool]:
     verdicts = []
     for it in items:
         cat, action, token = it["category"], it["action"], it["token"]
-        if cat in ("burned_in_text", "pixels_kept"):
+        if cat in ("burned_in_text", "preexisting_text", "pixels_kept"):
             verdicts.append(_score_pixels(it, items, planted, ds, pixel_cache))
             continue
         if it["tag"] == "60003000":
@@ -197,15 +197,35 @@ def _score_pixels(it: dict, items: list[dict], planted: Path, out_ds, cache: dic
     if it["category"] == "burned_in_text":
         r = it["render"]
         return not legible(before, after, render_text(before.shape, r["text"], r["font"], r["size"], tuple(r["xy"])))
+    if it["category"] == "preexisting_text":
+        return not legible(before, after, preexisting_glyph(before, it["box"]))
     keep = np.ones(before.shape, dtype=bool)
     for other in items:
-        if other["category"] != "burned_in_text":
-            continue
-        r = other["render"]
-        ys, xs = np.nonzero(render_text(before.shape, r["text"], r["font"], r["size"], tuple(r["xy"])))
-        m = r["size"]
-        keep[max(0, ys.min() - m):ys.max() + m + 1, max(0, xs.min() - m):xs.max() + m + 1] = False
+        if other["category"] == "burned_in_text":
+            r = other["render"]
+            ys, xs = np.nonzero(render_text(before.shape, r["text"], r["font"], r["size"], tuple(r["xy"])))
+            m = r["size"]
+            keep[max(0, ys.min() - m):ys.max() + m + 1, max(0, xs.min() - m):xs.max() + m + 1] = False
+        elif other["category"] == "preexisting_text":  # grown by its height, as planted text by its size
+            x0, y0, x1, y1 = other["box"]
+            m = y1 - y0
+            keep[max(0, y0 - m):y1 + m, max(0, x0 - m):x1 + m] = False
     return bool(changed[keep].mean() <= 0.005) if keep.any() else True
+
+
+def preexisting_glyph(before: np.ndarray, box: list[int]) -> np.ndarray:
+    """The strokes of text a source image already carried, inside its hand-checked ``box``: the pixels that
+    differ from the background (the median of a 2-pixel ring round the box) by at least half as much as the
+    box's most distinct pixel (the corpus has no glyph mask for text it did not draw)."""
+    x0, y0, x1, y1 = box
+    ring = np.zeros(before.shape, dtype=bool)
+    ring[max(0, y0 - 2):y1 + 2, max(0, x0 - 2):x1 + 2] = True
+    ring[y0:y1, x0:x1] = False
+    background = float(np.median(before[ring])) if ring.any() else float(np.median(before[y0:y1, x0:x1]))
+    dev = np.abs(before[y0:y1, x0:x1].astype(np.float64) - background)
+    glyph = np.zeros(before.shape, dtype=bool)
+    glyph[y0:y1, x0:x1] = (dev >= 0.5 * dev.max()) & (dev > 0)
+    return glyph
 
 
 def legible(before: np.ndarray, after: np.ndarray, glyph: np.ndarray) -> bool:
@@ -214,6 +234,8 @@ def legible(before: np.ndarray, after: np.ndarray, glyph: np.ndarray) -> bool:
     contrast it had when planted. A black box over the text leaves no contrast; untouched text keeps all."""
     from scipy import ndimage as ndi
 
+    if not glyph.any():  # nothing stands out: nothing to read
+        return False
     ys, xs = np.nonzero(glyph)
     y0, y1, x0, x1 = max(0, ys.min() - 3), ys.max() + 4, max(0, xs.min() - 3), xs.max() + 4
     g = glyph[y0:y1, x0:x1]

@@ -19,8 +19,10 @@ Option (113108) and the Clean Pixel Data Option (113101):
 * Patient's Age, Sex, Size, Weight (113108), Modality, Manufacturer -> keep (unchanged).
 * Private elements (known and unknown creators), file meta free text, the preamble, JPEG COM/APPn segments,
   overlays (60xx), curves (50xx) -> remove (the planted text must not be anywhere in the output file).
-* Text burned into the pixels -> remove (at least 95 % of its glyph pixels changed); the pixels away from the
-  text -> keep (at most 0.5 % changed).
+* Text burned into the pixels -> remove (not legible: at most 5 % of its glyph pixels still stand out by half
+  the contrast they had); text the source image already carried (``PREEXISTING_TEXT``, hand-checked boxes)
+  -> remove, by the same test on the pixels of its box that stand out from the box's edge; the pixels away
+  from both -> keep (at most 0.5 % changed).
 
 Every planted value holds a unique token (``Q`` + digits), so a leak is found wherever it went.
 """
@@ -268,6 +270,80 @@ def _plant_jpeg(ds: Dataset, p: Planter) -> bool:
     return True
 
 
+#: Text already burned into source images (not planted), as (reason, sources sharing the picture, boxes): each
+#: box (x0, y0, x1, y1; end exclusive) drawn round one line of text after looking at the rendered image, then
+#: tightened to the pixels that stand out from the box's edge. Scored as ``preexisting_text`` (remove) and left
+#: out of ``pixels_kept``. Only these sources were reviewed; single characters (orientation letters, a probe
+#: marker) and logos are not listed. examples_palette is the top 350 rows of the OBXXXX1A picture: boxes past
+#: an image's edge are dropped for it.
+PREEXISTING_TEXT: dict[str, tuple[str, tuple[str, ...], dict[str, tuple[int, int, int, int]]]] = {
+    'US1': (
+        'GE ultrasound: site, initials, IDs, clock time, probe; scale labels; annotation; output',
+        ('US1_UNCR.dcm', 'US1_UNCI.dcm', 'US1_J2KR.dcm', 'US1_J2KI.dcm', 'examples_jpeg2k.dcm'),
+        {
+        'BAPTIST MED CTR': (20, 26, 168, 38), '630P630': (20, 42, 85, 54), '78F78': (20, 58, 68, 70),
+        '44CG43': (20, 74, 78, 86), 'IM#2': (22, 90, 58, 102), '+2:09:04': (280, 38, 358, 54),
+        '3cm3cm M12L': (500, 25, 618, 40), 'MSCSKEL': (550, 40, 618, 54), 'CINE 0118': (530, 58, 618, 70),
+        '22G22': (570, 74, 618, 86), '78DR78': (560, 90, 622, 103), 'PWR left top': (10, 138, 38, 150),
+        'PWR left bottom': (10, 216, 40, 230), 'PWR right top': (596, 138, 628, 151),
+        'PWR right bottom': (596, 216, 630, 232), 'LYMPH NODE': (250, 362, 358, 374),
+        'TIS<0.4 MI=0.8 AO=100%': (400, 458, 618, 470),
+        }),
+    'US1 half size': (
+        'the same GE ultrasound picture at 320 x 240',
+        ('examples_rgb_color.dcm',),
+        {
+        'BAPTIST MED CTR': (10, 13, 84, 19), '630P630': (10, 21, 42, 27), '78F78': (10, 29, 34, 35),
+        '44CG43': (10, 37, 39, 43), 'IM#2': (7, 45, 29, 52), '+2:09:04': (140, 19, 179, 27),
+        '3cm3cm M12L': (250, 12, 309, 20), 'MSCSKEL': (275, 20, 309, 27), 'CINE 0118': (265, 29, 309, 35),
+        '22G22': (285, 37, 309, 43), '78DR78': (280, 45, 311, 52), 'PWR left top': (5, 69, 19, 75),
+        'PWR left bottom': (5, 108, 20, 115), 'PWR right top': (298, 69, 314, 76),
+        'PWR right bottom': (298, 108, 315, 116), 'LYMPH NODE': (125, 181, 179, 187),
+        'TIS<0.4 MI=0.8 AO=100%': (200, 229, 309, 235),
+        }),
+    'ALOKA': (
+        'Aloka ultrasound: institution, date and time bar, frame counters, settings, body part',
+        ('gdcm-US-ALOKA-16.dcm', 'gdcm-US-ALOKA-16_big.dcm'),
+        {
+        '127/128': (248, 34, 330, 50), '20Hz (left)': (291, 49, 327, 59), '110/111': (553, 34, 640, 50),
+        '20Hz (right)': (601, 49, 637, 59), 'LO': (81, 59, 102, 74), '9123 5.0 R15 G66 C6 A2': (36, 433, 285, 446),
+        '9123 5.0 R15 G63 C6 A2': (338, 433, 585, 446), '3:PELVIS': (21, 457, 98, 467),
+        '*WESTWAY MEDICAL*': (81, 1, 248, 11), 'ULTRASOUND': (111, 13, 208, 23), '24-MAY-02': (551, 1, 636, 11),
+        'M 11:24:20': (533, 13, 636, 23), 'DVA: 94%': (551, 457, 629, 467),
+        }),
+    'Philips OB': (
+        'Philips obstetric ultrasound: exam ID, date and time bar, settings column, measurement',
+        ('OBXXXX1A.dcm', 'OBXXXX1A_rle.dcm', 'OBXXXX1A_expb.dcm', 'examples_palette.dcm'),
+        {
+        '11-05-25-142825': (97, 37, 262, 49), 'Philips Healthcare': (328, 36, 509, 52),
+        'TIB 0.2': (575, 37, 645, 49), '2:56:22 PM': (670, 37, 779, 49), 'MI 1.1': (575, 10, 634, 22),
+        '5/25/2011': (670, 9, 772, 25), 'OB': (95, 10, 119, 22), 'PHILIPS': (11, 9, 74, 22),
+        'Gen OB': (4, 68, 73, 80), 'C5-1': (4, 87, 46, 99), '28Hz': (4, 106, 50, 118), '11cm': (6, 125, 52, 137),
+        '2D': (4, 163, 27, 175), 'HGen': (12, 185, 61, 196), 'Gn 60': (12, 204, 66, 215),
+        'C 61': (12, 223, 50, 234), '3/3/4': (12, 241, 76, 253), '+ Cist Mag 1.06 cm': (122, 84, 308, 104),
+        '1.8 3.6': (143, 509, 189, 518),
+        }),
+    'GDCM text': (
+        "GDCM's colour text test image: the words red, green, blue",
+        ('GDCMJ2K_TextGBR.dcm',),
+        {
+        'red': (31, 45, 153, 101), 'green': (28, 159, 252, 215), 'blue': (31, 246, 196, 302),
+        }),
+    'SMPTE': (
+        'SMPTE test pattern (LUT test images): percent labels, title, copyright line',
+        ('vlut_04.dcm', 'mlut_18.dcm'),
+        {
+        '30%': (78, 175, 98, 184), '40%': (169, 159, 189, 168), '50% (left)': (220, 159, 240, 168),
+        '50% (right)': (271, 159, 291, 168), '60%': (322, 159, 342, 168), '70%': (414, 175, 434, 184),
+        '20%': (78, 226, 98, 235), '80%': (410, 221, 434, 239), '10%': (78, 277, 98, 286),
+        '90%': (410, 272, 434, 290), '0% (left)': (84, 328, 98, 337), '0% (centre)': (223, 319, 237, 328),
+        '95%': (271, 319, 291, 328), '5%': (223, 337, 237, 346), '100% (centre)': (268, 337, 294, 346),
+        '100% (right)': (410, 323, 440, 341), 'SMPTE TEST PATTERN': (193, 474, 322, 491),
+        'Rev. 3/1/91 Copyright 1983': (189, 486, 323, 503),
+        }),
+}
+
+
 def _fonts() -> list[Path]:
     found = [d / f for f in FONTS for d in FONT_DIRS if (d / f).is_file()]
     if not found:
@@ -284,7 +360,7 @@ def render_text(shape: tuple[int, int], text: str, font: str, size: int, xy: tup
     return np.asarray(img) > 127
 
 
-def _burn(ds: Dataset, p: Planter, day: dt.date) -> list[dict]:
+def _burn(ds: Dataset, p: Planter, day: dt.date, source: str = "") -> list[dict]:
     """Names, dates and IDs burned into a single-frame image: several fonts, sizes, contrasts and positions,
     including over the middle of the image (anatomy). Returns the render specs (also in the manifest)."""
     if ds.file_meta.TransferSyntaxUID.is_compressed:
@@ -319,6 +395,12 @@ def _burn(ds: Dataset, p: Planter, day: dt.date) -> list[dict]:
         specs.append(spec)
         p.add("burned_in_text", "remove", {"path": ["PixelData"], "tag": "pixels", "vr": "", "render": spec},
               "", planted=text)
+    for _reason, sources, boxes in PREEXISTING_TEXT.values():
+        if source in sources:
+            for label, box in boxes.items():
+                if box[2] <= cols and box[3] <= rows:
+                    p.add("preexisting_text", "remove", {"path": ["PixelData"], "tag": "pixels", "vr": "",
+                                                         "box": list(box)}, "", planted=label)
     ds.PixelData = arr.tobytes()
     p.add("pixels_kept", "keep", {"path": ["PixelData"], "tag": "pixels", "vr": ""}, "", planted="anatomy")
     return specs
@@ -367,9 +449,10 @@ def make_file(src: Path, dst: Path, seed: int) -> list[dict]:
         burn = burnable(ds) and str(ds.file_meta.TransferSyntaxUID) not in JPEG_TS
         if burn:
             try:
-                _burn(ds, p, day)
+                _burn(ds, p, day, src.name)
             except Exception:  # pixel data this pydicom cannot decode: header items only
-                p.items = [i for i in p.items if i["category"] not in ("burned_in_text", "pixels_kept")]
+                p.items = [i for i in p.items if i["category"] not in ("burned_in_text", "preexisting_text",
+                                                                       "pixels_kept")]
         _plant_header(ds, p, [], attrs, "header_text", day, may_remove=False)
         _plant_nested(ds, p, attrs, day)
         _plant_private(ds, p)

@@ -46,6 +46,7 @@ def test_corpus_is_deterministic_and_covers_every_category(small, tmp_path):
                           "sequences_depth2", "sequences_depth3", "private_known", "private_unknown", "file_meta",
                           "preamble", "jpeg_segments", "overlays", "curves", "burned_in_text", "pixels_kept",
                           "kept_attributes"}
+    # preexisting_text: only sources with reviewed text carry it (see the test below)
     actions = {it["action"] for e in manifest["files"].values() for it in e["items"]}
     assert actions == {"remove", "replace", "shift", "keep"}
 
@@ -98,10 +99,11 @@ def test_refuse_policy_passes_a_clean_radiograph(pydicom_data_files):
 
 
 @pytest.mark.parametrize("name", ["MR_small_bigendian.dcm", "SC_rgb_jpeg.dcm", "MR_small_RLE.dcm",
-                                  "SC_rgb_expb.dcm"])
+                                  "SC_rgb_expb.dcm", "OBXXXX1A_expb.dcm"])
 def test_mask_changes_the_box_only_in_every_encoding(name, monkeypatch):
     """Masking decodes compressed pixel data (written back native little endian, YBR as RGB) and keeps big
-    endian data big endian: inside the box every pixel is display black, outside none changes."""
+    endian data big endian: inside the box every pixel is display black, outside none changes (also for
+    8-bit values in big endian 16-bit words, OBXXXX1A_expb from pydicom-data, stored pairwise swapped)."""
     import io
 
     import numpy as np
@@ -123,3 +125,31 @@ def test_mask_changes_the_box_only_in_every_encoding(name, monkeypatch):
     assert (after[2:10, 2:10] == (0 if after.ndim == 3 else before.min())).all()
     changed[2:10, 2:10] = False
     assert not changed.any()
+
+
+def test_preexisting_text_is_scored_by_its_boxes_and_left_out_of_kept_pixels(pydicom_data_files, tmp_path):
+    """Text a source image already carries (the GE ultrasound's header block) is a scored item of its own:
+    an untouched copy fails every one; black boxes over the hand-checked boxes with a small margin (as a mask
+    has: the legibility test compares the strokes with their surroundings up to 3 pixels away) pass every one
+    and do not count against the pixels kept."""
+    import numpy as np
+
+    src = next(p for p in pydicom_data_files if p.name == "US1_UNCR.dcm")
+    manifest = json.loads(corpus.build_corpus([src], tmp_path).read_text())
+    name, entry = next(iter(manifest["files"].items()))
+    boxes = [it["box"] for it in entry["items"] if it["category"] == "preexisting_text"]
+    assert len(boxes) == len(corpus.PREEXISTING_TEXT["US1"][2])
+    untouched, masked = tmp_path / "untouched", tmp_path / "masked"
+    untouched.mkdir()
+    masked.mkdir()
+    shutil.copy(tmp_path / "corpus" / name, untouched / name)
+    ds = pydicom.dcmread(tmp_path / "corpus" / name)
+    pixels = np.array(ds.pixel_array)
+    for x0, y0, x1, y1 in boxes:
+        pixels[max(0, y0 - 4):y1 + 4, max(0, x0 - 4):x1 + 4] = 0
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(masked / name)
+    before = bench.score(manifest, tmp_path / "corpus", untouched)["categories"]
+    after = bench.score(manifest, tmp_path / "corpus", masked)["categories"]
+    assert before["preexisting_text"]["score"] == 0.0 and before["pixels_kept"]["score"] == 1.0
+    assert after["preexisting_text"]["score"] == 1.0 and after["pixels_kept"]["score"] == 1.0

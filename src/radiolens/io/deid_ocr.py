@@ -53,6 +53,9 @@ class PixelTextConfig(BaseModel):
     min_confidence: float = Field(default=60.0, ge=0, le=100)
     #: Confidence at which a word of three or more letters/digits confirms it.
     line_confidence: float = Field(default=30.0, ge=0, le=100)
+    #: Letters/digits of one word, each read with confidence 90 or more, that confirm a candidate line whatever
+    #: the word's own confidence (one misread character, e.g. a slashed zero, sinks that).
+    sure_characters: int = Field(default=5, ge=2, le=50)
     #: Side of the top-hat structuring element, in pixels of the OCR input: strokes thinner than this survive.
     stroke_px: int = Field(default=21, ge=3, le=101)
     #: Mask margin above and below each text line, as a fraction of its height.
@@ -90,6 +93,10 @@ TESSDATA_DIRS: tuple[str, ...] = (
     "/usr/local/share/tessdata",
     "/opt/homebrew/share/tessdata",
 )
+
+
+#: Confidence (0-100) at which Tesseract's reading of a single character counts as sure.
+SURE_SYMBOL = 90.0
 
 
 def _tesserocr():
@@ -245,60 +252,80 @@ def _alnum(text: str) -> int:
     return sum(c.isalnum() for c in text)
 
 
-def _read_lines(bw: np.ndarray, lines, cfg: PixelTextConfig) -> list[int]:
-    """Indexes of the candidate ``lines`` in which Tesseract reads text. All candidates go to Tesseract at
-    once: each cut out of the stroke map, scaled to a 40-pixel line height and stacked as dark text on white
-    (one process start per map rather than one per candidate; single lines at one size read best)."""
+def _crop(bw: np.ndarray, line: tuple[int, int, int, int]) -> np.ndarray:
+    """A candidate line cut out of ``bw`` with room around it (a quarter of its height above and below, a whole
+    height at each end, so characters at its ends are read whole)."""
+    y0, y1, x0, x1 = line
+    pad = max(2, (y1 - y0) // 4)
+    return bw[max(0, y0 - pad):y1 + pad, max(0, x0 - 4 * pad):x1 + 4 * pad]
+
+
+def _read_crops(crops: list[np.ndarray], cfg: PixelTextConfig, strict: frozenset[int] = frozenset()) -> set[int]:
+    """Indexes of the binary ``crops`` (True: stroke) in which Tesseract reads text. All go to Tesseract at
+    once: each scaled to a 40-pixel line height and stacked as dark text on white (one call per sheet rather
+    than one per candidate; single lines at one size read best)."""
     from PIL import Image
 
     target, gap = 40, 24
-    crops, spans, y, width = [], [], gap, 0
-    for y0, y1, x0, x1 in lines:
-        pad = max(2, (y1 - y0) // 4)
-        crop = bw[max(0, y0 - pad):y1 + pad, max(0, x0 - 4 * pad):x1 + 4 * pad]
+    placed, spans, y, width = [], [], gap, 0
+    for crop in crops:
         scale = target / max(1, crop.shape[0])
         w = max(1, min(4000, round(crop.shape[1] * scale)))
         img = Image.fromarray(np.where(crop, 0, 255).astype(np.uint8)).resize((w, target), Image.BILINEAR)
-        crops.append((img, y))
+        placed.append((img, y))
         spans.append((y, y + target))
         y += target + gap
         width = max(width, w)
-    if not crops:
-        return []
+    if not placed:
+        return set()
     sheet = Image.new("L", (width + 2 * gap, y), 255)
-    for img, top in crops:
+    for img, top in placed:
         sheet.paste(img, (gap, top))
-    words = _words(sheet, cfg.language)
     found: set[int] = set()
-    for text, conf, top, h in words:
+    for text, conf, top, h, sure in _words(sheet, cfg.language):
         n = _alnum(text)
-        # two characters read with confidence, or three with some: the candidates already look like text lines
-        if not ((n >= 2 and conf >= cfg.min_confidence) or (n >= 3 and conf >= cfg.line_confidence)):
+        # two characters read with confidence, or three with some (the candidates already look like text lines),
+        # or a word of which several letters or digits were each read with high confidence
+        sure_enough = (n >= 2 and conf >= cfg.min_confidence) or sure >= cfg.sure_characters
+        if not (sure_enough or (n >= 3 and conf >= cfg.line_confidence)):
             continue
         centre = top + h / 2
         for k, (a, b) in enumerate(spans):
-            if a - gap / 2 <= centre < b + gap / 2:
+            if a - gap / 2 <= centre < b + gap / 2 and (k not in strict or sure_enough):
                 found.add(k)
-    return sorted(found)
+    return found
 
 
-def _words(sheet, language: str) -> list[tuple[str, float, int, int]]:
-    """Tesseract's words on ``sheet`` (one block of lines): text, confidence (0-100), top and height."""
+def _words(sheet, language: str) -> list[tuple[str, float, int, int, int]]:
+    """Tesseract's words on ``sheet`` (one block of lines): text, confidence (0-100), top, height, and how many
+    of its letters and digits were read with a confidence of 90 or more each. Word confidence punishes a word
+    for one odd character (a slashed zero read as ``@`` takes ``01-NOV-2017`` to 18 while every other
+    character reads at 97-99), so the characters' own confidences are kept too."""
     tesserocr = _tesserocr()
     out = []
+    word_level, symbol_level = tesserocr.RIL.WORD, tesserocr.RIL.SYMBOL
     with _engine(language) as api:
         api.SetImage(sheet)
         api.Recognize()
-        level, words = tesserocr.RIL.WORD, api.GetIterator()
-        for word in tesserocr.iterate_level(words, level) if words is not None else ():
-            try:
-                text = word.GetUTF8Text(level)
-            except RuntimeError:  # tesserocr's way of saying the word is empty
+        it = api.GetIterator()
+        for symbol in tesserocr.iterate_level(it, symbol_level) if it is not None else ():
+            if symbol.IsAtBeginningOf(word_level):
+                try:
+                    text = symbol.GetUTF8Text(word_level)
+                except RuntimeError:  # tesserocr's way of saying the word is empty
+                    text = ""
+                box = symbol.BoundingBox(word_level)
+                out.append([text, float(symbol.Confidence(word_level)), box[1] if box else 0,
+                            box[3] - box[1] if box else 0, 0])
+            if not out:
                 continue
-            box = word.BoundingBox(level)
-            if text and box:
-                out.append((text, float(word.Confidence(level)), box[1], box[3] - box[1]))
-    return out
+            try:
+                char = symbol.GetUTF8Text(symbol_level)
+            except RuntimeError:
+                continue
+            if char.isalnum() and symbol.Confidence(symbol_level) >= SURE_SYMBOL:
+                out[-1][4] += 1
+    return [tuple(w) for w in out if w[0] and w[3]]
 
 
 def _extend(bw: np.ndarray, line: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -391,18 +418,36 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0) -> lis
 
 
 def _text_lines(raw: np.ndarray, bw: np.ndarray, scale: float, tolerance: float, cfg: PixelTextConfig):
-    """The candidate lines of one stroke map that are text, at full resolution, with their colour."""
+    """The candidate lines of one stroke map that are text, at full resolution, with their colour.
+
+    Only candidates drawn in one colour go to Tesseract (edges of anatomy that happen to read as letters are
+    not; testing colour first spares Tesseract most candidates of a radiograph). Each is read twice on one
+    sheet: as the stroke map shows it, and as the pixels of its colour (the glyphs themselves, as exactly as
+    the image holds them: thin strokes of small, faint text that the top-hat thickens or breaks, and the
+    background ring a top-hat of the other polarity draws around dark text, read much better so)."""
     lines = _lines(_glyphs(bw), cfg.max_candidates)
     colours: dict[int, float] = {}
+    uniform: dict[int, bool] = {}
+
+    def full_box(line):
+        y0, y1, x0, x1 = line
+        return int(y0 * scale), int(np.ceil(y1 * scale)), int(x0 * scale), int(np.ceil(x1 * scale))
 
     def one_colour(k: int) -> bool:
-        y0, y1, x0, x1 = lines[k]
-        full = raw[int(y0 * scale):int(np.ceil(y1 * scale)), int(x0 * scale):int(np.ceil(x1 * scale))]
-        share, colours[k] = _uniformity(full, bw[y0:y1, x0:x1], tolerance)
-        return share >= cfg.min_uniformity
+        if k not in uniform:
+            y0, y1, x0, x1 = lines[k]
+            fy0, fy1, fx0, fx1 = full_box(lines[k])
+            share, colours[k] = _uniformity(raw[fy0:fy1, fx0:fx1], bw[y0:y1, x0:x1], tolerance)
+            uniform[k] = share >= cfg.min_uniformity
+        return uniform[k]
 
-    # read as text, and drawn in one colour (edges of anatomy that happen to read as letters are not)
-    confirmed = {k for k in _read_lines(bw, lines, cfg) if one_colour(k)}
+    # read as text, and drawn in one colour
+    candidates = [k for k in range(len(lines)) if one_colour(k)]
+    crops = []
+    for k in candidates:
+        crops.append(_crop(bw, lines[k]))
+        crops.append(np.abs(_crop(raw, full_box(lines[k])) - colours[k]) <= 1.5 * tolerance)
+    confirmed = {candidates[i // 2] for i in _read_crops(crops, cfg, frozenset(range(1, len(crops), 2)))}
     # the rest of a confirmed line: candidates on its band, close to it, also in one colour (a date split at its
     # hyphens, a word over brighter anatomy that Tesseract did not read on its own)
     for _ in range(3):
@@ -473,6 +518,12 @@ def mask_text(ds, boxes: list[TextBox]) -> int:
     out = frames.reshape(pixels.shape)
     if not ds.file_meta.TransferSyntaxUID.is_little_endian:  # big endian data sets stay big endian
         out = out.astype(out.dtype.newbyteorder(">"))
+        if out.dtype.itemsize == 1 and ds["PixelData"].VR == "OW":
+            # 8-bit values in big endian 16-bit words: each pair of bytes is stored swapped (pydicom swaps them
+            # back when decoding), so written as they are every two neighbouring pixels would trade places
+            data = out.tobytes() + (b"\x00" if out.size % 2 else b"")
+            ds.PixelData = np.frombuffer(data, dtype=np.uint8).reshape(-1, 2)[:, ::-1].tobytes()
+            return len(boxes)
     ds.PixelData = out.tobytes()
     return len(boxes)
 
