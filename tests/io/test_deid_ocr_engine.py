@@ -19,9 +19,15 @@ from radiolens.io.deid_ocr import PixelTextConfig, detect_frame, require_tessera
 
 @pytest.fixture
 def annotated_ct(pydicom_data_files) -> np.ndarray:
-    """A real CT slice with the scanner's own annotation text burned into its pixels (pydicom-data)."""
+    """A real CT slice (pydicom-data) with a name and an ID drawn into its pixels at the largest stored value."""
+    from PIL import Image, ImageDraw, ImageFont
+
     path = next(p for p in pydicom_data_files if p.name == "693_UNCR.dcm")
-    return pydicom.dcmread(path).pixel_array
+    pixels = pydicom.dcmread(path).pixel_array
+    canvas = Image.new("L", pixels.shape[::-1], 0)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", 18)
+    ImageDraw.Draw(canvas).text((20, 20), "DOE^JANE 4417203", fill=255, font=font)
+    return np.where(np.asarray(canvas) > 127, pixels.max(), pixels).astype(pixels.dtype)
 
 
 def test_concurrent_checks_equal_sequential_ones(annotated_ct, siim_dicom):
@@ -29,7 +35,7 @@ def test_concurrent_checks_equal_sequential_ones(annotated_ct, siim_dicom):
     clean = pydicom.dcmread(siim_dicom).pixel_array
     frames = [annotated_ct, clean, annotated_ct, clean, annotated_ct, clean]
     sequential = [detect_frame(f, cfg) for f in frames]
-    assert sequential[0] and not sequential[1]  # the CT's annotations are found, the chest film has none
+    assert sequential[0] and not sequential[1]  # the drawn text is found, the chest film has none
     with cf.ThreadPoolExecutor(3) as pool:
         concurrent = list(pool.map(lambda f: detect_frame(f, cfg), frames))
     assert concurrent == sequential
