@@ -306,13 +306,16 @@ class Deidentifier:
             counts = {"removed": 0, "emptied": 0, "replaced": 0, "uids_remapped": 0, "dates_shifted": 0,
                       "private_removed": 0, "stream_segments_removed": 0, "text_regions_masked": 0}
             try:
+                # Stream metadata goes first: the OCR below then decodes the final compressed stream, and
+                # pydicom's cached decode of it serves the caller's own decode too (a changed stream would be
+                # decoded again). Masking writes native pixel data, which has no stream metadata.
+                counts["stream_segments_removed"] = strip_stream_metadata(clean)
                 boxes = self._pixel_text(clean)
                 counts["private_removed"] = _remove_private(clean)
                 self._walk(clean, counts, pseudonym, offset, top=True)
                 self._finish(clean, ds, pseudonym)
                 if self.pixel_text.policy == "mask":
                     counts["text_regions_masked"] = self._mask(clean, boxes)
-                counts["stream_segments_removed"] = strip_stream_metadata(clean)
                 clean.preamble = b"\x00" * 128  # the 128-byte preamble is free-form and can hold anything
             except RadiolensError:
                 raise
