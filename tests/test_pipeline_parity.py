@@ -20,7 +20,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 from tests.kermany_models import NON_CHEST, driver_images, registered_small_cnn
-from tests.serve.conftest import OCR_OFF
 
 from radiolens.models.backends import load_backend
 from radiolens.predict import PredictConfig, Scorer, discover
@@ -48,8 +47,11 @@ def _service_answers(model_pt: Path, onnx: Path | None, root: Path, tmp: Path) -
     from radiolens.serve.store.auth import create_key
 
     backend = {"backend": "onnx", "onnx_path": onnx} if onnx else {}
+    # OCR off: the images include pydicom-data's ultrasound US1_UNCR, whose pixels carry the scanner's text
+    # (the service's default policy refuses it; batch scoring reads pixels as they are). The policy itself is
+    # tested in tests/serve/test_burned_in_upload.py and tests/io/test_deid_benchmark.py.
     settings = ServeSettings(model_path=model_pt, state_dir=tmp / "state", deid_secret=SECRET, inference_workers=1,
-                             **OCR_OFF,
+                             pixel_text={"policy": "off"},
                              mc_dropout_passes=0, heatmaps=False, **backend)
     app = create_app(settings)
     with Session(app.state.service.engine) as s, s.begin():

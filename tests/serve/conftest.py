@@ -39,11 +39,6 @@ PRIVATE_VALUE = "PRIVATE-TAG-SECRET-7781"
 #: row registering the de-identification secret's fingerprint (``service.check_deid_secret``).
 START_ROWS = 1
 
-#: The service's OCR of DICOM pixels turned off (the header's BurnedInAnnotation rule still applies), for tests of
-#: other things that upload pydicom-data's CT slice 693_UNCR.dcm: its pixels carry annotation text, which the
-#: default policy refuses before the input gate sees the image. The OCR policy itself is tested in
-#: tests/serve/test_burned_in_upload.py and tests/io/test_deid_benchmark.py.
-OCR_OFF = {"pixel_text": {"policy": "off"}}
 
 
 #: What the Kermany data's documentation says of its patients (PROVENANCE.md: Kermany et al. 2018), as

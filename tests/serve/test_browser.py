@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from tests.serve.conftest import OCR_OFF
 
 pytestmark = pytest.mark.browser
 
@@ -123,7 +122,7 @@ def test_viewer_end_to_end(browser, live, phi_dicom_bytes, tmp_path):
 
 
 def test_viewer_shows_not_assessed_for_a_non_chest_image(browser, live, pydicom_data_files, tmp_path):
-    srv, keys = live(**OCR_OFF)
+    srv, keys = live()
     ct = next(p for p in pydicom_data_files if p.name == "693_UNCR.dcm")  # a real CT slice
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     page.goto(f"{srv.url}/viewer/")
@@ -280,7 +279,7 @@ def _set_window(page, width: float, level: float) -> None:
 def test_reading_view_window_level_zoom_invert(browser, live, pydicom_data_files, tmp_path):
     """A real 16-bit CT slice in the reading view: window/level set in numbers and by dragging changes the rendered
     pixel values as a window must; zoom changes the drawn size by the factor shown; invert reverses the greys."""
-    srv, keys = live(**OCR_OFF)
+    srv, keys = live()
     ct = next(p for p in pydicom_data_files if p.name == "693_UNCR.dcm")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     console_errors: list[str] = []

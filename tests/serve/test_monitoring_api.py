@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
-from tests.serve.conftest import OCR_OFF
 from typer.testing import CliRunner
 
 from radiolens.cli import app as cli_app
@@ -89,7 +88,7 @@ def test_non_chest_upload_is_not_assessed_but_stored_and_audited(app_factory, re
     from fastapi.testclient import TestClient
 
     model, _ = registered_bundle
-    app, keys = app_factory(model_path=model, **OCR_OFF)
+    app, keys = app_factory(model_path=model)
     ct = next(p for p in pydicom_data_files if p.name == "693_UNCR.dcm")
     with TestClient(app) as c:
         # kermany_samples[0] happens to be one of the ~2% of validation images this small model's gate is

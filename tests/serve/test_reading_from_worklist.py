@@ -13,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 from sqlalchemy.orm import Session
-from tests.serve.conftest import OCR_OFF
 from tests.serve.test_browser import (
     RECORD_CSP_VIOLATIONS,
     _grey,
@@ -45,7 +44,7 @@ def _shot(page, tmp_path: Path, name: str) -> None:
 
 def test_read_from_the_worklist_with_a_session_and_give_feedback(browser, live, kermany_samples,  # noqa: F811
                                                                  pydicom_data_files, tmp_path):
-    srv, keys = live(mc_dropout_passes=0, **OCR_OFF)
+    srv, keys = live(mc_dropout_passes=0)
     with Session(srv.server.config.app.state.service.engine) as s, s.begin():
         account = create_account(s, "dr.reader", PASSWORD, "clinician")
         s.flush()

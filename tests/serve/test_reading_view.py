@@ -10,7 +10,7 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.pixels import apply_modality_lut
-from tests.serve.conftest import OCR_OFF, PHI
+from tests.serve.conftest import PHI
 
 from radiolens.io.image import ImageMeta
 from radiolens.models.population import scope_of
@@ -35,7 +35,7 @@ def _pixels(client, body: dict, role: str = "clinician") -> np.ndarray:
 def ct_client(app_factory):
     from fastapi.testclient import TestClient
 
-    app, keys = app_factory(**OCR_OFF)
+    app, keys = app_factory()
     with TestClient(app) as c:
         c.keys = keys
         c.app_ = app
