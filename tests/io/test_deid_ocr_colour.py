@@ -1,6 +1,6 @@
 """The one-colour test of burned-in text candidates follows what the header says the picture is: strict on grey
-radiographs and cross-sections, tolerant on ultrasound, colour and secondary-capture pictures (where text is the
-norm and lossy compression smears its colour)."""
+radiographs, cross-sections and secondary captures (often digitised films), tolerant on ultrasound and colour
+pictures (where text is the norm and lossy compression smears its colour)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,9 @@ CFG = PixelTextConfig(policy="mask")
 @pytest.mark.parametrize(("modality", "samples", "tolerant"), [
     ("CR", 1, False), ("DX", 1, False), ("MG", 1, False), ("CT", 1, False), ("MR", 1, False), ("NM", 1, False),
     (None, 1, False),  # unknown grey images might be radiographs: strict
-    ("US", 1, True), ("IVUS", 1, True), ("SC", 1, True), ("OT", 1, True),
-    ("CR", 3, True), (None, 3, True),  # three samples per pixel: a colour picture, whatever the modality says
+    ("SC", 1, False), ("OT", 1, False),  # grey secondary captures are often digitised films
+    ("US", 1, True), ("IVUS", 1, True),
+    ("CR", 3, True), ("SC", 3, True), (None, 3, True),  # three samples per pixel: a colour picture
 ])
 def test_tolerance_follows_the_kind_of_picture(modality, samples, tolerant):
     ds = Dataset()

@@ -15,8 +15,8 @@ connected components and grouped into lines. All candidate lines of a stroke map
 one line height and read by Tesseract in a single call. A candidate is text when Tesseract reads two characters
 with confidence (or three with some) *and* its strokes are drawn in one colour (burned-in text is; edges of
 anatomy that happen to read as letters are not). What counts as one colour follows the header
-(:func:`colour_tolerance`): strictly on radiographs and cross-sections, more loosely on ultrasound, colour and
-secondary-capture pictures, whose text JPEG smears. A confirmed line takes its neighbours on the same band and is
+(:func:`colour_tolerance`): strictly on radiographs, cross-sections and grey secondary captures, more loosely on
+ultrasound and colour pictures, whose text JPEG smears. A confirmed line takes its neighbours on the same band and is
 widened along its band by its colour, so characters touching other structures are covered too.
 
 Policies (:class:`PixelTextConfig`): ``off`` (no OCR, the header rule of :mod:`radiolens.io.deid` alone),
@@ -77,7 +77,7 @@ class PixelTextConfig(BaseModel):
     #: text (a wider tolerance put boxes on 3-5 of 100 clean chest radiographs).
     colour_tolerance: float = Field(default=0.002, ge=0, le=0.1)
     #: The same for pictures in which burned-in text is the norm and often compressed away from one exact colour:
-    #: ultrasound (US, IVUS), colour images (three samples per pixel) and secondary captures (SC, OT). See
+    #: ultrasound (US, IVUS) and colour images (three samples per pixel: screen captures, photographs). See
     #: :func:`colour_tolerance`.
     picture_colour_tolerance: float = Field(default=0.012, ge=0, le=0.1)
     language: str = Field(default="eng", pattern=r"^[a-z_]{3,16}(\+[a-z_]{3,16})*$")
@@ -402,18 +402,20 @@ def _colour_span(raw: np.ndarray, box: tuple[int, int, int, int], colour: float,
     return lo, hi
 
 
-#: Modalities whose pixels are pictures with text on them as a rule (ultrasound, intravascular ultrasound,
-#: secondary capture, other), rather than radiographs or cross-sections: see :func:`colour_tolerance`.
-PICTURE_MODALITIES: frozenset[str] = frozenset({"US", "IVUS", "SC", "OT"})
+#: Modalities whose grey pixels are pictures with text on them as a rule (ultrasound, intravascular ultrasound)
+#: rather than radiographs or cross-sections: see :func:`colour_tolerance`. Grey secondary captures (SC, OT) are
+#: not among them: many are digitised films, i.e. radiographs, on which the tolerant test finds false text.
+PICTURE_MODALITIES: frozenset[str] = frozenset({"US", "IVUS"})
 
 
 def colour_tolerance(ds, cfg: PixelTextConfig) -> float:
     """The one-colour tolerance (fraction of the frame's range) for ``ds``'s pixels, chosen by what the header says
     the picture is, not by whether it was compressed lossily: :attr:`PixelTextConfig.picture_colour_tolerance` for
-    ultrasound, colour and secondary-capture pictures (:data:`PICTURE_MODALITIES`, or more than one sample per
-    pixel), where burned-in text is the norm and JPEG smears its colour; :attr:`PixelTextConfig.colour_tolerance`
-    for everything else, so grey radiographs and cross-sections (and grey images of unknown modality) keep the
-    strict test that keeps clean radiographs free of false boxes."""
+    ultrasound (:data:`PICTURE_MODALITIES`) and colour pictures (more than one sample per pixel), where burned-in
+    text is the norm and JPEG smears its colour; :attr:`PixelTextConfig.colour_tolerance` for everything else, so
+    grey radiographs, cross-sections and secondary captures (often digitised films), and grey images of unknown
+    modality, keep the strict test that keeps clean radiographs free of false boxes (the tolerant one put boxes on
+    5 of 100 clean chest radiographs)."""
     modality = str(ds.get("Modality", "") or "").strip().upper()
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1 or modality in PICTURE_MODALITIES:
         return cfg.picture_colour_tolerance
