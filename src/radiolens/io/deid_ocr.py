@@ -14,7 +14,9 @@ thinner than :attr:`PixelTextConfig.stroke_px`, at a strict and a lenient thresh
 connected components and grouped into lines. All candidate lines of a stroke map are then cut out, scaled to
 one line height and read by Tesseract in a single call. A candidate is text when Tesseract reads two characters
 with confidence (or three with some) *and* its strokes are drawn in one colour (burned-in text is; edges of
-anatomy that happen to read as letters are not). A confirmed line takes its neighbours on the same band and is
+anatomy that happen to read as letters are not). What counts as one colour follows the header
+(:func:`colour_tolerance`): strictly on radiographs, cross-sections and grey secondary captures, more loosely on
+ultrasound and colour pictures, whose text JPEG smears. A confirmed line takes its neighbours on the same band and is
 widened along its band by its colour, so characters touching other structures are covered too.
 
 Policies (:class:`PixelTextConfig`): ``off`` (no OCR, the header rule of :mod:`radiolens.io.deid` alone),
@@ -67,9 +69,17 @@ class PixelTextConfig(BaseModel):
     max_side: int = Field(default=1280, ge=256, le=8192)
     #: Candidate text lines read per stroke map (the longest first).
     max_candidates: int = Field(default=150, ge=1, le=2000)
-    #: Share of a candidate line's stroke pixels that must share one grey level (within 0.2 % of the frame's
-    #: range): burned-in text is drawn in one colour, while edges of anatomy that happen to read as letters are not.
+    #: Share of a candidate line's stroke pixels that must share one grey level (within the colour tolerance
+    #: below): burned-in text is drawn in one colour, while edges of anatomy that happen to read as letters are not.
     min_uniformity: float = Field(default=0.75, ge=0, le=1)
+    #: What "one colour" means on radiographs and cross-sectional grey images (CR, DX, MG, CT, MR, NM, ...), as a
+    #: fraction of the frame's range. Strict: anatomy is grey and smooth, and a wider band lets edges of it pass as
+    #: text (a wider tolerance put boxes on 3-5 of 100 clean chest radiographs).
+    colour_tolerance: float = Field(default=0.002, ge=0, le=0.1)
+    #: The same for pictures in which burned-in text is the norm and often compressed away from one exact colour:
+    #: ultrasound (US, IVUS) and colour images (three samples per pixel: screen captures, photographs). See
+    #: :func:`colour_tolerance`.
+    picture_colour_tolerance: float = Field(default=0.012, ge=0, le=0.1)
     language: str = Field(default="eng", pattern=r"^[a-z_]{3,16}(\+[a-z_]{3,16})*$")
 
 
@@ -392,16 +402,40 @@ def _colour_span(raw: np.ndarray, box: tuple[int, int, int, int], colour: float,
     return lo, hi
 
 
-def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0) -> list[TextBox]:
+#: Modalities whose grey pixels are pictures with text on them as a rule (ultrasound, intravascular ultrasound)
+#: rather than radiographs or cross-sections: see :func:`colour_tolerance`. Grey secondary captures (SC, OT) are
+#: not among them: many are digitised films, i.e. radiographs, on which the tolerant test finds false text.
+PICTURE_MODALITIES: frozenset[str] = frozenset({"US", "IVUS"})
+
+
+def colour_tolerance(ds, cfg: PixelTextConfig) -> float:
+    """The one-colour tolerance (fraction of the frame's range) for ``ds``'s pixels, chosen by what the header says
+    the picture is, not by whether it was compressed lossily: :attr:`PixelTextConfig.picture_colour_tolerance` for
+    ultrasound (:data:`PICTURE_MODALITIES`) and colour pictures (more than one sample per pixel), where burned-in
+    text is the norm and JPEG smears its colour; :attr:`PixelTextConfig.colour_tolerance` for everything else, so
+    grey radiographs, cross-sections and secondary captures (often digitised films), and grey images of unknown
+    modality, keep the strict test that keeps clean radiographs free of false boxes (the tolerant one put boxes on
+    5 of 100 clean chest radiographs)."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1 or modality in PICTURE_MODALITIES:
+        return cfg.picture_colour_tolerance
+    return cfg.colour_tolerance
+
+
+def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
+                 tolerance: float | None = None) -> list[TextBox]:
     """Boxes (margin included, clipped to the frame) around the text lines found in one frame.
 
     Candidates first, by image processing alone: thin strokes (top-hats) cut into character-shaped
-    components, grouped into lines; then Tesseract confirms which candidates read as text.
+    components, grouped into lines; then Tesseract confirms which candidates read as text. ``tolerance`` is the
+    one-colour tolerance as a fraction of the frame's range (:func:`colour_tolerance` picks it from a header);
+    without it, :attr:`PixelTextConfig.colour_tolerance`, the strict one.
     """
     raw = _luminance(frame)
     grey = to_uint8(raw)
     h, w = grey.shape
-    tolerance = max(0.5, 0.002 * float(raw.max() - raw.min()))
+    fraction = cfg.colour_tolerance if tolerance is None else tolerance
+    tolerance = max(0.5, fraction * float(raw.max() - raw.min()))
     scale = max(h, w) / cfg.max_side if max(h, w) > cfg.max_side else 1.0
     if scale > 1.0:
         from PIL import Image
@@ -485,9 +519,10 @@ def detect_text(ds, cfg: PixelTextConfig) -> list[TextBox]:
     if "PixelData" not in ds:
         return []
     frames = frames_of(ds.pixel_array, ds)
+    tolerance = colour_tolerance(ds, cfg)
     boxes: list[TextBox] = []
     for i, frame in enumerate(frames):
-        boxes.extend(detect_frame(frame, cfg, i))
+        boxes.extend(detect_frame(frame, cfg, i, tolerance))
     return boxes
 
 
