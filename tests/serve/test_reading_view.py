@@ -31,32 +31,21 @@ def _pixels(client, body: dict, role: str = "clinician") -> np.ndarray:
     return np.asarray(im)
 
 
-@pytest.fixture
-def ct_client(app_factory):
-    from fastapi.testclient import TestClient
-
-    app, keys = app_factory()
-    with TestClient(app) as c:
-        c.keys = keys
-        c.app_ = app
-        yield c
-
-
-def test_full_depth_pixels_of_a_signed_16_bit_ct_reproduce_its_modality_values(ct_client, pydicom_data_files):
+def test_full_depth_pixels_of_a_signed_16_bit_ct_reproduce_its_modality_values(client, pydicom_data_files):
     """A real CT slice (signed stored values, rescale intercept): the served 16-bit PNG and the prediction's
     rescale give back exactly the Hounsfield values pydicom computes from the file, not an 8-bit rendering."""
     ct = next(p for p in pydicom_data_files if p.name == "693_UNCR.dcm")
     ds = pydicom.dcmread(str(ct))
-    body = _upload(ct_client, ct.read_bytes())
+    body = _upload(client, ct.read_bytes())
     meta = body["pixels"]
-    arr = _pixels(ct_client, body)
+    arr = _pixels(client, body)
     assert arr.dtype == np.uint16 and arr.shape == (ds.Rows, ds.Columns) == (meta["rows"], meta["columns"])
     values = arr.astype(np.float64) * meta["rescale_slope"] + meta["rescale_intercept"]
     np.testing.assert_array_equal(values, apply_modality_lut(ds.pixel_array, ds).astype(np.float64))
     assert len(np.unique(arr)) > 256  # more grey levels than any 8-bit copy can hold
     assert meta["window_width"] > 0 and meta["photometric"] == ds.PhotometricInterpretation
     assert body["scope"]["image"]["view"] in ("not stated", str(ds.get("ViewPosition", "")).upper() or "x")
-    assert ct_client.get(body["pixels_url"]).status_code == 401  # same sign-in as every other read
+    assert client.get(body["pixels_url"]).status_code == 401  # same sign-in as every other read
 
 
 def test_adult_siim_film_on_the_paediatric_model_is_out_of_scope(client, phi_dicom_bytes, siim_dicom):
