@@ -1,7 +1,7 @@
 """De-identification benchmark in the manner of the MIDI-B challenge (MICCAI 2024), headers and pixels.
 
     python benchmarks/deid_benchmark.py --out out/deid-bench [--data-dir $RADIOLENS_DATA_DIR] [--limit N]
-        [--tools radiolens,dicom-anonymizer,deid] [--clean-images 200]
+        [--tools radiolens,radiolens-detector-all,dicom-anonymizer,deid] [--clean-images 200]
 
 1. Builds the synthetic-PHI corpus (benchmarks/deid_corpus.py: every real DICOM available, PHI planted in
    every place PS3.15 Annex E and MIDI-B name, a manifest of planted items with the action the rules require).
@@ -35,15 +35,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from deid_corpus import build_corpus, default_sources, render_text  # noqa: E402
 
 SECRET = "deid-benchmark-secret-0123456789abcdef"
-TOOLS = ("radiolens", "dicom-anonymizer", "deid")
+TOOLS = ("radiolens", "radiolens-detector-all", "dicom-anonymizer", "deid")
 
 
 # -- running the tools ------------------------------------------------------------------------------------------
-def run_radiolens(files: list[Path], out: Path) -> None:
+def run_radiolens(files: list[Path], out: Path, text_detector: str = "pictures") -> None:
     from radiolens.errors import RadiolensError
     from radiolens.io.deid import Deidentifier
+    from radiolens.io.deid_ocr import PixelTextConfig
 
-    deid = Deidentifier(SECRET, shift_dates=True, pixel_text="mask")
+    pixel_text = PixelTextConfig(policy="mask", text_detector=text_detector)
+    deid = Deidentifier(SECRET, shift_dates=True, pixel_text=pixel_text)
     for f in files:
         try:
             deid.deidentify_file(f, out / f.name)
@@ -75,7 +77,9 @@ def run_deid(files: list[Path], out: Path) -> None:
             pass
 
 
-RUNNERS = {"radiolens": run_radiolens, "dicom-anonymizer": run_dicom_anonymizer, "deid": run_deid}
+RUNNERS = {"radiolens": run_radiolens, "dicom-anonymizer": run_dicom_anonymizer, "deid": run_deid,
+           # radiolens with the learned text detector on every picture, not only ultrasound and colour ones
+           "radiolens-detector-all": lambda files, out: run_radiolens(files, out, text_detector="all")}
 
 
 # -- scoring --------------------------------------------------------------------------------------------------
@@ -286,10 +290,10 @@ def clean_images(data_dir: Path | None, n_kermany: int) -> list[tuple[str, np.nd
     return out
 
 
-def ocr_clean(images: list[tuple[str, np.ndarray]]) -> dict:
+def ocr_clean(images: list[tuple[str, np.ndarray]], text_detector: str = "pictures") -> dict:
     from radiolens.io.deid_ocr import PixelTextConfig, detect_frame
 
-    cfg = PixelTextConfig(policy="mask")
+    cfg = PixelTextConfig(policy="mask", text_detector=text_detector)
     rows: dict[str, dict] = {}
     for source, img in images:
         t = time.perf_counter()
@@ -345,7 +349,10 @@ def run(out_dir: Path, data_dir: Path | None, limit: int | None = None, tools=TO
         results["tools"][tool] = {**score(manifest, corpus, dst), "seconds": seconds,
                                   "seconds_per_file": seconds / max(1, len(files))}
     if n_clean:
-        results["ocr_clean"] = ocr_clean(clean_images(data_dir, n_clean))
+        images = clean_images(data_dir, n_clean)
+        results["ocr_clean"] = ocr_clean(images)
+        if "radiolens-detector-all" in tools:
+            results["ocr_clean_detector_all"] = ocr_clean(images, "all")
     (out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -362,10 +369,12 @@ def markdown(results: dict) -> str:
         f"**{100 * results['tools'][t]['overall']:.2f} %**" for t in tools) + " |")
     lines.append("| seconds per file | | " + " | ".join(f"{results['tools'][t]['seconds_per_file']:.2f}"
                                                       for t in tools) + " |")
-    if "ocr_clean" in results:
-        lines += ["", "| clean images | n | boxes per image | images with a box | max masked area | s/image |",
+    for key, label in (("ocr_clean", "clean images"), ("ocr_clean_detector_all", "clean images, detector on all")):
+        if key not in results:
+            continue
+        lines += ["", f"| {label} | n | boxes per image | images with a box | max masked area | s/image |",
                   "|---|---:|---:|---:|---:|---:|"]
-        for source, r in results["ocr_clean"].items():
+        for source, r in results[key].items():
             lines.append(f"| {source} (≤{r['side_px_max']} px) | {r['images']} | {r['false_positives_per_image']:.3f}"
                          f" | {r['images_with_boxes']} | {100 * r['masked_fraction_max']:.2f} % |"
                          f" {r['seconds_per_image']:.2f} |")

@@ -81,7 +81,7 @@ from pydicom.valuerep import validate_value
 from radiolens import __version__ as _radiolens_version
 from radiolens.errors import BurnedInAnnotationError, ConfigError, InputError, RadiolensError
 from radiolens.io import vocab
-from radiolens.io.deid_ocr import PixelTextConfig, detect_text, mask_text, require_tesseract
+from radiolens.io.deid_ocr import PixelTextConfig, detect_text, mask_text, require_ocr
 from radiolens.io.deid_pixels import strip_stream_metadata
 from radiolens.io.writers.dicom import dicom_file_name, write_dicom
 
@@ -241,8 +241,8 @@ class Deidentifier:
                  pixel_text: PixelTextConfig | str | None = None):
         """``pixel_text``: a :class:`~radiolens.io.deid_ocr.PixelTextConfig` or just its policy (``off``,
         ``refuse``, ``mask``). ``mask`` replaces the header rule (every file is read and cleaned instead);
-        ``refuse`` adds OCR to it; ``off`` (default) is the header rule alone. Tesseract is checked here, so
-        a missing engine stops the start, not the first file."""
+        ``refuse`` adds OCR to it; ``off`` (default) is the header rule alone. Tesseract and the text detector
+        are checked here, so a missing engine or model stops the start, not the first file."""
         self._key = resolve_secret(secret)
         self.shift_dates = bool(shift_dates)
         self.allow_burned_in = bool(allow_burned_in)
@@ -250,7 +250,7 @@ class Deidentifier:
             pixel_text = PixelTextConfig(policy=pixel_text or "off")
         self.pixel_text = pixel_text
         if pixel_text.policy != "off":
-            require_tesseract(pixel_text.language)
+            require_ocr(pixel_text)
 
     # -- keyed primitives -------------------------------------------------------------------------------
     def _mac(self, purpose: str, value: str) -> bytes:

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from radiolens.errors import ConfigError
 
 PixelTextPolicy = Literal["refuse", "mask", "off"]
+TextDetectorUse = Literal["pictures", "all", "off"]
 POLICIES: tuple[str, ...] = ("refuse", "mask", "off")
 
 
@@ -81,6 +82,17 @@ class PixelTextConfig(BaseModel):
     #: :func:`colour_tolerance`.
     picture_colour_tolerance: float = Field(default=0.012, ge=0, le=0.1)
     language: str = Field(default="eng", pattern=r"^[a-z_]{3,16}(\+[a-z_]{3,16})*$")
+    #: Which pictures the learned text detector (:mod:`radiolens.io.text_detector`) reads too: ``pictures``
+    #: (ultrasound and colour images, where text touching the picture and small header print defeat the stroke
+    #: maps), ``all`` (grey radiographs and cross-sections too: fewer false boxes on test patterns and lossy MR,
+    #: about 0.5 s more per 1024-pixel frame on two cores), or ``off`` (stroke maps and Tesseract alone).
+    text_detector: TextDetectorUse = "pictures"
+    #: The detector's ONNX file; unset: ``RADIOLENS_TEXT_DETECTOR``, an installed ``rapidocr_onnxruntime``, the
+    #: user cache, or a download from PyPI (:func:`radiolens.io.text_detector.model_path`).
+    detector_model: str | None = None
+    #: Mean probability at which a detector region of a picture (ultrasound, colour) drawn in one colour is text
+    #: even when Tesseract cannot read it (header print a few pixels high).
+    detector_score: float = Field(default=0.7, ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -138,6 +150,17 @@ def require_tesseract(language: str = "eng") -> None:
     """Fail with a ``ConfigError`` saying what to install when OCR is asked for but cannot run."""
     with _engine(language):
         pass
+
+
+def require_ocr(cfg: PixelTextConfig) -> None:
+    """Everything ``cfg``'s checks need, loaded once (at start-up: a missing engine, language or detector model
+    stops the start, not the first file): Tesseract and, unless switched off, the learned text detector (found
+    or downloaded, :func:`radiolens.io.text_detector.model_path`)."""
+    require_tesseract(cfg.language)
+    if cfg.text_detector != "off":
+        from radiolens.io import text_detector
+
+        text_detector.check(text_detector.model_path(cfg.detector_model))
 
 
 # Idle engines by language. An engine is not thread-safe and takes ~0.1 s to load, so each check borrows one
@@ -408,34 +431,40 @@ def _colour_span(raw: np.ndarray, box: tuple[int, int, int, int], colour: float,
 PICTURE_MODALITIES: frozenset[str] = frozenset({"US", "IVUS"})
 
 
+def is_picture(ds) -> bool:
+    """Whether the header says ``ds`` holds pictures with text on them as a rule: ultrasound
+    (:data:`PICTURE_MODALITIES`) or colour (more than one sample per pixel: screen captures, photographs)."""
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    return int(ds.get("SamplesPerPixel", 1) or 1) > 1 or modality in PICTURE_MODALITIES
+
+
 def colour_tolerance(ds, cfg: PixelTextConfig) -> float:
     """The one-colour tolerance (fraction of the frame's range) for ``ds``'s pixels, chosen by what the header says
     the picture is, not by whether it was compressed lossily: :attr:`PixelTextConfig.picture_colour_tolerance` for
-    ultrasound (:data:`PICTURE_MODALITIES`) and colour pictures (more than one sample per pixel), where burned-in
-    text is the norm and JPEG smears its colour; :attr:`PixelTextConfig.colour_tolerance` for everything else, so
-    grey radiographs, cross-sections and secondary captures (often digitised films), and grey images of unknown
-    modality, keep the strict test that keeps clean radiographs free of false boxes (the tolerant one put boxes on
-    5 of 100 clean chest radiographs)."""
-    modality = str(ds.get("Modality", "") or "").strip().upper()
-    if int(ds.get("SamplesPerPixel", 1) or 1) > 1 or modality in PICTURE_MODALITIES:
-        return cfg.picture_colour_tolerance
-    return cfg.colour_tolerance
+    pictures (:func:`is_picture`: ultrasound and colour), where burned-in text is the norm and JPEG smears its
+    colour; :attr:`PixelTextConfig.colour_tolerance` for everything else, so grey radiographs, cross-sections and
+    secondary captures (often digitised films), and grey images of unknown modality, keep the strict test that
+    keeps clean radiographs free of false boxes (the tolerant one put boxes on 5 of 100 clean chest
+    radiographs)."""
+    return cfg.picture_colour_tolerance if is_picture(ds) else cfg.colour_tolerance
 
 
 def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
-                 tolerance: float | None = None) -> list[TextBox]:
+                 tolerance: float | None = None, picture: bool = False) -> list[TextBox]:
     """Boxes (margin included, clipped to the frame) around the text lines found in one frame.
 
     Candidates first, by image processing alone: thin strokes (top-hats) cut into character-shaped
-    components, grouped into lines; then Tesseract confirms which candidates read as text. ``tolerance`` is the
-    one-colour tolerance as a fraction of the frame's range (:func:`colour_tolerance` picks it from a header);
-    without it, :attr:`PixelTextConfig.colour_tolerance`, the strict one.
+    components, grouped into lines; then Tesseract confirms which candidates read as text. ``picture``: the frame
+    is an ultrasound or colour picture (:func:`is_picture`), which sets the one-colour tolerance and whether the
+    learned detector reads it (:attr:`PixelTextConfig.text_detector`). ``tolerance`` overrides the one-colour
+    tolerance (a fraction of the frame's range).
     """
     raw = _luminance(frame)
-    grey = to_uint8(raw)
+    full = grey = to_uint8(raw)
     h, w = grey.shape
-    fraction = cfg.colour_tolerance if tolerance is None else tolerance
-    tolerance = max(0.5, fraction * float(raw.max() - raw.min()))
+    if tolerance is None:
+        tolerance = cfg.picture_colour_tolerance if picture else cfg.colour_tolerance
+    tolerance = max(0.5, tolerance * float(raw.max() - raw.min()))
     scale = max(h, w) / cfg.max_side if max(h, w) > cfg.max_side else 1.0
     if scale > 1.0:
         from PIL import Image
@@ -448,6 +477,8 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
             m, side = cfg.margin * (y1 - y0), cfg.side_margin * (y1 - y0)
             boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + side))),
                                  min(h, int(np.ceil(y1 + m)))))
+    if cfg.text_detector == "all" or (cfg.text_detector == "pictures" and picture):
+        boxes = _with_detector(raw, full, boxes, cfg, index, tolerance, picture)
     return boxes
 
 
@@ -505,6 +536,89 @@ def _continues(a, b) -> bool:
     return overlap > 0.5 * min(ha, hb) and gap < 2 * max(ha, hb) and 0.4 < hb / max(1, ha) < 2.5
 
 
+def _overlaps(a: tuple[int, int, int, int], b: TextBox) -> bool:
+    return min(b.y1, a[1]) > max(b.y0, a[0]) and min(b.x1, a[3]) > max(b.x0, a[2])
+
+
+def _iou(a, b) -> float:
+    dy, dx = min(a[1], b[1]) - max(a[0], b[0]), min(a[3], b[3]) - max(a[2], b[2])
+    if dy <= 0 or dx <= 0:
+        return 0.0
+    inter = dy * dx
+    return inter / ((a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - inter)
+
+
+def _otsu(values: np.ndarray) -> float:
+    """Otsu's threshold of ``values`` (64 bins): the split with the largest between-class variance."""
+    hist, edges = np.histogram(values, 64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    s0 = np.cumsum(hist * centres)
+    m0, m1 = s0 / np.maximum(w0, 1), (s0[-1] - s0) / np.maximum(w1, 1)
+    return float(centres[np.argmax(w0 * w1 * (m0 - m1) ** 2)])
+
+
+def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg: PixelTextConfig, index: int,
+                   tolerance: float, picture: bool) -> list[TextBox]:
+    """The stroke maps' ``boxes`` checked against the learned detector's regions, and its regions that are text.
+
+    The detector reads the frame twice: as it is and with every pixel set against its neighbourhood (faint print on
+    header bars). A stroke-map line that no region touches is dropped (test patterns and lossy MR, whose edges
+    Tesseract reads as characters); one more than twice as tall as the regions it touches (blocks of a test
+    pattern grouped with their labels) is replaced by them. A region is text when Tesseract reads it (its pixels
+    split into print and background by Otsu's threshold, the print being the side away from the region's border)
+    or, on pictures, when the detector is sure (:attr:`PixelTextConfig.detector_score`) and the print is drawn in
+    one colour; regions continuing a confirmed one on its band are taken too.
+    """
+    from radiolens.io import text_detector
+
+    path = text_detector.model_path(cfg.detector_model)
+    h, w = grey.shape
+    regions = text_detector.regions(grey, path)
+    for region in text_detector.regions(text_detector.local_contrast(raw), path):
+        if all(_iou(region, other) < 0.5 for other in regions):
+            regions.append(region)
+    kept_boxes: list[TextBox] = []
+    for b in boxes:
+        touching = [r for r in regions if _overlaps(r, b)]
+        if not touching:
+            continue
+        if b.y1 - b.y0 > 2 * max(r[1] - r[0] for r in touching):
+            for y0, y1, x0, x1, _score in touching:
+                m = int(0.25 * (y1 - y0))
+                kept_boxes.append(TextBox(index, max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)))
+        else:
+            kept_boxes.append(b)
+    lines, crops, sure = [], [], set()
+    for y0, y1, x0, x1, score in regions:
+        rows, cols = y1 - y0, x1 - x0
+        if rows < 6 or rows > max(24, h // 8) or cols < 1.2 * rows:  # not a line of text: a blob, a character
+            continue
+        cut = raw[y0:y1, x0:x1]
+        background = float(np.median(np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]])))
+        split = _otsu(cut.ravel())
+        ink = cut > split if background <= split else cut < split
+        if not 0.02 <= ink.mean() <= 0.6:
+            continue
+        if picture and score >= cfg.detector_score and _uniformity(cut, ink, tolerance)[0] >= cfg.min_uniformity:
+            sure.add(len(lines))
+        lines.append((y0, y1, x0, x1))
+        crops.append(ink)
+    found = _read_crops(crops, cfg, frozenset(range(len(crops)))) | sure
+    for _ in range(3):
+        more = {k for k in range(len(lines)) if k not in found and any(_continues(lines[c], lines[k]) for c in found)}
+        if not more:
+            break
+        found |= more
+    for k in sorted(found):
+        y0, y1, x0, x1 = lines[k]
+        side, m = 0.5 * (y1 - y0), 0.1 * (y1 - y0)
+        kept_boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(x1 + side)),
+                                  min(h, int(y1 + m))))
+    return kept_boxes
+
+
 def frames_of(pixels: np.ndarray, ds) -> np.ndarray:
     """``pixels`` (pydicom's array) as (frames, rows, cols[, samples])."""
     n = int(ds.get("NumberOfFrames", 1) or 1)
@@ -519,10 +633,10 @@ def detect_text(ds, cfg: PixelTextConfig) -> list[TextBox]:
     if "PixelData" not in ds:
         return []
     frames = frames_of(ds.pixel_array, ds)
-    tolerance = colour_tolerance(ds, cfg)
+    picture = is_picture(ds)
     boxes: list[TextBox] = []
     for i, frame in enumerate(frames):
-        boxes.extend(detect_frame(frame, cfg, i, tolerance))
+        boxes.extend(detect_frame(frame, cfg, i, picture=picture))
     return boxes
 
 

