@@ -36,7 +36,7 @@ def test_cli_value_sets_equal_the_library_ones():
     from radiolens.data.builders import MANIFEST_KINDS
     from radiolens.data.manifest import Task
     from radiolens.explain.cam import METHODS
-    from radiolens.io.deid_ocr import PixelTextPolicy
+    from radiolens.io.deid_ocr import PixelTextPolicy, TextDetectorUse
     from radiolens.models.backends import BackendKind
     from radiolens.models.export import Exporter
     from radiolens.models.quantize import CalibrationMethod
@@ -60,6 +60,7 @@ def test_cli_value_sets_equal_the_library_ones():
     assert common.SERVE_BACKENDS == args(ServeBackend)
     assert common.ENGINES == args(Engine)
     assert common.PIXEL_TEXT_POLICIES == args(PixelTextPolicy)
+    assert common.TEXT_DETECTOR_USES == args(TextDetectorUse)
     assert common.ROLES == args(KeyIn.model_fields["role"].annotation) == tuple(r.value for r in Role)
     assert set(common.LOG_LEVELS) == set(uvicorn.config.LOG_LEVELS)
     assert set(USER_METHODS) == set(METHODS) - {"random"}

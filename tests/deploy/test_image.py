@@ -169,6 +169,11 @@ def test_image_is_non_root_and_serves_a_real_dicom(image, exported, siim_dicom, 
         # OCR runs in the image (tesserocr's libtesseract, Debian's English model; no Tesseract program): text
         # burned into the pixels is refused by the default policy although the header says there is none.
         assert _podman("exec", name, "sh", "-c", "command -v tesseract", check=False).returncode != 0
+        # The learned text detector's model was fetched at build time: found offline, where the image names it.
+        found = _podman("exec", name, "python", "-c", "import os; from radiolens.io import text_detector as t; "
+                        "p = t.model_path(download=False); t.check(p); "
+                        "print(p == t.Path(os.environ[t.ENV]), t._sha256(p.read_bytes()) == t.MODEL_SHA256)")
+        assert found.stdout.split() == ["True", "True"], found
         text = httpx.post(f"{url}/v1/predictions", headers={"Authorization": f"Bearer {key}"},
                           files={"file": ("upload", _with_text(siim_dicom, tmp_path).read_bytes(),
                                           "application/dicom")}, timeout=120)

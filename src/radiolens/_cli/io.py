@@ -12,7 +12,7 @@ from typing import Literal
 
 import typer
 
-from radiolens._cli.common import PIXEL_TEXT_POLICIES, friendly_errors
+from radiolens._cli.common import PIXEL_TEXT_POLICIES, TEXT_DETECTOR_USES, friendly_errors
 from radiolens.errors import BurnedInAnnotationError, InputError, RadiolensError
 
 EXIT_SOME_FILES_FAILED = 1
@@ -60,6 +60,9 @@ def deid_cmd(
                                    help="Burned-in text in the pixels, read by Tesseract OCR: off (the header rule "
                                         "alone), refuse (also refuse files where OCR finds text) or mask (black "
                                         "boxes over it, written as a new instance with BurnedInAnnotation NO)."),
+    text_detector: Literal[TEXT_DETECTOR_USES] = typer.Option(
+        "pictures", "--text-detector", help="Which pixels the learned text detector also reads (with --pixel-text "
+        "refuse|mask): pictures (ultrasound and colour), all (radiographs too; slower) or off."),
 ) -> None:
     """De-identify DICOM (PS3.15 Annex E basic profile + retain patient characteristics); writes a report."""
     from radiolens.io.deid import Deidentifier, load_secret
@@ -71,7 +74,10 @@ def deid_cmd(
     typed = getattr(ctx.get_parameter_source("secret"), "name", "") == "COMMANDLINE"
     secret = load_secret(secret, on_command_line=typed, public="warn",
                          warn=lambda msg: typer.echo(f"warning: {msg}", err=True))
-    deid = Deidentifier(secret, shift_dates=shift_dates, allow_burned_in=allow_burned_in, pixel_text=pixel_text)
+    from radiolens.io.deid_ocr import PixelTextConfig
+
+    deid = Deidentifier(secret, shift_dates=shift_dates, allow_burned_in=allow_burned_in,
+                        pixel_text=PixelTextConfig(policy=pixel_text, text_detector=text_detector))
 
     def on_error(path: Path, exc: RadiolensError) -> None:
         # The io layer says what is wrong; the remedy that is a flag of this command is added here.

@@ -93,6 +93,9 @@ class PixelTextConfig(BaseModel):
     #: Mean probability at which a detector region of a picture (ultrasound, colour) drawn in one colour is text
     #: even when Tesseract cannot read it (header print a few pixels high).
     detector_score: float = Field(default=0.7, ge=0, le=1)
+    #: Mean probability at which a line-shaped detector region of a picture is text whatever its colour (print
+    #: resampled or compressed into its background: neither readable nor one colour any more).
+    detector_sure_score: float = Field(default=0.85, ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -601,7 +604,8 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
         ink = cut > split if background <= split else cut < split
         if not 0.02 <= ink.mean() <= 0.6:
             continue
-        if picture and score >= cfg.detector_score and _uniformity(cut, ink, tolerance)[0] >= cfg.min_uniformity:
+        if picture and (score >= cfg.detector_sure_score or (
+                score >= cfg.detector_score and _uniformity(cut, ink, tolerance)[0] >= cfg.min_uniformity)):
             sure.add(len(lines))
         lines.append((y0, y1, x0, x1))
         crops.append(ink)
