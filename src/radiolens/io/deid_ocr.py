@@ -571,8 +571,9 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
     Tesseract reads as characters); one more than twice as tall as the regions it touches (blocks of a test
     pattern grouped with their labels) is replaced by them. A region is text when Tesseract reads it (its pixels
     split into print and background by Otsu's threshold, the print being the side away from the region's border)
-    or, on pictures, when the detector is sure (:attr:`PixelTextConfig.detector_score`) and the print is drawn in
-    one colour; regions continuing a confirmed one on its band are taken too.
+    or, on pictures, when the detector is sure: very sure (:attr:`PixelTextConfig.detector_sure_score`), or sure
+    (:attr:`PixelTextConfig.detector_score`) with the print drawn in one colour. Regions continuing a confirmed
+    one on its band are taken too.
     """
     from radiolens.io import text_detector
 
