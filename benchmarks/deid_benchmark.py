@@ -39,7 +39,7 @@ TOOLS = ("radiolens", "radiolens-detector-all", "dicom-anonymizer", "deid")
 
 
 # -- running the tools ------------------------------------------------------------------------------------------
-def run_radiolens(files: list[Path], out: Path, text_detector: str = "pictures") -> None:
+def run_radiolens(files: list[Path], out: Path, text_detector: str = "auto") -> None:
     from radiolens.errors import RadiolensError
     from radiolens.io.deid import Deidentifier
     from radiolens.io.deid_ocr import PixelTextConfig
@@ -78,7 +78,7 @@ def run_deid(files: list[Path], out: Path) -> None:
 
 
 RUNNERS = {"radiolens": run_radiolens, "dicom-anonymizer": run_dicom_anonymizer, "deid": run_deid,
-           # radiolens with the learned text detector on every picture, not only ultrasound and colour ones
+           # radiolens with the learned text detector on every frame, not only where its default reads it
            "radiolens-detector-all": lambda files, out: run_radiolens(files, out, text_detector="all")}
 
 
@@ -290,7 +290,7 @@ def clean_images(data_dir: Path | None, n_kermany: int) -> list[tuple[str, np.nd
     return out
 
 
-def ocr_clean(images: list[tuple[str, np.ndarray]], text_detector: str = "pictures") -> dict:
+def ocr_clean(images: list[tuple[str, np.ndarray]], text_detector: str = "auto") -> dict:
     from radiolens.io.deid_ocr import PixelTextConfig, detect_frame
 
     cfg = PixelTextConfig(policy="mask", text_detector=text_detector)

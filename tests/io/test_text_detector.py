@@ -129,16 +129,20 @@ def test_faint_header_print_is_found_with_the_detector_only():
     assert all(b.y1 <= 60 for b in boxes)  # the speckle keeps its pixels
 
 
-def test_the_detector_reads_only_pictures_by_default(monkeypatch):
+def test_by_default_the_detector_reads_pictures_and_grey_frames_with_text_only(monkeypatch):
     calls = []
     real = deid_ocr._with_detector
     monkeypatch.setattr(deid_ocr, "_with_detector", lambda *a, **k: calls.append(1) or real(*a, **k))
-    img = _header_bar_picture()
-    detect_frame(img, PixelTextConfig(policy="mask"))  # a grey radiograph-like frame: not read by the detector
-    assert calls == []
-    detect_frame(img, PixelTextConfig(policy="mask"), picture=True)
-    detect_frame(img, PixelTextConfig(policy="mask", text_detector="all"))
-    assert len(calls) == 2
+    clean = np.full((320, 480), 20, dtype=np.uint8)  # flat: nothing for the stroke maps
+    text = _draw(clean, "DOE^JANE 4417203", (30, 40), 24, 255)
+    auto = PixelTextConfig(policy="mask")
+    assert detect_frame(clean, auto) == [] and calls == []  # a grey frame without text: no detector, no cost
+    assert detect_frame(text, auto) and len(calls) == 1  # text found on a grey frame: checked and completed
+    detect_frame(clean, auto, picture=True)  # ultrasound and colour pictures: always
+    detect_frame(clean, PixelTextConfig(policy="mask", text_detector="all"))
+    assert len(calls) == 3
+    detect_frame(text, PixelTextConfig(policy="mask", text_detector="off"), picture=True)
+    assert len(calls) == 3
 
 
 def test_clean_chest_radiographs_get_no_boxes_with_the_detector_on_every_frame(data_dir):

@@ -57,7 +57,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 ROLES = ("clinician", "auditor", "admin")
 AUDIT_FORMATS = ("jsonl", "csv")
 PIXEL_TEXT_POLICIES = ("refuse", "mask", "off")
-TEXT_DETECTOR_USES = ("pictures", "all", "off")
+TEXT_DETECTOR_USES = ("auto", "all", "off")
 
 
 def operating_point_option(value: str | None) -> str | None:

@@ -61,8 +61,9 @@ def deid_cmd(
                                         "alone), refuse (also refuse files where OCR finds text) or mask (black "
                                         "boxes over it, written as a new instance with BurnedInAnnotation NO)."),
     text_detector: Literal[TEXT_DETECTOR_USES] = typer.Option(
-        "pictures", "--text-detector", help="Which pixels the learned text detector also reads (with --pixel-text "
-        "refuse|mask): pictures (ultrasound and colour), all (radiographs too; slower) or off."),
+        "auto", "--text-detector", help="Which frames the learned text detector also reads (with --pixel-text "
+        "refuse|mask): auto (ultrasound and colour pictures, and frames where text was found), all (every frame; "
+        "slower) or off."),
 ) -> None:
     """De-identify DICOM (PS3.15 Annex E basic profile + retain patient characteristics); writes a report."""
     from radiolens.io.deid import Deidentifier, load_secret

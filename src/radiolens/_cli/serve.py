@@ -123,9 +123,9 @@ def serve_cmd(
         "refuse", "--pixel-text", help="text burned into uploaded DICOM pixels, read by Tesseract OCR: refuse "
         "(422), mask (black boxes, a new instance) or off (the header's BurnedInAnnotation rule alone)"),
     text_detector: Literal[TEXT_DETECTOR_USES] = typer.Option(
-        "pictures", "--text-detector", help="which uploads the learned text detector also reads for burned-in "
-        "text: pictures (ultrasound and colour), all (radiographs too: about 0.5 s more per 1024-pixel image on "
-        "two cores) or off"),
+        "auto", "--text-detector", help="which uploads the learned text detector also reads for burned-in "
+        "text: auto (ultrasound and colour pictures, and images where text was found), all (every image: about "
+        "0.5 s more per 1024-pixel image on two cores) or off"),
     log_level: Literal[LOG_LEVELS] = typer.Option("info", "--log-level", case_sensitive=False),
 ) -> None:
     """Run the inference API and web viewer (advisory only: never a diagnosis)."""

@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from radiolens.errors import ConfigError
 
 PixelTextPolicy = Literal["refuse", "mask", "off"]
-TextDetectorUse = Literal["pictures", "all", "off"]
+TextDetectorUse = Literal["auto", "all", "off"]
 POLICIES: tuple[str, ...] = ("refuse", "mask", "off")
 
 
@@ -82,11 +82,13 @@ class PixelTextConfig(BaseModel):
     #: :func:`colour_tolerance`.
     picture_colour_tolerance: float = Field(default=0.012, ge=0, le=0.1)
     language: str = Field(default="eng", pattern=r"^[a-z_]{3,16}(\+[a-z_]{3,16})*$")
-    #: Which pictures the learned text detector (:mod:`radiolens.io.text_detector`) reads too: ``pictures``
-    #: (ultrasound and colour images, where text touching the picture and small header print defeat the stroke
-    #: maps), ``all`` (grey radiographs and cross-sections too: fewer false boxes on test patterns and lossy MR,
-    #: about 0.5 s more per 1024-pixel frame on two cores), or ``off`` (stroke maps and Tesseract alone).
-    text_detector: TextDetectorUse = "pictures"
+    #: Which frames the learned text detector (:mod:`radiolens.io.text_detector`) reads too: ``auto``
+    #: (ultrasound and colour pictures, where text touching the picture and small header print defeat the stroke
+    #: maps, and any other frame on which the stroke maps found text, to check and complete what they found: a
+    #: clean radiograph costs nothing more), ``all`` (every frame: also text the stroke maps miss entirely on
+    #: frames where they find none, about 0.5 s more per 1024-pixel frame on two cores), or ``off`` (stroke maps
+    #: and Tesseract alone).
+    text_detector: TextDetectorUse = "auto"
     #: The detector's ONNX file; unset: ``RADIOLENS_TEXT_DETECTOR``, an installed ``rapidocr_onnxruntime``, the
     #: user cache, or a download from PyPI (:func:`radiolens.io.text_detector.model_path`).
     detector_model: str | None = None
@@ -459,8 +461,8 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
     Candidates first, by image processing alone: thin strokes (top-hats) cut into character-shaped
     components, grouped into lines; then Tesseract confirms which candidates read as text. ``picture``: the frame
     is an ultrasound or colour picture (:func:`is_picture`), which sets the one-colour tolerance and whether the
-    learned detector reads it (:attr:`PixelTextConfig.text_detector`). ``tolerance`` overrides the one-colour
-    tolerance (a fraction of the frame's range).
+    learned detector reads it whatever the stroke maps found (:attr:`PixelTextConfig.text_detector`).
+    ``tolerance`` overrides the one-colour tolerance (a fraction of the frame's range).
     """
     raw = _luminance(frame)
     full = grey = to_uint8(raw)
@@ -480,7 +482,7 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
             m, side = cfg.margin * (y1 - y0), cfg.side_margin * (y1 - y0)
             boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + side))),
                                  min(h, int(np.ceil(y1 + m)))))
-    if cfg.text_detector == "all" or (cfg.text_detector == "pictures" and picture):
+    if cfg.text_detector == "all" or (cfg.text_detector == "auto" and (picture or boxes)):
         boxes = _with_detector(raw, full, boxes, cfg, index, tolerance, picture)
     return boxes
 
