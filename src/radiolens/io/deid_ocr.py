@@ -451,7 +451,11 @@ def colour_tolerance(ds, cfg: PixelTextConfig) -> float:
     secondary captures (often digitised films), and grey images of unknown modality, keep the strict test that
     keeps clean radiographs free of false boxes (the tolerant one put boxes on 5 of 100 clean chest
     radiographs)."""
-    return cfg.picture_colour_tolerance if is_picture(ds) else cfg.colour_tolerance
+    return _tolerance(cfg, is_picture(ds))
+
+
+def _tolerance(cfg: PixelTextConfig, picture: bool) -> float:
+    return cfg.picture_colour_tolerance if picture else cfg.colour_tolerance
 
 
 def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
@@ -467,9 +471,8 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
     raw = _luminance(frame)
     full = grey = to_uint8(raw)
     h, w = grey.shape
-    if tolerance is None:
-        tolerance = cfg.picture_colour_tolerance if picture else cfg.colour_tolerance
-    tolerance = max(0.5, tolerance * float(raw.max() - raw.min()))
+    fraction = _tolerance(cfg, picture) if tolerance is None else tolerance
+    tolerance = max(0.5, fraction * float(raw.max() - raw.min()))
     scale = max(h, w) / cfg.max_side if max(h, w) > cfg.max_side else 1.0
     if scale > 1.0:
         from PIL import Image
