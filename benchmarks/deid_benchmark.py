@@ -233,9 +233,13 @@ def preexisting_glyph(before: np.ndarray, box: list[int]) -> np.ndarray:
 
 
 def legible(before: np.ndarray, after: np.ndarray, glyph: np.ndarray) -> bool:
-    """Whether text drawn at ``glyph`` still stands out in ``after``: more than 5 % of its pixels differ from
-    the median of their surroundings (the glyph's box less the glyph grown by 2 px) by more than half the
-    contrast it had when planted. A black box over the text leaves no contrast; untouched text keeps all."""
+    """Whether text drawn at ``glyph`` still stands out in ``after``: more than 5 % of its pixels differ from their
+    surroundings by more than half the contrast they had when planted, both against the pixels round the text
+    (the glyph's box grown by 3 px, less the glyph grown by 2 px) and against the gaps between its strokes (the
+    glyph's own box less the glyph grown by 1 px, where there are any). Untouched text keeps all its contrast
+    against both; a black box over the text and the 3 px round it leaves none against either; a box that blacks
+    out the strokes and the gaps between them but not the 3 px round it leaves the strokes as dark as their gaps,
+    nothing to read, though they differ from the unmasked surroundings."""
     from scipy import ndimage as ndi
 
     if not glyph.any():  # nothing stands out: nothing to read
@@ -250,7 +254,17 @@ def legible(before: np.ndarray, after: np.ndarray, glyph: np.ndarray) -> bool:
     planted = abs(float(np.median(b[g])) - float(np.median(b[ring])))
     if planted == 0:  # planted on a background of its own value: counted as removed only if it was changed
         return bool((a[g] == b[g]).mean() > 0.05)
-    return bool((np.abs(a[g] - np.median(a[ring])) > 0.5 * planted).mean() > 0.05)
+    if not (np.abs(a[g] - np.median(a[ring])) > 0.5 * planted).mean() > 0.05:
+        return False
+    gaps = np.zeros_like(g)
+    gaps[ys.min() - y0:ys.max() - y0 + 1, xs.min() - x0:xs.max() - x0 + 1] = True
+    gaps &= ~ndi.binary_dilation(g, iterations=1)
+    if gaps.sum() < 4:  # strokes too close for gaps of their own: the surroundings decide
+        return True
+    inner = abs(float(np.median(b[g])) - float(np.median(b[gaps])))
+    if inner == 0:
+        return True
+    return bool((np.abs(a[g] - np.median(a[gaps])) > 0.5 * inner).mean() > 0.05)
 
 
 def score(manifest: dict, corpus: Path, out: Path) -> dict:

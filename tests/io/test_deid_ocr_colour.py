@@ -63,3 +63,20 @@ def test_smeared_text_is_found_on_ultrasound_only():
     boxes = detect_text(_dataset(pixels, "US"), CFG)
     assert boxes and all(b.y0 <= 20 and b.y1 >= 38 and b.x0 <= 20 for b in boxes)  # over the drawn line
     assert detect_text(_dataset(pixels, "CR"), CFG) == []  # a radiograph keeps the strict test
+
+
+def test_a_grid_line_of_the_text_colour_does_not_widen_the_line():
+    """A rule of the text's own colour running on past the text (a test pattern's grid, a scale bar, a picture's
+    edge) is not print: the line's columns end where its characters end."""
+    from radiolens.io.deid_ocr import _colour_span
+
+    raw = np.full((40, 400), 127.0)
+    for x in range(40, 120, 10):  # eight stand-in characters ("[" shapes) from column 40 to 117
+        raw[14:26, x:x + 2] = 191
+        raw[14:16, x:x + 7] = raw[24:26, x:x + 7] = 191
+    raw[20:22, 0:400] = 191  # a 2-pixel grid line through the band, across the whole frame
+    lo, hi = _colour_span(raw, (10, 30, 50, 110), 191.0, 1.0)
+    assert lo == 40 and hi == 117
+    plain = raw.copy()
+    plain[20:22, :40] = plain[20:22, 120:] = 127  # without the line: the same columns
+    assert _colour_span(plain, (10, 30, 50, 110), 191.0, 1.0) == (lo, hi)

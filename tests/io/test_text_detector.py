@@ -157,3 +157,23 @@ def test_clean_chest_radiographs_get_no_boxes_with_the_detector_on_every_frame(d
     for f in files:
         img = np.asarray(Image.open(f).convert("L"))
         assert detect_frame(img, cfg) == [], Path(f).name
+
+
+def test_a_region_is_cut_to_its_print_and_a_stroke_line_to_its_regions():
+    """The detector's regions pad their text by about half its height all round, and a stroke-map line can take in
+    a scale bar beside its text: on grey frames a region's box is cut to the print inside it (what reaches the
+    region's border, such as the edge of a bar, is not print); a line reaching more than a region height past its
+    regions is cut back to half a region height past them; lines touching regions on two bands are stacked."""
+    from radiolens.io.deid_ocr import TextBox, _clip, _print_extent, _stacked
+
+    ink = np.zeros((24, 60), dtype=bool)
+    ink[8:16, 12:40] = True  # the print
+    ink[:, 55:] = True  # a bar cut by the region's right border
+    assert _print_extent((100, 124, 200, 260), ink) == (108, 116, 212, 240)
+    assert _print_extent((100, 124, 200, 260), np.ones((24, 60), dtype=bool)) == (100, 124, 200, 260)
+    regions = [(428, 453, 32, 191, 0.9)]
+    clipped = _clip(TextBox(0, 9, 422, 278, 465), regions)  # a date whose line took in the scale bar under it
+    assert (clipped.x0, clipped.x1) == (9, 191 + 12)  # the left end (within a region height) is kept
+    assert (clipped.y0, clipped.y1) == (422, 465)
+    assert _stacked([(338, 363, 319, 604, 0.9), (358, 378, 245, 303, 0.9)])
+    assert not _stacked([(338, 363, 319, 604, 0.9), (340, 362, 620, 640, 0.9)])

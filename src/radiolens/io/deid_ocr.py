@@ -407,11 +407,15 @@ def _colour_span(raw: np.ndarray, box: tuple[int, int, int, int], colour: float,
     """The columns of a text line, found by its colour: from the line's columns, sideways while columns of the
     line's band hold the text colour at a character's density (5-70 % of the band's height; a saturated
     region fills whole columns), across gaps narrower than the line's height."""
+    from scipy import ndimage as ndi
+
     y0, y1, x0, x1 = box
     h = y1 - y0
     band = np.abs(raw[y0:y1] - colour) <= 1.5 * tolerance
     fill = band.mean(axis=0)
-    text = (fill >= 0.05) & (fill <= 0.7)
+    # runs of the colour longer than two line heights are rules, grid lines and picture edges, not print
+    print_fill = (band & ~ndi.binary_opening(band, structure=np.ones((1, 2 * h + 1), dtype=bool))).mean(axis=0)
+    text = (print_fill >= 0.05) & (fill <= 0.7)
     limit = 40 * h
     lo, gap = x0, 0
     for x in range(x0 - 1, max(-1, x0 - limit), -1):
@@ -573,12 +577,15 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
 
     The detector reads the frame twice: as it is and with every pixel set against its neighbourhood (faint print on
     header bars). A stroke-map line that no region touches is dropped (test patterns and lossy MR, whose edges
-    Tesseract reads as characters); one more than twice as tall as the regions it touches (blocks of a test
-    pattern grouped with their labels) is replaced by them. A region is text when Tesseract reads it (its pixels
-    split into print and background by Otsu's threshold, the print being the side away from the region's border)
-    or, on pictures, when the detector is sure: very sure (:attr:`PixelTextConfig.detector_sure_score`), or sure
-    (:attr:`PixelTextConfig.detector_score`) with the print drawn in one colour. Regions continuing a confirmed
-    one on its band are taken too.
+    Tesseract reads as characters); one more than twice as tall as the regions it touches (blocks of a test pattern
+    grouped with their labels), or on a picture touching regions on two lines, is replaced by them; on a picture, a
+    line reaching well past its regions is cut back to them (:func:`_clip`). A region is text when Tesseract reads
+    it (its pixels split into print and background by Otsu's threshold, the print being the side away from the
+    region's border) or, on pictures, when the detector is sure: very sure
+    (:attr:`PixelTextConfig.detector_sure_score`), or sure (:attr:`PixelTextConfig.detector_score`) with the print
+    drawn in one colour. Regions continuing a confirmed one on its band are taken too. On grey frames a region's box
+    is cut to the print inside it (:func:`_print_extent`); on pictures, where print over anatomy cannot be told from
+    it, the region is kept.
     """
     from radiolens.io import text_detector
 
@@ -593,12 +600,12 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
         touching = [r for r in regions if _overlaps(r, b)]
         if not touching:
             continue
-        if b.y1 - b.y0 > 2 * max(r[1] - r[0] for r in touching):
+        if b.y1 - b.y0 > 2 * max(r[1] - r[0] for r in touching) or (picture and _stacked(touching)):
             for y0, y1, x0, x1, _score in touching:
                 m = int(0.25 * (y1 - y0))
                 kept_boxes.append(TextBox(index, max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)))
         else:
-            kept_boxes.append(b)
+            kept_boxes.append(_clip(b, touching) if picture else b)
     lines, crops, sure = [], [], set()
     for y0, y1, x0, x1, score in regions:
         rows, cols = y1 - y0, x1 - x0
@@ -622,11 +629,52 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
             break
         found |= more
     for k in sorted(found):
-        y0, y1, x0, x1 = lines[k]
-        side, m = 0.5 * (y1 - y0), 0.1 * (y1 - y0)
-        kept_boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(x1 + side)),
-                                  min(h, int(y1 + m))))
+        if picture:  # print over a picture's anatomy cannot be told from it: the region as the detector drew it
+            y0, y1, x0, x1 = lines[k]
+            side, m = 0.5 * (y1 - y0), 0.1 * (y1 - y0)
+        else:
+            y0, y1, x0, x1 = _print_extent(lines[k], crops[k])
+            side, m = 0.5 * (y1 - y0), 0.25 * (y1 - y0)
+        kept_boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + side))),
+                                  min(h, int(np.ceil(y1 + m)))))
     return kept_boxes
+
+
+def _stacked(regions: list[tuple]) -> bool:
+    """Whether ``regions`` lie on more than one line (two of them overlap by less than half the lower's height)."""
+    return any(min(a[1], b[1]) - max(a[0], b[0]) < 0.5 * min(a[1] - a[0], b[1] - b[0])
+               for i, a in enumerate(regions) for b in regions[i + 1:])
+
+
+def _clip(box: TextBox, regions: list[tuple]) -> TextBox:
+    """``box`` with each side that reaches more than one region height past the detector ``regions`` it touches
+    cut back to half a region height past them: a stroke-map line also takes in rules, scale bars and picture
+    edges of the text's colour, while the regions can miss a character or two at a line's end (which the nearer
+    sides keep)."""
+    hr = max(r[1] - r[0] for r in regions)
+    y0, y1 = min(r[0] for r in regions), max(r[1] for r in regions)
+    x0, x1 = min(r[2] for r in regions), max(r[3] for r in regions)
+
+    def cut(side: int, edge: int, direction: int) -> int:
+        return edge + direction * int(0.5 * hr) if (side - edge) * direction > hr else side
+
+    return TextBox(box.frame, cut(box.x0, x0, -1), cut(box.y0, y0, -1), cut(box.x1, x1, 1), cut(box.y1, y1, 1))
+
+
+def _print_extent(region: tuple[int, int, int, int], ink: np.ndarray) -> tuple[int, int, int, int]:
+    """The part of a detector ``region`` its print covers: the region grows the text by about half its height
+    all round (DBNet's unclip), which would mask that much of the picture round every label."""
+    from scipy import ndimage as ndi
+
+    y0, y1, x0, x1 = region
+    labels, _n = ndi.label(ink)
+    # print sits inside the region; what reaches its border is something else the region cuts (a bar, an edge)
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    inside = ink & ~np.isin(labels, border[border > 0])
+    if inside.sum() < 0.3 * ink.sum():
+        return region
+    rows, cols = np.nonzero(inside.any(axis=1))[0], np.nonzero(inside.any(axis=0))[0]
+    return y0 + int(rows[0]), y0 + int(rows[-1]) + 1, x0 + int(cols[0]), x0 + int(cols[-1]) + 1
 
 
 def frames_of(pixels: np.ndarray, ds) -> np.ndarray:
