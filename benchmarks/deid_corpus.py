@@ -469,11 +469,13 @@ def make_file(src: Path, dst: Path, seed: int) -> list[dict]:
 
 def default_sources(data_dir: Path | None) -> list[Path]:
     """pydicom's test files, pydicom-data's files and the SIIM chest DICOM (when ``data_dir`` is given)."""
-    from pydicom.data import get_testdata_files
+    from pydicom.data.data_manager import DATA_ROOT, DataTypes, external_data_sources
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        files = [Path(f) for f in get_testdata_files("*.dcm")]
+    # what pydicom.data.get_testdata_files("*.dcm") lists, less its attempt to download the files of pydicom's
+    # online list that are not installed (with no network it waits about 15 s for that to fail, every call)
+    files = list((Path(DATA_ROOT) / "test_files").glob("*.dcm"))
+    for source in external_data_sources().values():
+        files += [Path(f) for f in source.get_paths("*.dcm", DataTypes.DATASET)]
     try:
         import data_store
 
