@@ -403,19 +403,26 @@ def _uniformity(raw: np.ndarray, strokes: np.ndarray, tolerance: float) -> tuple
     return share, float(mode * tolerance)
 
 
-def _colour_span(raw: np.ndarray, box: tuple[int, int, int, int], colour: float, tolerance: float) -> tuple[int, int]:
+def _rules(mask: np.ndarray, h: int) -> np.ndarray:
+    """The pixels of ``mask`` on horizontal runs longer than two line heights (``h``): rules, grid lines, the
+    edges of pictures and scale bars, never print."""
+    from scipy import ndimage as ndi
+
+    return ndi.binary_opening(mask, structure=np.ones((1, 2 * h + 1), dtype=bool))
+
+
+def _colour_span(raw: np.ndarray, box: tuple[int, int, int, int], colour: float, tolerance: float,
+                 min_pixels: int = 1) -> tuple[int, int]:
     """The columns of a text line, found by its colour: from the line's columns, sideways while columns of the
     line's band hold the text colour at a character's density (5-70 % of the band's height; a saturated
     region fills whole columns), across gaps narrower than the line's height."""
-    from scipy import ndimage as ndi
-
     y0, y1, x0, x1 = box
     h = y1 - y0
     band = np.abs(raw[y0:y1] - colour) <= 1.5 * tolerance
     fill = band.mean(axis=0)
     # runs of the colour longer than two line heights are rules, grid lines and picture edges, not print
-    print_fill = (band & ~ndi.binary_opening(band, structure=np.ones((1, 2 * h + 1), dtype=bool))).mean(axis=0)
-    text = (print_fill >= 0.05) & (fill <= 0.7)
+    print_fill = (band & ~_rules(band, h)).mean(axis=0)
+    text = (print_fill >= max(0.05, (min_pixels - 0.5) / h)) & (fill <= 0.7)
     limit = 40 * h
     lo, gap = x0, 0
     for x in range(x0 - 1, max(-1, x0 - limit), -1):
@@ -628,9 +635,17 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
         if not more:
             break
         found |= more
+    strict = max(0.5, cfg.colour_tolerance * float(raw.max() - raw.min()))  # the grey frames' one colour
     for k in sorted(found):
         if picture:  # print over a picture's anatomy cannot be told from it: the region as the detector drew it
             y0, y1, x0, x1 = lines[k]
+            ink = crops[k] & ~_rules(crops[k], y1 - y0)
+            share, colour = _uniformity(raw[y0:y1, x0:x1], ink, strict)
+            extreme = min(abs(colour - float(raw.max())), abs(colour - float(raw.min()))) <= strict
+            if share >= cfg.min_uniformity and not extreme:
+                # print of one exact colour that the picture does not saturate to: the line goes on where it does
+                lo, hi = _colour_span(raw, lines[k], colour, strict, min_pixels=2)
+                x0, x1 = max(lo, x0 - 6 * (y1 - y0)), min(hi, x1 + 6 * (y1 - y0))
             side, m = 0.5 * (y1 - y0), 0.1 * (y1 - y0)
         else:
             y0, y1, x0, x1 = _print_extent(lines[k], crops[k])
