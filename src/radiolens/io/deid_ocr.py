@@ -637,22 +637,32 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
         found |= more
     strict = max(0.5, cfg.colour_tolerance * float(raw.max() - raw.min()))  # the grey frames' one colour
     for k in sorted(found):
-        if picture:  # print over a picture's anatomy cannot be told from it: the region as the detector drew it
-            y0, y1, x0, x1 = lines[k]
-            ink = crops[k] & ~_rules(crops[k], y1 - y0)
-            share, colour = _uniformity(raw[y0:y1, x0:x1], ink, strict)
-            extreme = min(abs(colour - float(raw.max())), abs(colour - float(raw.min()))) <= strict
-            if share >= cfg.min_uniformity and not extreme:
-                # print of one exact colour that the picture does not saturate to: the line goes on where it does
-                lo, hi = _colour_span(raw, lines[k], colour, strict, min_pixels=2)
-                x0, x1 = max(lo, x0 - 6 * (y1 - y0)), min(hi, x1 + 6 * (y1 - y0))
-            side, m = 0.5 * (y1 - y0), 0.1 * (y1 - y0)
+        # over a picture's anatomy print cannot be told from it by its pixels alone: the region, lengthened where
+        # its print colour goes on; on grey frames, the print inside the region
+        if picture:
+            y0, y1, x0, x1 = _picture_line(raw, lines[k], crops[k], strict, cfg.min_uniformity)
         else:
             y0, y1, x0, x1 = _print_extent(lines[k], crops[k])
-            side, m = 0.5 * (y1 - y0), 0.25 * (y1 - y0)
+        side, m = 0.5 * (y1 - y0), 0.25 * (y1 - y0)
         kept_boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + side))),
                                   min(h, int(np.ceil(y1 + m)))))
     return kept_boxes
+
+
+def _picture_line(raw: np.ndarray, region: tuple[int, int, int, int], ink: np.ndarray, strict: float,
+                  min_uniformity: float) -> tuple[int, int, int, int]:
+    """A detector ``region`` of a picture, lengthened sideways (up to six line heights) where its print goes on,
+    when the print is one exact colour (within ``strict``) that the picture does not saturate to: the detector
+    stops short where a line crosses the frame drawn round an ultrasound picture or a header bar's edge. Long runs
+    of the colour (that frame) are not print."""
+    y0, y1, x0, x1 = region
+    h = y1 - y0
+    share, colour = _uniformity(raw[y0:y1, x0:x1], ink & ~_rules(ink, h), strict)
+    extreme = min(abs(colour - float(raw.max())), abs(colour - float(raw.min()))) <= strict
+    if share < min_uniformity or extreme:
+        return region
+    lo, hi = _colour_span(raw, region, colour, strict, min_pixels=2)
+    return y0, y1, max(lo, x0 - 6 * h), min(hi, x1 + 6 * h)
 
 
 def _stacked(regions: list[tuple]) -> bool:
