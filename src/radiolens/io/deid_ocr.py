@@ -657,12 +657,13 @@ def _picture_line(raw: np.ndarray, region: tuple[int, int, int, int], ink: np.nd
     of the colour (that frame) are not print."""
     y0, y1, x0, x1 = region
     h = y1 - y0
-    share, colour = _uniformity(raw[y0:y1, x0:x1], ink & ~_rules(ink, h), strict)
-    extreme = min(abs(colour - float(raw.max())), abs(colour - float(raw.min()))) <= strict
-    if share < min_uniformity or extreme:
-        return region
-    lo, hi = _colour_span(raw, region, colour, strict, min_pixels=2)
-    return y0, y1, max(lo, x0 - 6 * h), min(hi, x1 + 6 * h)
+    for side in (ink, ~ink):  # Otsu's print side, else the other (bright print on black under a grey bar's edge)
+        share, colour = _uniformity(raw[y0:y1, x0:x1], side & ~_rules(side, h), strict)
+        extreme = min(abs(colour - float(raw.max())), abs(colour - float(raw.min()))) <= strict
+        if share >= min_uniformity and not extreme:
+            lo, hi = _colour_span(raw, region, colour, strict, min_pixels=2)
+            return y0, y1, max(lo, x0 - 6 * h), min(hi, x1 + 6 * h)
+    return region
 
 
 def _stacked(regions: list[tuple]) -> bool:
