@@ -164,7 +164,7 @@ def test_a_region_is_cut_to_its_print_and_a_stroke_line_to_its_regions():
     a scale bar beside its text: on grey frames a region's box is cut to the print inside it (what reaches the
     region's border, such as the edge of a bar, is not print); a line reaching more than a region height past its
     regions is cut back to half a region height past them; lines touching regions on two bands are stacked."""
-    from radiolens.io.deid_ocr import TextBox, _clip, _print_extent, _stacked
+    from radiolens.io.deid_ocr import TextBox, _clip, _print_extent, _reaches, _stacked
 
     ink = np.zeros((24, 60), dtype=bool)
     ink[8:16, 12:40] = True  # the print
@@ -177,3 +177,6 @@ def test_a_region_is_cut_to_its_print_and_a_stroke_line_to_its_regions():
     assert (clipped.y0, clipped.y1) == (422, 465)
     assert _stacked([(338, 363, 319, 604, 0.9), (358, 378, 245, 303, 0.9)])
     assert not _stacked([(338, 363, 319, 604, 0.9), (340, 362, 620, 640, 0.9)])
+    # a faint line over anatomy: the plain read saw its end only, the local-contrast read all of it (kept too)
+    assert not _reaches((463, 496, 418, 666, 0.9), (463, 497, 310, 666, 0.9))
+    assert _reaches((463, 497, 310, 666, 0.9), (463, 496, 318, 660, 0.9))

@@ -600,7 +600,8 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
     h, w = grey.shape
     regions = text_detector.regions(grey, path)
     for region in text_detector.regions(text_detector.local_contrast(raw), path):
-        if all(_iou(region, other) < 0.5 for other in regions):
+        # kept unless the first read saw the same line as far (a faint line's end over anatomy is seen in one only)
+        if all(_iou(region, other) < 0.5 or not _reaches(other, region) for other in regions):
             regions.append(region)
     kept_boxes: list[TextBox] = []
     for b in boxes:
@@ -664,6 +665,12 @@ def _picture_line(raw: np.ndarray, region: tuple[int, int, int, int], ink: np.nd
             lo, hi = _colour_span(raw, region, colour, strict, min_pixels=2)
             return y0, y1, max(lo, x0 - 6 * h), min(hi, x1 + 6 * h)
     return region
+
+
+def _reaches(a: tuple, b: tuple) -> bool:
+    """Whether region ``a`` reaches as far sideways as ``b``, within half ``b``'s height."""
+    slack = 0.5 * (b[1] - b[0])
+    return a[2] <= b[2] + slack and a[3] >= b[3] - slack
 
 
 def _stacked(regions: list[tuple]) -> bool:
