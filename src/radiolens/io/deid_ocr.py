@@ -498,7 +498,7 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
                                  min(h, int(np.ceil(y1 + m)))))
     if cfg.text_detector == "all" or (cfg.text_detector == "auto" and (picture or boxes)):
         boxes = _with_detector(raw, full, boxes, cfg, index, tolerance, picture)
-    return boxes
+    return list(dict.fromkeys(boxes))  # each region once (stroke maps and readings find many lines twice)
 
 
 def _text_lines(raw: np.ndarray, bw: np.ndarray, scale: float, tolerance: float, cfg: PixelTextConfig):
