@@ -592,7 +592,7 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
     (:attr:`PixelTextConfig.detector_sure_score`), or sure (:attr:`PixelTextConfig.detector_score`) with the print
     drawn in one colour. Regions continuing a confirmed one on its band are taken too. On grey frames a region's box
     is cut to the print inside it (:func:`_print_extent`); on pictures, where print over anatomy cannot be told from
-    it, the region is kept.
+    it, the region is kept, lengthened where its one-colour print goes on (:func:`_picture_line`).
     """
     from radiolens.io import text_detector
 
@@ -636,12 +636,13 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
         if not more:
             break
         found |= more
-    strict = max(0.5, cfg.colour_tolerance * float(raw.max() - raw.min()))  # the grey frames' one colour
+    darkest, brightest = float(raw.min()), float(raw.max())
+    strict = max(0.5, cfg.colour_tolerance * (brightest - darkest))  # the grey frames' one colour
     for k in sorted(found):
         # over a picture's anatomy print cannot be told from it by its pixels alone: the region, lengthened where
         # its print colour goes on; on grey frames, the print inside the region
         if picture:
-            y0, y1, x0, x1 = _picture_line(raw, lines[k], crops[k], strict, cfg.min_uniformity)
+            y0, y1, x0, x1 = _picture_line(raw, lines[k], crops[k], strict, cfg.min_uniformity, (darkest, brightest))
         else:
             y0, y1, x0, x1 = _print_extent(lines[k], crops[k])
         side, m = 0.5 * (y1 - y0), 0.25 * (y1 - y0)
@@ -651,16 +652,16 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
 
 
 def _picture_line(raw: np.ndarray, region: tuple[int, int, int, int], ink: np.ndarray, strict: float,
-                  min_uniformity: float) -> tuple[int, int, int, int]:
+                  min_uniformity: float, extremes: tuple[float, float]) -> tuple[int, int, int, int]:
     """A detector ``region`` of a picture, lengthened sideways (up to six line heights) where its print goes on,
-    when the print is one exact colour (within ``strict``) that the picture does not saturate to: the detector
+    when the print is one exact colour (within ``strict``) other than the frame's ``extremes``: the detector
     stops short where a line crosses the frame drawn round an ultrasound picture or a header bar's edge. Long runs
     of the colour (that frame) are not print."""
     y0, y1, x0, x1 = region
     h = y1 - y0
     for side in (ink, ~ink):  # Otsu's print side, else the other (bright print on black under a grey bar's edge)
         share, colour = _uniformity(raw[y0:y1, x0:x1], side & ~_rules(side, h), strict)
-        extreme = min(abs(colour - float(raw.max())), abs(colour - float(raw.min()))) <= strict
+        extreme = min(abs(colour - e) for e in extremes) <= strict
         if share >= min_uniformity and not extreme:
             lo, hi = _colour_span(raw, region, colour, strict, min_pixels=2)
             return y0, y1, max(lo, x0 - 6 * h), min(hi, x1 + 6 * h)
