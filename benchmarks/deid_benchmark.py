@@ -254,7 +254,7 @@ def legible(before: np.ndarray, after: np.ndarray, glyph: np.ndarray) -> bool:
     planted = abs(float(np.median(b[g])) - float(np.median(b[ring])))
     if planted == 0:  # planted on a background of its own value: counted as removed only if it was changed
         return bool((a[g] == b[g]).mean() > 0.05)
-    if not (np.abs(a[g] - np.median(a[ring])) > 0.5 * planted).mean() > 0.05:
+    if not _stands_out(a[g], a[ring], planted):
         return False
     gaps = np.zeros_like(g)
     gaps[ys.min() - y0:ys.max() - y0 + 1, xs.min() - x0:xs.max() - x0 + 1] = True
@@ -264,7 +264,12 @@ def legible(before: np.ndarray, after: np.ndarray, glyph: np.ndarray) -> bool:
     inner = abs(float(np.median(b[g])) - float(np.median(b[gaps])))
     if inner == 0:
         return True
-    return bool((np.abs(a[g] - np.median(a[gaps])) > 0.5 * inner).mean() > 0.05)
+    return _stands_out(a[g], a[gaps], inner)
+
+
+def _stands_out(strokes: np.ndarray, reference: np.ndarray, contrast: float) -> bool:
+    """More than 5 % of ``strokes`` differ from the median of ``reference`` by more than half ``contrast``."""
+    return bool((np.abs(strokes - np.median(reference)) > 0.5 * contrast).mean() > 0.05)
 
 
 def score(manifest: dict, corpus: Path, out: Path) -> dict:
