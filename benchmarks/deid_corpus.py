@@ -273,7 +273,10 @@ def _plant_jpeg(ds: Dataset, p: Planter) -> bool:
 #: Text already burned into source images (not planted), as (reason, sources sharing the picture, boxes): each
 #: box (x0, y0, x1, y1; end exclusive) drawn round one line of text after looking at the rendered image, then
 #: tightened to the pixels that stand out from the box's edge. Scored as ``preexisting_text`` (remove) and left
-#: out of ``pixels_kept``. Only these sources were reviewed; single characters (orientation letters, a probe
+#: out of ``pixels_kept``. A box holds the print only, not a label's own background or a bar under it: the
+#: scorer takes the background from a ring round the box and the print as what differs from it, so a box round
+#: a white label on black would score the label's white, not its grey print (checked for every box: no row of a
+#: box is print from edge to edge). Only these sources were reviewed; single characters (orientation letters, a probe
 #: marker) and logos are not listed. examples_palette is the top 350 rows of the OBXXXX1A picture: boxes past
 #: an image's edge are dropped for it.
 PREEXISTING_TEXT: dict[str, tuple[str, tuple[str, ...], dict[str, tuple[int, int, int, int]]]] = {
@@ -306,8 +309,8 @@ PREEXISTING_TEXT: dict[str, tuple[str, tuple[str, ...], dict[str, tuple[int, int
         ('gdcm-US-ALOKA-16.dcm', 'gdcm-US-ALOKA-16_big.dcm'),
         {
         '127/128': (248, 34, 330, 50), '20Hz (left)': (291, 49, 327, 59), '110/111': (553, 34, 640, 50),
-        '20Hz (right)': (601, 49, 637, 59), 'LO': (81, 59, 102, 74), '9123 5.0 R15 G66 C6 A2': (36, 433, 285, 446),
-        '9123 5.0 R15 G63 C6 A2': (338, 433, 585, 446), '3:PELVIS': (21, 457, 98, 467),
+        '20Hz (right)': (601, 49, 637, 59), 'LO': (81, 59, 102, 74), '9123 5.0 R15 G66 C6 A2': (36, 433, 285, 443),
+        '9123 5.0 R15 G63 C6 A2': (338, 433, 585, 443), '3:PELVIS': (21, 457, 98, 467),
         '*WESTWAY MEDICAL*': (81, 1, 248, 11), 'ULTRASOUND': (111, 13, 208, 23), '24-MAY-02': (551, 1, 636, 11),
         'M 11:24:20': (533, 13, 636, 23), 'DVA: 94%': (551, 457, 629, 467),
         }),
@@ -320,7 +323,7 @@ PREEXISTING_TEXT: dict[str, tuple[str, tuple[str, ...], dict[str, tuple[int, int
         '5/25/2011': (670, 9, 772, 25), 'OB': (95, 10, 119, 22), 'PHILIPS': (11, 9, 74, 22),
         'Gen OB': (4, 68, 73, 80), 'C5-1': (4, 87, 46, 99), '28Hz': (4, 106, 50, 118), '11cm': (6, 125, 52, 137),
         '2D': (4, 163, 27, 175), 'HGen': (12, 185, 61, 196), 'Gn 60': (12, 204, 66, 215),
-        'C 61': (12, 223, 50, 234), '3/3/4': (12, 241, 76, 253), '+ Cist Mag 1.06 cm': (122, 84, 308, 104),
+        'C 61': (12, 223, 50, 234), '3/3/4': (12, 241, 76, 253), '+ Cist Mag 1.06 cm': (127, 88, 302, 103),
         '1.8 3.6': (143, 509, 189, 518),
         }),
     'GDCM text': (
