@@ -498,6 +498,8 @@ def detect_frame(frame: np.ndarray, cfg: PixelTextConfig, index: int = 0,
                                  min(h, int(np.ceil(y1 + m)))))
     if cfg.text_detector == "all" or (cfg.text_detector == "auto" and (picture or boxes)):
         boxes = _with_detector(raw, full, boxes, cfg, index, tolerance, picture)
+    if picture:
+        boxes = [_whole_print(raw, b, tolerance) for b in boxes]
     return list(dict.fromkeys(boxes))  # each region once (stroke maps and readings find many lines twice)
 
 
@@ -666,6 +668,36 @@ def _picture_line(raw: np.ndarray, region: tuple[int, int, int, int], ink: np.nd
             lo, hi = _colour_span(raw, region, colour, strict, min_pixels=2)
             return y0, y1, max(lo, x0 - 6 * h), min(hi, x1 + 6 * h)
     return region
+
+
+def _whole_print(raw: np.ndarray, box: TextBox, tolerance: float) -> TextBox:
+    """``box`` grown to the whole characters it cuts, where it lies on a bar of one colour with print of another:
+    the characters are then exactly the pixels of the print's colour, and those it cuts (a line printed on the
+    lower edge of a header bar, boxed to its upper part with the line above) are taken whole, when no taller or
+    wider than the box is tall (not a rule or the edge of a bar). Over anatomy (no colour covers half the box) the
+    box is left as it is."""
+    from scipy import ndimage as ndi
+
+    x0, y0, x1, y1 = box.x0, box.y0, box.x1, box.y1
+    hb = y1 - y0
+    cut = raw[y0:y1, x0:x1]
+    if cut.size == 0:
+        return box
+    values, counts = np.unique(cut, return_counts=True)
+    order = np.argsort(counts)[::-1]
+    if len(order) < 2 or counts[order[0]] < 0.5 * cut.size or counts[order[1]] < 0.05 * cut.size:
+        return box
+    colour = float(values[order[1]])
+    wy0, wy1 = max(0, y0 - hb), min(raw.shape[0], y1 + hb)
+    ink = np.abs(raw[wy0:wy1, x0:x1] - colour) <= tolerance
+    labels, _n = ndi.label(ink, structure=np.ones((3, 3)))
+    cuts = np.unique(labels[y0 - wy0:y1 - wy0][ink[y0 - wy0:y1 - wy0]])
+    top, bottom = y0, y1
+    for k, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None or k not in cuts or sl[0].stop - sl[0].start > hb or sl[1].stop - sl[1].start > hb:
+            continue
+        top, bottom = min(top, wy0 + sl[0].start), max(bottom, wy0 + sl[0].stop)
+    return TextBox(box.frame, x0, top, x1, bottom)
 
 
 def _reaches(a: tuple, b: tuple) -> bool:
