@@ -618,14 +618,19 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
             kept_boxes.append(_clip(b, touching) if picture else b)
     lines, crops, sure = [], [], set()
     for y0, y1, x0, x1, score in regions:
-        rows, cols = y1 - y0, x1 - x0
-        if rows < 6 or rows > max(24, h // 8) or cols < 1.2 * rows:  # not a line of text: a blob, a character
+        rows = y1 - y0
+        if rows < 6 or rows > max(24, h // 8):
             continue
         cut = raw[y0:y1, x0:x1]
         background = float(np.median(np.concatenate([cut[0], cut[-1], cut[:, 0], cut[:, -1]])))
         split = _otsu(cut.ravel())
         ink = cut > split if background <= split else cut < split
         if not 0.02 <= ink.mean() <= 0.6:
+            continue
+        # not a line of text: a blob, a character. Measured on the print where the region holds one (the region
+        # pads it by about half its height all round, which leaves a two-character label as tall as it is wide)
+        py0, py1, px0, px1 = _print_extent((y0, y1, x0, x1), ink)
+        if px1 - px0 < 1.2 * (py1 - py0):
             continue
         if picture and (score >= cfg.detector_sure_score or (
                 score >= cfg.detector_score and _uniformity(cut, ink, tolerance)[0] >= cfg.min_uniformity)):
