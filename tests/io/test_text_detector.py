@@ -180,3 +180,40 @@ def test_a_region_is_cut_to_its_print_and_a_stroke_line_to_its_regions():
     # a faint line over anatomy: the plain read saw its end only, the local-contrast read all of it (kept too)
     assert not _reaches((463, 496, 418, 666, 0.9), (463, 497, 310, 666, 0.9))
     assert _reaches((463, 497, 310, 666, 0.9), (463, 496, 318, 660, 0.9))
+
+
+def test_a_faint_label_in_a_white_box_on_black_is_found():
+    """A measurement label as an ultrasound prints it (grey 233 on a white box 21 pixels tall, drawn on the black
+    round the picture): the local-contrast reading sets the print against its box, not against the black above
+    and below it, so the label is found and its print covered."""
+    rng = np.random.default_rng(5)
+    img = np.zeros((480, 640), dtype=np.uint8)
+    img[150:440, 100:560] = rng.integers(20, 140, (290, 460)).astype(np.uint8)
+    img[84:105, 123:307] = 255
+    img = _draw(img, "+ Dist Mag   2.41 cm", (128, 86), 15, 233)
+    ys, xs = np.nonzero(img == 233)
+    covered = np.zeros(xs.size, dtype=bool)
+    for b in detect_frame(img, PixelTextConfig(policy="mask"), picture=True):
+        covered |= (xs >= b.x0) & (xs < b.x1) & (ys >= b.y0) & (ys < b.y1)
+    assert covered.mean() >= 0.95
+
+
+def test_a_box_on_a_bar_takes_the_characters_it_cuts_whole():
+    """A line printed on a bar's lower edge, boxed only to its upper part with the line above it: on a bar of one
+    colour the characters are the pixels of the print's colour, and those the box cuts are taken whole; a rule of
+    the print's colour is not a character, and over anatomy (no colour covers half the box) the box stays."""
+    from radiolens.io.deid_ocr import TextBox, _whole_print
+
+    raw = np.zeros((60, 200))
+    raw[:24] = 100.0  # the bar
+    for x in range(10, 150, 12):
+        raw[2:11, x:x + 7] = 160.0  # the upper line's characters
+        raw[13:23, x:x + 7] = 160.0  # the lower line's, on the bar's edge
+    grown = _whole_print(raw, TextBox(0, 5, 0, 160, 20), tolerance=1.0)
+    assert (grown.y0, grown.y1, grown.x0, grown.x1) == (0, 23, 5, 160)
+    ruled = raw.copy()
+    ruled[13:23, 5:160] = 100.0
+    ruled[18:20, 0:200] = 160.0  # a rule of the print's colour crossing the box's lower part
+    assert _whole_print(ruled, TextBox(0, 5, 0, 160, 20), tolerance=1.0) == TextBox(0, 5, 0, 160, 20)
+    speckle = np.random.default_rng(1).integers(0, 255, (60, 200)).astype(float)
+    assert _whole_print(speckle, TextBox(0, 5, 10, 160, 30), tolerance=1.0) == TextBox(0, 5, 10, 160, 30)
