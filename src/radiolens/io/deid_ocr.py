@@ -616,7 +616,7 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
                 kept_boxes.append(TextBox(index, max(0, x0 - m), max(0, y0 - m), min(w, x1 + m), min(h, y1 + m)))
         else:
             kept_boxes.append(_clip(b, touching) if picture else b)
-    lines, crops, sure = [], [], set()
+    lines, crops, extents, sure = [], [], [], set()
     for y0, y1, x0, x1, score in regions:
         rows = y1 - y0
         if rows < 6 or rows > max(24, h // 8):
@@ -629,14 +629,15 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
             continue
         # not a line of text: a blob, a character. Measured on the print where the region holds one (the region
         # pads it by about half its height all round, which leaves a two-character label as tall as it is wide)
-        py0, py1, px0, px1 = _print_extent((y0, y1, x0, x1), ink)
-        if px1 - px0 < 1.2 * (py1 - py0):
+        extent = _print_extent((y0, y1, x0, x1), ink)
+        if extent[3] - extent[2] < 1.2 * (extent[1] - extent[0]):
             continue
         if picture and (score >= cfg.detector_sure_score or (
                 score >= cfg.detector_score and _uniformity(cut, ink, tolerance)[0] >= cfg.min_uniformity)):
             sure.add(len(lines))
         lines.append((y0, y1, x0, x1))
         crops.append(ink)
+        extents.append(extent)
     found = _read_crops(crops, cfg, frozenset(range(len(crops)))) | sure
     for _ in range(3):
         more = {k for k in range(len(lines)) if k not in found and any(_continues(lines[c], lines[k]) for c in found)}
@@ -651,7 +652,7 @@ def _with_detector(raw: np.ndarray, grey: np.ndarray, boxes: list[TextBox], cfg:
         if picture:
             y0, y1, x0, x1 = _picture_line(raw, lines[k], crops[k], strict, cfg.min_uniformity, (darkest, brightest))
         else:
-            y0, y1, x0, x1 = _print_extent(lines[k], crops[k])
+            y0, y1, x0, x1 = extents[k]
         side, m = 0.5 * (y1 - y0), 0.25 * (y1 - y0)
         kept_boxes.append(TextBox(index, max(0, int(x0 - side)), max(0, int(y0 - m)), min(w, int(np.ceil(x1 + side))),
                                   min(h, int(np.ceil(y1 + m)))))
@@ -696,7 +697,7 @@ def _whole_print(raw: np.ndarray, box: TextBox, tolerance: float) -> TextBox:
     wy0, wy1 = max(0, y0 - hb), min(raw.shape[0], y1 + hb)
     ink = np.abs(raw[wy0:wy1, x0:x1] - colour) <= tolerance
     labels, _n = ndi.label(ink, structure=np.ones((3, 3)))
-    cuts = np.unique(labels[y0 - wy0:y1 - wy0][ink[y0 - wy0:y1 - wy0]])
+    cuts = set(np.unique(labels[y0 - wy0:y1 - wy0][ink[y0 - wy0:y1 - wy0]]).tolist())
     top, bottom = y0, y1
     for k, sl in enumerate(ndi.find_objects(labels), start=1):
         if sl is None or k not in cuts or sl[0].stop - sl[0].start > hb or sl[1].stop - sl[1].start > hb:
