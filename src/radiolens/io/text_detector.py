@@ -199,7 +199,7 @@ def local_contrast(raw: np.ndarray, window: int = 17, floor: float = 0.01) -> np
     """``raw`` as 8-bit grey in which every pixel is set against its neighbourhood (mean and spread of a
     ``window``-pixel square; the spread floored at ``floor`` of the range, so flat areas stay flat): faint print on
     a header bar (grey 231 on 244 of 255) stands out as much as white text on black. The window is a little
-    smaller than a label's box is tall: a 20-pixel measurement label (grey 233 on a white box drawn on black) set
+    smaller than a label's box is tall: a 21-pixel measurement label (grey 233 on a white box drawn on black) set
     against a 25-pixel window is measured against the black above and below its box and vanishes; against 17
     pixels it is read (13 reads it too, but also cuts the tops off print on a bar's edge)."""
     from scipy import ndimage as ndi
